@@ -1,0 +1,12 @@
+"""cxrlib — the small PyTorch library under the cxr-gan course.
+
+One module per concept: ``phantom`` (procedural chest radiographs), ``data`` (load, cache, split, DICOM,
+MedMNIST), ``augment`` (offline seed augmentation, DiffAugment/ADA), ``models``, ``losses``, ``train``,
+``metrics``, ``viz``, ``widgets``, ``exercises``, ``config`` and ``cli`` (``python -m cxrlib ...``).
+Importing the package is cheap; import the module you need.
+"""
+
+from cxrlib.errors import CxrError
+
+__version__ = "0.1.0"
+__all__ = ["CxrError", "__version__"]
