@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cxrlib-installed
 
-.PHONY: install test test-unit test-notebooks demo lab exercises bench pretrained test-browser lint clean
+.PHONY: install test test-unit test-notebooks demo lab exercises badges bench pretrained test-browser lint clean
 
 install: $(STAMP)
 
@@ -32,11 +32,28 @@ demo: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
+## make exercises: student versions of notebooks/ in exercises/ (solutions -> stubs, no outputs)
 exercises: $(STAMP)
 	$(PY) -m cxrlib.exercises build notebooks exercises
 
+## make badges: rewrite every notebook's Colab/Binder badges and setup cell from pyproject.toml [tool.cxr-gan]
+badges: $(STAMP)
+	$(PY) tools/notebook_opening.py notebooks
+
 bench: $(STAMP)
 	$(PY) -m cxrlib bench
+
+## make test-browser: JupyterLab + headless Chromium run notebook 05 in the smoke budget and click its widgets.
+## Installs Debian's chromium (apt) and the playwright package (never `playwright install`); screenshot in runs/browser/.
+## Another notebook: make test-browser NOTEBOOK=notebooks/01_data_and_augmentation.ipynb
+NOTEBOOK ?=
+test-browser: $(STAMP)
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		echo "installing chromium (apt)"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install -q "playwright>=1.40"
+	$(PY) tests/browser/check_notebook.py $(NOTEBOOK)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cxrlib tests benchmarks

@@ -51,33 +51,220 @@ def _cmd_augment(args) -> int:
 
 
 # --------------------------------------------------------------------------- training commands
+def _training_data(source: str, size: int, n_images: int | None, on_error: str = "raise"):
+    """``--data``: ``phantom`` (generated now, seed 0) or a folder tree of images → ImageSet at ``size`` px."""
+    from pathlib import Path
+
+    from cxrlib.data import load_dataset
+    from cxrlib.errors import CxrError
+
+    if str(source).lower() == "phantom":
+        return load_dataset("phantom", size=size, n=n_images, seed=0)
+    path = Path(source)
+    if not path.exists():
+        raise CxrError(f"data folder '{source}' does not exist (give a folder of images, or 'phantom')")
+    if not path.is_dir():
+        raise CxrError(f"--data '{source}' is not a folder (give a folder of images, or 'phantom')")
+    return load_dataset(path, size=size, n=n_images, on_error=on_error)
+
+
+def _parse_sets(pairs) -> dict:
+    """``--set key=value`` → {key: value}; values are read as JSON when they parse (0.5, true, [0, 0.99])."""
+    import json
+
+    from cxrlib.errors import CxrError
+
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CxrError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _length(args) -> dict:
+    """--steps / --minutes → config fields (the one given rules alone)."""
+    if args.steps is not None:
+        return {"steps": args.steps, "minutes": None}
+    if args.minutes is not None:
+        return {"steps": None, "minutes": args.minutes}
+    return {}
+
+
+def _run_config(out) -> dict:
+    """The config of the run in ``out`` (its config.json, else its last checkpoint)."""
+    import json
+    from pathlib import Path
+
+    from cxrlib.train import load_checkpoint
+
+    path = Path(out) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return load_checkpoint(Path(out) / "checkpoints" / "last.pt")["config"]
+
+
+def _check_fresh(out) -> None:
+    from pathlib import Path
+
+    from cxrlib.errors import CxrError
+
+    last = Path(out) / "checkpoints" / "last.pt"
+    if last.exists():
+        raise CxrError(f"'{out}' already holds a run ({last}); add --resume to continue it, or choose another --out")
+
+
 def _cmd_train(args) -> int:
-    raise NotImplementedError("train arrives with the training engine")
+    from pathlib import Path
+
+    from cxrlib import models
+    from cxrlib.config import budget, make_config
+    from cxrlib.errors import CxrError
+    from cxrlib.train import Trainer
+
+    out = Path(args.out)
+    overrides = {**_parse_sets(args.set), **_length(args)}
+    for key in ("batch", "seed", "checkpoint_every", "log_every", "sample_every", "amp", "device"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.resume:
+        if not (out / "checkpoints" / "last.pt").exists():
+            raise CxrError(f"nothing to resume: '{out / 'checkpoints' / 'last.pt'}' does not exist")
+        saved = _run_config(out)
+        for key in ("size", "preset"):
+            given = getattr(args, key)
+            if given is not None and given != saved[key]:
+                raise CxrError(f"--{key} {given} differs from the run's {key} {saved[key]} in '{out}'")
+        data = _training_data(args.data, saved["size"], args.n_images, args.on_error)
+        trainer = Trainer.resume(out, data, **overrides)
+        print(f"resuming '{out}' at step {trainer.step}", flush=True)
+    else:
+        _check_fresh(out)
+        size = models.check_size(args.size or budget().size)
+        if "steps" not in overrides:
+            overrides["steps"] = budget().steps
+        cfg = make_config(args.preset or "course", size=size, **overrides)
+        data = _training_data(args.data, size, args.n_images, args.on_error)
+        trainer = Trainer(cfg, data, out=out)
+    _announce(trainer, data)
+    trainer.fit(progress=not args.quiet)
+    print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
+          f" · log {out / 'log.jsonl'}")
+    return 0
+
+
+def _announce(trainer, data) -> None:
+    cfg = trainer.cfg
+    amp = "bf16" if trainer.amp_dtype is not None else "fp32"
+    length = " and ".join(x for x in (f"{cfg.steps} steps" if cfg.steps is not None else "",
+                                      f"{cfg.minutes:g} min" if cfg.minutes else "") if x)
+    what = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
+    print(f"training preset {cfg.preset!r} at {cfg.size}px, batch {cfg.batch}, up to {length} on "
+          f"{trainer.device.type} ({amp}) · {what} → {trainer.out}", flush=True)
 
 
 def _cmd_finetune(args) -> int:
-    raise NotImplementedError("finetune arrives with the training engine")
+    from pathlib import Path
+
+    from cxrlib.config import budget
+    from cxrlib.train import Trainer, load_checkpoint
+
+    out = Path(args.out)
+    state = load_checkpoint(args.ckpt)
+    _check_fresh(out)
+    length = _length(args) or {"steps": budget().steps, "minutes": None}
+    data = _training_data(args.data, state["config"]["size"], args.n_images, args.on_error)
+    trainer = Trainer.finetune(state, data, out=out, lr_scale=args.lr_scale, d_lr_scale=args.d_lr_scale,
+                               adaptive=args.adaptive, **length, **_parse_sets(args.set))
+    _announce(trainer, data)
+    trainer.fit(progress=not args.quiet)
+    print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}")
+    return 0
 
 
 def _cmd_sample(args) -> int:
-    raise NotImplementedError("sample arrives with the training engine")
+    from cxrlib.train import write_samples
+
+    print(write_samples(args.ckpt, args.n, args.out, seed=args.seed, ema=not args.no_ema))
+    return 0
 
 
 def _cmd_bench(args) -> int:
-    raise NotImplementedError("bench arrives with the training engine")
+    from cxrlib.config import get_device
+    from cxrlib.train import throughput
+
+    gpu = get_device(args.device).type == "cuda"
+    sizes = args.sizes or ([32, 64] if args.quick else ([64, 128, 256, 512] if gpu else [64, 128]))
+    steps = args.steps or (2 if args.quick else (20 if gpu else 5))
+    print(f"{'preset':<8} {'size':>5} {'batch':>5} {'amp':>5} {'images/s':>9} {'ms/step':>9}")
+    for preset in args.presets:
+        for size in sizes:
+            r = throughput(preset, size, batch=args.batch, steps=steps, warmup=1 if args.quick else 3,
+                           amp=args.amp, device=args.device)
+            print(f"{preset:<8} {size:>5} {r['batch']:>5} {r['amp']:>5} {r['images_per_s']:>9.1f} "
+                  f"{r['ms_per_step']:>9.1f}", flush=True)
+    return 0
 
 
 def _cmd_demo(args) -> int:
-    """Until the training engine lands: phantoms → a labelled grid under runs/demo/."""
-    from cxrlib.phantom import demo_grid
+    """Phantoms → the course preset for about 3 minutes (CXRLIB_SMOKE=1: ~20 s) → samples and loss curves."""
+    import shutil
+    from pathlib import Path
 
-    print(demo_grid(args.out))
+    from cxrlib import viz
+    from cxrlib.config import budget, make_config
+    from cxrlib.data import load_dataset
+    from cxrlib.train import Trainer
+
+    b = budget()
+    out = Path(args.out)
+    if (out / "config.json").exists():  # a previous demo: start it over (only the run's own files go)
+        for sub in ("checkpoints", "samples"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        for name in ("log.jsonl", "config.json", "samples.png", "losses.png"):
+            (out / name).unlink(missing_ok=True)
+    minutes = args.minutes or (b.minutes if b.kind == "smoke" else 3.0)
+    data = load_dataset("phantom", size=b.size, n=b.n_images, seed=0)
+    cfg = make_config("course", size=b.size, batch=b.batch, steps=None, minutes=minutes,
+                      log_every=5 if b.kind == "smoke" else 25, sample_every=10**9, checkpoint_every=10**9)
+    trainer = Trainer(cfg, data, out=out)
+    _announce(trainer, data)
+    trainer.fit(progress=True)
+    grid = trainer.save_samples(out / "samples.png")
+    fig = viz.plot_log(out)
+    curves = out / "losses.png"
+    fig.savefig(curves, dpi=100, bbox_inches="tight")
+    print(f"demo done after {trainer.step} steps ({trainer.seconds / 60:.1f} min): samples {grid} · "
+          f"loss curves {curves} · checkpoint {out / 'checkpoints' / 'last.pt'}")
     return 0
 
 
 # --------------------------------------------------------------------------- evaluation
 def _cmd_evaluate(args) -> int:
     raise NotImplementedError("evaluate arrives with the metrics")
+
+
+def _add_length(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, help="training iterations (default: the budget's)")
+    g.add_argument("--minutes", type=float, help="train for this many minutes of wall-clock instead")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-images", type=int, help="use N images (phantom: generate N; default: the budget's)")
+    p.add_argument("--log-every", type=int, help="steps between lines of log.jsonl")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast: auto (where fast), bf16, off")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other training option, e.g. --set r1_gamma=0.5 --set augment=translation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_on_error(p)
 
 
 # --------------------------------------------------------------------------- parser
@@ -115,17 +302,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_on_error(p)
     p.set_defaults(func=_cmd_augment)
 
-    p = sub.add_parser("train", help="train a GAN")
+    p = sub.add_parser("train", help="train a GAN → RUN/config.json, log.jsonl, checkpoints/, samples/")
+    p.add_argument("--data", required=True, help="folder of images/DICOMs (class = first sub-folder), or 'phantom'")
+    p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
+    p.add_argument("--size", type=int, help="image side in px, a power of two 32–512 (default: the budget's)")
+    p.add_argument("--preset", choices=("course", "dcgan", "seed"), help="recipe and networks (default course)")
+    _add_length(p)
+    p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--seed", type=int, help="random seed: same seed and data, same run (default 0)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints/step_XXXXXX.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    _add_train_options(p)
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("finetune", help="continue from a checkpoint with lower learning rates")
+
+    p = sub.add_parser("finetune", help="continue from a checkpoint with lower learning rates (the seed's phase 2)")
+    p.add_argument("--ckpt", required=True, help="checkpoint to start from (e.g. RUN/checkpoints/last.pt)")
+    p.add_argument("--data", required=True, help="folder of images, or 'phantom'")
+    p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--lr-scale", type=float, default=0.5,
+                   help="G's learning rate × F (default 0.5: the seed's 1e-4 → 5e-5)")
+    p.add_argument("--d-lr-scale", type=float, default=1.0, help="D's learning rate × F (default 1: the seed kept 1e-4)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="halve both learning rates when the SWD of EMA samples to held-out images stops improving")
+    _add_length(p)
     p.set_defaults(func=_cmd_finetune)
-    p = sub.add_parser("sample", help="write samples from a checkpoint's (EMA) generator")
+    p.add_argument("--n-images", type=int, help="use N images (phantom: generate N; default: the budget's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other training option")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_on_error(p)
+
+    p = sub.add_parser("sample", help="write samples from a checkpoint's (EMA) generator as PNGs")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or run directory")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--out", required=True, help="folder for sample_XXXXX.png")
+    p.add_argument("--seed", type=int, default=0, help="latent seed: the same seed gives the same images")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
     p.set_defaults(func=_cmd_sample)
-    p = sub.add_parser("bench", help="training throughput table")
+
+    p = sub.add_parser("bench", help="training throughput table (images/s, ms/step) of presets × sizes here")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: checks that it works")
+    p.add_argument("--presets", type=lambda s: s.split(","), default=["seed", "dcgan", "course"],
+                   help="comma-separated presets (default seed,dcgan,course)")
+    p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], help="comma-separated sizes")
+    p.add_argument("--batch", type=int, help="batch (default: each preset's)")
+    p.add_argument("--steps", type=int, help="timed steps per row")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto", help="autocast (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, …")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="what `make demo` runs: phantoms → a short training run → runs/demo/")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--minutes", type=float, help="training minutes (default 3; CXRLIB_SMOKE=1: the smoke budget)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("evaluate", help="quality metrics and memorisation audit of generated images")

@@ -117,3 +117,197 @@ def budget(kind: str | None = None) -> Budget:
     if kind == "gpu":
         return Budget("gpu", dev.type, 256, 3000, 32, 20000, 30.0, 2000, threads)
     raise ValueError(f"unknown budget {kind!r}: choose 'smoke', 'cpu' or 'gpu'")
+
+
+# ======================================================================= training configuration
+# One dataclass for the CLI and the notebooks. ``make_config("course", steps=500)`` starts from a preset and
+# overrides fields by name; ``TrainConfig.to_dict()`` / ``from_dict()`` round-trip through JSON and
+# checkpoints (primitives only, so a checkpoint loads with ``torch.load(weights_only=True)``).
+
+AMP_CHOICES = ("auto", "bf16", "off")
+LOSS_CHOICES = ("bce", "hinge")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data.
+
+    Architecture: ``preset`` ("seed", "dcgan", "course") names the networks *and* (through ``PRESETS``)
+    their training recipe; ``size`` is the image side in px (a power of two, 32–512); ``z_dim`` None keeps
+    the preset's latent size; ``width`` scales every layer's channels; ``model_kwargs`` go to
+    ``models.build_models``.
+
+    Length: ``steps`` training iterations (each = ``d_steps_per_g_step`` D updates and
+    ``g_steps_per_d_step`` G updates) and/or ``minutes`` of wall-clock, whichever ends first.
+
+    Losses and tricks: ``loss`` "bce" (non-saturating) or "hinge"; ``label_smoothing`` s gives D targets
+    1 - s/2 and s/2 (the seed's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
+    seed's "label swapping"); ``r1_gamma`` > 0 adds the R1 gradient penalty on real images, lazily every
+    ``r1_every`` D steps; ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
+    applied with probability ``augment_p`` to real and fake alike, or with an adaptive p when ``ada``
+    (raised while the sign of D's real logits, r_t = E[sign D(x)], is above ``ada_target``; p can move
+    from 0 to 1 in ``ada_speed_kimg`` thousand images).
+
+    EMA: the sampling generator is an exponential moving average of G with a half-life of
+    ``ema_half_life_kimg`` thousand images (per G step beta = 0.5 ** (batch / (half_life_kimg * 1000)));
+    ``ema_rampup`` r caps the half-life at r × images seen so early samples are not stuck near the random
+    init (StyleGAN2-ADA); 0 disables the EMA (samples then come from G itself).
+
+    Optimisers: Adam with ``g_lr``/``d_lr`` and ``g_betas``/``d_betas``. ``adaptive_lr`` (fine-tuning)
+    halves both rates (``adaptive_factor``) when the quality signal — the sliced Wasserstein distance of EMA
+    samples to held-out real images, measured every ``adaptive_every`` steps — has not improved for
+    ``adaptive_patience`` measurements (reduce on plateau).
+
+    Speed: ``amp`` "auto" (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), "bf16" or "off";
+    ``channels_last`` memory format; ``compile`` wraps G and D in ``torch.compile``; ``device`` "auto",
+    "cpu", "cuda", ….
+
+    Bookkeeping (in steps): ``log_every`` (a line in ``log.jsonl``), ``sample_every`` (a fixed-z sample
+    grid), ``checkpoint_every`` (``checkpoints/step_XXXXXX.pt`` and ``last.pt``).
+    """
+
+    preset: str = "course"
+    size: int = 64
+    batch: int = 32
+    steps: int | None = 2000
+    minutes: float | None = None
+    seed: int = 0
+    z_dim: int | None = None
+    width: float = 1.0
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    # losses and tricks
+    loss: str = "bce"
+    label_smoothing: float = 0.0
+    flip_prob: float = 0.0
+    g_steps_per_d_step: int = 1
+    d_steps_per_g_step: int = 1
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    augment: str = ""
+    augment_p: float = 1.0
+    ada: bool = False
+    ada_target: float = 0.6
+    ada_speed_kimg: float = 20.0
+    # optimisers
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    g_betas: tuple[float, float] = (0.5, 0.999)
+    d_betas: tuple[float, float] = (0.5, 0.999)
+    adaptive_lr: bool = False
+    adaptive_every: int = 200
+    adaptive_patience: int = 2
+    adaptive_factor: float = 0.5
+    # generator EMA
+    ema_half_life_kimg: float = 0.0
+    ema_rampup: float = 0.0
+    # bookkeeping
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    # speed
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+
+    def __post_init__(self):
+        self.g_betas = tuple(float(b) for b in self.g_betas)
+        self.d_betas = tuple(float(b) for b in self.d_betas)
+        self.model_kwargs = dict(self.model_kwargs or {})
+
+    def validate(self) -> TrainConfig:
+        """Raise ``CxrError`` with one line naming the first field that makes no sense; return self."""
+        from cxrlib.errors import CxrError
+
+        def bad(field, why):
+            raise CxrError(f"config field '{field}'={getattr(self, field)!r}: {why}")
+
+        if self.preset not in PRESETS:
+            bad("preset", f"unknown preset (choose one of {', '.join(PRESETS)})")
+        if self.size < 8 or self.size & (self.size - 1):
+            bad("size", "must be a power of two, e.g. 32, 64, …, 512")
+        for f in ("batch", "g_steps_per_d_step", "d_steps_per_g_step", "r1_every", "log_every",
+                  "sample_every", "checkpoint_every", "adaptive_every", "adaptive_patience"):
+            if int(getattr(self, f)) < 1:
+                bad(f, "must be a positive integer")
+        if self.g_steps_per_d_step > 1 and self.d_steps_per_g_step > 1:
+            bad("d_steps_per_g_step", "set either g_steps_per_d_step or d_steps_per_g_step above 1, not both")
+        if self.steps is None and self.minutes is None:
+            bad("steps", "give a number of steps, a number of minutes, or both")
+        if self.steps is not None and self.steps < 0:
+            bad("steps", "must be >= 0")
+        if self.minutes is not None and self.minutes <= 0:
+            bad("minutes", "must be > 0")
+        if self.loss not in LOSS_CHOICES:
+            bad("loss", f"choose one of {', '.join(LOSS_CHOICES)}")
+        if self.amp not in AMP_CHOICES:
+            bad("amp", f"choose one of {', '.join(AMP_CHOICES)}")
+        if not 0 <= self.label_smoothing < 1:
+            bad("label_smoothing", "must be in [0, 1)")
+        if not 0 <= self.flip_prob < 0.5:
+            bad("flip_prob", "must be in [0, 0.5)")
+        if not 0 <= self.augment_p <= 1:
+            bad("augment_p", "must be in [0, 1]")
+        for f in ("g_lr", "d_lr"):
+            if not getattr(self, f) > 0:
+                bad(f, "must be > 0")
+        for f in ("r1_gamma", "ema_half_life_kimg", "ema_rampup", "width"):
+            if getattr(self, f) < 0:
+                bad(f, "must be >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["g_betas"], d["d_betas"] = list(self.g_betas), list(self.d_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``CxrError`` naming them."""
+        from cxrlib.errors import CxrError
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CxrError(f"unknown training option(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        return cls(**d)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with some fields changed (unknown names raise ``CxrError``)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+# The recipes. Only the differences from the TrainConfig defaults are listed.
+PRESETS: dict[str, dict] = {
+    # The seed, faithfully: BCE with label smoothing 0.1 and label flipping 5 %, Adam 1e-4 for both with
+    # Keras' default betas, batch 8, no EMA, no R1, no differentiable augmentation.
+    "seed": dict(
+        preset="seed", batch=8, loss="bce", label_smoothing=0.1, flip_prob=0.05,
+        g_lr=1e-4, d_lr=1e-4, g_betas=(0.9, 0.999), d_betas=(0.9, 0.999),
+        r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
+    ),
+    # Radford et al. 2016: Adam 2e-4, beta1 0.5, batch 64 (at 64 px), plain BCE.
+    "dcgan": dict(
+        preset="dcgan", batch=64, loss="bce", g_lr=2e-4, d_lr=2e-4,
+        g_betas=(0.5, 0.999), d_betas=(0.5, 0.999), r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
+    ),
+    # Our recipe (tuned on 64-px phantoms against dcgan at equal wall-clock; benchmarks/quality_bar.py).
+    "course": dict(
+        preset="course", batch=32, loss="bce", g_lr=2e-4, d_lr=2e-4,
+        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r1_every=16,
+        augment="translation,cutout", augment_p=1.0, ema_half_life_kimg=5.0, ema_rampup=0.05,
+    ),
+}
+
+
+def make_config(preset: str = "course", **overrides) -> TrainConfig:
+    """``TrainConfig`` of a preset ("seed", "dcgan", "course") with fields overridden by name.
+
+    ``make_config("dcgan", size=32, steps=100)``; unknown presets or fields raise ``CxrError``.
+    """
+    from cxrlib.errors import CxrError
+
+    if preset not in PRESETS:
+        raise CxrError(f"unknown preset {preset!r} (choose one of {', '.join(PRESETS)})")
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **PRESETS[preset], **overrides}).validate()

@@ -1,0 +1,960 @@
+"""Data: any folder of X-rays (or the built-in phantoms, or MedMNIST) → one uint8 tensor, decoded once.
+
+The training loop never touches files: ``load_dataset`` returns an :class:`ImageSet` whose ``images`` are a
+``(N, 1, S, S)`` uint8 tensor (move it to the device whole, draw batches by index). Loading a folder
+
+* reads PNG/JPEG/BMP/TIFF in any Pillow mode and DICOM (pydicom), always to one grayscale channel;
+* makes every image square at ``size`` px: ``crop="center"`` (resize the shorter side, centre-crop — the
+  default), ``"pad"`` (letterbox with black) or ``"stretch"``;
+* takes the class from the first sub-folder (``normal/``, ``pneumonia/``);
+* decodes fast: JPEGs are decoded at reduced scale (``Image.draft``), resizing shrinks by integer factors
+  first (``reducing_gap``), and files are decoded by a thread pool (Pillow releases the GIL);
+* caches the decoded tensor under ``cxrlib.config.cache_dir()``, so the second load is a file read;
+* stops at the first unreadable file naming it (``on_error="raise"``) or skips and counts (``"skip"``).
+
+Nothing here ever writes into a source folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from cxrlib.errors import CxrError, ImageReadError
+
+CROP_MODES = ("center", "pad", "stretch")
+PIL_EXTS = {
+    ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff",
+    ".gif", ".webp", ".pgm", ".ppm", ".pnm", ".pbm",
+}  # fmt: skip
+DICOM_EXTS = {".dcm", ".dicom", ".dic"}
+IGNORE_DIRS = ("masks",)  # `cxrlib phantom --masks` writes segmentation masks next to the classes
+CACHE_FORMAT = 1  # bump when decoding changes, so old caches are not reused
+_RESAMPLE = Image.Resampling.BICUBIC
+_REDUCING_GAP = 2.0  # shrink by an integer factor first (fast box filter), then resample the last < 2x
+
+# Pillow modes that hold more than 8 bits per pixel: their range is the image's own, not 0..255
+_WIDE_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "I;32", "F"}
+_MODE_DEPTH = {
+    "1": "1-bit", "L": "8-bit gray", "LA": "8-bit gray+alpha", "P": "8-bit palette", "PA": "8-bit palette+alpha",
+    "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "RGBX": "8-bit RGB", "CMYK": "8-bit CMYK", "YCbCr": "8-bit YCbCr",
+    "I;16": "16-bit gray", "I;16L": "16-bit gray", "I;16B": "16-bit gray", "I;16N": "16-bit gray",
+    "I": "32-bit int gray", "F": "32-bit float gray",
+}  # fmt: skip
+
+
+# =========================================================================== the data set
+@dataclasses.dataclass(repr=False)
+class ImageSet:
+    """A decoded data set.
+
+    images: (N, 1, S, S) uint8 tensor, 0 = black; labels: (N,) int64 index into ``classes``;
+    paths: one per image (the file, or ``"phantom:<i>"`` / ``"pneumoniamnist:<i>"`` for generated or packed
+    data); skipped: ``(path, reason)`` of every unreadable file left out; origin: words for ``describe()``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    paths: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    origin: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. "multi-frame DICOM, first frame used"
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def size(self) -> int:
+        """Image side in px."""
+        return int(self.images.shape[-1])
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class name, in class order."""
+        counts = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+        return dict(zip(self.classes, counts))
+
+    def describe(self) -> str:
+        """One line, e.g. ``1000 phantom images, 64 px, classes normal=500 pneumonia=500``."""
+        n = len(self)
+        head = f"{n} images {self.origin}" if self.origin.startswith("from ") else f"{n} {self.origin} images"
+        counts = " ".join(f"{c}={k}" for c, k in self.class_counts().items())
+        line = f"{' '.join(head.split())}, {self.size} px, classes {counts}"
+        if self.skipped:
+            line += f" ({len(self.skipped)} unreadable file{'s' if len(self.skipped) > 1 else ''} skipped)"
+        return line
+
+    def __repr__(self) -> str:
+        return f"ImageSet({self.describe()})"
+
+    def subset(self, idx) -> ImageSet:
+        """The images at ``idx`` (ints, a bool mask, a numpy array or a tensor), in that order."""
+        idx = torch.as_tensor(np.asarray(idx))
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().flatten()
+        idx = idx.long().flatten()
+        paths = [self.paths[i] for i in idx.tolist()] if self.paths else []
+        return ImageSet(
+            self.images[idx], self.labels[idx], list(self.classes), paths, list(self.skipped), self.origin, list(self.notes)
+        )
+
+    def to_float(self) -> torch.Tensor:
+        """images as (N, 1, S, S) float32 in [-1, 1] (what G's tanh produces): x / 127.5 - 1."""
+        return self.images.float().div_(127.5).sub_(1.0)
+
+    def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> tuple[ImageSet, ImageSet, ImageSet]:
+        """Deterministic (train, val, holdout), stratified: each class is shuffled with ``seed`` and cut by
+        ``fractions`` (normalised to sum to 1), so every part keeps the class balance. The holdout is for
+        the memorisation audit: never train on it."""
+        if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+            raise CxrError(f"split fractions must be three non-negative numbers, got {tuple(fractions)}")
+        f = np.asarray(fractions, dtype=np.float64) / float(sum(fractions))
+        rng = np.random.default_rng(seed)
+        parts: list[list[int]] = [[], [], []]
+        labels = self.labels.numpy()
+        for c in range(len(self.classes)):
+            members = np.flatnonzero(labels == c)
+            members = members[rng.permutation(len(members))]
+            n_train = int(round(f[0] * len(members)))
+            n_val = min(int(round(f[1] * len(members))), len(members) - n_train)
+            parts[0] += members[:n_train].tolist()
+            parts[1] += members[n_train : n_train + n_val].tolist()
+            parts[2] += members[n_train + n_val :].tolist()
+        return tuple(self.subset(sorted(p)) for p in parts)  # type: ignore[return-value]
+
+
+# =========================================================================== reading one file
+@dataclasses.dataclass
+class _Decoded:
+    """One decoded file: ``pixels`` is a PIL image in mode "L" (0..255) or "F" (float, 0..255);
+    ``format``/``width``/``height``/``mode`` describe the file as stored (for ``inspect``)."""
+
+    pixels: Image.Image
+    format: str
+    width: int
+    height: int
+    mode: str
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _draft_request(width: int, height: int, size: int, crop: str) -> tuple[int, int]:
+    """The smallest (w, h) a JPEG may be decoded at and still give ``size`` px after ``crop``."""
+    if crop == "pad":  # the longer side becomes `size`
+        s = size / max(width, height)
+        return max(1, int(np.ceil(width * s))), max(1, int(np.ceil(height * s)))
+    return size, size  # center/stretch: both sides must stay >= size
+
+
+def _to_gray(im: Image.Image, path) -> Image.Image:
+    """Any Pillow mode → "L" (8-bit) or, for wider modes, "F" stretched from the image's [min, max] to 0..255
+    (so 12/16-bit X-rays keep their full tonal range instead of being clipped at 255)."""
+    mode = im.mode
+    if mode == "L":
+        return im
+    if mode in _WIDE_MODES:
+        a = np.asarray(im).astype(np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.astype(np.float32, copy=False))
+    if mode in ("1", "P", "PA", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"):
+        return im.convert("L")
+    if mode in ("LAB", "HSV"):
+        return im.convert("RGB").convert("L")
+    raise ImageReadError(path, f"unsupported image mode '{mode}'")
+
+
+def _open_pil(f, path, draft: tuple[int, int, str] | None) -> _Decoded:
+    """Decode a Pillow-readable file object; ``draft=(size, size, crop)`` lets JPEGs decode at 1/2–1/8 scale."""
+    try:
+        im = Image.open(f)
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(path, "not an image (or a format Pillow cannot read)") from None
+    fmt, (w, h), mode = im.format or "?", im.size, im.mode
+    try:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            im.seek(0)  # multi-page TIFF / animated GIF: the first page
+        if draft is not None and fmt == "JPEG":
+            im.draft("L", _draft_request(w, h, draft[0], draft[2]))
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)  # phones and some scanners store rotation in EXIF
+        gray = _to_gray(im, path)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(path, f"image too large ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncat" in msg.lower():
+            detail = re.sub(r"(?i)image file is truncated\s*", "", msg).strip(" ()")
+            reason = f"truncated file ({detail})" if detail else "truncated file"
+        else:
+            reason = f"corrupt image data ({msg})"
+        raise ImageReadError(path, reason) from None
+    d = _Decoded(gray, fmt, w, h, mode)
+    if frames > 1:
+        d.notes.append(f"'{path}': {frames} pages/frames, using the first")
+    return d
+
+
+def _dicom_decoder_hint(message: str) -> str:
+    """pydicom's "missing dependencies" message → the pip packages to install, e.g.
+    ``pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm, or pyjpegls)``."""
+    options = []
+    for requires in re.findall(r"^\s*\S+ - requires (.+)$", message, flags=re.M):
+        pkgs = [re.split(r"[<>=!~ ]", p.strip())[0] for p in requires.split(" and ")]
+        pkgs = ["python-gdcm" if p == "gdcm" else p for p in pkgs if p and p != "numpy"]
+        if pkgs:
+            options.append(" ".join(pkgs))
+    # pylibjpeg covers most syntaxes and installs everywhere: suggest it first
+    options.sort(key=lambda o: not o.startswith("pylibjpeg"))
+    if not options:
+        return "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+    return "pip install " + options[0] + "".join(f" (or {o})" for o in options[1:])
+
+
+def _dicom_pixels(f, path) -> tuple[np.ndarray, dict, list[str]]:
+    """A DICOM file → (H, W) float32 in [0, 1] as a radiologist would see it, plus header facts and notes.
+
+    Order as in the standard (PS3.4 grayscale pipeline): stored values → modality LUT (rescale slope and
+    intercept, e.g. to Hounsfield units) → VOI LUT or window (the display range chosen by the modality) →
+    MONOCHROME1 inverted (there, high values are dark)."""
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+    except ImportError:
+        raise ImageReadError(path, "reading DICOM needs pydicom: pip install pydicom", hint=None) from None
+    try:
+        ds = pydicom.dcmread(f, force=True)
+    except Exception as e:  # pydicom raises many kinds on a broken header
+        raise ImageReadError(path, f"unreadable DICOM header ({type(e).__name__}: {e})") from None
+    if "PixelData" not in ds:
+        raise ImageReadError(path, "DICOM file without pixel data (a DICOMDIR, report or structured document?)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    try:
+        arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
+    except Exception as e:  # no decoder, or broken compressed data
+        msg = str(e)
+        name = getattr(syntax, "name", str(syntax))
+        if "missing dependencies" in msg or "missing required" in msg or "no pixel data handlers" in msg.lower():
+            raise ImageReadError(
+                path, f"compressed DICOM ({name}) and no decoder installed: {_dicom_decoder_hint(msg)}", hint=None
+            ) from None
+        first = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "data", msg.splitlines()[-1].strip() if msg else "")
+        raise ImageReadError(path, f"cannot decode DICOM pixel data ({name}): {first or type(e).__name__}") from None
+    notes = []
+    if frames > 1:
+        notes.append(f"'{path}': multi-frame DICOM ({frames} frames), using the first")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    info = {"photometric": photometric, "bits": int(ds.get("BitsStored", 8) or 8), "frames": frames}
+    if arr.ndim == 3:  # colour (RGB / YBR converted by pydicom): luminance, no grayscale LUTs apply
+        a = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lo, hi = float(a.min()), float(a.max())
+        return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32), info, notes
+    a = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    has_voi = "WindowCenter" in ds and "WindowWidth" in ds or "VOILUTSequence" in ds
+    if has_voi:
+        a = np.asarray(apply_voi_lut(a, ds, index=0), dtype=np.float64)
+        # the VOI output range: what the LUT/window gives far below and far above any stored value
+        lo, hi = (float(v) for v in apply_voi_lut(np.array([-1e12, 1e12]), ds, index=0))
+    else:  # no display range recorded: use the image's own
+        lo, hi = float(a.min()), float(a.max())
+    a = np.clip((a - lo) / (hi - lo), 0.0, 1.0) if hi != lo else np.zeros_like(a)
+    if photometric == "MONOCHROME1":
+        a = 1.0 - a
+    return a.astype(np.float32), info, notes
+
+
+def _open_any(path, draft: tuple[int, int, str] | None = None) -> _Decoded:
+    """Open any supported file by content: the DICOM preamble ("DICM" at byte 128) or a .dcm name → pydicom,
+    anything else → Pillow. Raises :class:`ImageReadError` naming the file and the reason."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found", hint=None) from None
+    except OSError as e:
+        raise ImageReadError(path, f"cannot open ({e.strerror or e})") from None
+    with f:
+        head = f.read(132)
+        if not head:
+            raise ImageReadError(path, "empty file (0 bytes)")
+        f.seek(0)
+        if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_EXTS:
+            a, info, notes = _dicom_pixels(f, path)
+            mode = f"{info['photometric']} {info['bits']}-bit"
+            h, w = a.shape
+            return _Decoded(Image.fromarray((a * 255.0).astype(np.float32)), "DICOM", w, h, mode, notes)
+        return _open_pil(f, path, draft)
+
+
+def read_image(path) -> np.ndarray:
+    """Any supported file (PNG/JPEG/BMP/TIFF in any mode, DICOM) → (H, W) float32 in [0, 1], 0 = black.
+
+    Colour is converted to luminance, 16-bit/float images are stretched from their own [min, max],
+    EXIF orientation is applied, DICOM goes through its rescale, window and MONOCHROME1 inversion.
+    Raises :class:`cxrlib.errors.ImageReadError` with the file and the reason."""
+    d = _open_any(path)
+    for note in d.notes:
+        warnings.warn(note, stacklevel=2)
+    return np.asarray(d.pixels, dtype=np.float32) / 255.0
+
+
+def _fit(im: Image.Image, size: int, crop: str) -> Image.Image:
+    """A grayscale PIL image ("L" or "F") → ``size`` x ``size`` by ``crop`` (see module docstring)."""
+    w, h = im.size
+    if crop == "center":
+        m = min(w, h)
+        box = ((w - m) / 2, (h - m) / 2, (w + m) / 2, (h + m) / 2)
+        return im.resize((size, size), _RESAMPLE, box=box, reducing_gap=_REDUCING_GAP)
+    if crop == "stretch":
+        return im.resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    if crop == "pad":
+        s = size / max(w, h)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        canvas = Image.new(im.mode, (size, size), 0)
+        canvas.paste(im.resize((nw, nh), _RESAMPLE, reducing_gap=_REDUCING_GAP), ((size - nw) // 2, (size - nh) // 2))
+        return canvas
+    raise CxrError(f"unknown crop mode {crop!r}: choose one of {', '.join(CROP_MODES)}")
+
+
+def _to_uint8(im: Image.Image) -> np.ndarray:
+    """An "L" or "F" (0..255) image → (H, W) uint8."""
+    a = np.asarray(im)
+    if a.dtype == np.uint8:
+        return a
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def decode_square(path, size: int, crop: str = "center") -> tuple[np.ndarray, list[str]]:
+    """One file → ((size, size) uint8, notes). The fast path used by the loader (JPEG draft, reducing_gap)."""
+    d = _open_any(path, draft=(size, size, crop))
+    return _to_uint8(_fit(d.pixels, size, crop)), d.notes
+
+
+# =========================================================================== finding files
+@dataclasses.dataclass
+class _Listing:
+    """What a folder holds: image candidates (absolute paths, root-relative posix names, class index) and
+    the files and folders that are not images."""
+
+    root: Path
+    files: list[Path]
+    rels: list[str]
+    labels: list[int]
+    classes: list[str]
+    ignored: list[str]
+    stats: list[tuple[int, int]]  # (mtime_ns, bytes) per file, for the cache key
+
+
+def _is_dicom_by_content(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _list_images(root, ignore_dirs: Iterable[str] = IGNORE_DIRS) -> _Listing:
+    """Walk ``root`` (sorted, hidden files and folders left out). Image candidates: Pillow/DICOM extensions,
+    or any file with the DICOM preamble (DICOMs often have no extension). Class = first sub-folder; files
+    directly in ``root`` form a class named after the folder."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise CxrError(f"folder not found: '{root}'")
+    if not root.is_dir():
+        raise CxrError(f"not a folder: '{root}' (give the folder that holds the images)")
+    ignore_dirs = set(ignore_dirs)
+    root_class = root.resolve().name or "images"
+    found: list[tuple[str, Path, str]] = []
+    ignored: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root)
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or d == "__pycache__":
+                continue
+            if rel_dir == Path(".") and d in ignore_dirs:
+                ignored.append(f"{d}/")
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = here / name
+            rel = p.relative_to(root).as_posix()
+            ext = p.suffix.lower()
+            if ext in PIL_EXTS or ext in DICOM_EXTS or _is_dicom_by_content(p):
+                cls = rel.split("/", 1)[0] if "/" in rel else root_class
+                found.append((rel, p, cls))
+            else:
+                ignored.append(rel)
+    found.sort(key=lambda t: t[0])
+    classes = sorted({c for _, _, c in found})
+    index = {c: i for i, c in enumerate(classes)}
+    stats = []
+    for _, p, _ in found:
+        st = p.stat()
+        stats.append((st.st_mtime_ns, st.st_size))
+    return _Listing(
+        root, [p for _, p, _ in found], [r for r, _, _ in found], [index[c] for _, _, c in found], classes,
+        sorted(ignored), stats,
+    )
+
+
+# =========================================================================== many files, in parallel
+def default_workers() -> int:
+    """Decoding threads: two per core (Pillow and zlib release the GIL; the extra hides file I/O)."""
+    from cxrlib.config import cpu_cores
+
+    return max(2, min(16, 2 * cpu_cores()))
+
+
+def _map_files(
+    fn: Callable[[Path], object],
+    files: Sequence[Path],
+    on_error: str = "raise",
+    workers: int | None = None,
+    progress: bool = False,
+    desc: str = "decoding",
+) -> Iterator[tuple[int, object, ImageReadError | None]]:
+    """Apply ``fn`` to every file in a thread pool; yield ``(i, result, error)`` in file order.
+
+    ``on_error="raise"``: the first unreadable file (in sorted order) raises, the rest is cancelled.
+    ``on_error="skip"``: unreadable files come back with their error and ``result=None``."""
+    if on_error not in ("raise", "skip"):
+        raise CxrError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+    def safe(p: Path):
+        try:
+            return fn(p), None
+        except ImageReadError as e:
+            return None, e
+
+    workers = workers or default_workers()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(files) or 1)))
+    try:
+        results: Iterable = pool.map(safe, files)
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(files), desc=desc, unit="img")
+        for i, (res, err) in enumerate(results):
+            if err is not None and on_error == "raise":
+                raise err
+            yield i, res, err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warn_skipped(skipped: Sequence[tuple[str, str]], total: int, stacklevel: int = 3) -> None:
+    """ONE warning for all skipped files: the count and the first few names with their reasons."""
+    if not skipped:
+        return
+    first = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+    more = f"; … and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    warnings.warn(f"skipped {len(skipped)} unreadable file(s) of {total}: {first}{more}", stacklevel=stacklevel)
+
+
+# =========================================================================== the cache
+def _cache_key(listing: _Listing, size: int, crop: str) -> str:
+    h = hashlib.sha256()
+    head = {"format": CACHE_FORMAT, "size": size, "crop": crop, "classes": listing.classes}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for rel, (mtime, nbytes) in zip(listing.rels, listing.stats):
+        h.update(f"\n{rel}\t{mtime}\t{nbytes}".encode())
+    return h.hexdigest()[:32]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name next to ``path``, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _cache_read(base: Path, root: Path) -> ImageSet | None:
+    """The cached set at ``base`` (.npy pixels + .json facts), or None when missing, partial or corrupt."""
+    try:
+        meta = json.loads(base.with_suffix(".json").read_text())
+        images = np.load(base.with_suffix(".npy"), allow_pickle=False)
+        n, s = meta["n"], meta["size"]
+        if images.dtype != np.uint8 or images.shape != (n, 1, s, s) or len(meta["labels"]) != n:
+            return None
+        return ImageSet(
+            torch.from_numpy(images),
+            torch.tensor(meta["labels"], dtype=torch.int64),
+            list(meta["classes"]),
+            [str(root / r) for r in meta["rels"]],
+            [(str(root / r), why) for r, why in meta["skipped"]],
+            notes=list(meta.get("notes", [])),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, EOFError):  # corrupt: ignore it, it will be rebuilt
+        return None
+
+
+def _cache_write(base: Path, images: np.ndarray, labels, classes, rels, skipped, notes=()) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, images, allow_pickle=False)
+    _atomic_write(base.with_suffix(".npy"), buf.getbuffer())
+    meta = {
+        "format": CACHE_FORMAT, "n": int(images.shape[0]), "size": int(images.shape[-1]),
+        "labels": [int(v) for v in labels], "classes": classes, "rels": rels, "skipped": skipped,
+        "notes": list(notes),
+    }  # fmt: skip
+    _atomic_write(base.with_suffix(".json"), json.dumps(meta).encode())  # written last: marks the entry complete
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or inside it (after resolving links)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or path.is_relative_to(folder)
+
+
+# =========================================================================== loading a folder
+def load_images(
+    root,
+    size: int = 64,
+    *,
+    crop: str = "center",
+    on_error: str = "raise",
+    cache: bool = True,
+    cache_dir=None,
+    progress: bool = False,
+    workers: int | None = None,
+    ignore_dirs: Iterable[str] = IGNORE_DIRS,
+) -> ImageSet:
+    """Decode every image under ``root`` into an :class:`ImageSet` of ``size`` x ``size`` grayscale images.
+
+    root: a folder; class = first sub-folder name (images directly in ``root``: one class named after it;
+    a top-level ``masks/`` folder is ignored). crop: "center" | "pad" | "stretch". on_error: "raise" stops at
+    the first unreadable file naming it; "skip" leaves such files out, lists them in ``.skipped`` and warns
+    once. cache: reuse/save the decoded tensor under ``cache_dir`` (default ``cxrlib.config.cache_dir()``),
+    keyed by the files' names, mtimes and sizes, ``size`` and ``crop``; never inside ``root``."""
+    if crop not in CROP_MODES:
+        raise CxrError(f"unknown crop mode {crop!r}: choose one of {', '.join(CROP_MODES)}")
+    if on_error not in ("raise", "skip"):
+        raise CxrError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not 1 <= int(size) <= 4096:
+        raise CxrError(f"size must be between 1 and 4096 px, got {size}")
+    listing = _list_images(root, ignore_dirs)
+    root = listing.root
+    if not listing.files:
+        raise CxrError(f"no images found in '{root}' (looked for {', '.join(sorted(PIL_EXTS | DICOM_EXTS))})")
+    origin = f"from '{root}'"
+
+    base = None
+    if cache:
+        from cxrlib.config import cache_dir as default_cache_dir
+
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        if _inside(folder, root):
+            warnings.warn(f"not caching: the cache folder '{folder}' is inside the source '{root}'", stacklevel=2)
+        else:
+            base = folder / "images" / _cache_key(listing, size, crop)
+            hit = _cache_read(base, root)
+            if hit is not None:
+                if hit.skipped and on_error == "raise":
+                    path, reason = hit.skipped[0]
+                    raise ImageReadError(path, reason)
+                for note in hit.notes:
+                    warnings.warn(note, stacklevel=2)
+                _warn_skipped(hit.skipped, len(listing.files), stacklevel=3)
+                hit.origin = origin
+                return hit
+
+    images = np.empty((len(listing.files), 1, size, size), dtype=np.uint8)
+    kept, skipped, notes = [], [], []
+    decode = lambda p: decode_square(p, size, crop)  # noqa: E731
+    for i, res, err in _map_files(decode, listing.files, on_error, workers, progress):
+        if err is not None:
+            skipped.append((listing.rels[i], err.reason))
+            continue
+        images[len(kept), 0] = res[0]
+        notes += res[1]
+        kept.append(i)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    _warn_skipped([(str(root / r), why) for r, why in skipped], len(listing.files), stacklevel=3)
+    if not kept:
+        raise CxrError(f"no readable images in '{root}': all {len(listing.files)} files failed (first: {skipped[0][0]}: {skipped[0][1]})")
+    images = images[: len(kept)]
+    labels = [listing.labels[i] for i in kept]
+    rels = [listing.rels[i] for i in kept]
+    if base is not None:
+        try:
+            _cache_write(base, images, labels, listing.classes, rels, skipped, notes)
+        except OSError as e:  # a read-only home must not stop training
+            warnings.warn(f"could not write the data cache under '{base.parent}': {e}", stacklevel=2)
+    return ImageSet(
+        torch.from_numpy(images),
+        torch.tensor(labels, dtype=torch.int64),
+        list(listing.classes),
+        [str(root / r) for r in rels],
+        [(str(root / r), why) for r, why in skipped],
+        origin,
+        notes,
+    )
+
+
+# =========================================================================== MedMNIST
+MEDMNIST_CLASSES = {"pneumoniamnist": ["normal", "pneumonia"], "chestmnist": ["no_finding", "finding"]}
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+def _medmnist_file(flag: str, msize: int) -> str:
+    return f"{flag}{'' if msize == 28 else f'_{msize}'}.npz"
+
+
+def read_medmnist_npz(path, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A MedMNIST-layout ``.npz`` (``{train,val,test}_{images,labels}``) → ((N, H, W) uint8, (N,) int64).
+
+    split: "train" | "val" | "test" | None (all three, in that order). Multi-label rows (ChestMNIST's 14
+    findings) become 1 when any finding is present. Read with numpy, without pickle."""
+    splits = (split,) if split else ("train", "val", "test")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            parts = [(z[f"{s}_images"], z[f"{s}_labels"]) for s in splits if f"{s}_images" in z.files]
+    except (OSError, ValueError, KeyError) as e:
+        raise CxrError(f"cannot read '{path}' as a MedMNIST .npz ({e})") from None
+    if not parts:
+        raise CxrError(f"'{path}' has no {'/'.join(f'{s}_images' for s in splits)} arrays (not a MedMNIST .npz?)")
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([np.asarray(p[1]).reshape(len(p[1]), -1) for p in parts])
+    if images.ndim == 4:  # (N, H, W, 3) colour sets: luminance
+        images = np.rint(images[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    labels = (labels.sum(1) > 0) if labels.shape[1] > 1 else labels[:, 0]
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def _find_or_download_medmnist(flag: str, msize: int, root, download: bool = True) -> Path:
+    """Where ``<flag>_<size>.npz`` is: ``root`` (a file or folder), ``~/.medmnist``, our cache, or downloaded
+    there through the ``medmnist`` package (imported only now)."""
+    from cxrlib.config import cache_dir
+
+    name = _medmnist_file(flag, msize)
+    if root is not None and Path(root).is_file():
+        return Path(root)
+    folders = [Path(root).expanduser()] if root is not None else [Path.home() / ".medmnist", cache_dir() / "medmnist"]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    offline = f"cannot get {flag} ({msize} px)"
+    hint = f"use source='phantom' (built in, no download) or put {name} in '{folders[-1]}'"
+    if not download:
+        raise CxrError(f"{offline}: {name} not found and download=False; {hint}")
+    try:
+        import medmnist
+    except ImportError:
+        raise CxrError(f"{offline}: the medmnist package is not installed (pip install medmnist); {hint}") from None
+    folder = folders[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    info = medmnist.INFO[flag]
+    try:  # the package's class downloads and checks the MD5; we then read the .npz ourselves
+        getattr(medmnist, info["python_class"])(split="test", download=True, size=msize, root=str(folder))
+    except Exception:
+        raise CxrError(f"{offline}: download failed (offline?); {hint}") from None
+    return folder / name
+
+
+def _resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W) uint8 → (N, 1, size, size) uint8 (antialiased bilinear, in chunks to bound memory)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x.clone()
+    out = torch.empty((x.shape[0], 1, size, size), dtype=torch.uint8)
+    for i in range(0, x.shape[0], 1024):
+        y = torch.nn.functional.interpolate(x[i : i + 1024].float(), size=(size, size), mode="bilinear", antialias=True)
+        out[i : i + 1024] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def load_medmnist(
+    flag: str = "pneumoniamnist", size: int = 64, *, root=None, split: str | None = None, download: bool = True
+) -> ImageSet:
+    """PneumoniaMNIST or ChestMNIST at the smallest official size >= ``size`` (28/64/128/224), resized to ``size``.
+
+    root: a MedMNIST ``.npz`` file or the folder holding it (else ``~/.medmnist``, then a download through the
+    ``medmnist`` package into ``cxrlib.config.cache_dir()/medmnist``, unless ``download=False``).
+    split: None = train+val+test."""
+    flag = flag.lower()
+    if flag not in MEDMNIST_CLASSES:
+        raise CxrError(f"unknown MedMNIST set {flag!r}: choose one of {', '.join(MEDMNIST_CLASSES)}")
+    msize = next((s for s in MEDMNIST_SIZES if s >= size), MEDMNIST_SIZES[-1])
+    path = _find_or_download_medmnist(flag, msize, root, download)
+    classes = MEDMNIST_CLASSES[flag]
+    images, labels = read_medmnist_npz(path, split)
+    return ImageSet(
+        _resize_uint8(images, size),
+        torch.from_numpy(labels),
+        list(classes),
+        [f"{flag}:{i}" for i in range(len(labels))],
+        [],
+        flag,
+    )
+
+
+# =========================================================================== the notebooks' one switch
+def _phantom_set(n: int, size: int, seed: int, **kw) -> ImageSet:
+    from cxrlib import phantom
+
+    ph = phantom.generate(n, size=size, seed=seed, **kw)
+    images = torch.as_tensor(ph.images, dtype=torch.uint8)
+    return ImageSet(
+        images.reshape(len(images), 1, size, size),
+        torch.as_tensor(ph.labels, dtype=torch.int64),
+        list(ph.classes),
+        [f"phantom:{i}" for i in range(len(images))],
+        [],
+        "phantom",
+    )
+
+
+def _take(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
+    """A deterministic random ``n`` of ``ds`` (in their original order), or all of it."""
+    if n is None or n >= len(ds):
+        return ds
+    idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    return ds.subset(idx)
+
+
+def load_dataset(source="phantom", size: int = 64, n: int | None = None, seed: int = 0, **kw) -> ImageSet:
+    """The notebooks' one switch: ``"phantom"`` | a folder | ``"pneumoniamnist"`` | ``"chestmnist"`` | a .npz.
+
+    phantom: ``n`` procedural radiographs (default ``cxrlib.config.budget().n_images``), keyword
+    ``pneumonia_fraction``. folder: every image under it (keywords of :func:`load_images`); ``n`` takes a
+    seeded random subset. MedMNIST: keywords ``root`` (a .npz or its folder) and ``split``. Prints nothing:
+    call ``.describe()`` on the result."""
+    if isinstance(source, str) and source.lower() == "phantom":
+        if n is None:
+            from cxrlib.config import budget
+
+            n = budget().n_images
+        return _phantom_set(int(n), size, seed, **kw)
+    if isinstance(source, str) and source.lower() in MEDMNIST_CLASSES:
+        return _take(load_medmnist(source, size, **kw), n, seed)
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".npz":
+        flag = next((f for f in MEDMNIST_CLASSES if path.name.startswith(f)), "pneumoniamnist")
+        return _take(load_medmnist(flag, size, root=path, **kw), n, seed)
+    if path.is_dir():
+        return _take(load_images(path, size, **kw), n, seed)
+    raise CxrError(
+        f"unknown data source {str(source)!r}: use 'phantom', 'pneumoniamnist', 'chestmnist', a folder of images "
+        "or a MedMNIST .npz"
+    )
+
+
+# =========================================================================== inspect
+@dataclasses.dataclass
+class InspectReport:
+    """What a folder holds; ``str(report)`` is the human report printed by ``python -m cxrlib inspect``."""
+
+    root: str
+    classes: dict[str, int]
+    formats: dict[str, int]
+    sizes: dict[str, int]
+    modes: dict[str, int]
+    unreadable: list[tuple[str, str]]
+    ignored: list[str]
+    notes: list[str]
+    n_files: int
+
+    @property
+    def n_readable(self) -> int:
+        return self.n_files - len(self.unreadable)
+
+    @property
+    def ok(self) -> bool:
+        """True when every image file can be read."""
+        return not self.unreadable and self.n_files > 0
+
+    def __str__(self) -> str:
+        def counts(d: dict[str, int], limit: int = 8) -> str:
+            items = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))
+            text = ", ".join(f"{k} {v}" for k, v in items[:limit])
+            return text + (f", … ({len(items) - limit} more)" if len(items) > limit else "") if items else "-"
+
+        lines = [
+            f"{self.root}: {self.n_files} image file(s), {self.n_readable} readable, "
+            f"{len(self.unreadable)} unreadable, {len(self.classes)} class(es)",
+            f"  classes : {counts(self.classes, 20)}",
+            f"  formats : {counts(self.formats)}",
+            f"  sizes   : {counts(self.sizes)}",
+            f"  modes   : {counts(self.modes)}",
+        ]
+        square = sum(v for k, v in self.sizes.items() if k.split("x")[0] == k.split("x")[1])
+        if square < self.n_readable:
+            lines.append(f"  note    : {self.n_readable - square} non-square image(s): loading centre-crops them (crop='pad' letterboxes)")
+        lines += [f"  note    : {n}" for n in self.notes]
+        if self.ignored:
+            shown = ", ".join(self.ignored[:5]) + (f", … ({len(self.ignored) - 5} more)" if len(self.ignored) > 5 else "")
+            lines.append(f"  ignored : {len(self.ignored)} non-image file(s)/folder(s): {shown}")
+        if self.unreadable:
+            lines.append(f"  unreadable ({len(self.unreadable)}):")
+            lines += [f"    {p}: {why}" for p, why in self.unreadable]
+        return "\n".join(lines)
+
+
+def _probe(path: Path) -> _Decoded:
+    """Decode fully (so a truncated file is caught) but at 1/8 scale where JPEG allows it."""
+    return _open_any(path, draft=(64, 64, "center"))
+
+
+def inspect_folder(root, *, workers: int | None = None, ignore_dirs: Iterable[str] = IGNORE_DIRS) -> InspectReport:
+    """Read every image under ``root`` and report classes, formats, sizes, bit depths/modes and every
+    unreadable file with its reason. Never stops at a bad file; writes nothing."""
+    listing = _list_images(root, ignore_dirs)
+    classes: collections.Counter = collections.Counter()
+    formats: collections.Counter = collections.Counter()
+    sizes: collections.Counter = collections.Counter()
+    modes: collections.Counter = collections.Counter()
+    unreadable, notes = [], []
+    for i, d, err in _map_files(_probe, listing.files, "skip", workers):
+        if err is not None:
+            unreadable.append((listing.rels[i], err.reason))
+            continue
+        classes[listing.classes[listing.labels[i]]] += 1
+        formats[d.format] += 1
+        sizes[f"{d.width}x{d.height}"] += 1
+        mode = d.mode if d.format == "DICOM" else f"{d.mode} ({_MODE_DEPTH.get(d.mode, '?')})"
+        modes[mode] += 1
+        notes += [n.replace(f"'{listing.files[i]}'", listing.rels[i]) for n in d.notes]
+    return InspectReport(
+        str(listing.root), dict(classes), dict(formats), dict(sizes), dict(modes), unreadable, listing.ignored,
+        notes, len(listing.files),
+    )
+
+
+# =========================================================================== prepare
+def check_separate(src, dst) -> tuple[Path, Path]:
+    """Refuse a destination equal to or inside the source, or a source inside the destination (writing there
+    would change the source, or mix it into the output). Returns both as given."""
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    if not src.is_dir():
+        raise CxrError(f"source folder not found: '{src}'")
+    if _inside(dst, src):
+        raise CxrError(f"refusing to write into the source: '{dst}' is '{src}' or inside it (choose another --dst)")
+    if _inside(src, dst):
+        raise CxrError(f"refusing: the source '{src}' is inside the destination '{dst}' (choose another --dst)")
+    return src, dst
+
+
+class _Writer:
+    """Writes files atomically under ``dst`` and can take back everything it wrote (no partial output)."""
+
+    def __init__(self, dst: Path):
+        self.dst = dst
+        self.written: list[Path] = []
+        self.made: list[Path] = []
+
+    def write(self, rel: str, data: bytes) -> None:
+        path = self.dst / rel
+        missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.made += reversed(missing)
+        _atomic_write(path, data)
+        self.written.append(path)
+
+    def undo(self) -> None:
+        for p in self.written:
+            p.unlink(missing_ok=True)
+        for d in reversed(self.made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def _png_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a.astype(np.uint8, copy=False)).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def _unique_png_names(rels: Sequence[str]) -> list[str]:
+    """``a/x.jpg`` → ``a/x.png``; when two sources would collide (x.jpg and x.tif) the later one keeps its
+    extension in the name (``x_tif.png``)."""
+    out, used = [], set()
+    for rel in rels:
+        p = Path(rel)
+        name = p.with_suffix(".png").as_posix()
+        if name in used:
+            name = p.with_name(f"{p.stem}_{p.suffix.lstrip('.').lower() or 'file'}.png").as_posix()
+        used.add(name)
+        out.append(name)
+    return out
+
+
+def prepare_folder(
+    src, dst, size: int, on_error: str = "raise", *, crop: str = "center", workers: int | None = None,
+    progress: bool = False,
+) -> str:  # fmt: skip
+    """Convert every image under ``src`` (any supported format, DICOM included) into clean ``size`` x ``size``
+    8-bit grayscale PNGs under ``dst``, keeping the relative paths (class sub-folders). Each file is written
+    to a temporary name and renamed; with ``on_error="raise"`` a bad file also removes what this call wrote.
+    Returns a one-paragraph summary."""
+    src, dst = check_separate(src, dst)
+    if crop not in CROP_MODES:
+        raise CxrError(f"unknown crop mode {crop!r}: choose one of {', '.join(CROP_MODES)}")
+    if not 1 <= int(size) <= 4096:
+        raise CxrError(f"size must be between 1 and 4096 px, got {size}")
+    listing = _list_images(src)
+    if not listing.files:
+        raise CxrError(f"no images found in '{src}'")
+    names = _unique_png_names(listing.rels)
+
+    def convert(p: Path):
+        a, notes = decode_square(p, size, crop)
+        return _png_bytes(a), notes
+
+    writer = _Writer(dst)
+    skipped: list[tuple[str, str]] = []
+    per_class: collections.Counter = collections.Counter()
+    try:
+        for i, res, err in _map_files(convert, listing.files, on_error, workers, progress, "preparing"):
+            if err is not None:
+                skipped.append((str(listing.files[i]), err.reason))
+                continue
+            data, notes = res
+            for note in notes:
+                warnings.warn(note, stacklevel=2)
+            writer.write(names[i], data)
+            per_class[listing.classes[listing.labels[i]]] += 1
+    except BaseException:
+        writer.undo()
+        raise
+    _warn_skipped(skipped, len(listing.files))
+    if not writer.written:
+        raise CxrError(f"no readable images in '{src}': all {len(listing.files)} files failed")
+    counts = " ".join(f"{c}={k}" for c, k in sorted(per_class.items()))
+    summary = f"prepared {len(writer.written)} images ({size} px grayscale PNG, crop={crop}; {counts}) from '{src}' into '{dst}'"
+    if skipped:
+        summary += f"; skipped {len(skipped)} unreadable: " + ", ".join(Path(p).name for p, _ in skipped[:5])
+        summary += " …" if len(skipped) > 5 else ""
+    return summary

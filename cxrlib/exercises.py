@@ -1,0 +1,625 @@
+"""Exercises: auto-checked solutions in the notebooks, and the student versions built from them.
+
+**In a notebook** (``notebooks/NN_*.ipynb``, the source of truth, with solutions) an exercise is one code
+cell that opens with ``# EXERCISE: <name>`` and holds its solution between ``### BEGIN SOLUTION`` and
+``### END SOLUTION`` lines *inside a function body*; the next code cell checks it::
+
+    # EXERCISE: 01.brightness
+    def adjust_brightness(x, delta):
+        \"\"\"x: (B, 1, H, W) float in [-1, 1]; delta: float → same shape, clamped to [-1, 1].\"\"\"
+        ### BEGIN SOLUTION
+        return (x + delta).clamp(-1, 1)
+        ### END SOLUTION
+
+    adjust_brightness = check("01.brightness", adjust_brightness)   # ← the next cell
+
+``check`` runs small real computations against the library's reference and prints ``✓ correct`` or what is
+wrong, with numbers. It returns the function the rest of the notebook should use: the student's when correct,
+otherwise the library's reference, so a student who skips an exercise still runs to the end.
+
+**Student versions** (``python -m cxrlib.exercises build notebooks exercises``, i.e. ``make exercises``)
+replace each solution block by ``raise NotImplementedError("exercise '<name>': replace this line with your
+code")`` at the block's indentation, drop all outputs and write the same bytes for the same input, so a test
+can tell when ``exercises/`` is out of date (``python -m cxrlib.exercises check notebooks exercises``).
+
+**Registering an exercise** (done once, here, in the section of its notebook)::
+
+    register(
+        "01.brightness",
+        reference="cxrlib.augment.adjust_brightness",       # dotted name (imported lazily) or a callable
+        checker=compare_outputs(lambda: [case(_ramp(), 0.1), case(_ramp(), -0.3)]),
+        hint="add delta to every pixel, then clamp to [-1, 1]",
+    )
+
+A checker is any function ``checker(candidate, reference) -> str | None``: ``None`` means correct, a string
+says what is wrong. ``compare_outputs`` builds the usual one: call both on the same inputs and compare.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import json
+import math
+import os
+import random
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from cxrlib.errors import CxrError
+
+# ======================================================================= markers (the notebook convention)
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+EXERCISE_PREFIX = "# EXERCISE:"
+STUB = "raise NotImplementedError(\"exercise '{name}': replace this line with your code\")"
+MARKDOWN_STUB = "_(your answer here)_"
+EXERCISE_TAG = "exercise"  # cell tag added to exercise cells in the student versions
+BADGES_MARKER = "<!-- cxr-gan: badges"  # the badges cell of the fixed opening (see tools/notebook_opening.py)
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+NBVAL_CHECK = "# NBVAL_CHECK_OUTPUT"
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+Checker = Callable[[Callable, Callable], "str | None"]
+
+
+# ======================================================================= registry and check
+@dataclasses.dataclass(frozen=True)
+class Exercise:
+    """One registered exercise: its name (``"NN.short_name"``), reference, checker and an optional hint."""
+
+    name: str
+    reference: Callable | str
+    checker: Checker
+    hint: str = ""
+
+    def reference_function(self) -> Callable:
+        """The reference as a callable (a dotted name is imported now, not at registration)."""
+        if callable(self.reference):
+            return self.reference
+        module, _, attr = self.reference.rpartition(".")
+        return getattr(importlib.import_module(module), attr)
+
+    @property
+    def reference_name(self) -> str:
+        """``cxrlib.module.function`` — what the notebook goes on with when the exercise is not done."""
+        if isinstance(self.reference, str):
+            return self.reference
+        return f"{getattr(self.reference, '__module__', '?')}.{getattr(self.reference, '__qualname__', '?')}"
+
+
+_REGISTRY: dict[str, Exercise] = {}
+
+
+def register(name: str, reference: Callable | str, checker: Checker, *, hint: str = "") -> Exercise:
+    """Register (or replace) the exercise ``name`` with its reference implementation and checker."""
+    if not NAME_RE.match(name):
+        raise CxrError(f"exercise name {name!r}: use letters, digits, '_', '.', '-' (e.g. '01.brightness')")
+    ex = Exercise(name, reference, checker, hint)
+    _REGISTRY[name] = ex
+    return ex
+
+
+def registered_names() -> list[str]:
+    """Names of all registered exercises, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_exercise(name: str) -> Exercise:
+    """The registered exercise ``name``; a ``CxrError`` listing the known names when there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(registered_names()) or "none"
+        raise CxrError(f"no exercise named {name!r} (registered: {known})") from None
+
+
+class _CandidateRaised(Exception):
+    """Wraps an exception raised inside the student's function, to tell it apart from a checker bug."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _guarded(candidate: Callable) -> Callable:
+    def call(*args, **kwargs):
+        try:
+            return candidate(*args, **kwargs)
+        except Exception as e:  # the student's code: any error is reported, not raised
+            raise _CandidateRaised(e) from e
+
+    return call
+
+
+def _is_stub(candidate: Any) -> bool:
+    return candidate is None or candidate is Ellipsis or candidate is NotImplemented
+
+
+def check(name: str, candidate: Callable | None) -> Callable:
+    """Check a student's function against the reference of exercise ``name``; print the verdict.
+
+    Returns the function the notebook should go on with: ``candidate`` when correct, else the reference.
+    Never raises for a wrong or unfinished answer (only for an unknown name or a broken checker).
+    """
+    ex = get_exercise(name)
+    reference = ex.reference_function()
+    go_on = f"the notebook continues with the reference version `{ex.reference_name}`"
+    if _is_stub(candidate):
+        print(f"… exercise '{name}' not solved yet — {go_on}.")
+        return reference
+    if not callable(candidate):
+        print(f"✗ exercise '{name}': expected a function, got {type(candidate).__name__} — {go_on}.")
+        return reference
+    try:
+        problem = ex.checker(_guarded(candidate), reference)
+    except _CandidateRaised as raised:
+        if isinstance(raised.error, NotImplementedError):
+            print(f"… exercise '{name}' not solved yet — {go_on}.")
+            return reference
+        problem = f"your function raised {type(raised.error).__name__}: {raised.error}"
+    except Exception as e:  # the checker choked on the candidate's result; a checker bug if the reference fails too
+        self_check(name)
+        problem = f"your function's result could not be checked ({type(e).__name__}: {e})"
+    if not problem:
+        print(f"✓ correct — exercise '{name}' matches `{ex.reference_name}`.")
+        return candidate
+    lines = [f"✗ exercise '{name}' is not right yet: {problem}"]
+    if ex.hint:
+        lines.append(f"  hint: {ex.hint}")
+    lines.append(f"  Fix it and run both cells again; meanwhile {go_on}.")
+    print("\n".join(lines))
+    return reference
+
+
+def self_check(name: str) -> None:
+    """Run exercise ``name``'s checker on its own reference; raise ``CxrError`` unless it passes (for tests)."""
+    ex = get_exercise(name)
+    reference = ex.reference_function()
+    problem = ex.checker(reference, reference)
+    if problem:
+        raise CxrError(f"exercise {name!r}: its checker rejects the reference `{ex.reference_name}`: {problem}")
+
+
+# ======================================================================= checker builders
+@dataclasses.dataclass
+class Case:
+    """The inputs of one call: ``fn(*args, **kwargs)``, with a label used in messages."""
+
+    args: tuple
+    kwargs: dict
+    label: str = ""
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        parts = [describe_value(a) for a in self.args]
+        parts += [f"{k}={describe_value(v)}" for k, v in self.kwargs.items()]
+        return "(" + ", ".join(parts) + ")"
+
+
+def case(*args, label: str = "", **kwargs) -> Case:
+    """One set of inputs for ``compare_outputs``: ``case(x, 0.1)`` calls ``fn(x, 0.1)``."""
+    return Case(args, kwargs, label)
+
+
+def _seed_everything(seed: int) -> None:
+    """Same random numbers for the reference and the candidate (only for libraries already imported)."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def compare_outputs(
+    cases: Callable[[], Iterable[Case]] | Iterable[Case],
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+    check_inputs_unchanged: bool = True,
+) -> Checker:
+    """A checker that calls candidate and reference on each case and compares the results.
+
+    cases: a list of ``case(...)``, or a function returning one (so tensors are built only when checked).
+    Outputs may be tensors, arrays, numbers, strings, None, or tuples/lists/dicts of these. Each call gets
+    fresh deep copies of the inputs and the same seed, so random functions are compared fairly; a
+    candidate that changes its inputs in place (when the reference does not) is reported.
+    """
+
+    def checker(candidate: Callable, reference: Callable) -> str | None:
+        for c in cases() if callable(cases) else cases:
+            ref_args, ref_kwargs = copy.deepcopy((c.args, c.kwargs))
+            _seed_everything(seed)
+            expected = reference(*ref_args, **ref_kwargs)
+            args, kwargs = copy.deepcopy((c.args, c.kwargs))
+            _seed_everything(seed)
+            got = candidate(*args, **kwargs)
+            problem = difference(got, expected, atol=atol, rtol=rtol)
+            if problem:
+                return f"for inputs {c.describe()}: {problem}"
+            if check_inputs_unchanged:
+                ref_changed = difference((ref_args, ref_kwargs), (c.args, c.kwargs), atol=0, rtol=0)
+                changed = difference((args, kwargs), (c.args, c.kwargs), atol=0, rtol=0)
+                if changed and not ref_changed:
+                    return f"for inputs {c.describe()}: your function changed its input in place ({changed})"
+        return None
+
+    return checker
+
+
+# ======================================================================= comparing values, for people
+def _is_tensor(x) -> bool:
+    return "torch" in sys.modules and isinstance(x, sys.modules["torch"].Tensor)
+
+
+def _is_array(x) -> bool:
+    return "numpy" in sys.modules and isinstance(x, sys.modules["numpy"].ndarray)
+
+
+def _to_numpy(x):
+    if _is_tensor(x):
+        x = x.detach().cpu()
+        return (x.double() if x.dtype.is_floating_point else x).numpy()  # bf16/fp16 have no numpy dtype
+    return x
+
+
+def describe_value(x) -> str:
+    """A short description for messages: ``tensor (2, 1, 8, 8) float32 in [-1.00, 1.00]``, ``0.1``, …"""
+    if _is_tensor(x) or _is_array(x):
+        kind = "tensor" if _is_tensor(x) else "array"
+        dtype = str(x.dtype).replace("torch.", "")
+        shape = tuple(x.shape)
+        if (x.size if _is_array(x) else x.numel()) == 0:
+            return f"{kind} {shape} {dtype} (empty)"
+        a = _to_numpy(x)
+        return f"{kind} {shape} {dtype} in [{float(a.min()):.3g}, {float(a.max()):.3g}]"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    if isinstance(x, (int, bool, str)) or x is None:
+        return repr(x)
+    if isinstance(x, (tuple, list)):
+        inner = ", ".join(describe_value(v) for v in x[:4]) + (", …" if len(x) > 4 else "")
+        return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
+    return type(x).__name__
+
+
+def difference(got, expected, *, atol: float = 1e-5, rtol: float = 1e-4, where: str = "") -> str | None:
+    """``None`` when ``got`` matches ``expected``, else one sentence saying how they differ, with numbers."""
+    at = f" at {where}" if where else ""
+    if _is_tensor(expected) or _is_array(expected):
+        return _array_difference(got, expected, atol, rtol, at)
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return f"expected a dict{at}, got {describe_value(got)}"
+        if set(got) != set(expected):
+            missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+            return f"dict keys differ{at}: missing {missing}, unexpected {extra}"
+        for k in expected:
+            problem = difference(got[k], expected[k], atol=atol, rtol=rtol, where=f"{where}[{k!r}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)):
+            return f"expected {len(expected)} values{at}, got {describe_value(got)}"
+        if len(got) != len(expected):
+            return f"expected {len(expected)} values{at}, got {len(got)}"
+        for i, (g, e) in enumerate(zip(got, expected)):
+            problem = difference(g, e, atol=atol, rtol=rtol, where=f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, bool) or expected is None or isinstance(expected, str):
+        return None if got == expected and type(got) is type(expected) else (
+            f"expected {expected!r}{at}, got {describe_value(got)}"
+        )
+    if isinstance(expected, (int, float)):
+        if _is_tensor(got) or _is_array(got):
+            if getattr(got, "ndim", 1) != 0:
+                return f"expected a number{at}, got {describe_value(got)}"
+            got = float(got)
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            return f"expected a number{at}, got {describe_value(got)}"
+        if math.isnan(expected) and math.isnan(got):
+            return None
+        if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
+            return f"expected {expected:.6g}{at}, got {got:.6g} (off by {got - expected:+.3g})"
+        return None
+    return None if got == expected else f"expected {describe_value(expected)}{at}, got {describe_value(got)}"
+
+
+def _array_difference(got, expected, atol: float, rtol: float, at: str) -> str | None:
+    import numpy as np
+
+    if not (_is_tensor(got) or _is_array(got)):
+        return f"expected {describe_value(expected)}{at}, got {describe_value(got)}"
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"shape{at} is {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    g, e = np.asarray(_to_numpy(got)), np.asarray(_to_numpy(expected))
+    if (g.dtype.kind == "f") != (e.dtype.kind == "f") or (g.dtype.kind == "b") != (e.dtype.kind == "b"):
+        return f"dtype{at} is {str(got.dtype).replace('torch.', '')}, expected {str(expected.dtype).replace('torch.', '')}"
+    if g.size == 0:
+        return None
+    g64, e64 = g.astype(np.float64), e.astype(np.float64)
+    close = np.isclose(g64, e64, rtol=rtol, atol=atol, equal_nan=True)
+    if close.all():
+        return None
+    err = np.where(close, 0.0, np.nan_to_num(np.abs(g64 - e64), nan=np.inf))
+    idx = np.unravel_index(int(np.argmax(err)), err.shape)
+    n_bad = int((~close).sum())
+    return (
+        f"{n_bad} of {g.size} values differ{at}; largest difference {float(err[idx]):.3g} at index "
+        f"{tuple(int(i) for i in idx)} (yours {float(g64[idx]):.4g}, reference {float(e64[idx]):.4g}); "
+        f"mean yours {float(np.nanmean(g64)):.4g} vs reference {float(np.nanmean(e64)):.4g}"
+    )
+
+
+# ======================================================================= notebook files (deterministic)
+def read_notebook(path: str | os.PathLike) -> dict:
+    """A notebook as a plain dict (nbformat 4 JSON), with every cell's source joined into one string."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            nb = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CxrError(f"cannot read '{path}': not a notebook ({e.msg} at line {e.lineno})") from None
+    for cell in nb.get("cells", []):
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+        for out in cell.get("outputs", []):
+            if isinstance(out.get("text"), list):
+                out["text"] = "".join(out["text"])
+    return nb
+
+
+def notebook_text(nb: dict) -> str:
+    """The notebook as JSON text the way Jupyter writes it (sorted keys, indent 1, sources as line lists).
+
+    Same dict → same bytes, so generated files can be compared with the committed ones.
+    """
+    nb = copy.deepcopy(nb)
+    for cell in nb.get("cells", []):
+        src = cell.get("source", "")
+        cell["source"] = src.splitlines(keepends=True) if isinstance(src, str) else src
+        for out in cell.get("outputs", []):
+            if isinstance(out.get("text"), str):
+                out["text"] = out["text"].splitlines(keepends=True)
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def write_notebook(nb: dict, path: str | os.PathLike) -> Path:
+    """Write ``nb`` to ``path`` atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(notebook_text(nb), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def is_checked_cell(cell: dict) -> bool:
+    """True for a code cell whose first line is ``# NBVAL_CHECK_OUTPUT`` (nbval compares its output)."""
+    return cell.get("cell_type") == "code" and cell.get("source", "").lstrip().startswith(NBVAL_CHECK)
+
+
+def clear_outputs(nb: dict, keep_checked: bool = False) -> dict:
+    """Remove outputs, execution counts, widget state and per-run cell metadata (in place; returns nb).
+
+    keep_checked: keep the printed (stdout) output of ``# NBVAL_CHECK_OUTPUT`` cells — the reference that
+    nbval compares against; without it a checked cell compares with nothing and always passes.
+    """
+    nb.get("metadata", {}).pop("widgets", None)
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            keep = keep_checked and is_checked_cell(cell)
+            cell["outputs"] = [
+                {"output_type": "stream", "name": "stdout", "text": o["text"]}
+                for o in cell.get("outputs", [])
+                if keep and o.get("output_type") == "stream" and o.get("name") == "stdout"
+            ]
+            cell["execution_count"] = None
+        for key in ("execution", "collapsed", "scrolled", "ExecuteTime"):
+            cell.get("metadata", {}).pop(key, None)
+    return nb
+
+
+# ======================================================================= solution blocks → stubs
+def exercise_name(source: str) -> str | None:
+    """The ``<name>`` of a ``# EXERCISE: <name>`` first line, or None when the cell is not an exercise."""
+    first = source.lstrip("\n").split("\n", 1)[0].strip()
+    if not first.startswith(EXERCISE_PREFIX):
+        return None
+    return first[len(EXERCISE_PREFIX):].strip()
+
+
+def solution_blocks(source: str, where: str = "cell") -> list[tuple[int, int]]:
+    """Line index pairs ``(begin, end)`` of each ``### BEGIN SOLUTION`` … ``### END SOLUTION`` block."""
+    blocks, begin = [], None
+    for i, line in enumerate(source.split("\n")):
+        marker = line.strip()
+        if marker == BEGIN:
+            if begin is not None:
+                raise CxrError(f"{where}, line {i + 1}: '{BEGIN}' inside another solution block")
+            begin = i
+        elif marker == END:
+            if begin is None:
+                raise CxrError(f"{where}, line {i + 1}: '{END}' without a '{BEGIN}' before it")
+            blocks.append((begin, i))
+            begin = None
+    if begin is not None:
+        raise CxrError(f"{where}, line {begin + 1}: '{BEGIN}' without a '{END}' after it")
+    return blocks
+
+
+def strip_solutions(source: str, name: str | None, *, markdown: bool = False, where: str = "cell") -> str:
+    """``source`` with each solution block (markers included) replaced by the stub, at the block's indent."""
+    blocks = solution_blocks(source, where)
+    if not blocks:
+        return source
+    lines = source.split("\n")
+    out, start = [], 0
+    for begin, end in blocks:
+        indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
+        if not markdown and not indent:
+            raise CxrError(
+                f"{where}, line {begin + 1}: put the solution inside a function body (indent the markers) "
+                "so the check can catch the stub and the notebook can go on"
+            )
+        out += lines[start:begin]
+        out.append(indent + (MARKDOWN_STUB if markdown else STUB.format(name=name)))
+        start = end + 1
+    out += lines[start:]
+    return "\n".join(out)
+
+
+def student_notebook(nb: dict, source_name: str = "notebook") -> dict:
+    """The student version of a notebook dict: solutions → stubs, no outputs, badges point at exercises/.
+
+    source_name: the file name used in error messages and in the badge links (``01_data.ipynb``).
+    """
+    nb = clear_outputs(copy.deepcopy(nb))
+    names_seen: dict[str, int] = {}
+    for index, cell in enumerate(nb.get("cells", [])):
+        where = f"{source_name}, cell {index}"
+        src = cell.get("source", "")
+        if cell.get("cell_type") == "markdown":
+            if src.lstrip().startswith(BADGES_MARKER):
+                cell["source"] = src.replace(f"notebooks/{source_name}", f"exercises/{source_name}").replace(
+                    f"notebooks%2F{source_name}", f"exercises%2F{source_name}"
+                )
+            else:
+                cell["source"] = strip_solutions(src, None, markdown=True, where=where)
+            continue
+        if cell.get("cell_type") != "code" or BEGIN not in src:
+            continue
+        name = exercise_name(src)
+        if not name:
+            raise CxrError(f"{where}: a solution block needs '{EXERCISE_PREFIX} <name>' as the cell's first line")
+        if not NAME_RE.match(name):
+            raise CxrError(f"{where}: exercise name {name!r}: use letters, digits, '_', '.', '-'")
+        if name in names_seen:
+            raise CxrError(f"{where}: exercise {name!r} already used in cell {names_seen[name]}")
+        names_seen[name] = index
+        cell["source"] = strip_solutions(src, name, where=where)
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if EXERCISE_TAG not in tags:
+            tags.append(EXERCISE_TAG)
+    nb.setdefault("metadata", {})["cxr-gan"] = {
+        "generated_from": f"notebooks/{source_name}",
+        "note": "student version written by `make exercises`; edit the notebook in notebooks/, not this file",
+    }
+    return nb
+
+
+def exercise_cells(nb: dict) -> list[tuple[int, str]]:
+    """``(cell index, exercise name)`` of every exercise cell of a (source or student) notebook."""
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") == "code":
+            name = exercise_name(cell.get("source", ""))
+            if name:
+                found.append((i, name))
+    return found
+
+
+# ======================================================================= build and up-to-date check
+def source_notebooks(src_dir: str | os.PathLike) -> list[Path]:
+    """The course notebooks ``NN_*.ipynb`` in ``src_dir``, sorted by name."""
+    return sorted(Path(src_dir).glob(NOTEBOOK_GLOB))
+
+
+def expected_student_files(src_dir: str | os.PathLike) -> dict[str, str]:
+    """``{file name: exact text}`` of every student version ``src_dir`` should produce."""
+    return {
+        p.name: notebook_text(student_notebook(read_notebook(p), p.name)) for p in source_notebooks(src_dir)
+    }
+
+
+def build(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> list[Path]:
+    """Write the student version of every notebook in ``src_dir`` to ``dst_dir``; remove stale ones.
+
+    Returns the paths written. Files are rewritten only when their text changes.
+    """
+    dst = Path(dst_dir)
+    if dst.resolve() == Path(src_dir).resolve():
+        raise CxrError(f"refusing to write student versions into the source folder '{src_dir}'")
+    dst.mkdir(parents=True, exist_ok=True)
+    expected = expected_student_files(src_dir)
+    written = []
+    for name, text in expected.items():
+        path = dst / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        written.append(path)
+    for stale in dst.glob(NOTEBOOK_GLOB):
+        if stale.name not in expected:
+            stale.unlink()
+    return written
+
+
+def out_of_date(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> list[str]:
+    """What differs between ``dst_dir`` and what ``build(src_dir, dst_dir)`` would write (empty: in sync)."""
+    dst = Path(dst_dir)
+    expected = expected_student_files(src_dir)
+    problems = []
+    for name, text in expected.items():
+        path = dst / name
+        if not path.exists():
+            problems.append(f"{path}: missing")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"{path}: differs from its notebook in {src_dir}")
+    for stale in sorted(dst.glob(NOTEBOOK_GLOB)):
+        if stale.name not in expected:
+            problems.append(f"{stale}: has no notebook in {src_dir}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cxrlib.exercises build|check SRC DST``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cxrlib.exercises", description="student versions of the course notebooks"
+    )
+    parser.add_argument("action", choices=("build", "check"), help="build: write DST; check: exit 1 when stale")
+    parser.add_argument("src", help="folder of notebooks with solutions (notebooks)")
+    parser.add_argument("dst", help="folder of student versions (exercises)")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "build":
+            for path in build(args.src, args.dst):
+                n = len(exercise_cells(read_notebook(path)))
+                print(f"{path}: {n} exercise{'s' if n != 1 else ''}")
+            return 0
+        problems = out_of_date(args.src, args.dst)
+    except CxrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if problems:
+        print("\n".join(problems) + "\nrun `make exercises` to rebuild the student versions", file=sys.stderr)
+        return 1
+    print(f"{args.dst} is up to date with {args.src}")
+    return 0
+
+
+# ======================================================================= the course's exercises
+# One section per notebook. Register each exercise of notebook NN as "NN.short_name"; keep checks small
+# (a few tiny tensors) so a check cell runs in well under a second. Build inputs inside a function (not at
+# import time) so importing this module stays cheap: `compare_outputs(lambda: [case(...), ...])`.
+
+# ----------------------------------------------------------------------- 01 data & augmentation
+# ----------------------------------------------------------------------- 02 architecture
+# ----------------------------------------------------------------------- 03 adversarial training tricks
+# ----------------------------------------------------------------------- 04 fine-tuning
+# ----------------------------------------------------------------------- 05 results & evaluation
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

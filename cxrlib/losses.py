@@ -1,0 +1,168 @@
+"""GAN losses on discriminator logits, and the R1 gradient penalty.
+
+Every loss takes *logits* (raw D outputs, shape (B,)), never probabilities: ``binary_cross_entropy_with_logits``
+is the numerically safe form of sigmoid + log. Every loss returns ``(loss, stats)``: ``loss`` is a 0-dim tensor
+to call ``backward()`` on; ``stats`` holds detached 0-dim tensors named as in the literature (``d_loss_real``,
+``d_loss_fake``, ``D(x)``, ``D(G(z))`` = mean sigmoid probabilities). Nothing here calls ``.item()``: the
+trainer reads the stats only at log intervals, so the device never waits for the host.
+
+``LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge)}``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cxrlib.errors import CxrError
+
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    """Mean sigmoid probability, detached and in float32: "how real D thinks these are", in [0, 1]."""
+    return torch.sigmoid(logits.detach().float()).mean()
+
+
+# ----------------------------------------------------------------------------------------------- BCE
+
+
+def bce_targets(
+    n_real: int,
+    n_fake: int,
+    *,
+    label_smoothing: float = 0.0,
+    flip_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's BCE targets, as the seed made them: ``(t_real (n_real,), t_fake (n_fake,))``.
+
+    Label smoothing s moves both targets toward 1/2: real ``1 - s/2``, fake ``s/2`` (s = 0.1 → 0.95 / 0.05),
+    so D is never rewarded for infinitely confident logits. Label flipping ("label swapping" in the seed):
+    each target is independently swapped real↔fake with probability ``flip_prob`` -- a little noise that
+    keeps D from winning outright. The flips are drawn from ``generator`` (on ``device``) so a run is
+    reproducible.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise CxrError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if not 0.0 <= flip_prob <= 1.0:
+        raise CxrError(f"flip_prob must be in [0, 1], got {flip_prob}")
+    hi, lo = 1.0 - label_smoothing / 2, label_smoothing / 2
+    t_real = torch.full((n_real,), hi, device=device)
+    t_fake = torch.full((n_fake,), lo, device=device)
+    if flip_prob > 0:
+        flip = torch.rand(n_real + n_fake, generator=generator, device=device) < flip_prob
+        t_real = torch.where(flip[:n_real], lo, t_real)
+        t_fake = torch.where(flip[n_real:], hi, t_fake)
+    return t_real, t_fake
+
+
+def d_loss_bce(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    flip_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Discriminator BCE: ``d_loss = BCE(D(x), t_real) + BCE(D(G(z)), t_fake)`` (each a batch mean).
+
+    real_logits: (B,) = D(x); fake_logits: (B',) = D(G(z)). Targets from :func:`bce_targets`
+    (``label_smoothing``, ``flip_prob``, ``generator``). Returns ``(d_loss, stats)`` with stats
+    ``d_loss_real``, ``d_loss_fake``, ``D(x)``, ``D(G(z))``.
+    """
+    t_real, t_fake = bce_targets(
+        real_logits.shape[0], fake_logits.shape[0], label_smoothing=label_smoothing, flip_prob=flip_prob,
+        generator=generator, device=real_logits.device,
+    )
+    d_loss_real = F.binary_cross_entropy_with_logits(real_logits.float(), t_real)
+    d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), t_fake)
+    loss = d_loss_real + d_loss_fake
+    stats = {
+        "d_loss_real": d_loss_real.detach(),
+        "d_loss_fake": d_loss_fake.detach(),
+        "D(x)": _probs(real_logits),
+        "D(G(z))": _probs(fake_logits),
+    }
+    return loss, stats
+
+
+def g_loss_bce(fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Non-saturating generator loss: ``g_loss = -log D(G(z))`` = BCE(D(G(z)), 1), no smoothing.
+
+    Goodfellow et al. (2014): minimising ``log(1 - D(G(z)))`` gives G almost no gradient while D easily
+    rejects its samples (early training); maximising ``log D(G(z))`` instead gives a strong one.
+    fake_logits: (B,). Returns ``(g_loss, {"D(G(z))": …})``.
+    """
+    loss = F.softplus(-fake_logits.float()).mean()  # = -log(sigmoid(l)) = BCE(l, 1)
+    return loss, {"D(G(z))": _probs(fake_logits)}
+
+
+# ----------------------------------------------------------------------------------------------- hinge
+
+
+def d_loss_hinge(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    flip_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Hinge loss for D (Lim & Ye 2017; SAGAN, BigGAN): ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))``.
+
+    D is only pushed until reals score above +1 and fakes below -1, then it stops caring: a margin instead of
+    ever more confident logits. Returns ``(d_loss, stats)`` like :func:`d_loss_bce`. It takes the same
+    keywords as :func:`d_loss_bce` so the two are interchangeable, but smoothing and flipping are BCE tricks:
+    non-zero values are refused rather than silently ignored.
+    """
+    if label_smoothing or flip_prob:
+        raise CxrError("label smoothing and label flipping apply to the 'bce' loss only, not to 'hinge'")
+    d_loss_real = F.relu(1.0 - real_logits.float()).mean()
+    d_loss_fake = F.relu(1.0 + fake_logits.float()).mean()
+    stats = {
+        "d_loss_real": d_loss_real.detach(),
+        "d_loss_fake": d_loss_fake.detach(),
+        "D(x)": _probs(real_logits),
+        "D(G(z))": _probs(fake_logits),
+    }
+    return d_loss_real + d_loss_fake, stats
+
+
+def g_loss_hinge(fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Hinge loss for G: ``-mean(D(G(z)))``. Returns ``(g_loss, {"D(G(z))": …})``."""
+    return -fake_logits.float().mean(), {"D(G(z))": _probs(fake_logits)}
+
+
+# ----------------------------------------------------------------------------------------------- R1
+
+
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """R1 gradient penalty (Mescheder et al. 2018): ``‖∇ₓ D(x)‖²`` per real image, shape (B,), float32.
+
+    Penalising D's gradient on real images flattens D around the data, which removes the oscillation around
+    the equilibrium. ``real_images`` must have ``requires_grad`` set *before* D is run on them::
+
+        x = real.detach().requires_grad_()
+        r1 = r1_penalty(D(x), x)                       # (B,)
+        (r1_weight(gamma=1.0, every=16) * r1.mean()).backward()
+
+    The graph is kept (``create_graph=True``) so the penalty can be back-propagated into D's weights.
+    """
+    if not real_images.requires_grad:
+        raise CxrError("r1_penalty needs real_images.requires_grad_() before D is run on them")
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1)
+
+
+def r1_weight(gamma: float, every: int = 1) -> float:
+    """Weight of ``r1_penalty(...).mean()`` in the D loss: ``gamma / 2 · every``.
+
+    R1 is ``gamma/2 · E‖∇D(x)‖²``. Lazy regularisation (StyleGAN2): compute it only every ``every``-th D step
+    and multiply by ``every`` so that on average it weighs the same while costing ``1/every`` of the time.
+    """
+    if every < 1:
+        raise CxrError(f"R1 interval must be at least 1, got {every}")
+    return gamma / 2 * every
+
+
+LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge)}

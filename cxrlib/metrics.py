@@ -1,0 +1,794 @@
+"""Measuring generated X-rays, offline on a CPU: how real, how varied, how much copied.
+
+Every metric takes image sets as ``(N, 1, H, W)`` tensors, either ``uint8`` in [0, 255] or float in [-1, 1]
+(numpy arrays and objects with an ``.images`` attribute, such as ``cxrlib.data.ImageSet``, work too).
+None needs downloaded weights; FID is the one exception and is skipped, with a reason, when its weights are
+not on disk.
+
+* ``swd`` — sliced Wasserstein distance between Laplacian-pyramid patches (Karras et al. 2018, ProGAN):
+  per resolution, how far the local textures of the fakes are from the reals. ``swd_floor`` is the same
+  figure between two halves of the real set: a fake set cannot be expected to score below it.
+* ``histogram_distance`` — Wasserstein-1 between pixel-intensity distributions: SWD normalises its patches,
+  so it cannot see a global brightness/contrast shift; this can (offline augmentation leaks exactly that).
+* ``diversity`` — mean MS-SSIM between random pairs (Wang et al. 2003; used for GANs by Odena et al. 2017):
+  higher means more alike, so a mode-collapsed generator scores higher than the real data.
+* ``precision_recall`` — k-NN manifold precision (realism) and recall (coverage), Kynkäänniemi et al. 2019,
+  in the feature space of a fixed, seeded, *random* CNN (``features``) — no download, and random embeddings
+  suit data far from ImageNet (Naeem et al. 2020).
+* ``memorization_audit`` — for each sample, the nearest training image; a sample is flagged when it sits much
+  closer to a training image than that image sits to any other training image (authenticity, Alaa et al.
+  2022) and much closer than to the second-nearest one (ratio test); held-out real images give the baseline.
+* ``fid`` — Fréchet Inception distance through torchmetrics, only with local weights or a custom feature module.
+* ``evaluate`` — all of the above as one JSON-ready dict (the ``python -m cxrlib evaluate`` contract).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxrlib.errors import CxrError
+
+#: fewest images per set that ``evaluate`` accepts: precision/recall need k + 1 = 4 neighbours per set and the
+#: SWD floor splits the real set into two halves that must each hold at least that many.
+MIN_IMAGES = 8
+
+#: the file name torch-fidelity (used by torchmetrics' FID) downloads its Inception weights to, under
+#: ``torch.hub.get_dir()/checkpoints/``.
+FID_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{FID_WEIGHTS_NAME}"
+FID_WEIGHTS_ENV = "CXRLIB_FID_WEIGHTS"
+
+_CHUNK = 256  # images converted to float at once: bounds memory at 512 px (256 · 512² · 4 B = 256 MB)
+
+
+# ======================================================================= inputs
+def as_images(x) -> torch.Tensor:
+    """Accept a tensor, numpy array or ``ImageSet``; return a ``(N, 1, H, W)`` tensor (dtype unchanged).
+
+    ``uint8`` means [0, 255]; any float dtype means [-1, 1]. ``(N, H, W)`` gains the channel axis.
+    """
+    x = getattr(x, "images", x)
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise CxrError(f"expected images as a tensor, array or ImageSet, got {type(x).__name__}")
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise CxrError(f"expected grayscale images shaped (N, 1, H, W), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise CxrError("the image set is empty")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise CxrError(f"expected uint8 in [0, 255] or float in [-1, 1], got {x.dtype}")
+    return x
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """``x``: uint8 [0, 255] or float [-1, 1] → float32 in [-1, 1] (same shape)."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(127.5).sub_(1.0)
+    return x.float()
+
+
+def _float_chunks(x: torch.Tensor, chunk: int = _CHUNK) -> Iterator[torch.Tensor]:
+    """Yield ``x`` in slices of ``chunk`` images as float32 in [-1, 1]: a large uint8 set never becomes
+    one big float tensor."""
+    for i in range(0, x.shape[0], chunk):
+        yield to_float(x[i : i + chunk])
+
+
+def _check_same_size(a: torch.Tensor, b: torch.Tensor, what: str = "real and fake") -> None:
+    if a.shape[-2:] != b.shape[-2:]:
+        raise CxrError(
+            f"{what} images differ in size ({a.shape[-1]}x{a.shape[-2]} vs {b.shape[-1]}x{b.shape[-2]} px): "
+            "resize them to one size first (python -m cxrlib prepare --size S)"
+        )
+
+
+def _pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between rows: a (n, D), b (m, D) → (n, m). Uses one matmul (‖a‖² + ‖b‖² − 2ab)."""
+    d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return d2.clamp_min_(0).sqrt_()
+
+
+def _k_smallest(a: torch.Tensor, b: torch.Tensor, k: int, *, exclude_self: bool = False, chunk: int = 1024):
+    """For each row of ``a``: the ``k`` smallest distances to rows of ``b`` and their indices, ascending.
+
+    a (n, D), b (m, D) → values (n, k), indices (n, k). ``exclude_self`` (when a is b) skips the diagonal.
+    Chunked over ``a`` so the distance matrix is never larger than chunk × m.
+    """
+    values, indices = [], []
+    for i in range(0, a.shape[0], chunk):
+        d = _pairwise_distances(a[i : i + chunk], b)
+        if exclude_self:
+            rows = torch.arange(d.shape[0])
+            d[rows, rows + i] = float("inf")
+        v, j = torch.topk(d, k, dim=1, largest=False)
+        values.append(v)
+        indices.append(j)
+    return torch.cat(values), torch.cat(indices)
+
+
+# ======================================================================= sliced Wasserstein distance
+def _binomial_kernel(device=None) -> torch.Tensor:
+    """The 5×5 binomial kernel [1, 4, 6, 4, 1]ᵀ[1, 4, 6, 4, 1] / 256 as a (1, 1, 5, 5) conv weight."""
+    k1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=device)
+    return (torch.outer(k1, k1) / 256.0)[None, None]
+
+
+def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel)
+
+
+def _pyr_down(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Low-pass with the binomial kernel, then keep every second pixel: (B, 1, H, W) → (B, 1, ⌈H/2⌉, ⌈W/2⌉)."""
+    return _blur(x, kernel)[..., ::2, ::2]
+
+
+def _pyr_up(x: torch.Tensor, shape: tuple[int, int], kernel: torch.Tensor) -> torch.Tensor:
+    """Insert zeros between pixels and interpolate with 4 × the kernel (the zeros carry no mass): → ``shape``."""
+    b, c, h, w = x.shape
+    up = x.new_zeros(b, c, 2 * h, 2 * w)
+    up[..., ::2, ::2] = x
+    return _blur(up, 4.0 * kernel)[..., : shape[0], : shape[1]]
+
+
+def laplacian_pyramid(x: torch.Tensor, min_res: int = 16) -> list[torch.Tensor]:
+    """Band-pass levels of ``x`` (B, 1, H, W) float, finest first, down to ``min_res`` px.
+
+    Each level but the last is the detail lost by one halving (``G_i − up(G_{i+1})``); the last is the
+    low-pass image itself at the coarsest resolution ≥ ``min_res`` (e.g. 64 px → 64, 32, 16 px).
+    """
+    kernel = _binomial_kernel(x.device)
+    levels, g = [], x
+    while min(g.shape[-2:]) // 2 >= min_res:
+        down = _pyr_down(g, kernel)
+        levels.append(g - _pyr_up(down, g.shape[-2:], kernel))
+        g = down
+    levels.append(g)
+    return levels
+
+
+def _pyramid_sizes(size: int, min_res: int) -> list[int]:
+    sizes = [size]
+    while sizes[-1] // 2 >= min_res:
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes
+
+
+def _patch_positions(n: int, level_shapes, patches_per_image: int, patch_size: int, seed: int):
+    """Top-left corners of the random patches, (n, P) rows and columns per level.
+
+    Drawn from ``seed`` alone, so two sets of the same size are cut at the same places ("common random
+    numbers"): a set compared with itself gives exactly 0 and small differences are not drowned in the
+    noise of where the patches fell.
+    """
+    out = []
+    for level, (h, w) in enumerate(level_shapes):
+        g = torch.Generator().manual_seed(seed * 1009 + level)
+        ys = torch.randint(0, h - patch_size + 1, (n, patches_per_image), generator=g)
+        xs = torch.randint(0, w - patch_size + 1, (n, patches_per_image), generator=g)
+        out.append((ys, xs))
+    return out
+
+
+def _swd_descriptors(images, *, patches_per_image, patch_size, min_res, seed) -> list[torch.Tensor]:
+    """Random patches of each pyramid level, normalised: list over levels of (N · P, patch_size²) float."""
+    x = as_images(images)
+    n, (h, w) = x.shape[0], x.shape[-2:]
+    if min(h, w) < patch_size:
+        raise CxrError(f"images are {w}x{h} px, smaller than the {patch_size}x{patch_size} SWD patches")
+    per_level: list[list[torch.Tensor]] = []
+    positions = offsets = None
+    for i, xf in enumerate(_float_chunks(x)):
+        levels = laplacian_pyramid(xf.to(x.device), min_res)
+        if positions is None:
+            shapes = [tuple(lv.shape[-2:]) for lv in levels]
+            positions = _patch_positions(n, shapes, patches_per_image, patch_size, seed)
+            per_level = [[] for _ in levels]
+            r = torch.arange(patch_size)
+            offsets = [(r[:, None] * lw + r[None, :]).reshape(-1) for (_, lw) in shapes]
+        sl = slice(i * _CHUNK, i * _CHUNK + xf.shape[0])
+        for lv, (ys, xs), off, out in zip(levels, positions, offsets, per_level):
+            b, _, lh, lw = lv.shape
+            corner = (ys[sl] * lw + xs[sl]).to(lv.device)  # (b, P) flat index of each patch's top-left pixel
+            idx = (corner[:, :, None] + off.to(lv.device)).reshape(b, -1)
+            out.append(lv.reshape(b, lh * lw).gather(1, idx).reshape(-1, patch_size * patch_size))
+    descriptors = []
+    for chunks in per_level:
+        d = torch.cat(chunks)
+        # ProGAN normalises each set's patches per colour channel over all its own patches and pixels:
+        # SWD then compares texture, not overall brightness or contrast (histogram_distance covers those).
+        d = (d - d.mean()) / d.std().clamp_min(1e-8)
+        descriptors.append(d)
+    return descriptors
+
+
+def _sort_rows(x: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Sort each row ascending. On CPU numpy's SIMD sort is ~5× faster than torch.sort; on GPU use torch."""
+    if x.is_cuda:
+        return torch.sort(x, dim=-1).values
+    return np.sort(x.numpy(), axis=-1)
+
+
+def _sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, n_directions, n_repeats, gen, pool) -> float:
+    """Mean over ``n_repeats`` × ``n_directions`` random unit directions of the 1-D Wasserstein-1 distance
+    between the projections of a (M, D) and b (M, D): the mean absolute difference of the sorted values."""
+    results = []
+    for _ in range(n_repeats):
+        dirs = torch.randn(a.shape[1], n_directions, generator=gen).to(a.device)
+        dirs /= dirs.norm(dim=0, keepdim=True)
+        # dirsᵀ aᵀ: (directions, M), so each sort runs along the last, contiguous axis without a transpose copy
+        pa, pb = dirs.T @ a.T, dirs.T @ b.T
+        sa, sb = (torch.as_tensor(s) for s in pool.map(_sort_rows, (pa, pb)))
+        del pa, pb
+        results.append(float(sa.sub_(sb).abs_().mean()))
+    return float(np.mean(results))
+
+
+def swd(
+    real,
+    fake,
+    *,
+    patches_per_image: int = 128,
+    patch_size: int = 7,
+    n_directions: int = 128,
+    n_repeats: int = 4,
+    min_res: int = 16,
+    seed: int = 0,
+) -> dict:
+    """Sliced Wasserstein distance ×10³ per Laplacian-pyramid level (Karras et al. 2018).
+
+    real, fake: (N, 1, S, S) uint8 or float in [-1, 1], same S. For each level (S px halved down to
+    ``min_res``): ``patches_per_image`` random ``patch_size``² patches per image, normalised over the set's own
+    patches; ``n_repeats`` × ``n_directions`` random unit directions; mean absolute difference of the sorted
+    projections. Sets of different sizes are compared on an equal random subset of patches.
+    Returns ``{"avg": …, "<S>px": …, "<S/2>px": …, …}``; 0 means identical patch statistics; deterministic
+    per ``seed``. Read it beside ``swd_floor(real)``.
+    """
+    real, fake = as_images(real), as_images(fake)
+    _check_same_size(real, fake)
+    kw = dict(patches_per_image=patches_per_image, patch_size=patch_size, min_res=min_res, seed=seed)
+    desc_real = _swd_descriptors(real, **kw)
+    desc_fake = _swd_descriptors(fake, **kw)
+    gen = torch.Generator().manual_seed(seed)
+    sizes = _pyramid_sizes(real.shape[-1], min_res)
+    levels: dict[str, float] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # numpy's sort releases the GIL: real and fake in parallel
+        for res, a, b in zip(sizes, desc_real, desc_fake):
+            m = min(a.shape[0], b.shape[0])
+            if a.shape[0] > m:
+                a = a[torch.randperm(a.shape[0], generator=gen)[:m]]
+            if b.shape[0] > m:
+                b = b[torch.randperm(b.shape[0], generator=gen)[:m]]
+            d = _sliced_wasserstein(a, b, n_directions=n_directions, n_repeats=n_repeats, gen=gen, pool=pool)
+            levels[f"{res}px"] = d * 1e3
+    return {"avg": float(np.mean(list(levels.values()))), **levels}
+
+
+def swd_floor(real, seed: int = 0, **kwargs) -> dict:
+    """SWD between two disjoint random halves of ``real``: what sampling noise alone gives (same keys as ``swd``).
+
+    A generator matching the real distribution perfectly scores about this (for half as many images), so
+    read ``swd(real, fake)`` as "how far above the floor".
+    """
+    real = as_images(real)
+    n = real.shape[0]
+    if n < 2:
+        raise CxrError(f"the SWD floor needs at least 2 real images, got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    half = n // 2
+    return swd(real[perm[:half]], real[perm[half : 2 * half]], seed=seed, **kwargs)
+
+
+# ======================================================================= intensity histogram
+def intensity_histogram(images, bins: int = 256) -> torch.Tensor:
+    """Normalised histogram of pixel intensities on the [0, 1] scale: (bins,) float64 summing to 1."""
+    x = as_images(images)
+    hist = torch.zeros(bins, dtype=torch.float64)
+    for xf in _float_chunks(x):
+        v = (xf + 1.0) / 2.0  # [-1, 1] → [0, 1]
+        hist += torch.histc(v.cpu(), bins=bins, min=0.0, max=1.0).double()
+    return hist / hist.sum()
+
+
+def histogram_distance(real, fake, bins: int = 256) -> float:
+    """Wasserstein-1 distance between the pixel-intensity distributions of two sets, on the [0, 1] scale.
+
+    real, fake: (N, 1, H, W) uint8 or float in [-1, 1]. W1 = ∫|CDF_real − CDF_fake|: a global brightness shift
+    of δ gives ≈ δ (e.g. 0.05), which SWD's per-set normalisation cannot see. 0 = identical histograms.
+    """
+    h_real, h_fake = intensity_histogram(real, bins), intensity_histogram(fake, bins)
+    return float((h_real.cumsum(0) - h_fake.cumsum(0)).abs().sum() / bins)
+
+
+# ======================================================================= diversity (MS-SSIM)
+#: Wang et al. 2003's weights for 5 scales, finest first; fewer scales use the first ones, renormalised.
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gaussian_kernel(size: int, sigma: float, device=None) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g /= g.sum()
+    return torch.outer(g, g)[None, None]
+
+
+def ms_ssim_scales(size: int, kernel_size: int = 7, max_scales: int = 5) -> int:
+    """How many MS-SSIM scales fit ``size`` px: the coarsest must still hold one ``kernel_size`` window
+    (32 px → 3, 64 px → 4, ≥ 112 px → 5)."""
+    n = 1
+    while n < max_scales and size // 2**n >= kernel_size:
+        n += 1
+    return n
+
+
+def ms_ssim(a, b, *, n_scales: int | None = None, kernel_size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Multi-scale SSIM of image pairs (Wang et al. 2003): a, b (B, 1, H, W) uint8 or float in [-1, 1] → (B,).
+
+    1 = identical. Sized for small images: a 7×7 Gaussian window (σ = 1.5) instead of 11×11, and as many
+    scales as fit (``ms_ssim_scales``: 3 at 32 px, 4 at 64 px, 5 from 112 px) with Wang's weights for those
+    scales renormalised to sum to 1 — so values are comparable between sets of one size, not across sizes.
+    Negative contrast-structure terms are clipped to 0 before the weighted product.
+    """
+    a, b = as_images(a), as_images(b)
+    _check_same_size(a, b)
+    x, y = (to_float(a) + 1) / 2, (to_float(b) + 1) / 2  # SSIM's constants assume data range [0, 1]
+    n_scales = n_scales or ms_ssim_scales(min(x.shape[-2:]), kernel_size)
+    betas = torch.tensor(MS_SSIM_BETAS[:n_scales], dtype=torch.float32)
+    betas = betas / betas.sum()
+    win = _gaussian_kernel(kernel_size, sigma, x.device)
+    c1, c2 = 0.01**2, 0.03**2
+    factors = []
+    for scale in range(n_scales):
+        if min(x.shape[-2:]) < kernel_size:
+            raise CxrError(f"images too small for {n_scales} MS-SSIM scales with a {kernel_size}px window")
+        mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
+        var_x = F.conv2d(x * x, win) - mu_x**2
+        var_y = F.conv2d(y * y, win) - mu_y**2
+        cov = F.conv2d(x * y, win) - mu_x * mu_y
+        cs = ((2 * cov + c2) / (var_x + var_y + c2)).mean(dim=(1, 2, 3))
+        if scale == n_scales - 1:
+            lum = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)).mean(dim=(1, 2, 3))
+            factors.append((lum * cs).clamp_min(0))
+        else:
+            factors.append(cs.clamp_min(0))
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    stacked = torch.stack(factors, dim=1)  # (B, scales)
+    return (stacked ** betas.to(stacked.device)).prod(dim=1)
+
+
+def diversity(images, n_pairs: int = 1000, seed: int = 0, **ms_ssim_kwargs) -> float:
+    """Mean MS-SSIM over ``n_pairs`` random pairs of distinct images of one set: (N, 1, H, W), N ≥ 2.
+
+    Higher = the images are more alike (mode collapse pushes it towards 1). Compare a fake set with the
+    same figure for the real set.
+    """
+    x = as_images(images)
+    n = x.shape[0]
+    if n < 2:
+        raise CxrError(f"diversity needs at least 2 images, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, n, (n_pairs,), generator=g)
+    j = (i + torch.randint(1, n, (n_pairs,), generator=g)) % n  # never the image itself
+    scores = [ms_ssim(x[i[s : s + _CHUNK]], x[j[s : s + _CHUNK]], **ms_ssim_kwargs) for s in
+              range(0, n_pairs, _CHUNK)]
+    return float(torch.cat(scores).mean())
+
+
+# ======================================================================= feature space for precision/recall
+class RandomConvEmbedding(nn.Module):
+    """A fixed, seeded, randomly initialised 3-stage CNN used as an offline feature space.
+
+    Input (B, 1, H, W) float in [-1, 1] (larger than ``size`` px is area-downsampled to ``size``). Three stages
+    of 3×3 conv → ReLU → 2×2 average pool with 16, 32 and 64 channels; each stage is read out on a 4×4 grid of
+    regions (where in the chest something is matters), and an 8×8 thumbnail carries the global layout and
+    brightness. Output (B, 64 + 16·(16+32+64)) = (B, 1856). The first stage's filters are zero-mean, so they
+    respond to edges and texture (what blur removes) rather than to brightness.
+
+    Why random weights: pretrained networks must be downloaded and were trained on ImageNet photographs;
+    Naeem et al. 2020 show that randomly initialised embeddings give sensible precision/recall for domains
+    far from ImageNet. The weights depend only on ``seed``: the same seed gives the same space everywhere.
+    """
+
+    def __init__(self, seed: int = 0, size: int = 64, widths=(16, 32, 64), grid: int = 4, thumb: int = 8):
+        super().__init__()
+        self.size, self.grid, self.thumb = size, grid, thumb
+        g = torch.Generator().manual_seed(seed)
+        convs, c_in = [], 1
+        for k, c_out in enumerate(widths):
+            w = torch.randn(c_out, c_in, 3, 3, generator=g) * math.sqrt(2.0 / (c_in * 9))  # He init
+            if k == 0:
+                w = w - w.mean(dim=(2, 3), keepdim=True)
+            conv = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="reflect", bias=False)
+            conv.weight.data.copy_(w)
+            convs.append(conv)
+            c_in = c_out
+        self.convs = nn.ModuleList(convs)
+        self.num_features = thumb * thumb + grid * grid * sum(widths)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = to_float(x)
+        if min(x.shape[-2:]) > self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="area")
+        outs = [F.adaptive_avg_pool2d(x, self.thumb).flatten(1)]
+        h = x
+        for conv in self.convs:
+            h = F.avg_pool2d(F.relu(conv(h)), 2, ceil_mode=True)
+            outs.append(F.adaptive_avg_pool2d(h, self.grid).flatten(1))
+        return torch.cat(outs, dim=1)
+
+
+@torch.no_grad()
+def features(images, *, seed: int = 0, size: int = 64) -> torch.Tensor:
+    """Embed images in the offline feature space of ``RandomConvEmbedding``: (N, 1, H, W) → (N, 1856) float."""
+    x = as_images(images)
+    net = RandomConvEmbedding(seed=seed, size=size).to(x.device)
+    return torch.cat([net(xf.to(x.device)) for xf in _float_chunks(x)])
+
+
+def _standardise(f_real: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Scale every feature by the real set's mean and std, so no dimension dominates the distances."""
+    mu, sd = f_real.mean(0), f_real.std(0).clamp_min(1e-6)
+    return [(f - mu) / sd for f in (f_real, *others)]
+
+
+def precision_recall(
+    real,
+    fake,
+    k: int = 3,
+    *,
+    features: str | Callable = "random-cnn",
+    seed: int = 0,
+    chunk: int = 1024,
+) -> dict:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls in a feature space.
+
+    real, fake: (N, 1, H, W) uint8 or float in [-1, 1], at least ``k`` + 1 images each.
+    Each real feature vector gets a ball reaching its k-th nearest real neighbour; **precision** = share of
+    fakes inside at least one real ball (realism), **recall** = share of reals inside at least one fake
+    ball (coverage). Blurred or corrupted fakes lower precision; a collapsed generator lowers recall.
+    ``features``: ``"random-cnn"`` (``features()``, default) or a callable images → (N, D) tensor.
+    Features are standardised with the real set's per-dimension mean and std.
+    """
+    real, fake = as_images(real), as_images(fake)
+    for name, x in (("real", real), ("fake", fake)):
+        if x.shape[0] <= k:
+            raise CxrError(f"precision/recall with k={k} needs at least {k + 1} {name} images, got {x.shape[0]}")
+    embed = (lambda x: globals()["features"](x, seed=seed)) if features == "random-cnn" else features
+    if not callable(embed):
+        raise CxrError(f"unknown feature space {features!r}: use 'random-cnn' or a callable")
+    f_real, f_fake = _standardise(embed(real).float().cpu(), embed(fake).float().cpu())
+    r_real = _k_smallest(f_real, f_real, k, exclude_self=True, chunk=chunk)[0][:, -1]  # k-NN radius per real
+    r_fake = _k_smallest(f_fake, f_fake, k, exclude_self=True, chunk=chunk)[0][:, -1]
+    return {
+        "precision": _share_inside_balls(f_fake, f_real, r_real, chunk),
+        "recall": _share_inside_balls(f_real, f_fake, r_fake, chunk),
+        "k": k,
+        "features": features if isinstance(features, str) else getattr(features, "__name__", "custom"),
+    }
+
+
+def _share_inside_balls(points, centres, radii, chunk) -> float:
+    """Share of ``points`` (n, D) within ``radii`` (m,) of at least one of ``centres`` (m, D)."""
+    inside = [(_pairwise_distances(points[i : i + chunk], centres) <= radii[None, :]).any(1)
+              for i in range(0, points.shape[0], chunk)]
+    return float(torch.cat(inside).float().mean())
+
+
+# ======================================================================= memorisation audit
+@torch.no_grad()
+def audit_embedding(images, size: int = 32) -> torch.Tensor:
+    """The audit's distance space: (N, 1, H, W) → (N, size²) float.
+
+    Area-downsampled to ``size`` px (drops pixel noise and JPEG artefacts; keeps what identifies a patient's
+    anatomy), then each image standardised to mean 0 and RMS 1 — so a copy that was brightened or given more
+    contrast (the seed's offline augmentation) is still recognised as a copy. Distances are RMS differences
+    (divided by √size²), so 0 = identical and two unrelated images sit near √2.
+    """
+    x = as_images(images)
+    out = []
+    for xf in _float_chunks(x):
+        if min(xf.shape[-2:]) != size:
+            xf = F.interpolate(xf, size=(size, size), mode="area" if xf.shape[-1] > size else "bilinear")
+        v = xf.flatten(1)
+        v = v - v.mean(1, keepdim=True)
+        v = v / v.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-6)
+        out.append(v / math.sqrt(v.shape[1]))
+    return torch.cat(out)
+
+
+def _audit_against(e_query, e_train, rho, *, alpha, ratio_threshold, chunk) -> dict:
+    """Per-query nearest training image, distance, nearest/second ratio, authenticity ratio and flag."""
+    d, j = _k_smallest(e_query, e_train, 2, chunk=chunk)
+    d1, d2, nearest = d[:, 0], d[:, 1], j[:, 0]
+    nn_ratio = d1 / d2.clamp_min(1e-12)
+    # Alaa et al. 2022: inauthentic when closer to the training image than that image is to any other one
+    auth_ratio = d1 / rho[nearest].clamp_min(1e-12)
+    flagged = (auth_ratio < alpha) & (nn_ratio < ratio_threshold)
+    return {
+        "nearest_index": nearest,
+        "nearest_distance": d1,
+        "nn_ratio": nn_ratio,
+        "authenticity_ratio": auth_ratio,
+        "flagged": flagged,
+    }
+
+
+def memorization_audit(
+    fake,
+    train,
+    holdout=None,
+    *,
+    size: int = 32,
+    alpha: float = 0.5,
+    ratio_threshold: float = 0.8,
+    n_top: int = 16,
+    chunk: int = 1024,
+) -> dict:
+    """Which generated images look like copies of training images?
+
+    fake: (N, 1, H, W); train: (M, 1, H', W'), M ≥ 2 (pass the un-augmented training images: augmented
+    near-duplicates inside ``train`` make every image's nearest neighbour its own copy and hide copying);
+    holdout: optional real images never trained on — the baseline a non-copying generator should match.
+    Sizes may differ: all sets are compared in ``audit_embedding`` space at ``size`` px.
+
+    For each sample x with nearest training image t (distance d₁) and second-nearest (d₂), and ρ(t) = the
+    distance from t to its own nearest training neighbour:
+
+    * ``authenticity_ratio`` = d₁ / ρ(t) — Alaa et al. 2022 call x inauthentic when this is < 1;
+      for fresh real images that happens often by chance (about a third of the time with phantoms), so
+    * x is **flagged** when d₁ < ``alpha`` · ρ(t) *and* d₁ / d₂ < ``ratio_threshold``: clearly closer to one
+      training image than the training images are to each other, and clearly closer to that one than to
+      any other. Copies (even with noise, JPEG re-encoding or brightness changes) are flagged; held-out
+      real images are not (checked in tests: ≥ 95 % vs ≤ 5 %).
+
+    Returns a JSON-ready dict: ``flagged_fraction``, ``inauthentic_fraction`` (Alaa's raw criterion),
+    ``median_nn_distance``, the same three with a ``holdout_`` prefix (None without holdout), the thresholds,
+    ``top_pairs`` (the ``n_top`` most suspicious ``{"fake", "train", "distance", "authenticity_ratio",
+    "nn_ratio"}``, most suspicious first) and ``per_sample`` (lists per fake: nearest index, distance,
+    ratios, flag).
+    """
+    fake, train = as_images(fake), as_images(train)
+    if train.shape[0] < 2:
+        raise CxrError(f"the memorisation audit needs at least 2 training images, got {train.shape[0]}")
+    e_train = audit_embedding(train, size)
+    rho = _k_smallest(e_train, e_train, 1, exclude_self=True, chunk=chunk)[0][:, 0]
+    kw = dict(alpha=alpha, ratio_threshold=ratio_threshold, chunk=chunk)
+    res = _audit_against(audit_embedding(fake, size), e_train, rho, **kw)
+    hold = _audit_against(audit_embedding(as_images(holdout), size), e_train, rho, **kw) if holdout is not None \
+        else None
+    order = torch.argsort(res["authenticity_ratio"])[:n_top]
+    top = [
+        {
+            "fake": int(i),
+            "train": int(res["nearest_index"][i]),
+            "distance": float(res["nearest_distance"][i]),
+            "authenticity_ratio": float(res["authenticity_ratio"][i]),
+            "nn_ratio": float(res["nn_ratio"][i]),
+        }
+        for i in order
+    ]
+    return {
+        "flagged_fraction": float(res["flagged"].float().mean()),
+        "inauthentic_fraction": float((res["authenticity_ratio"] < 1).float().mean()),
+        "median_nn_distance": float(res["nearest_distance"].median()),
+        "holdout_flagged_fraction": None if hold is None else float(hold["flagged"].float().mean()),
+        "holdout_inauthentic_fraction": None if hold is None
+        else float((hold["authenticity_ratio"] < 1).float().mean()),
+        "holdout_median_nn_distance": None if hold is None else float(hold["nearest_distance"].median()),
+        "n_fake": int(fake.shape[0]),
+        "n_train": int(train.shape[0]),
+        "n_holdout": None if holdout is None else int(as_images(holdout).shape[0]),
+        "alpha": alpha,
+        "ratio_threshold": ratio_threshold,
+        "size": size,
+        "median_train_nn_distance": float(rho.median()),
+        "top_pairs": top,
+        "per_sample": {key: v.tolist() for key, v in res.items()},
+    }
+
+
+# ======================================================================= FID (optional)
+def fid_weights_path(weights: str | os.PathLike | None = None) -> Path | None:
+    """Where usable Inception weights are on disk: ``weights``, else ``$CXRLIB_FID_WEIGHTS``, else torch hub's
+    cache (``torch.hub.get_dir()/checkpoints/weights-inception-2015-12-05-6726825d.pth``); None if nowhere."""
+    candidates = [weights, os.environ.get(FID_WEIGHTS_ENV)]
+    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME)
+    for c in candidates:
+        if c and Path(c).expanduser().is_file():
+            return Path(c).expanduser()
+    return None
+
+
+def fid_skip_reason(weights: str | os.PathLike | None = None) -> str | None:
+    """None when Inception FID can run offline here; otherwise one line saying why not and how to enable it."""
+    try:
+        import torchmetrics.image.fid  # noqa: F401
+    except ImportError:
+        return "FID skipped: torchmetrics is not installed (pip install 'cxrlib[metrics]')"
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        return ("FID skipped: its Inception network needs torch-fidelity (pip install torch-fidelity) and the "
+                f"weights file {FID_WEIGHTS_NAME} (--fid-weights PATH or ${FID_WEIGHTS_ENV})")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        return f"FID skipped: no Inception weights file at '{weights}'"
+    if fid_weights_path(weights) is None:
+        where = Path(torch.hub.get_dir()) / "checkpoints"
+        return (f"FID skipped: Inception weights not found offline; download {FID_WEIGHTS_URL} once into {where} "
+                f"or pass --fid-weights PATH (or set ${FID_WEIGHTS_ENV})")
+    return None
+
+
+class _Features(nn.Module):
+    """Wrap a feature module so torchmetrics knows its output size without probing it with a 299 px RGB image."""
+
+    def __init__(self, net: nn.Module, num_features: int):
+        super().__init__()
+        self.net, self.num_features = net, num_features
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@torch.no_grad()
+def fid(real, fake, *, weights: str | os.PathLike | None = None, feature: nn.Module | None = None,
+        batch: int = 64) -> float | None:
+    """Fréchet distance between Gaussian fits of two sets' features (Heusel et al. 2017), via torchmetrics.
+
+    real, fake: (N, 1, H, W) uint8 or float in [-1, 1], N ≥ 2.
+    * ``feature``: any module mapping (B, 1, H, W) float in [-1, 1] → (B, D) — works offline (e.g.
+      ``RandomConvEmbedding()``, or a domain network you trust).
+    * otherwise Inception-v3 (2048-d pool features; images repeated to RGB, uint8, resized by torchmetrics)
+      when its weights are on disk (``fid_weights_path``); nothing is ever downloaded. Without weights:
+      returns None and warns with one line (``fid_skip_reason``) saying how to enable it.
+    Inception FID on a CPU is slow (minutes for thousands of images): it is meant for GPU runs.
+    """
+    real, fake = as_images(real), as_images(fake)
+    if feature is None:
+        reason = fid_skip_reason(weights)
+        if reason:
+            warnings.warn(reason, stacklevel=2)
+            return None
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if feature is not None:
+        probe = feature(to_float(real[:2]))
+        metric = FrechetInceptionDistance(feature=_Features(feature, int(probe.shape[-1])), normalize=True)
+
+        def prep(x):
+            return x
+    else:
+        metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(fid_weights_path(weights)))
+
+        def prep(x):  # [-1, 1] gray → uint8 RGB, what the Inception wrapper expects with normalize=False
+            return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
+    metric = metric.to(real.device)
+    for is_real, x in ((True, real), (False, fake)):
+        for s in range(0, x.shape[0], batch):
+            metric.update(prep(to_float(x[s : s + batch])), real=is_real)
+    return float(metric.compute())
+
+
+# ======================================================================= everything at once
+def _check_sets(real, fake, train, holdout) -> None:
+    for name, x in (("real", real), ("fake", fake)):
+        if x.shape[0] < MIN_IMAGES:
+            raise CxrError(f"{name} set has {x.shape[0]} images; evaluation needs at least {MIN_IMAGES} per set")
+    _check_same_size(real, fake)
+    if train is not None:
+        _check_same_size(real, train, "real and train")
+    if holdout is not None:
+        _check_same_size(real, holdout, "real and holdout")
+
+
+def _real_minus_train(real: torch.Tensor, train: torch.Tensor, size: int) -> torch.Tensor | None:
+    """The real images that are not (near-)exact copies of a training image: usable as held-out baseline."""
+    d = _k_smallest(audit_embedding(real, size), audit_embedding(train, size), 1)[0][:, 0]
+    keep = d > 1e-3
+    return real[keep] if keep.sum() >= 2 else None
+
+
+def evaluate(
+    real,
+    fake,
+    train=None,
+    *,
+    holdout=None,
+    seed: int = 0,
+    k: int = 3,
+    n_pairs: int = 1000,
+    fid_weights: str | os.PathLike | None = None,
+    fid_feature: nn.Module | None = None,
+    audit_kwargs: dict | None = None,
+) -> dict:
+    """Every metric of this module on one real and one fake set, as a JSON-ready dict.
+
+    real, fake (and train, holdout): (N, 1, S, S) uint8 or float in [-1, 1], one size S, ≥ ``MIN_IMAGES``
+    images for real and fake. Keys: ``swd`` and ``swd_floor`` ({"avg", "<res>px"…}), ``histogram_distance``
+    and ``histogram_floor`` (real halves), ``diversity`` ({"fake", "real"}), ``precision_recall``, ``fid``
+    (None when skipped) and ``fid_skipped`` (the reason or None), ``n_real``, ``n_fake``, ``size``, ``seed``,
+    ``seconds`` (per metric); with ``train`` also ``memorization`` (``memorization_audit`` without the
+    per-sample lists; held-out baseline = ``holdout``, or else the real images that are not in ``train``).
+    """
+    real, fake = as_images(real), as_images(fake)
+    train = None if train is None else as_images(train)
+    holdout = None if holdout is None else as_images(holdout)
+    _check_sets(real, fake, train, holdout)
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds[name] = round(time.perf_counter() - t0, 3)
+        return out
+
+    gen = torch.Generator().manual_seed(seed + 2)
+    perm = torch.randperm(real.shape[0], generator=gen)
+    half = real.shape[0] // 2
+    result: dict = {"n_real": int(real.shape[0]), "n_fake": int(fake.shape[0]), "size": int(real.shape[-1]),
+                    "seed": seed}
+    result["swd"] = timed("swd", swd, real, fake, seed=seed)
+    result["swd_floor"] = timed("swd_floor", swd_floor, real, seed=seed)
+    result["histogram_distance"] = timed("histogram_distance", histogram_distance, real, fake)
+    result["histogram_floor"] = histogram_distance(real[perm[:half]], real[perm[half : 2 * half]])
+    result["diversity"] = {
+        "fake": timed("diversity", diversity, fake, n_pairs=n_pairs, seed=seed),
+        "real": diversity(real, n_pairs=n_pairs, seed=seed),
+    }
+    result["precision_recall"] = timed("precision_recall", precision_recall, real, fake, k, seed=seed)
+    reason = None if fid_feature is not None else fid_skip_reason(fid_weights)
+    result["fid"] = None if reason else timed("fid", fid, real, fake, weights=fid_weights, feature=fid_feature)
+    result["fid_skipped"] = reason
+    if train is not None:
+        audit_kwargs = dict(audit_kwargs or {})
+        if holdout is None:
+            holdout = _real_minus_train(real, train, audit_kwargs.get("size", 32))
+            source = "real images not in train" if holdout is not None else None
+        else:
+            source = "holdout"
+        audit = timed("memorization", memorization_audit, fake, train, holdout, **audit_kwargs)
+        audit.pop("per_sample")
+        audit["holdout_source"] = source
+        result["memorization"] = audit
+    result["seconds"] = seconds
+    return result
+
+
+def summary_table(result: dict) -> str:
+    """A short human-readable table of an ``evaluate`` result (what the CLI prints)."""
+    swd_keys = [k for k in result["swd"] if k != "avg"]
+    rows = [
+        ("images", f"real {result['n_real']} · fake {result['n_fake']} · {result['size']} px", ""),
+        ("SWD ×1e3 (avg)", f"{result['swd']['avg']:.2f}", f"floor {result['swd_floor']['avg']:.2f}"),
+    ]
+    rows += [(f"  SWD {k}", f"{result['swd'][k]:.2f}", f"floor {result['swd_floor'][k]:.2f}") for k in swd_keys]
+    pr = result["precision_recall"]
+    rows += [
+        ("histogram W1", f"{result['histogram_distance']:.4f}", f"floor {result['histogram_floor']:.4f}"),
+        ("MS-SSIM pairs", f"{result['diversity']['fake']:.3f}", f"real {result['diversity']['real']:.3f}"),
+        ("precision / recall", f"{pr['precision']:.3f} / {pr['recall']:.3f}", f"k={pr['k']}, {pr['features']}"),
+        ("FID", "skipped" if result["fid"] is None else f"{result['fid']:.2f}", result["fid_skipped"] or ""),
+    ]
+    mem = result.get("memorization")
+    if mem:
+        hold = mem["holdout_flagged_fraction"]
+        rows.append(("memorisation flagged", f"{mem['flagged_fraction']:.1%}",
+                     "held-out " + ("n/a" if hold is None else f"{hold:.1%}") + f" · {mem['n_train']} train"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:<14} {c}".rstrip() for a, b, c in rows)

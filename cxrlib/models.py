@@ -1,0 +1,626 @@
+"""Generators and discriminators: the seed's networks, DCGAN, and the course's recipe.
+
+``build_models(preset, size)`` returns ``(G, D)`` for any power-of-two ``size`` from 32 to 512:
+
+* every generator has ``G.z_dim`` and maps ``z: (B, z_dim)`` to images ``(B, 1, S, S)`` in [-1, 1] (tanh);
+  ``G(z, return_levels=True)`` also returns what each resolution contributes (see :class:`SkipGenerator`);
+* every discriminator maps ``x: (B, 1, S, S)`` to logits ``(B,)`` -- no sigmoid: the losses take logits
+  (``BCEWithLogits`` is the numerically safe form of sigmoid + BCE).
+
+Presets (``PRESET_NOTES`` has a paragraph on each for the notebooks):
+
+* ``"seed"``   -- the original Keras networks, layer for layer; ``skips=True`` adds the skip connections that
+  its README promised and its code lacked;
+* ``"dcgan"``  -- Radford et al. (2015): transposed convolutions, BatchNorm, ReLU / LeakyReLU;
+* ``"course"`` -- the default: seed-style upsampling generator with skip outputs and a spectral-norm
+  discriminator with a minibatch-standard-deviation layer.
+
+Tools for the architecture notebook: :func:`count_params`, :func:`layer_table`, :func:`flops_per_image`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from cxrlib.errors import CxrError
+
+PRESETS = ("seed", "dcgan", "course")
+MIN_SIZE, MAX_SIZE = 32, 512
+
+PRESET_NOTES: dict[str, str] = {
+    "seed": (
+        "The original project's networks, rebuilt layer for layer from its Keras code. The generator maps a "
+        "256-number latent vector through a dense layer to a 4×4×1024 block, then doubles the resolution seven "
+        "times (UpSampling2D + a large 7×7/5×5/3×3 convolution + BatchNorm + LeakyReLU + Dropout 0.1) up to "
+        "512×512. The discriminator is five stride-2 5×5 convolutions (32→512 filters, Dropout 0.3), a dense "
+        "layer of 128 and one output. It is big (tens of millions of parameters at 512 px) and slow, its "
+        "large kernels spend most of the compute at high resolution, and it has no skip connections even "
+        "though the README mentions them: build it with skips=True to add them. Smaller sizes keep the last "
+        "(finest) generator blocks and the first discriminator blocks."
+    ),
+    "dcgan": (
+        "Radford, Metz & Chintala (2015), the architecture that first made GANs train reliably: the generator "
+        "is a stack of 4×4 stride-2 transposed convolutions with BatchNorm and ReLU (tanh at the end), the "
+        "discriminator a mirror image of stride-2 convolutions with BatchNorm and LeakyReLU 0.2, all weights "
+        "drawn from N(0, 0.02). At 64 px: latent 100, 64 feature maps at the finest layer, doubling toward "
+        "4×4. It is small, fast and a good baseline, but it has no tricks for stability: watch for mode "
+        "collapse and checkerboard patterns from the transposed convolutions."
+    ),
+    "course": (
+        "Our recipe, and the default. The generator keeps the seed's idea (upsample, then convolve: no "
+        "checkerboard artefacts) with two 3×3 convolutions per resolution and a skip output at every "
+        "resolution: each level adds a residual image, coarse levels set the anatomy, fine levels add ribs "
+        "and edges, and gradients reach the early layers directly. Channels grow toward coarse resolutions "
+        "(16 at full size, doubling each halving, capped at 512), so it is cheap at high resolution. The "
+        "discriminator has spectral normalisation on every layer (it keeps D smooth, so its gradients stay "
+        "useful to G) and a minibatch-standard-deviation channel before its last block (D can see when a "
+        "batch lacks variety, which fights mode collapse). EMA of G, R1 and DiffAugment are added by the "
+        "trainer."
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def check_size(size: int) -> int:
+    """Return ``size`` when it is a power of two from 32 to 512, else raise :class:`CxrError`."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise CxrError(f"image size must be an integer, got {size!r}")
+    if size < MIN_SIZE or size > MAX_SIZE or size & (size - 1):
+        raise CxrError(
+            f"image size {size} is not supported: choose a power of two from {MIN_SIZE} to {MAX_SIZE} "
+            "(32, 64, 128, 256 or 512)"
+        )
+    return size
+
+
+def n_doublings(size: int) -> int:
+    """How many ×2 upsamplings take a 4×4 map to ``size`` (64 px → 4)."""
+    return int(math.log2(size)) - 2
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels × width``, rounded, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """×2 upsampling. ``nearest`` repeats pixels (Keras UpSampling2D); ``bilinear`` is used for images."""
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+    return F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+
+
+class SampleDropout(nn.Module):
+    """Dropout that draws a separate mask for every sample in the batch.
+
+    The seed used Keras ``Dropout(0.1)``, whose mask has the full input shape: each sample gets its own mask
+    ("one mask per sample"), drawn independently for every element. That is ``mode="element"`` (the
+    default, and what ``nn.Dropout`` does). ``mode="channel"`` drops whole feature maps instead: one
+    Bernoulli draw per (sample, channel), shared by all positions -- Keras ``SpatialDropout2D``, PyTorch
+    ``Dropout2d`` -- useful to show the difference in a notebook. Kept values are scaled by ``1/(1-p)``; in
+    ``eval()`` mode the layer is the identity.
+
+    x: (B, C, H, W) → (B, C, H, W)
+    """
+
+    def __init__(self, p: float = 0.1, mode: str = "element"):
+        super().__init__()
+        if mode not in ("element", "channel"):
+            raise CxrError(f"unknown dropout mode {mode!r}: choose 'element' or 'channel'")
+        self.p, self.mode = float(p), mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.mode == "element":
+            return F.dropout(x, self.p, training=True)
+        return F.dropout2d(x, self.p, training=True)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode!r}"
+
+
+class MinibatchStd(nn.Module):
+    """Append one channel: the average standard deviation of the features across a small group of samples.
+
+    Karras et al. (ProGAN, 2018). A generator that collapses to a few outputs produces batches with little
+    variety; this channel lets D see that directly. Samples are split into groups of ``group_size``
+    consecutive samples (the largest divisor of B that is at most ``group_size``), so a batch made of
+    ``[reals; fakes]`` keeps reals and fakes in separate groups when each half is a multiple of the group.
+
+    x: (B, C, H, W) → (B, C + 1, H, W)
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        g = max(d for d in range(1, min(self.group_size, B) + 1) if B % d == 0)
+        y = x.float().reshape(g, B // g, C, H, W)  # sample i sits in group i % (B // g)
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (B//g, C, H, W)
+        s = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (B//g,)
+        s = s.repeat(g).reshape(B, 1, 1, 1).expand(B, 1, H, W)
+        return torch.cat([x, s], dim=1)
+
+
+def _levels_to_size(levels: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Bring every level to the largest level's size with the same chain of ×2 bilinear upsamplings."""
+    size = levels[-1].shape[-1]
+    out = []
+    for y in levels:
+        while y.shape[-1] < size:
+            y = upsample2(y, "bilinear")
+        out.append(y)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- skip G
+
+
+class SkipGenerator(nn.Module):
+    """A generator that adds an image at every resolution (the StyleGAN2 "skip" generator).
+
+    z: (B, z_dim) → image (B, 1, S, S) in [-1, 1].
+
+    ``stem`` maps z to a (B, C, 4, 4) feature map; each entry of ``blocks`` doubles the resolution. After the
+    stem and after every block a ``to_image`` layer (a 1×1 convolution to one channel, "toRGB") turns the
+    features into a grayscale image; the running image is upsampled ×2 (bilinear) and the new level is
+    added:  ``img_r = up(img_{r/2}) + to_image_r(features_r)``,  output ``tanh(img_S)``.
+
+    Why: each resolution contributes a *residual* image. The coarse levels settle the overall anatomy
+    (where the lungs, mediastinum and diaphragm are), the fine levels only add ribs, vessels and edges on
+    top. Every level is one 1×1 convolution away from the output, so the loss gradient reaches the early
+    layers directly instead of through the whole stack, which makes training faster and steadier. (The
+    seed's README promised skip connections; its code had none.)
+
+    ``forward(z, return_levels=True)`` returns ``(image, levels)``: ``levels[k]`` is the contribution of
+    resolution 4·2^k, upsampled to S×S, and ``sum(levels)`` is the pre-tanh output ``atanh(image)``.
+    With ``skips=False`` only the last level exists (a plain generator); ``levels`` then has one entry.
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        stem: nn.Module,
+        blocks: list[nn.Module],
+        to_images: list[nn.Module | None],
+        size: int,
+    ):
+        super().__init__()
+        self.z_dim, self.size = z_dim, size
+        self.stem = stem
+        self.blocks = nn.ModuleList(blocks)
+        # to_images[0] follows the stem, to_images[k] block k; None = no output at that resolution
+        self.to_images = nn.ModuleList([m if m is not None else nn.Identity() for m in to_images])
+        self._has_output = [m is not None for m in to_images]
+
+    def forward(self, z: torch.Tensor, return_levels: bool = False):
+        x = self.stem(z)
+        img, levels = None, []
+        for k in range(len(self.blocks) + 1):
+            if k > 0:
+                x = self.blocks[k - 1](x)
+                if img is not None:
+                    img = upsample2(img, "bilinear")
+            if self._has_output[k]:
+                y = self.to_images[k](x)
+                img = y if img is None else img + y
+                if return_levels:
+                    levels.append(y)
+        out = torch.tanh(img)
+        if return_levels:
+            return out, _levels_to_size(levels)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------- seed
+
+SEED_G_WIDTHS = (512, 512, 256, 256, 192, 128, 64)  # block k works at 8·2^k px (512 px: all seven)
+SEED_G_KERNELS = (7, 7, 5, 5, 5, 5, 3)
+SEED_D_WIDTHS = (32, 64, 128, 256, 512)
+SEED_Z_DIM = 256
+
+
+def _glorot(module: nn.Module) -> None:
+    """Keras defaults: Glorot-uniform kernels, zero biases (PyTorch's own default differs)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _keras_bn(c: int) -> nn.BatchNorm2d:
+    # Keras BatchNormalization: momentum 0.99 (PyTorch counts the other way: 0.01) and epsilon 1e-3
+    return nn.BatchNorm2d(c, momentum=0.01, eps=1e-3)
+
+
+def seed_generator(
+    size: int, *, z_dim: int = SEED_Z_DIM, width: float = 1.0, skips: bool = False, dropout: float = 0.1,
+    dropout_mode: str = "element",
+) -> SkipGenerator:
+    """The seed's generator. z: (B, z_dim) → (B, 1, size, size) in [-1, 1].
+
+    512 px (the original): Dense 4·4·1024 → LeakyReLU(0.2) → reshape → 7 × [UpSampling2D ×2 (nearest) →
+    Conv k=(7,7,5,5,5,5,3), filters (512,512,256,256,192,128,64), 'same' → BatchNorm → LeakyReLU(0.2) →
+    Dropout(0.1)] → Conv 3×3 → 1 channel → tanh.
+
+    Smaller sizes (the rule): ``log2(size/4)`` blocks, keeping the *last* blocks (the fine layers that draw
+    the detail keep their kernels and widths); the 4×4 map after the dense layer has twice the first kept
+    block's filters, as in the original (1024 → 512). Every width is multiplied by ``width``. At 64 px:
+    Dense 4·4·512 → blocks of 256, 192, 128, 64 filters with kernels 5, 5, 5, 3.
+
+    ``skips=True`` adds a 1×1 to-image convolution after the dense layer and after every block but the last,
+    whose output is the seed's own final 3×3 convolution (see :class:`SkipGenerator`).
+    """
+    n = n_doublings(check_size(size))
+    widths = [scaled(c, width) for c in SEED_G_WIDTHS[-n:]]
+    kernels = SEED_G_KERNELS[-n:]
+    c0 = 2 * widths[0] if n < len(SEED_G_WIDTHS) else scaled(1024, width)
+    stem = nn.Sequential(
+        nn.Linear(z_dim, c0 * 16), nn.LeakyReLU(0.2), nn.Unflatten(1, (c0, 4, 4))
+    )
+    blocks, c_in = [], c0
+    for c, k in zip(widths, kernels):
+        blocks.append(nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c_in, c, k, padding=k // 2),
+            _keras_bn(c),
+            nn.LeakyReLU(0.2),
+            SampleDropout(dropout, dropout_mode),
+        ))
+        c_in = c
+    chans = [c0, *widths]
+    to_images: list[nn.Module | None] = [nn.Conv2d(c, 1, 1) if skips else None for c in chans[:-1]]
+    to_images.append(nn.Conv2d(widths[-1], 1, 3, padding=1))  # the seed's final Conv k3 → tanh
+    G = SkipGenerator(z_dim, stem, blocks, to_images, size)
+    _glorot(G)
+    return G
+
+
+class SeedDiscriminator(nn.Module):
+    """The seed's discriminator. x: (B, 1, S, S) → logits (B,).
+
+    n × [Conv 5×5 stride 2 'same', filters 32, 64, 128, 256, 512 → LeakyReLU(0.2) → Dropout(0.3)] → Flatten →
+    Dense 128 → LeakyReLU(0.2) → Dense 1 (the original's sigmoid lives in the loss). n = 5 at 128 px and
+    above (512 px ends on a 16×16×512 map: the dense layer alone has 16.8 M weights); smaller sizes use the
+    first ``log2(S/4)`` convolutions so the last map is 4×4 (64 px: 32, 64, 128, 256). Padding 2 gives
+    Keras' 'same' output size (S/2); TensorFlow pads 1 before and 2 after, so the sampling grid is shifted
+    by one pixel, which does not matter here.
+    """
+
+    def __init__(self, size: int, *, width: float = 1.0, dropout: float = 0.3):
+        super().__init__()
+        n = min(len(SEED_D_WIDTHS), n_doublings(check_size(size)))
+        layers, c_in = [], 1
+        for c in SEED_D_WIDTHS[:n]:
+            c = scaled(c, width)
+            layers += [nn.Conv2d(c_in, c, 5, stride=2, padding=2), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            c_in = c
+        final = size >> n
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(c_in * final * final, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1)
+        )
+        _glorot(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------- DCGAN
+
+
+def _dcgan_width(base: int, size: int, r: int) -> int:
+    """Channels at resolution r: ``base`` at S/2, doubling toward 4×4, capped at 8·base (the 64-px recipe)."""
+    return min(8 * base, base * (size // 2) // r)
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """Radford et al.: all weights from N(0, 0.02); BatchNorm scales from N(1, 0.02), shifts 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator. z: (B, z_dim) → (B, 1, S, S) in [-1, 1].
+
+    ConvTranspose(z_dim → C₄, 4, 1, 0) makes a 4×4 map, then [ConvTranspose(4, 2, 1) → BatchNorm → ReLU] up
+    to S/2, then ConvTranspose(4, 2, 1) → 1 channel → tanh. Channels: ``ngf`` at S/2, doubling toward 4×4,
+    capped at 8·ngf (64 px: 512, 256, 128, 64 -- the pytorch/examples network). Other sizes add or remove a
+    block. No biases before BatchNorm (they would be cancelled).
+    """
+
+    def __init__(self, size: int, *, z_dim: int = 100, ngf: int = 64):
+        super().__init__()
+        self.z_dim, self.size = z_dim, check_size(size)
+        c = _dcgan_width(ngf, size, 4)
+        layers = [nn.ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
+        r = 4
+        while 2 * r < size:
+            c_next = _dcgan_width(ngf, size, 2 * r)
+            layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU(True)]
+            c, r = c_next, 2 * r
+        layers += [nn.ConvTranspose2d(c, 1, 4, 2, 1, bias=False)]
+        self.net = nn.Sequential(*layers)
+        _dcgan_init(self)
+
+    def forward(self, z: torch.Tensor, return_levels: bool = False):
+        x = self.net(z[:, :, None, None])
+        out = torch.tanh(x)
+        return (out, [x]) if return_levels else out
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator. x: (B, 1, S, S) → logits (B,).
+
+    Conv(1 → ndf, 4, 2, 1) → LeakyReLU(0.2), then [Conv(4, 2, 1) → BatchNorm → LeakyReLU(0.2)] down to 4×4,
+    then Conv(4, 1, 0) → one logit. Channels mirror the generator (64 px: 64, 128, 256, 512).
+    """
+
+    def __init__(self, size: int, *, ndf: int = 64):
+        super().__init__()
+        check_size(size)
+        c = _dcgan_width(ndf, size, size // 2)
+        layers = [nn.Conv2d(1, c, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        r = size // 2
+        while r > 4:
+            c_next = _dcgan_width(ndf, size, r // 2)
+            layers += [nn.Conv2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.LeakyReLU(0.2, True)]
+            c, r = c_next, r // 2
+        layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False)]
+        self.net = nn.Sequential(*layers)
+        _dcgan_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+# ----------------------------------------------------------------------------------------------- course
+
+
+def course_width(size: int, r: int, *, width: float = 1.0, ch_out: int = 16, ch_max: int = 512) -> int:
+    """Channels at resolution r: ``ch_out`` at full size, doubling at each halving, capped at ``ch_max``.
+
+    Each ×2 step down in resolution halves the pixels and doubles the channels, so every block costs about
+    the same compute until the cap; 64 px: 16, 32, 64, 128, 256 at 64, 32, 16, 8, 4 px.
+    """
+    return scaled(min(ch_max, ch_out * size // r), width)
+
+
+def _norm(kind: str, c: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(c)
+    if kind == "none":
+        return nn.Identity()
+    raise CxrError(f"unknown norm {kind!r}: choose 'batch' or 'none'")
+
+
+def course_generator(
+    size: int, *, z_dim: int = 128, width: float = 1.0, ch_out: int = 16, ch_max: int = 512,
+    norm: str = "batch", convs_per_block: int = 2, skips: bool = True,
+) -> SkipGenerator:
+    """The course generator. z: (B, z_dim) → (B, 1, size, size) in [-1, 1].
+
+    Dense → 4×4×C₄ → norm → LeakyReLU(0.2), then per resolution 8 … S: [Upsample ×2 (nearest) → Conv 3×3 →
+    norm → LeakyReLU(0.2)] followed by ``convs_per_block - 1`` more Conv 3×3 → norm → LeakyReLU, and a 1×1
+    to-image convolution at every resolution (4 … S) summed as in :class:`SkipGenerator`. Upsampling then
+    convolving (instead of transposed convolutions) avoids checkerboard artefacts. Channels from
+    :func:`course_width`. BatchNorm by default: it keeps short CPU runs stable (the EMA copy of G uses the
+    running statistics at sampling time).
+    """
+    n = n_doublings(check_size(size))
+    ch = [course_width(size, 4 << k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
+    stem = nn.Sequential(
+        nn.Linear(z_dim, ch[0] * 16), nn.Unflatten(1, (ch[0], 4, 4)), _norm(norm, ch[0]), nn.LeakyReLU(0.2)
+    )
+    blocks = []
+    for c_in, c in zip(ch[:-1], ch[1:]):
+        layers = [nn.Upsample(scale_factor=2, mode="nearest")]
+        for j in range(convs_per_block):
+            layers += [nn.Conv2d(c_in if j == 0 else c, c, 3, padding=1), _norm(norm, c), nn.LeakyReLU(0.2)]
+        blocks.append(nn.Sequential(*layers))
+    to_images: list[nn.Module | None] = [nn.Conv2d(c, 1, 1) if skips else None for c in ch[:-1]]
+    to_images.append(nn.Conv2d(ch[-1], 1, 1))
+    return SkipGenerator(z_dim, stem, blocks, to_images, size)
+
+
+class CourseDiscriminator(nn.Module):
+    """The course discriminator. x: (B, 1, S, S) → logits (B,).
+
+    from-image Conv 1×1 → LeakyReLU, then per resolution S … 8: [Conv 3×3 → LeakyReLU → Conv 3×3 stride 2
+    (or Conv 3×3 + 2×2 average pool with ``down="avgpool"``) → LeakyReLU], then at 4×4: minibatch std
+    (+1 channel) → Conv 3×3 → LeakyReLU → Flatten → Linear C₄ → LeakyReLU → Linear 1. Spectral
+    normalisation (Miyato et al. 2018) on every convolution and linear layer bounds each layer's Lipschitz
+    constant, so D cannot become arbitrarily sharp and its gradients stay informative for G. No batch
+    norm: each sample's logit depends only on its own pixels (and its minibatch-std group).
+    Channels mirror the generator (:func:`course_width`).
+    """
+
+    def __init__(
+        self, size: int, *, width: float = 1.0, ch_out: int = 16, ch_max: int = 512, down: str = "stride",
+        mbstd_group: int = 4,
+    ):
+        super().__init__()
+        if down not in ("stride", "avgpool"):
+            raise CxrError(f"unknown downsampling {down!r}: choose 'stride' or 'avgpool'")
+        n = n_doublings(check_size(size))
+        ch = [course_width(size, size >> k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
+        sn = spectral_norm
+        layers = [sn(nn.Conv2d(1, ch[0], 1)), nn.LeakyReLU(0.2)]
+        for c, c_next in zip(ch[:-1], ch[1:]):
+            layers += [sn(nn.Conv2d(c, c, 3, padding=1)), nn.LeakyReLU(0.2)]
+            if down == "stride":
+                layers += [sn(nn.Conv2d(c, c_next, 3, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            else:
+                layers += [sn(nn.Conv2d(c, c_next, 3, padding=1)), nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
+        c4 = ch[-1]
+        layers += [MinibatchStd(mbstd_group), sn(nn.Conv2d(c4 + 1, c4, 3, padding=1)), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), sn(nn.Linear(c4 * 16, c4)), nn.LeakyReLU(0.2), sn(nn.Linear(c4, 1))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+def build_models(
+    preset: str, size: int, *, z_dim: int | None = None, width: float = 1.0, **kw
+) -> tuple[nn.Module, nn.Module]:
+    """Build ``(G, D)`` of a preset for ``size``×``size`` grayscale images.
+
+    preset: ``"seed"``, ``"dcgan"`` or ``"course"``; size: a power of two from 32 to 512; z_dim: latent size
+    (defaults: seed 256, dcgan 100, course 128); width: multiplies every channel count.
+    Extra keywords by preset -- seed: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
+    dcgan: ``ngf``, ``ndf``; course: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
+    ``down``, ``mbstd_group``.
+    """
+    check_size(size)
+    if preset == "seed":
+        d_dropout = kw.pop("d_dropout", 0.3)
+        G = seed_generator(size, z_dim=z_dim or SEED_Z_DIM, width=width, **kw)
+        D = SeedDiscriminator(size, width=width, dropout=d_dropout)
+    elif preset == "dcgan":
+        ngf = kw.pop("ngf", 64)
+        ndf = kw.pop("ndf", 64)
+        _no_extra(preset, kw)
+        G = DCGANGenerator(size, z_dim=z_dim or 100, ngf=scaled(ngf, width))
+        D = DCGANDiscriminator(size, ndf=scaled(ndf, width))
+    elif preset == "course":
+        d_kw = {k: kw.pop(k) for k in ("down", "mbstd_group") if k in kw}
+        shared = {k: kw[k] for k in ("ch_out", "ch_max") if k in kw}
+        G = course_generator(size, z_dim=z_dim or 128, width=width, **kw)
+        D = CourseDiscriminator(size, width=width, **shared, **d_kw)
+    else:
+        raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return G, D
+
+
+def _no_extra(preset: str, kw: dict) -> None:
+    if kw:
+        raise CxrError(f"preset {preset!r} does not take {', '.join(sorted(kw))}")
+
+
+# ----------------------------------------------------------------------------------------------- inspect
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (trainable or not; spectral norm's u/v vectors are buffers, not counted)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def _is_layer(m: nn.Module) -> bool:
+    """A leaf module, where spectral norm's ``parametrizations`` container does not count as a child."""
+    return all(name == "parametrizations" for name, _ in m.named_children())
+
+
+def _example_input(module: nn.Module, example: torch.Tensor | None, size: int | None) -> torch.Tensor:
+    if example is not None:
+        return example
+    p = next(module.parameters())
+    if hasattr(module, "z_dim"):
+        return torch.randn(2, module.z_dim, device=p.device)
+    if size is None:
+        raise CxrError("layer_table needs an example input or size= for a discriminator")
+    return torch.randn(2, 1, size, size, device=p.device)
+
+
+@torch.no_grad()
+def layer_table(module: nn.Module, example: torch.Tensor | None = None, *, size: int | None = None) -> list[dict]:
+    """One row per layer, in execution order: ``{"name", "type", "output_shape", "params"}``.
+
+    example: an input batch (default: 2 random latents for a generator, 2 random (1, size, size) images for a
+    discriminator). output_shape excludes the batch dimension. Runs one forward pass in eval mode with
+    forward hooks; the module's train/eval mode is restored. The ``params`` column sums to
+    :func:`count_params`.
+    """
+    x = _example_input(module, example, size)
+    rows, hooks = [], []
+
+    def hook(name):
+        def record(m, inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            rows.append({
+                "name": name,
+                "type": type(m).__name__,
+                "output_shape": tuple(out.shape[1:]),
+                "params": count_params(m),
+            })
+        return record
+
+    for name, m in module.named_modules():
+        if name and _is_layer(m):
+            hooks.append(m.register_forward_hook(hook(name)))
+    was_training = module.training
+    module.eval()
+    try:
+        module(x)
+    finally:
+        module.train(was_training)
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def _macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    """Multiply-adds of one layer call for the whole batch (bias additions are not counted)."""
+    if isinstance(m, nn.Conv2d):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        return out.numel() * (m.in_channels // m.groups) * k
+    if isinstance(m, nn.ConvTranspose2d):
+        # each input pixel scatters a k×k×C_out patch
+        k = m.kernel_size[0] * m.kernel_size[1]
+        return inp.numel() * (m.out_channels // m.groups) * k
+    if isinstance(m, nn.Linear):
+        return out.numel() * m.in_features
+    return 0
+
+
+@torch.no_grad()
+def forward_flops(module: nn.Module, example: torch.Tensor) -> int:
+    """Forward FLOPs per sample of Conv2d / ConvTranspose2d / Linear layers (1 multiply-add = 2 FLOPs)."""
+    total, hooks = [0], []
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, i[0], o))))
+    was_training = module.training
+    module.eval()
+    try:
+        module(example)
+    finally:
+        module.train(was_training)
+        for h in hooks:
+            h.remove()
+    return 2 * total[0] // example.shape[0]
+
+
+def flops_per_image(G: nn.Module, D: nn.Module, size: int) -> dict:
+    """FLOPs per image: ``{"G": …, "D": …, "train_step": …, "formula": …}``.
+
+    G and D are forward FLOPs of the convolution and linear layers (the others are cheap). A backward pass
+    costs about twice its forward (gradients for the inputs and for the weights). One training step per
+    image of the batch: the D step runs G forward (1·G) and D forward + backward on a real and a fake image
+    (2 · 3·D); the G step runs G forward + backward (3·G) and D forward + backward (3·D). So
+    ``train_step = 4·G + 9·D`` (lazy R1 and spectral-norm power iterations not included).
+    """
+    p = next(G.parameters())
+    g = forward_flops(G, torch.randn(2, G.z_dim, device=p.device))
+    d = forward_flops(D, torch.randn(2, 1, size, size, device=p.device))
+    return {"G": g, "D": d, "train_step": 4 * g + 9 * d, "formula": "train_step = 4·G + 9·D"}

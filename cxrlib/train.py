@@ -1,0 +1,760 @@
+"""The training engine: one GAN training loop a student can read, that resumes exactly and runs fast.
+
+    trainer = Trainer(make_config("course", size=64, steps=2000), load_dataset("phantom", size=64), out="runs/a")
+    trainer.fit()                       # or, step by step in a notebook:
+    trainer.d_step(); trainer.g_step()  # one discriminator update, one generator update
+
+The algorithm (Goodfellow et al. 2014, with the tricks of the seed and of the course):
+
+* **D step** -- show D a batch of real images x and of fakes G(z); D learns to call x real (``d_loss_real``)
+  and G(z) fake (``d_loss_fake``). G is frozen (``no_grad``). Optional R1 penalty on real images.
+* **G step** -- G makes a fresh batch G(z); G learns to make D call it real (``g_loss``, non-saturating).
+  D is frozen (no weight gradients).
+* Both see the *same* DiffAugment (policy and probability) on real and fake batches, so D never sees a clean
+  image and G is not pushed to reproduce the augmentation. ``D(x)`` and ``D(G(z))`` are D's mean
+  probabilities "real": a balanced game keeps them apart but away from 1 and 0.
+* An exponential moving average of G (the EMA generator) is what we sample from: it averages out the last
+  steps' oscillations.
+
+Engineering (why the loop looks the way it does):
+
+* the whole data set is a uint8 tensor on the training device; a batch is ``images[randint(...)]`` turned
+  into floats there (no DataLoader, no PIL);
+* every random draw (batch indices, z, augmentation, label flips) comes from the trainer's own
+  ``torch.Generator``; dropout uses torch's global generator. Both states go into the checkpoint, so a
+  resumed run continues *exactly* as if it had never stopped;
+* statistics stay tensors between log lines (no ``.item()``, no host synchronisation per step);
+* bf16 autocast where the hardware has bf16 (CUDA, CPUs with AVX512-BF16/AMX), ``channels_last``, fused
+  Adam on CUDA, optional ``torch.compile``.
+
+Files of a run directory ``RUN``: ``config.json``, ``log.jsonl`` (one JSON object per log interval),
+``samples/step_XXXXXX.png`` (fixed-z grids), ``checkpoints/last.pt`` and ``checkpoints/step_XXXXXX.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import pickle
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from cxrlib import augment, config, losses, models
+from cxrlib.config import TrainConfig, make_config
+from cxrlib.errors import CxrError
+
+CHECKPOINT_FORMAT = "cxrlib-gan-checkpoint"
+CHECKPOINT_VERSION = 1
+# What a log line holds, averaged over the steps since the previous line (besides step, time and lr).
+LOGGED_STATS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "D(x)", "D(G(z))", "g_grad_norm", "d_grad_norm")
+SAMPLE_SEED = 1234  # the fixed z of the sample grids and of the adaptive-lr quality signal
+
+
+# ======================================================================= small helpers
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """x: float in [-1, 1] → uint8 in [0, 255] (same shape)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """x: uint8 in [0, 255] → float32 in [-1, 1] (same shape, same device)."""
+    return x.float().mul_(2 / 255).sub_(1)
+
+
+def grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """L2 norm of all of a module's gradients, as a 0-d tensor (no host synchronisation)."""
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.zeros(())
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Inside the block the module's parameters get no gradients (saves the weight-gradient compute)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``TrainConfig.amp`` on a device: bf16 or None (fp32)."""
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if config.cpu_has_bf16() else None
+    return None
+
+
+def as_images(data, size: int | None = None) -> torch.Tensor:
+    """An ``ImageSet`` or a uint8 tensor (N, 1, S, S) → the uint8 tensor; checks shape, dtype and size."""
+    images = getattr(data, "images", data)
+    if not isinstance(images, torch.Tensor):
+        raise CxrError(f"training data must be an ImageSet or a uint8 tensor (N, 1, S, S), not {type(data).__name__}")
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
+        raise CxrError(
+            f"training data must be uint8 of shape (N, 1, S, S); got {images.dtype} {tuple(images.shape)}"
+        )
+    if len(images) == 0:
+        raise CxrError("training data is empty: no images to learn from")
+    if size is not None and (images.shape[-1] != size or images.shape[-2] != size):
+        raise CxrError(
+            f"training images are {images.shape[-2]}×{images.shape[-1]} px but the config asks for {size} px "
+            f"(load the data with size={size} or set size={images.shape[-1]})"
+        )
+    return images
+
+
+def ema_beta(batch: int, half_life_kimg: float, images_seen: int = 0, rampup: float = 0.0) -> float:
+    """EMA decay per update: 0.5 ** (batch / half_life_images), so the weight of an update halves every
+    ``half_life_kimg`` thousand images. With ``rampup`` r > 0 the half-life is capped at r × images seen
+    (StyleGAN2-ADA), so the average does not drag the random initial weights along early on."""
+    half_life = half_life_kimg * 1000.0
+    if rampup > 0:
+        half_life = min(half_life, images_seen * rampup)
+    return 0.5 ** (batch / half_life) if half_life > 0 else 0.0
+
+
+# ======================================================================= EMA generator
+class EMA:
+    """An exponential moving average of a generator's weights: ``ema = beta·ema + (1 - beta)·G``.
+
+    ``model`` is a frozen copy of G in eval mode; buffers (BatchNorm statistics) are copied, not averaged.
+    """
+
+    def __init__(self, G: torch.nn.Module):
+        self.model = copy.deepcopy(G).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, G: torch.nn.Module, beta: float) -> None:
+        ema_params, params = list(self.model.parameters()), list(G.parameters())
+        torch._foreach_lerp_(ema_params, params, 1.0 - beta)  # ema += (1-beta)·(G - ema), all tensors at once
+        for b_ema, b in zip(self.model.buffers(), G.buffers()):
+            b_ema.copy_(b)
+
+
+# ======================================================================= checkpoint files
+def atomic_write(path, write) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _save_torch(obj, tmp: Path) -> None:
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())  # the rename must not overtake the data on a power cut
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint safely (``torch.load(weights_only=True)``: tensors and plain containers only).
+
+    A file with Python objects in it (which could run code when unpickled) or a file that is not a cxrlib
+    checkpoint raises ``CxrError`` with one line naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise CxrError(f"no checkpoint at '{path}'")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found or head[:1] == b"\x80" or head[:2] == b"PK":
+            what = f"it would import {found.group(1)}" if found else "unsupported pickle content"
+            raise CxrError(
+                f"refusing to load '{path}': it contains Python objects, not just tensors ({what}; "
+                "only load checkpoints you made or trust)"
+            ) from None
+        raise CxrError(f"'{path}' is not a cxrlib checkpoint (not a torch file)") from None
+    except Exception as e:  # truncated zip, empty file, text, …
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise CxrError(f"'{path}' is not a cxrlib checkpoint (cannot read it: {reason})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CxrError(f"'{path}' is not a cxrlib checkpoint (no training state inside)")
+    return state
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "trainer": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _set_rng_state(generator: torch.Generator, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["trainer"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+# ======================================================================= the trainer
+class Trainer:
+    """Train a GAN (G, D) on uint8 images with a ``TrainConfig``.
+
+    cfg: a ``TrainConfig`` (or a dict of its fields; default ``make_config("course")``); data: an ``ImageSet``
+    or a uint8 tensor (N, 1, S, S) with S = ``cfg.size``; out: the run directory (None: nothing is written);
+    callbacks: functions ``cb(trainer, record)`` called with every log record (live curves in a notebook).
+
+    Attributes: ``G``, ``D``, ``ema`` (None without EMA), ``g_opt``, ``d_opt``, ``step`` (iterations done),
+    ``images_seen`` (real images shown to D), ``seconds`` (training wall-clock), ``rng`` (the trainer's
+    generator), ``device``.
+    """
+
+    def __init__(self, cfg: TrainConfig | dict | None = None, data=None, out=None, callbacks=()):
+        if cfg is None:
+            cfg = make_config()
+        if isinstance(cfg, dict):
+            cfg = TrainConfig.from_dict(cfg)
+        self.cfg = cfg = cfg.validate()
+        if cfg.loss == "hinge" and (cfg.label_smoothing or cfg.flip_prob):
+            raise CxrError("label_smoothing and flip_prob belong to the BCE loss; set them to 0 with loss='hinge'")
+        if data is None:
+            raise CxrError("Trainer needs training data: an ImageSet or a uint8 tensor (N, 1, S, S)")
+        config.set_threads()
+        self.device = config.get_device(cfg.device)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
+        self.out = Path(out) if out is not None else None
+        self.callbacks = list(callbacks)
+
+        images = as_images(data, cfg.size)
+        self.heldout = None
+        if cfg.adaptive_lr:  # the quality signal compares samples with images D never trained on
+            k = max(8, min(256, len(images) // 5))
+            perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))
+            self.heldout, images = images[perm[:k]], images[perm[k:]]
+        self.images = images.to(self.device)
+
+        torch.manual_seed(cfg.seed)  # network initialisation (and dropout, via torch's global generator)
+        G, D = models.build_models(cfg.preset, cfg.size, z_dim=cfg.z_dim, width=cfg.width, **cfg.model_kwargs)
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.G, self.D = G.to(self.device, memory_format=fmt), D.to(self.device, memory_format=fmt)
+        self.memory_format = fmt
+        self.z_dim = G.z_dim
+        self.ema = EMA(self.G) if cfg.ema_half_life_kimg > 0 else None
+        # torch.compile wraps the forward passes; state dicts stay those of G and D
+        self.G_fwd = torch.compile(self.G) if cfg.compile else self.G
+        self.D_fwd = torch.compile(self.D) if cfg.compile else self.D
+
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.g_opt = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.g_betas, **fused)
+        self.d_opt = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.d_betas, **fused)
+        self.d_loss_fn, self.g_loss_fn = losses.LOSSES[cfg.loss]
+        self.ada = None
+        if cfg.ada and cfg.augment:  # p starts at 0 and follows D's overfitting signal r_t
+            self.ada = augment.AdaptiveAugment(target=cfg.ada_target, speed_kimg=cfg.ada_speed_kimg, device=self.device)
+
+        # every random draw of training comes from here (checkpointed → exact resume)
+        self.rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.step = 0
+        self.images_seen = 0
+        self.seconds = 0.0
+        self.d_updates = 0
+        self.lr_scale = 1.0  # changed by the adaptive (reduce-on-plateau) schedule
+        self.plateau = {"best": math.inf, "bad": 0}
+        n_grid = 64 if cfg.size <= 128 else 16
+        self.z_fixed = torch.randn(n_grid, self.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+        self._sums, self._n_summed, self._last_log = None, 0, None
+        self._pending_finite = None
+        if self.out is not None:
+            self._write_config()
+
+    # ------------------------------------------------------------------ building blocks
+    def autocast(self):
+        """bf16 autocast on the training device when ``cfg.amp`` allows it, else a no-op."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def next_batch(self, batch: int | None = None) -> torch.Tensor:
+        """B random training images (with replacement): (B, 1, S, S) float in [-1, 1] on the device."""
+        idx = torch.randint(len(self.images), (batch or self.cfg.batch,), generator=self.rng, device=self.device)
+        return to_float(self.images[idx]).contiguous(memory_format=self.memory_format)
+
+    def sample_z(self, batch: int | None = None) -> torch.Tensor:
+        """Latent vectors z ~ N(0, I): (B, z_dim) on the device."""
+        return torch.randn(batch or self.cfg.batch, self.z_dim, generator=self.rng, device=self.device)
+
+    @property
+    def aug_p(self) -> float | torch.Tensor:
+        """Probability of each augmentation (adaptive with ADA); 0 without augmentation."""
+        if not self.cfg.augment:
+            return 0.0
+        return self.ada.p if self.ada is not None else self.cfg.augment_p
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """DiffAugment with this step's policy and p -- the same for real and fake batches."""
+        if not self.cfg.augment:
+            return x
+        return augment.diff_augment(x, policy=self.cfg.augment, p=self.aug_p, generator=self.rng)
+
+    def _d_loss(self, real_logits, fake_logits):
+        if self.cfg.loss == "bce":
+            return self.d_loss_fn(real_logits, fake_logits, label_smoothing=self.cfg.label_smoothing,
+                                  flip_prob=self.cfg.flip_prob, generator=self.rng)
+        return self.d_loss_fn(real_logits, fake_logits)
+
+    # ------------------------------------------------------------------ the training step
+    def d_step(self, real: torch.Tensor | None = None) -> dict:
+        """One discriminator update: D learns to call real images real and G(z) fake.
+
+        real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch).
+        Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1).
+        """
+        cfg = self.cfg
+        real = self.next_batch() if real is None else real.detach()
+        do_r1 = cfg.r1_gamma > 0 and self.d_updates % cfg.r1_every == 0  # lazy R1: every r1_every steps
+        real.requires_grad_(do_r1)
+        with torch.no_grad(), self.autocast():
+            fake = self.G_fwd(self.sample_z(len(real)))  # G is not trained in the D step
+        with self.autocast():
+            real_logits = self.D_fwd(self.augment(real))
+            fake_logits = self.D_fwd(self.augment(fake))
+        d_loss, stats = self._d_loss(real_logits.float(), fake_logits.float())
+        total = d_loss
+        if do_r1:
+            r1 = losses.r1_penalty(real_logits, real).mean()
+            total = d_loss + losses.r1_weight(cfg.r1_gamma, cfg.r1_every) * r1
+            stats["r1"] = r1.detach()
+        self.d_opt.zero_grad(set_to_none=True)
+        total.backward()
+        stats["d_grad_norm"] = grad_norm(self.D)
+        self.d_opt.step()
+
+        if self.ada is not None:
+            self.ada.update(real_logits.detach())
+            self.ada.step(len(real))
+        self.d_updates += 1
+        self.images_seen += len(real)
+        return {"d_loss": d_loss.detach(), **stats}
+
+    def g_step(self) -> dict:
+        """One generator update: G learns to make D call G(z) real. Returns 0-d tensors g_loss, g_grad_norm."""
+        cfg = self.cfg
+        with frozen(self.D), self.autocast():  # D is not trained in the G step
+            fake = self.G_fwd(self.sample_z())
+            fake_logits = self.D_fwd(self.augment(fake))
+        g_loss, stats = self.g_loss_fn(fake_logits.float())
+        self.g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        stats = {k: v for k, v in stats.items() if k not in ("D(x)", "D(G(z))")}  # D's view is logged by d_step
+        stats["g_grad_norm"] = grad_norm(self.G)
+        self.g_opt.step()
+
+        if self.ema is not None:
+            self.ema.update(self.G, ema_beta(cfg.batch, cfg.ema_half_life_kimg, self.images_seen, cfg.ema_rampup))
+        return {"g_loss": g_loss.detach(), **stats}
+
+    def train_step(self) -> dict:
+        """One iteration: ``d_steps_per_g_step`` D updates, then ``g_steps_per_d_step`` G updates."""
+        for _ in range(self.cfg.d_steps_per_g_step):
+            d_stats = self.d_step()
+        for _ in range(self.cfg.g_steps_per_d_step):
+            g_stats = self.g_step()
+        self.step += 1
+        stats = {**g_stats, **d_stats}
+        self._check_finite(stats)
+        self._accumulate(stats)
+        return stats
+
+    # ------------------------------------------------------------------ the run
+    def fit(self, steps: int | None = None, minutes: float | None = None, progress: bool = True) -> list[dict]:
+        """Train, logging, sampling and checkpointing on the way; returns this call's log records.
+
+        steps: how many *more* iterations to run; minutes: wall-clock cap of this call. With neither, run up
+        to ``cfg.steps`` iterations in total (what a resumed run needs) within ``cfg.minutes``.
+        Raises ``CxrError`` (after keeping the last good checkpoint) when a loss becomes NaN or infinite.
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if steps is None and minutes is None:
+            target, minutes = cfg.steps, cfg.minutes
+        else:
+            target = None if steps is None else self.step + int(steps)
+        deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
+        records: list[dict] = []
+        self._clock = time.perf_counter() - self.seconds
+        self._last_log = (time.perf_counter(), self.images_seen)
+        bar = tqdm(total=None if target is None else max(0, target - self.step), disable=not progress,
+                   desc="training", unit="step", leave=False)
+        try:
+            while (target is None or self.step < target) and (deadline is None or time.perf_counter() < deadline):
+                self.train_step()
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    records.append(self.log())
+                    bar.set_postfix(d_loss=f"{records[-1]['d_loss']:.3f}", g_loss=f"{records[-1]['g_loss']:.3f}")
+                if cfg.adaptive_lr and self.step % cfg.adaptive_every == 0:
+                    self.adapt_lr()
+                if self.out is not None and self.step % cfg.sample_every == 0:
+                    self.save_samples()
+                if self.out is not None and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint(periodic=True)
+        finally:
+            bar.close()
+        if self._n_summed:
+            records.append(self.log())
+        if self.out is not None and self.step > 0:
+            self.save_samples()
+            self.save_checkpoint()
+        return records
+
+    # ------------------------------------------------------------------ logging
+    def _accumulate(self, stats: dict) -> None:
+        """Add this step's statistics to the running sums (tensors: no host synchronisation)."""
+        row = torch.stack([stats[k].detach().float().reshape(()) if k in stats else torch.zeros((), device=self.device)
+                           for k in LOGGED_STATS])
+        self._sums = row if self._sums is None else self._sums + row
+        self._n_summed += 1
+        if "r1" in stats:
+            self._last_r1 = stats["r1"]
+
+    def log(self) -> dict:
+        """Average the statistics since the last line into a record; append it to ``log.jsonl``; call the callbacks."""
+        self._flush_finite()
+        now = time.perf_counter()
+        self.seconds = now - getattr(self, "_clock", now - self.seconds)
+        t_prev, seen_prev = self._last_log or (now, self.images_seen)
+        means = (self._sums / max(1, self._n_summed)).tolist() if self._sums is not None else [math.nan] * len(LOGGED_STATS)
+        record = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 3)}
+        record.update({k: float(v) for k, v in zip(LOGGED_STATS, means)})
+        if self.cfg.r1_gamma > 0 and hasattr(self, "_last_r1"):
+            record["r1"] = float(self._last_r1)
+        record["aug_p"] = float(self.aug_p)
+        record["g_lr"] = self.g_opt.param_groups[0]["lr"]
+        record["d_lr"] = self.d_opt.param_groups[0]["lr"]
+        record["images_per_s"] = round((self.images_seen - seen_prev) / max(now - t_prev, 1e-9), 2)
+        self._sums, self._n_summed, self._last_log = None, 0, (now, self.images_seen)
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        for cb in self.callbacks:
+            cb(self, record)
+        return record
+
+    def _nan_error(self, step: int, stats: dict | None = None) -> CxrError:
+        values = ""
+        if stats:
+            values = ", ".join(f"{k}={float(stats[k]):.4g}" for k in ("d_loss", "g_loss") if k in stats) + "; "
+        last = self.out / "checkpoints" / "last.pt" if self.out is not None else None
+        keep = (f"the last good checkpoint '{last}' is kept" if last is not None and last.exists()
+                else "no checkpoint was written")
+        return CxrError(f"training diverged at step {step}: a loss is NaN or infinite ({values}{keep}; "
+                        "try lower learning rates, amp='off' or r1_gamma > 0)")
+
+    def _check_finite(self, stats: dict) -> None:
+        """Stop within one step when a loss is NaN/Inf. On CUDA the check reads the previous step's flag, which
+        the GPU has (almost always) finished, so the loop never waits for the current step."""
+        finite = torch.isfinite(torch.stack([stats["d_loss"].float(), stats["g_loss"].float()])).all()
+        if self.device.type != "cuda":
+            if not bool(finite):
+                raise self._nan_error(self.step, stats)
+            return
+        self._flush_finite()
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(finite, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending_finite = (self.step, host, event)
+
+    def _flush_finite(self) -> None:
+        if self._pending_finite is not None:
+            step, host, event = self._pending_finite
+            self._pending_finite = None
+            event.synchronize()
+            if not bool(host):
+                raise self._nan_error(step)
+
+    # ------------------------------------------------------------------ samples
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, ema: bool = True) -> torch.Tensor:
+        """Images of the EMA generator (or of G with ``ema=False`` or without EMA), eval mode.
+
+        z: (B, z_dim) → (B, 1, S, S) float in [-1, 1] on the device."""
+        G = self.ema.model if (ema and self.ema is not None) else self.G
+        was_training = G.training
+        G.eval()
+        try:
+            with self.autocast():
+                return G(z.to(self.device)).float()
+        finally:
+            G.train(was_training)
+
+    def sample(self, n: int, seed: int = 0, ema: bool = True, batch: int = 64) -> torch.Tensor:
+        """n images from z drawn with ``seed`` (same seed, same images; training randomness untouched).
+
+        Returns uint8 (n, 1, S, S) on the CPU."""
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.z_dim, generator=g)
+        if n == 0:
+            return torch.zeros((0, 1, self.cfg.size, self.cfg.size), dtype=torch.uint8)
+        return torch.cat([to_uint8(self.generate(zb, ema=ema)).cpu() for zb in z.split(batch)])
+
+    def save_samples(self, path=None) -> Path:
+        """A grid of the fixed-z samples → ``RUN/samples/step_XXXXXX.png`` (or ``path``)."""
+        from torchvision.utils import save_image
+
+        path = Path(path) if path is not None else self.out / "samples" / f"step_{self.step:06d}.png"
+        grid = to_uint8(torch.cat([self.generate(z) for z in self.z_fixed.split(64)])).float() / 255
+        return atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=8, padding=2, format="PNG"))
+
+    # ------------------------------------------------------------------ adaptive learning rate
+    def set_lr_scale(self, scale: float) -> None:
+        """Set both learning rates to ``scale`` × the configured ``g_lr`` / ``d_lr``."""
+        self.lr_scale = float(scale)
+        for opt, lr, betas in ((self.g_opt, self.cfg.g_lr, self.cfg.g_betas), (self.d_opt, self.cfg.d_lr, self.cfg.d_betas)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr * self.lr_scale, tuple(betas)
+
+    def quality(self, n: int = 256) -> float:
+        """Sliced Wasserstein distance (average over pyramid levels) of n EMA samples to the held-out images."""
+        from cxrlib import metrics
+
+        real = self.heldout if self.heldout is not None else self.images[:n].cpu()
+        with torch.random.fork_rng(devices=[]):  # the metric's randomness must not shift training's
+            return float(metrics.swd(real[:n], self.sample(min(n, max(len(real), 64)), seed=SAMPLE_SEED))["avg"])
+
+    def adapt_lr(self) -> dict:
+        """Reduce on plateau: measure ``quality()``; when it has not improved by 1 % for ``adaptive_patience``
+        measurements, multiply both learning rates by ``adaptive_factor``. Returns {"swd", "lr_scale"}."""
+        d = self.quality()
+        if d < self.plateau["best"] * 0.99:
+            self.plateau = {"best": d, "bad": 0}
+        else:
+            self.plateau["bad"] += 1
+            if self.plateau["bad"] >= self.cfg.adaptive_patience:
+                self.set_lr_scale(self.lr_scale * self.cfg.adaptive_factor)
+                self.plateau["bad"] = 0
+        info = {"step": self.step, "swd": d, "lr_scale": self.lr_scale}
+        if self.out is not None:
+            with open(self.out / "adaptive_lr.jsonl", "a") as f:
+                f.write(json.dumps(info) + "\n")
+        return info
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, optimisers, counters, RNG states, config."""
+        self._flush_finite()
+        state = {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.cfg.to_dict(),
+            "step": self.step, "images_seen": self.images_seen, "seconds": float(self.seconds),
+            "d_updates": self.d_updates, "lr_scale": self.lr_scale,
+            "plateau": {"best": float(self.plateau["best"]), "bad": int(self.plateau["bad"])},
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
+            "rng": _rng_state(self.rng),
+        }
+        if self.ema is not None:
+            state["G_ema"] = self.ema.model.state_dict()
+        if self.ada is not None:
+            state["ada"] = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                            for k, v in self.ada.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state: dict, optimizers: bool = True, rng: bool = True) -> None:
+        """Restore a ``state_dict()`` (weights always; optimiser moments, counters and RNG states unless told not)."""
+        try:
+            self.G.load_state_dict(state["G"])
+            self.D.load_state_dict(state["D"])
+            if self.ema is not None:
+                self.ema.model.load_state_dict(state.get("G_ema", state["G"]))
+            if optimizers:
+                self.g_opt.load_state_dict(state["g_opt"])
+                self.d_opt.load_state_dict(state["d_opt"])
+        except (RuntimeError, KeyError) as e:
+            first = str(e).strip().splitlines()[0][:160]
+            raise CxrError(f"checkpoint does not fit the {self.cfg.preset!r} {self.cfg.size}px networks: {first}") from None
+        if optimizers:
+            self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
+            self.seconds, self.d_updates = float(state["seconds"]), int(state["d_updates"])
+            self.lr_scale = float(state.get("lr_scale", 1.0))
+            self.plateau = dict(state.get("plateau", {"best": math.inf, "bad": 0}))
+            if self.ada is not None and "ada" in state:
+                self.ada.load_state_dict(state["ada"])
+        self.set_lr_scale(self.lr_scale)  # the config is the truth for lr and betas
+        if rng:
+            _set_rng_state(self.rng, state["rng"])
+
+    def save_checkpoint(self, path=None, periodic: bool = False) -> Path:
+        """Write the state to ``path`` (default ``RUN/checkpoints/last.pt``; ``periodic`` also keeps
+        ``step_XXXXXX.pt``), atomically: a temporary file in the same folder, then a rename."""
+        state = self.state_dict()
+        if path is None:
+            if self.out is None:
+                raise CxrError("save_checkpoint needs a path (this trainer has no run directory)")
+            folder = self.out / "checkpoints"
+            if periodic:
+                atomic_write(folder / f"step_{self.step:06d}.pt", lambda tmp: _save_torch(state, tmp))
+            path = folder / "last.pt"
+        return atomic_write(path, lambda tmp: _save_torch(state, tmp))
+
+    def _write_config(self) -> None:
+        text = json.dumps(self.cfg.to_dict(), indent=2) + "\n"
+        atomic_write(self.out / "config.json", lambda tmp: tmp.write_text(text))
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (a killed run logged past it)."""
+        log = self.out / "log.jsonl" if self.out is not None else None
+        if log is None or not log.exists():
+            return
+        keep = []
+        for line in log.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the kill
+        atomic_write(log, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep)))
+
+    @classmethod
+    def resume(cls, src, data, out=None, callbacks=(), **overrides) -> Trainer:
+        """Continue a run exactly where its checkpoint left off.
+
+        src: a run directory (uses ``checkpoints/last.pt``) or a checkpoint file; data: the same training
+        images; overrides: config fields to change (e.g. ``steps`` to train longer, ``minutes``).
+        """
+        src = Path(src)
+        ckpt = src / "checkpoints" / "last.pt" if src.is_dir() else src
+        state = load_checkpoint(ckpt)
+        cfg = TrainConfig.from_dict(state["config"]).replace(**overrides)
+        if out is None:
+            out = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+        trainer = cls(cfg, data, out=out, callbacks=callbacks)
+        trainer.load_state_dict(state)
+        trainer._truncate_log()
+        return trainer
+
+    @classmethod
+    def finetune(cls, ckpt, data, out=None, *, lr_scale: float = 0.5, d_lr_scale: float = 1.0,
+                 betas: tuple[float, float] = (0.0, 0.99), adaptive: bool = False, steps: int | None = None,
+                 minutes: float | None = None, callbacks=(), **overrides) -> Trainer:
+        """The seed's second phase: continue a trained model with lower learning rates and an EMA generator.
+
+        ckpt: a checkpoint file, a run directory or a loaded ``load_checkpoint`` dict; out: a new run directory.
+
+        G's lr becomes ``lr_scale`` × the checkpoint's, D's ``d_lr_scale`` × (defaults give the seed's values
+        from its 1e-4/1e-4 run: G 5e-5, D 1e-4), Adam betas ``betas`` (seed: (0, 0.99)) with fresh moments;
+        an EMA generator is switched on when the run had none (the seed's 0.999 per step).
+        ``adaptive``: reduce-on-plateau of the SWD quality signal (see ``adapt_lr``), held-out images taken
+        from ``data``. steps: iterations to add; minutes: wall-clock cap.
+        """
+        state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
+        base = TrainConfig.from_dict(state["config"])
+        half_life = base.ema_half_life_kimg or base.batch * math.log(0.5) / math.log(0.999) / 1000
+        start = int(state["step"])
+        changes = dict(g_lr=base.g_lr * lr_scale, d_lr=base.d_lr * d_lr_scale, g_betas=tuple(betas),
+                       d_betas=tuple(betas), ema_half_life_kimg=half_life, adaptive_lr=adaptive)
+        if steps is not None or minutes is not None:
+            changes.update(steps=None if steps is None else start + int(steps), minutes=minutes)
+        cfg = base.replace(**{**changes, **overrides})
+        trainer = cls(cfg, data, out=out, callbacks=callbacks)
+        trainer.load_state_dict(state, optimizers=False, rng=False)
+        trainer.step, trainer.images_seen = start, int(state["images_seen"])
+        trainer.d_updates = int(state["d_updates"])
+        if "G_ema" not in state and trainer.ema is not None:
+            trainer.ema.model.load_state_dict(state["G"])
+        return trainer
+
+
+# ======================================================================= throughput
+def throughput(preset: str = "dcgan", size: int = 64, batch: int | None = None, steps: int = 10, warmup: int = 3,
+               amp: str = "auto", device: str = "auto", channels_last: bool = True, **overrides) -> dict:
+    """Measure training speed of a preset on random data: {"images_per_s", "ms_per_step", "batch", …}.
+
+    Runs ``warmup`` iterations untimed, then ``steps`` timed ones (synchronising the device at both ends).
+    """
+    cfg = make_config(preset, size=size, steps=steps + warmup, amp=amp, device=device,
+                      channels_last=channels_last, **({"batch": batch} if batch else {}), **overrides)
+    data = torch.randint(0, 256, (max(cfg.batch, 64), 1, size, size), dtype=torch.uint8)
+    t = Trainer(cfg, data)
+
+    def sync():
+        if t.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        t.train_step()
+    sync()
+    if t.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        t.train_step()
+    sync()
+    dt = time.perf_counter() - t0
+    result = {"preset": preset, "size": size, "batch": cfg.batch, "amp": str(t.amp_dtype or "fp32").replace("torch.", ""),
+              "device": t.device.type, "images_per_s": cfg.batch * cfg.d_steps_per_g_step * steps / dt,
+              "ms_per_step": 1000 * dt / steps}
+    if t.device.type == "cuda":
+        result["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+# ======================================================================= using a trained generator
+def load_generator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
+    """The generator of a checkpoint (its EMA copy when present and ``ema``), in eval mode, and the config.
+
+    ckpt: a checkpoint file or a run directory. G maps z: (B, G.z_dim) → (B, 1, S, S) in [-1, 1]."""
+    state = load_checkpoint(ckpt)
+    cfg = TrainConfig.from_dict(state["config"])
+    G, _ = models.build_models(cfg.preset, cfg.size, z_dim=cfg.z_dim, width=cfg.width, **cfg.model_kwargs)
+    weights = state["G_ema"] if (ema and "G_ema" in state) else state["G"]
+    try:
+        G.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CxrError(f"'{ckpt}': generator weights do not fit its config ({str(e).splitlines()[0][:120]})") from None
+    return G.to(config.get_device(device)).eval().requires_grad_(False), cfg
+
+
+def write_samples(ckpt, n: int, out, seed: int = 0, ema: bool = True, batch: int = 64) -> str:
+    """Write n generated images as ``out/sample_XXXXX.png`` (each written to a temp name, then renamed).
+
+    Returns a one-line summary. The same checkpoint and seed give the same images."""
+    from PIL import Image
+
+    if n < 1:
+        raise CxrError(f"--n must be at least 1, got {n}")
+    G, cfg = load_generator(ckpt, ema=ema)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CxrError(f"cannot write samples into '{out}': it is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(G.parameters()).device
+    dtype = amp_dtype(cfg.amp, device)
+    z_all = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    i = 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for z in z_all.split(batch):
+            for img in to_uint8(G(z.to(device)).float()).cpu():
+                pic = Image.fromarray(img[0].numpy())  # uint8 (H, W) → mode "L"
+                atomic_write(out / f"sample_{i:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
+                i += 1
+    which = "EMA generator" if (ema and cfg.ema_half_life_kimg > 0) else "generator"
+    return f"wrote {n} samples ({which}, {cfg.preset} {cfg.size}px, seed {seed}) to '{out}'"

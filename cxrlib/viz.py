@@ -1,0 +1,127 @@
+"""Pictures: sample grids, training curves and evaluation reports (matplotlib).
+
+Only notebooks and the CLI import this module (DESIGN.md); figures are built on ``matplotlib.figure.Figure``
+without pyplot, so they work headless (the CLI saves them) and display in Jupyter alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+
+# ======================================================================= evaluation report
+def _mosaic(images, ncols: int, pad: int = 1) -> np.ndarray:
+    """(N, 1, H, W) uint8 or float in [-1, 1] → one (rows·H, ncols·W) float array in [0, 1] for imshow."""
+    from torchvision.utils import make_grid
+
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else (images.float() + 1) / 2
+    grid = make_grid(x.clamp(0, 1).cpu(), nrow=ncols, padding=pad, pad_value=1.0)
+    return grid[0].numpy()
+
+
+def _show_mosaic(ax, images, ncols: int, title: str) -> None:
+    ax.imshow(_mosaic(images, ncols), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.set_axis_off()
+
+
+def plot_intensity_histograms(ax, real, fake, bins: int = 64) -> None:
+    """Pixel-intensity distributions of two sets on one axes (what ``histogram_distance`` compares)."""
+    from cxrlib.metrics import intensity_histogram
+
+    centres = (np.arange(bins) + 0.5) / bins
+    for name, x, colour in (("real", real, "tab:blue"), ("fake", fake, "tab:orange")):
+        ax.plot(centres, intensity_histogram(x, bins).numpy(), label=name, color=colour)
+    ax.set_xlabel("pixel intensity (0 = black, 1 = white)")
+    ax.set_ylabel("share of pixels")
+    ax.set_title("intensity histograms")
+    ax.legend()
+
+
+def plot_swd_levels(ax, result: dict) -> None:
+    """SWD per pyramid level for the fakes beside the real-vs-real floor (bars; lower is better)."""
+    levels = [k for k in result["swd"] if k != "avg"]
+    pos = np.arange(len(levels))
+    ax.bar(pos - 0.2, [result["swd"][k] for k in levels], 0.4, label="real vs fake", color="tab:orange")
+    ax.bar(pos + 0.2, [result["swd_floor"][k] for k in levels], 0.4, label="real vs real (floor)", color="tab:blue")
+    ax.set_xticks(pos, levels)
+    ax.set_xlabel("pyramid level")
+    ax.set_ylabel("SWD ×10³")
+    ax.set_title("sliced Wasserstein distance per level")
+    ax.legend()
+
+
+def nearest_pairs_figure(fake, train, pairs: list[dict], n: int = 8, title: str | None = None) -> Figure:
+    """The most suspicious samples (top row) above their nearest training images (bottom row).
+
+    fake, train: (N, 1, H, W) image sets; pairs: ``memorization_audit(...)["top_pairs"]`` (most suspicious
+    first). Each column is titled with the authenticity ratio d₁/ρ (< 1: closer than training images are to
+    each other)."""
+    pairs = pairs[:n]
+    fig = Figure(figsize=(1.4 * max(len(pairs), 1), 3.4), layout="constrained")
+    axes = fig.subplots(2, max(len(pairs), 1), squeeze=False)
+    for col, p in enumerate(pairs):
+        for row, (x, i, label) in enumerate(((fake, p["fake"], "sample"), (train, p["train"], "train"))):
+            ax = axes[row, col]
+            img = x[i, 0].float().cpu()
+            ax.imshow(img / 255.0 if x.dtype == torch.uint8 else (img + 1) / 2, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(label)
+        axes[0, col].set_title(f"{p['authenticity_ratio']:.2f}", fontsize=9)
+    fig.suptitle(title or "nearest training image of the most suspicious samples (title: d₁/ρ)")
+    return fig
+
+
+def evaluation_report(real, fake, result: dict, train=None, *, n_show: int = 16, n_pairs: int = 8) -> Figure:
+    """One-page picture of an ``evaluate`` result: real and fake samples, intensity histograms, SWD per level
+    beside its floor, the key numbers, and — with ``train`` and ``result["memorization"]`` — the most
+    suspicious samples above their nearest training images.
+
+    real, fake, train: (N, 1, H, W) uint8 or float in [-1, 1] (or ``ImageSet``); result: ``evaluate``'s dict."""
+    real, fake = getattr(real, "images", real), getattr(fake, "images", fake)
+    mem = result.get("memorization")
+    with_pairs = train is not None and mem is not None and mem.get("top_pairs")
+    fig = Figure(figsize=(12, 13 if with_pairs else 9.5), layout="constrained")
+    grid = fig.add_gridspec(3 if with_pairs else 2, 3, height_ratios=[1.4, 1, 0.9] if with_pairs else [1.4, 1])
+    ncols = int(np.ceil(np.sqrt(n_show)))
+    _show_mosaic(fig.add_subplot(grid[0, 0]), real[:n_show], ncols, f"real ({result['n_real']} images)")
+    _show_mosaic(fig.add_subplot(grid[0, 1]), fake[:n_show], ncols, f"fake ({result['n_fake']} images)")
+    ax = fig.add_subplot(grid[0, 2])
+    ax.set_axis_off()
+    ax.text(0, 1, _key_numbers(result), va="top", family="monospace", fontsize=9, transform=ax.transAxes)
+    plot_intensity_histograms(fig.add_subplot(grid[1, 0:2]), real, fake)
+    plot_swd_levels(fig.add_subplot(grid[1, 2]), result)
+    if with_pairs:
+        train = getattr(train, "images", train)
+        pairs = mem["top_pairs"][:n_pairs]
+        top = torch.stack([fake[p["fake"]] for p in pairs])
+        bottom = torch.stack([train[p["train"]] for p in pairs])
+        _show_mosaic(fig.add_subplot(grid[2, :]), torch.cat([top, bottom]), len(pairs),
+                     "most suspicious samples (top) above their nearest training images (bottom); "
+                     f"flagged {mem['flagged_fraction']:.1%}")
+    fig.suptitle(f"evaluation: {result['size']} px, seed {result.get('seed', 0)}")
+    return fig
+
+
+def _key_numbers(result: dict) -> str:
+    pr, div = result["precision_recall"], result["diversity"]
+    lines = [
+        f"SWD ×1e3     {result['swd']['avg']:8.2f}",
+        f"  floor      {result['swd_floor']['avg']:8.2f}",
+        f"hist. W1     {result['histogram_distance']:8.4f}",
+        f"MS-SSIM fake {div['fake']:8.3f}",
+        f"MS-SSIM real {div['real']:8.3f}",
+        f"precision    {pr['precision']:8.3f}",
+        f"recall       {pr['recall']:8.3f}",
+        "FID          " + ("skipped" if result["fid"] is None else f"{result['fid']:8.2f}"),
+    ]
+    mem = result.get("memorization")
+    if mem:
+        lines.append(f"flagged      {mem['flagged_fraction']:8.1%}")
+        if mem.get("holdout_flagged_fraction") is not None:
+            lines.append(f"  held-out   {mem['holdout_flagged_fraction']:8.1%}")
+    return "\n".join(lines)
