@@ -29,24 +29,41 @@ def _cmd_phantom(args) -> int:
     return 0
 
 
+def _print_warnings(fn, *a, **kw):
+    """Run ``fn`` and show its warnings (skipped files, multi-frame DICOMs) as ``warning: …`` lines on
+    stderr instead of Python's file:line format."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*a, **kw)
+    for w in caught:
+        if not issubclass(w.category, DeprecationWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    return result
+
+
 def _cmd_inspect(args) -> int:
     from cxrlib.data import inspect_folder
 
-    print(inspect_folder(args.dir))
+    print(_print_warnings(inspect_folder, args.dir))
     return 0
 
 
 def _cmd_prepare(args) -> int:
     from cxrlib.data import prepare_folder
 
-    print(prepare_folder(args.src, args.dst, size=args.size, on_error=args.on_error))
+    print(_print_warnings(prepare_folder, args.src, args.dst, size=args.size, on_error=args.on_error, crop=args.crop))
     return 0
 
 
 def _cmd_augment(args) -> int:
     from cxrlib.augment import augment_folder
 
-    print(augment_folder(args.src, args.dst, copies=args.copies, seed=args.seed, on_error=args.on_error))
+    summary = _print_warnings(
+        augment_folder, args.src, args.dst, copies=args.copies, seed=args.seed, on_error=args.on_error
+    )
+    print(summary)
     return 0
 
 
@@ -291,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src", required=True, help="source folder (never written to)")
     p.add_argument("--dst", required=True, help="destination folder (class sub-folders kept)")
     p.add_argument("--size", type=int, required=True, help="output side in px")
+    p.add_argument(
+        "--crop", choices=("center", "pad", "stretch"), default="center",
+        help="non-square images: resize the shorter side and centre-crop (default), letterbox, or stretch",
+    )
     _add_on_error(p)
     p.set_defaults(func=_cmd_prepare)
 

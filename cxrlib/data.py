@@ -29,12 +29,15 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from cxrlib.errors import CxrError, ImageReadError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `inspect`/`prepare` run without it
+    import torch
 
 CROP_MODES = ("center", "pad", "stretch")
 PIL_EXTS = {
@@ -85,6 +88,8 @@ class ImageSet:
 
     def class_counts(self) -> dict[str, int]:
         """Images per class name, in class order."""
+        import torch
+
         counts = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
         return dict(zip(self.classes, counts))
 
@@ -103,6 +108,8 @@ class ImageSet:
 
     def subset(self, idx) -> ImageSet:
         """The images at ``idx`` (ints, a bool mask, a numpy array or a tensor), in that order."""
+        import torch
+
         idx = torch.as_tensor(np.asarray(idx))
         if idx.dtype == torch.bool:
             idx = idx.nonzero().flatten()
@@ -497,6 +504,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _cache_read(base: Path, root: Path) -> ImageSet | None:
     """The cached set at ``base`` (.npy pixels + .json facts), or None when missing, partial or corrupt."""
+    import torch
+
     try:
         meta = json.loads(base.with_suffix(".json").read_text())
         images = np.load(base.with_suffix(".npy"), allow_pickle=False)
@@ -603,6 +612,8 @@ def load_images(
     _warn_skipped([(str(root / r), why) for r, why in skipped], len(listing.files), stacklevel=3)
     if not kept:
         raise CxrError(f"no readable images in '{root}': all {len(listing.files)} files failed (first: {skipped[0][0]}: {skipped[0][1]})")
+    import torch
+
     images = images[: len(kept)]
     labels = [listing.labels[i] for i in kept]
     rels = [listing.rels[i] for i in kept]
@@ -684,6 +695,8 @@ def _find_or_download_medmnist(flag: str, msize: int, root, download: bool = Tru
 
 def _resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
     """(N, H, W) uint8 → (N, 1, size, size) uint8 (antialiased bilinear, in chunks to bound memory)."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
     if x.shape[-1] == size and x.shape[-2] == size:
         return x.clone()
@@ -706,6 +719,8 @@ def load_medmnist(
     if flag not in MEDMNIST_CLASSES:
         raise CxrError(f"unknown MedMNIST set {flag!r}: choose one of {', '.join(MEDMNIST_CLASSES)}")
     msize = next((s for s in MEDMNIST_SIZES if s >= size), MEDMNIST_SIZES[-1])
+    import torch
+
     path = _find_or_download_medmnist(flag, msize, root, download)
     classes = MEDMNIST_CLASSES[flag]
     images, labels = read_medmnist_npz(path, split)
@@ -721,6 +736,8 @@ def load_medmnist(
 
 # =========================================================================== the notebooks' one switch
 def _phantom_set(n: int, size: int, seed: int, **kw) -> ImageSet:
+    import torch
+
     from cxrlib import phantom
 
     ph = phantom.generate(n, size=size, seed=seed, **kw)

@@ -505,7 +505,8 @@ def audit_embedding(images, size: int = 32) -> torch.Tensor:
     for xf in _float_chunks(x):
         if min(xf.shape[-2:]) != size:
             xf = F.interpolate(xf, size=(size, size), mode="area" if xf.shape[-1] > size else "bilinear")
-        v = xf.flatten(1)
+        # a light binomial blur: pixel noise and JPEG blocks should not make a copy look like a new image
+        v = _blur(xf, _binomial_kernel(xf.device)).flatten(1)
         v = v - v.mean(1, keepdim=True)
         v = v / v.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-6)
         out.append(v / math.sqrt(v.shape[1]))

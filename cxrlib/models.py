@@ -145,10 +145,10 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         g = max(d for d in range(1, min(self.group_size, B) + 1) if B % d == 0)
-        y = x.float().reshape(g, B // g, C, H, W)  # sample i sits in group i % (B // g)
-        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (B//g, C, H, W)
+        y = x.float().reshape(B // g, g, C, H, W)  # consecutive samples form a group
+        std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()  # (B//g, C, H, W), in float32 even under bf16
         s = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (B//g,)
-        s = s.repeat(g).reshape(B, 1, 1, 1).expand(B, 1, H, W)
+        s = s.repeat_interleave(g).reshape(B, 1, 1, 1).expand(B, 1, H, W)
         return torch.cat([x, s], dim=1)
 
 
@@ -435,7 +435,18 @@ def course_generator(
         blocks.append(nn.Sequential(*layers))
     to_images: list[nn.Module | None] = [nn.Conv2d(c, 1, 1) if skips else None for c in ch[:-1]]
     to_images.append(nn.Conv2d(ch[-1], 1, 1))
-    return SkipGenerator(z_dim, stem, blocks, to_images, size)
+    G = SkipGenerator(z_dim, stem, blocks, to_images, size)
+    _he_init(G)
+    return G
+
+
+def _he_init(module: nn.Module, slope: float = 0.2) -> None:
+    """He initialisation for LeakyReLU(0.2): signals keep their scale through the stack even without a norm
+    layer (PyTorch's default shrinks them by about √6 per layer, so the fine levels would start silent)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity="leaky_relu")
+            nn.init.zeros_(m.bias)
 
 
 class CourseDiscriminator(nn.Module):
@@ -566,7 +577,7 @@ def layer_table(module: nn.Module, example: torch.Tensor | None = None, *, size:
         return record
 
     for name, m in module.named_modules():
-        if name and _is_layer(m):
+        if name and _is_layer(m) and ".parametrizations." not in name:
             hooks.append(m.register_forward_hook(hook(name)))
     was_training = module.training
     module.eval()

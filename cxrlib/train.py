@@ -21,8 +21,9 @@ Engineering (why the loop looks the way it does):
 * the whole data set is a uint8 tensor on the training device; a batch is ``images[randint(...)]`` turned
   into floats there (no DataLoader, no PIL);
 * every random draw (batch indices, z, augmentation, label flips) comes from the trainer's own
-  ``torch.Generator``; dropout uses torch's global generator. Both states go into the checkpoint, so a
-  resumed run continues *exactly* as if it had never stopped;
+  ``torch.Generator``; dropout draws from torch's global generator, which the D and G steps set to the
+  trainer's own saved stream (``with_own_global_rng``). Both states go into the checkpoint, so a resumed
+  run continues *exactly* as if it had never stopped;
 * statistics stay tensors between log lines (no ``.item()``, no host synchronisation per step);
 * bf16 autocast where the hardware has bf16 (CUDA, CPUs with AVX512-BF16/AMX), ``channels_last``, fused
   Adam on CUDA, optional ``torch.compile``.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -199,18 +201,26 @@ def load_checkpoint(path) -> dict:
     return state
 
 
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "trainer": generator.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    return state
+def with_own_global_rng(step):
+    """Decorator for the D and G steps: run them with torch's global RNG (what dropout draws from) set to
+    the trainer's own saved stream, then store that stream back and restore the caller's. Two trainers in one
+    notebook, or a ``torch.randn`` between steps, then never change a run's dropout masks."""
 
+    @functools.wraps(step)
+    def wrapped(self, *args, **kwargs):
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.set_rng_state(self.global_rng["torch"])
+            if cuda:
+                torch.cuda.set_rng_state(self.global_rng["cuda"], self.device)
+            try:
+                return step(self, *args, **kwargs)
+            finally:
+                self.global_rng["torch"] = torch.get_rng_state()
+                if cuda:
+                    self.global_rng["cuda"] = torch.cuda.get_rng_state(self.device)
 
-def _set_rng_state(generator: torch.Generator, state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["trainer"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    return wrapped
 
 
 # ======================================================================= the trainer
@@ -250,8 +260,10 @@ class Trainer:
             self.heldout, images = images[perm[:k]], images[perm[k:]]
         self.images = images.to(self.device)
 
-        torch.manual_seed(cfg.seed)  # network initialisation (and dropout, via torch's global generator)
-        G, D = models.build_models(cfg.preset, cfg.size, z_dim=cfg.z_dim, width=cfg.width, **cfg.model_kwargs)
+        with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
+            torch.manual_seed(cfg.seed)
+            G, D = models.build_models(cfg.preset, cfg.size, z_dim=cfg.z_dim, width=cfg.width, **cfg.model_kwargs)
+            self.global_rng = {"torch": torch.get_rng_state()}  # dropout's stream (see with_own_global_rng)
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.G, self.D = G.to(self.device, memory_format=fmt), D.to(self.device, memory_format=fmt)
         self.memory_format = fmt
@@ -269,8 +281,12 @@ class Trainer:
         if cfg.ada and cfg.augment:  # p starts at 0 and follows D's overfitting signal r_t
             self.ada = augment.AdaptiveAugment(target=cfg.ada_target, speed_kimg=cfg.ada_speed_kimg, device=self.device)
 
-        # every random draw of training comes from here (checkpointed → exact resume)
+        # every other random draw of training comes from here (checkpointed → exact resume)
         self.rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        if self.device.type == "cuda":  # dropout on the GPU draws from the device's global generator
+            with torch.random.fork_rng(devices=[self.device]):
+                torch.cuda.manual_seed(cfg.seed)
+                self.global_rng["cuda"] = torch.cuda.get_rng_state(self.device)
         self.step = 0
         self.images_seen = 0
         self.seconds = 0.0
@@ -320,6 +336,7 @@ class Trainer:
         return self.d_loss_fn(real_logits, fake_logits)
 
     # ------------------------------------------------------------------ the training step
+    @with_own_global_rng
     def d_step(self, real: torch.Tensor | None = None) -> dict:
         """One discriminator update: D learns to call real images real and G(z) fake.
 
@@ -353,6 +370,7 @@ class Trainer:
         self.images_seen += len(real)
         return {"d_loss": d_loss.detach(), **stats}
 
+    @with_own_global_rng
     def g_step(self) -> dict:
         """One generator update: G learns to make D call G(z) real. Returns 0-d tensors g_loss, g_grad_norm."""
         cfg = self.cfg
@@ -569,7 +587,7 @@ class Trainer:
             "plateau": {"best": float(self.plateau["best"]), "bad": int(self.plateau["bad"])},
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-            "rng": _rng_state(self.rng),
+            "rng": {"trainer": self.rng.get_state(), **self.global_rng},
         }
         if self.ema is not None:
             state["G_ema"] = self.ema.model.state_dict()
@@ -600,7 +618,8 @@ class Trainer:
                 self.ada.load_state_dict(state["ada"])
         self.set_lr_scale(self.lr_scale)  # the config is the truth for lr and betas
         if rng:
-            _set_rng_state(self.rng, state["rng"])
+            self.rng.set_state(state["rng"]["trainer"])
+            self.global_rng = {k: v for k, v in state["rng"].items() if k != "trainer"}
 
     def save_checkpoint(self, path=None, periodic: bool = False) -> Path:
         """Write the state to ``path`` (default ``RUN/checkpoints/last.pt``; ``periodic`` also keeps

@@ -125,3 +125,65 @@ def _key_numbers(result: dict) -> str:
         if mem.get("holdout_flagged_fraction") is not None:
             lines.append(f"  held-out   {mem['holdout_flagged_fraction']:8.1%}")
     return "\n".join(lines)
+
+
+# ======================================================================= training curves
+def read_log(run_dir) -> list[dict]:
+    """The records of ``RUN/log.jsonl`` (a line cut short by a killed run is skipped)."""
+    import json
+    from pathlib import Path
+
+    records = []
+    path = Path(run_dir) / "log.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def plot_log(log, title: str | None = None) -> Figure:
+    """Training curves from log records (``Trainer.fit`` / callbacks) or a run directory's ``log.jsonl``.
+
+    Three panels against images seen (thousands): the losses (``d_loss``, ``g_loss``); D's mean probabilities
+    ``D(x)`` and ``D(G(z))`` (a healthy game keeps them apart but away from 1 and 0); and the augmentation
+    probability ``aug_p`` with the learning rates relative to their start.
+    """
+    records = list(log) if isinstance(log, (list, tuple)) else read_log(log)
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    if not records:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no log records yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        fig.suptitle(title or "training curves")
+        return fig
+    kimg = [r.get("images_seen", r["step"]) / 1000 for r in records]
+
+    def curve(ax, key, **kw):
+        if key in records[0]:
+            ax.plot(kimg, [r.get(key, float("nan")) for r in records], label=key, **kw)
+
+    ax = axes[0]
+    curve(ax, "d_loss")
+    curve(ax, "g_loss")
+    ax.set(title="losses", xlabel="images seen (thousands)", ylabel="loss")
+    ax.legend()
+    ax = axes[1]
+    curve(ax, "D(x)")
+    curve(ax, "D(G(z))")
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax.set(title="discriminator outputs", xlabel="images seen (thousands)", ylabel="mean probability 'real'",
+           ylim=(0, 1))
+    ax.legend()
+    ax = axes[2]
+    curve(ax, "aug_p")
+    for key in ("g_lr", "d_lr"):
+        if key in records[0] and records[0][key]:
+            ax.plot(kimg, [r[key] / records[0][key] for r in records], ls="--", label=f"{key} / start")
+    ax.set(title="augmentation p and learning rates", xlabel="images seen (thousands)", ylabel="value",
+           ylim=(-0.05, 1.1))
+    ax.legend()
+    fig.suptitle(title or f"training curves (step {records[-1]['step']})")
+    return fig

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
 import sys
 
 import numpy as np
@@ -302,11 +301,14 @@ def test_turing_widget_buttons_update_the_score_and_reveal():
 # ======================================================================= no display needed
 
 
-def test_importing_widgets_displays_nothing_and_loads_no_frontend():
-    code = ("import sys, cxrlib.widgets; "
-            "print(sorted(m for m in ('ipywidgets', 'matplotlib.pyplot', 'IPython.display') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]" and out.stderr == ""
+def test_importing_widgets_displays_nothing_and_loads_no_frontend(monkeypatch):
+    import importlib
+
+    frontend = ("ipywidgets", "matplotlib.pyplot", "IPython.display")
+    for name in [m for m in sys.modules if m.startswith(frontend)]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
+    importlib.reload(widgets)
+    assert [m for m in frontend if m in sys.modules] == []
 
 
 def test_grid_tiles_images_with_padding():
