@@ -262,8 +262,81 @@ def _cmd_demo(args) -> int:
 
 
 # --------------------------------------------------------------------------- evaluation
+def _first_image_size(root) -> tuple[int, int] | None:
+    """(width, height) of the first readable image under ``root`` (header only where Pillow can), or None."""
+    from PIL import Image
+
+    from cxrlib.data import _list_images, read_image
+
+    for path in _list_images(root).files[:50]:
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except Exception:  # DICOM or an unreadable file: decode it properly, or try the next one
+            try:
+                h, w = read_image(path).shape[:2]
+                return w, h
+            except Exception:
+                continue
+    return None
+
+
+def _evaluate_size(args) -> int:
+    """The side all sets are loaded at: ``--size``, else the fake images' own size, which every other
+    folder must share (comparing 64 px fakes with 1024 px X-rays silently resized would hide a mistake)."""
+    from cxrlib.errors import CxrError
+
+    if args.size:
+        return args.size
+    sizes = {}
+    for flag in ("fake", "real", "train", "holdout"):
+        folder = getattr(args, flag)
+        if folder is not None:
+            sizes[flag] = (_first_image_size(folder), folder)
+    fake_size, fake_dir = sizes["fake"]
+    if fake_size is None:
+        raise CxrError(f"no readable images in '{fake_dir}'")
+    for flag, (size, folder) in sizes.items():
+        if size is not None and size != fake_size:
+            raise CxrError(
+                f"--{flag} images are {size[0]}x{size[1]} px ('{folder}') but --fake images are "
+                f"{fake_size[0]}x{fake_size[1]} px: pass --size {fake_size[0]} to resize every set to one size"
+            )
+    if fake_size[0] != fake_size[1]:
+        raise CxrError(f"--fake images are {fake_size[0]}x{fake_size[1]} px, not square: pass --size S")
+    return fake_size[0]
+
+
 def _cmd_evaluate(args) -> int:
-    raise NotImplementedError("evaluate arrives with the metrics")
+    import json
+
+    from cxrlib import metrics
+    from cxrlib.data import load_images
+    from cxrlib.train import atomic_write
+
+    size = _evaluate_size(args)
+    sets = {}
+    for flag in ("real", "fake", "train", "holdout"):
+        folder = getattr(args, flag)
+        if folder is not None:
+            # fakes change from run to run: never worth caching; real/train are read again and again
+            sets[flag] = _print_warnings(load_images, folder, size, on_error=args.on_error, cache=flag != "fake")
+    images = {k: v.images for k, v in sets.items()}
+    result = metrics.evaluate(
+        images["real"], images["fake"], images.get("train"), holdout=images.get("holdout"), seed=args.seed,
+        fid_weights=args.fid_weights,
+    )
+    result["folders"] = {k: str(getattr(args, k)) for k in sets}
+    print(metrics.summary_table(result))
+    if args.json:
+        text = json.dumps(result, indent=2) + "\n"
+        print(f"wrote {atomic_write(args.json, lambda tmp: tmp.write_text(text))}")
+    if args.report:
+        from cxrlib import viz
+
+        fig = viz.evaluation_report(images["real"], images["fake"], result, images.get("train"))
+        print(f"wrote {atomic_write(args.report, lambda tmp: fig.savefig(tmp, format='png', dpi=100))}")
+    return 0
 
 
 def _add_length(p: argparse.ArgumentParser) -> None:
@@ -377,6 +450,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("evaluate", help="quality metrics and memorisation audit of generated images")
+    p.add_argument("--real", required=True, help="folder of real images (the reference)")
+    p.add_argument("--fake", required=True, help="folder of generated images")
+    p.add_argument("--train", help="folder of the (un-augmented) training images: adds the memorisation audit")
+    p.add_argument("--holdout", help="real images never trained on, the audit's baseline "
+                   "(default: the --real images that are not in --train)")
+    p.add_argument("--json", help="write every figure to this JSON file")
+    p.add_argument("--report", help="write a PNG report: samples, histograms, SWD per level, nearest pairs")
+    p.add_argument("--size", type=int, help="resize every set to S px (default: the fake images' size; "
+                   "other sizes are refused)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of patches, directions and pairs")
+    p.add_argument("--fid-weights", help="Inception weights file for FID (weights-inception-2015-12-05-"
+                   "6726825d.pth); without it FID is skipped unless torch hub's cache holds them")
+    _add_on_error(p)
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

@@ -411,18 +411,22 @@ def clear_outputs(nb: dict, keep_checked: bool = False) -> dict:
     """Remove outputs, execution counts, widget state and per-run cell metadata (in place; returns nb).
 
     keep_checked: keep the printed (stdout) output of ``# NBVAL_CHECK_OUTPUT`` cells — the reference that
-    nbval compares against; without it a checked cell compares with nothing and always passes.
+    nbval compares against; without it a checked cell compares with nothing and always passes. Such a cell
+    gets its position among the code cells as execution count (nbval skips cells it thinks were never run).
     """
     nb.get("metadata", {}).pop("widgets", None)
+    code_cells = 0
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code":
+            code_cells += 1
             keep = keep_checked and is_checked_cell(cell)
             cell["outputs"] = [
                 {"output_type": "stream", "name": "stdout", "text": o["text"]}
                 for o in cell.get("outputs", [])
                 if keep and o.get("output_type") == "stream" and o.get("name") == "stdout"
             ]
-            cell["execution_count"] = None
+            # nbval compares only cells that were run (execution_count set): a fixed count keeps the file stable
+            cell["execution_count"] = code_cells if cell["outputs"] else None
         for key in ("execution", "collapsed", "scrolled", "ExecuteTime"):
             cell.get("metadata", {}).pop(key, None)
     return nb

@@ -22,6 +22,7 @@ thin branching vessels and bronchi are drawn as polylines with Pillow.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import shutil
@@ -158,10 +159,15 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
 _WORK_ELEMENTS = 1 << 17
 
 
+def _coarse_size(size: int) -> int:
+    """Side of the grid where everything but the sharpest edges is computed (half the size above 128 px)."""
+    return size if size <= 128 else (size + 1) // 2
+
+
 def _chunk_size(size: int) -> int:
     """Images rendered together. It depends on the size only, and chunks start at multiples of it, so an
     image is always computed in the same company and the same tensor shapes: bytes never depend on n."""
-    return int(max(1, min(64, _WORK_ELEMENTS // (size * size))))
+    return int(max(1, min(64, _WORK_ELEMENTS // _coarse_size(size) ** 2)))
 
 
 def _generate_range(start, stop, size, seed, fraction, masks) -> Phantoms:
@@ -235,7 +241,7 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     rot = math.radians(r.u(-3.5, 3.5))
     p["cos"], p["sin"] = math.cos(rot), math.sin(rot)
     p["scale"] = r.u(0.93, 1.07)
-    p["tx"], p["ty"] = r.u(-0.03, 0.03), r.u(-0.035, 0.025)
+    p["tx"], p["ty"] = r.u(-0.025, 0.025), r.u(-0.035, 0.025)
     # --- body outline: neck, shoulders sloping down from it, flanks
     p["neck_hw"] = r.u(0.075, 0.10)
     p["neck_y"] = r.u(-0.01, 0.04)
@@ -244,27 +250,27 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     p["trunk_hw"] = r.u(0.44, 0.53)
     p["fat"] = r.u(0.05, 0.11)
     # --- lungs: a tapered superellipse per side, clipped by mediastinum, heart and diaphragm
-    p["lung_a_l"] = r.u(0.17, 0.20)
+    p["lung_a_l"] = r.u(0.18, 0.205)
     p["lung_a_r"] = p["lung_a_l"] * r.u(1.02, 1.08)  # the right lung (image left) is wider
-    p["lung_dc"] = r.u(0.20, 0.225)
+    p["lung_dc"] = r.u(0.21, 0.235)
     p["apex_y"] = r.u(0.08, 0.12)
     p["lung_b"] = r.u(0.52, 0.60)
-    p["lung_taper"] = r.u(0.1, 0.25)
+    p["lung_taper"] = r.u(0.25, 0.4)
     p["med_r"] = r.u(0.05, 0.065)
-    p["med_l"] = r.u(0.04, 0.055)
+    p["med_l"] = r.u(0.05, 0.065)
     p["air"] = r.u(0.60, 0.72)  # share of the soft-tissue density that the air in the lungs replaces
     # --- diaphragm: domes (the right one, image left, higher), steeper laterally → sharp costophrenic angles
     p["dome_r"] = r.u(0.62, 0.71)
     p["dome_l"] = p["dome_r"] + r.u(0.01, 0.03)
     p["dome_xr"], p["dome_xl"] = r.u(0.13, 0.19), r.u(0.15, 0.21)
-    p["dome_k"], p["dome_q"] = r.u(1.0, 2.0), r.u(6.0, 20.0)
+    p["dome_k"], p["dome_q"] = r.u(0.8, 1.6), r.u(4.0, 14.0)
     # --- heart: left ventricle (rotated ellipse, image right) ∪ right atrium (image left); CTR ≈ 0.4–0.5
-    p["lv_x"], p["lv_rx"], p["lv_ry"] = r.u(0.055, 0.085), r.u(0.13, 0.165), r.u(0.10, 0.13)
-    p["lv_y"] = p["dome_l"] - r.u(0.06, 0.09)
-    ang = r.u(0.3, 0.6)
+    p["lv_x"], p["lv_rx"], p["lv_ry"] = r.u(0.06, 0.09), r.u(0.17, 0.2), r.u(0.095, 0.115)
+    p["lv_y"] = p["dome_l"] - r.u(0.05, 0.075)
+    ang = r.u(0.45, 0.75)  # the long axis points down to the apex, on the image right
     p["lv_cos"], p["lv_sin"] = math.cos(ang), math.sin(ang)
-    p["ra_x"], p["ra_rx"], p["ra_ry"] = -r.u(0.03, 0.05), r.u(0.065, 0.085), r.u(0.08, 0.10)
-    p["ra_y"] = p["dome_r"] - r.u(0.05, 0.08)
+    p["ra_x"], p["ra_rx"], p["ra_ry"] = -r.u(0.03, 0.05), r.u(0.06, 0.075), r.u(0.08, 0.10)
+    p["ra_y"] = p["dome_r"] - r.u(0.04, 0.06)
     p["heart_extra"] = r.u(0.02, 0.08)
     # --- aortic knob and pulmonary trunk (the upper left mediastinal border), trachea
     p["knob_x"], p["knob_y"], p["knob_r"] = r.u(0.055, 0.075), r.u(0.27, 0.32), r.u(0.028, 0.038)
@@ -277,11 +283,12 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     # --- ribs: rib k at distance d from the midline runs along y = y1 + s0 k + s1 k² + g(d)(1 + c k)
     p["rib_y1"], p["rib_s0"], p["rib_s1"] = r.u(0.075, 0.105), r.u(0.037, 0.045), r.u(0.0014, 0.0026)
     p["rib_c"] = r.u(0.0, 0.03)
-    p["rib_g1"], p["rib_g2"], p["rib_g4"] = r.u(0.05, 0.14), r.u(0.55, 0.9), r.u(1.0, 4.0)
+    p["rib_g1"], p["rib_g2"], p["rib_g4"] = r.u(0.05, 0.14), r.u(0.8, 1.2), r.u(1.0, 4.0)
     p["rib_dy_l"] = r.u(-0.008, 0.008)  # left and right ribs are not exactly level
     p["rib_h"], p["rib_amp"] = r.u(0.0085, 0.0115), r.u(0.08, 0.13)
+    p["rib_var"], p["rib_ph"] = r.u(0.1, 0.3), r.u(0.0, 6.3)  # ribs differ a little in how much they show
     p["ant_slope"], p["ant_curv"], p["ant_dcc"] = r.u(0.3, 0.5), r.u(0.0, 0.6), r.u(0.11, 0.16)
-    p["ant_amp"] = p["rib_amp"] * r.u(0.45, 0.65)
+    p["ant_amp"] = p["rib_amp"] * r.u(0.3, 0.45)
     p["ant_h"] = p["rib_h"] * r.u(1.15, 1.4)
     p["ant_k0"] = r.u(0.0, 0.4)
     # --- clavicles (thicker medially, slightly S-shaped), humeral heads, scapulae
@@ -295,8 +302,8 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     p["scap_d"], p["scap_k"], p["scap_yb"] = r.u(0.31, 0.37), r.u(0.05, 0.2), r.u(0.42, 0.52)
     # --- gastric bubble under the left dome (image right), with an air-fluid level
     p["gas"] = r.p(0.85)
-    p["gas_x"], p["gas_rx"], p["gas_ry"] = r.u(0.14, 0.24), r.u(0.035, 0.06), r.u(0.018, 0.03)
-    p["gas_amp"] = r.u(0.25, 0.45)
+    p["gas_x"], p["gas_rx"], p["gas_ry"] = r.u(0.14, 0.24), r.u(0.03, 0.05), r.u(0.015, 0.025)
+    p["gas_amp"] = r.u(0.2, 0.35)
     # --- breasts (soft rounded densities over the lower lungs), hila, vessel markings
     p["breast"] = r.p(0.35)
     p["br_d"], p["br_y"], p["br_rx"], p["br_ry"] = r.u(0.22, 0.3), r.u(0.6, 0.68), r.u(0.13, 0.18), r.u(0.1, 0.14)
@@ -304,10 +311,11 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     p["hil_d"] = r.u(0.075, 0.1)
     p["hil_yr"] = r.u(0.40, 0.45)
     p["hil_yl"] = p["hil_yr"] - r.u(0.0, 0.03)  # the left hilum sits a little higher
-    p["hil_amp"], p["ves_amp"] = r.u(0.06, 0.12), r.u(12.0, 20.0)
+    p["hil_amp"], p["ves_amp"] = r.u(0.12, 0.22), r.u(18.0, 28.0)
+    p["texture"] = r.u(0.01, 0.03)
     p["ves_w"] = r.u(0.007, 0.010)
     # --- film: window, gamma, S-curve, contrast, blur, noise, collimation
-    p["lo"], p["hi"] = r.u(0.05, 0.16), r.u(1.12, 1.32)
+    p["lo"], p["hi"] = r.u(0.04, 0.14), r.u(1.2, 1.4)
     p["gamma"], p["s_curve"] = r.u(0.85, 1.2), r.u(0.2, 0.8)
     p["contrast"], p["bright"] = r.u(0.92, 1.1), r.u(-0.04, 0.04)
     p["blur"] = r.u(0.25, 0.9) / 256.0  # Gaussian sigma as a fraction of the image
@@ -330,14 +338,14 @@ def _pneumonia(r: _Draw, a: dict[str, float], ill: bool) -> dict[str, float]:
         y0, y1 = [(top, hil - 0.05), (hil - 0.06, hil + 0.08), (hil + 0.06, dome - 0.03)][zone]
         p[f"pn{j}_x"] = side * r.u(0.11, 0.3)
         p[f"pn{j}_y"] = r.u(y0, max(y0 + 0.01, y1))
-        p[f"pn{j}_rx"], p[f"pn{j}_ry"] = r.u(0.04, 0.11), r.u(0.04, 0.12)
-        p[f"pn{j}_amp"] = r.u(0.6, 1.4) if j < n else 0.0
+        p[f"pn{j}_rx"], p[f"pn{j}_ry"] = r.u(0.05, 0.13), r.u(0.05, 0.13)
+        p[f"pn{j}_amp"] = r.u(0.8, 1.6) if j < n else 0.0
         if j == 0 and j < n and side < 0 and zone < 2 and r.rng.random() < 0.3:
             p["fissure"] = 1.0 if zone == 0 else -1.0  # right upper / middle lobe: sharp at the minor fissure
     p["fissure_y"] = a["hil_yr"] + r.u(-0.03, 0.0)
     p["pn_fill"] = r.u(0.75, 0.95)  # how much of the air a dense patch replaces
     p["bronchogram"] = r.p(0.5) if ill else 0.0
-    p["bronch_amp"] = r.u(10.0, 18.0)
+    p["bronch_amp"] = r.u(5.0, 9.0)
     return p
 
 
@@ -350,11 +358,12 @@ def _to_image(p: dict[str, float], x, y):
     return u, v
 
 
-def _tree(rng, x0, y0, angles, length, width, generations, spread, bend=0.12):
+def _tree(rng, x0, y0, angles, length, width, generations, spread, bend=0.12, fade=0.85):
     """A branching tree of segments grown generation by generation (vectorised over branches).
 
     Each branch is two gently bending segments; at its end it forks into two children that diverge by
-    ``spread`` (radians, ±), are 0.72x as wide and 0.8x as long. Returns (x0, y0, x1, y1, width) arrays.
+    ``spread`` (radians, ±), are 0.75x as wide and 0.8x as long, and ``fade`` x as dense (vessel markings
+    fade towards the periphery). Returns rows (x0, y0, x1, y1, width, density factor), one column per segment.
     """
     x = np.asarray(x0, dtype=np.float64)
     y = np.asarray(y0, dtype=np.float64)
@@ -366,33 +375,34 @@ def _tree(rng, x0, y0, angles, length, width, generations, spread, bend=0.12):
         for _ in range(2):
             ang = ang + rng.normal(0.0, bend, ang.shape)
             nx, ny = x + 0.5 * ln * np.cos(ang), y + 0.5 * ln * np.sin(ang)
-            segs.append(np.stack([x, y, nx, ny, w]))
+            segs.append(np.stack([x, y, nx, ny, w, np.full_like(x, fade ** gen)]))
             x, y = nx, ny
         if gen + 1 < generations:
             n = len(ang)
             fork = np.concatenate([-rng.uniform(*spread, n), rng.uniform(*spread, n)])
-            x, y, w = np.tile(x, 2), np.tile(y, 2), np.tile(w, 2) * 0.72
+            x, y, w = np.tile(x, 2), np.tile(y, 2), np.tile(w, 2) * 0.75
             ang, ln = np.tile(ang, 2) + fork, np.tile(ln, 2) * rng.uniform(0.7, 0.9, 2 * n)
     return np.concatenate(segs, axis=1)
 
 
 def _vessels(rng, p) -> np.ndarray:
     """Pulmonary vessels from both hila: trunks spread from up-lateral to down (the lower lobes get the
-    most), forking four times, thinning towards the periphery."""
+    most), leaving the hilum at different points, forking four times, thinning towards the periphery."""
     out = []
     for lateral, hy in ((-1.0, p["hil_yr"]), (1.0, p["hil_yl"])):
-        n0 = 6
+        n0 = 7
         rel = np.linspace(-1.3, 1.6, n0) + rng.uniform(-0.15, 0.15, n0)  # from lateral, + is downward
         ang = np.where(lateral > 0, rel, math.pi - rel)
-        hx = 0.5 + lateral * (p["hil_d"] - 0.01)
-        out.append(_tree(rng, np.full(n0, hx), np.full(n0, hy), ang, rng.uniform(0.06, 0.09, n0),
-                         p["ves_w"] * rng.uniform(0.8, 1.2, n0), 5, (0.2, 0.5)))
+        hx = 0.5 + lateral * p["hil_d"] + rng.uniform(-0.01, 0.015, n0) * lateral
+        y0 = hy + 0.045 * np.sin(rel) + rng.uniform(-0.01, 0.01, n0)
+        out.append(_tree(rng, hx, y0, ang, rng.uniform(0.05, 0.08, n0),
+                         p["ves_w"] * rng.uniform(0.8, 1.2, n0), 5, (0.25, 0.55), bend=0.13, fade=0.8))
     return np.concatenate(out, axis=1)
 
 
 def _bronchi(rng, p, pn) -> np.ndarray:
     """Air-filled bronchi heading from the hilum into each consolidation (air bronchograms)."""
-    out = [np.zeros((5, 0))]
+    out = [np.zeros((6, 0))]
     for j in range(MAX_PATCHES):
         if pn[f"pn{j}_amp"] <= 0:
             continue
@@ -403,12 +413,12 @@ def _bronchi(rng, p, pn) -> np.ndarray:
         ang = math.atan2(ty - hy, tx - hx) + rng.normal(0.0, 0.15, 2)
         dist = math.hypot(tx - hx, ty - hy)
         out.append(_tree(rng, np.full(2, hx), np.full(2, hy), ang, np.full(2, 0.45 * dist),
-                         np.full(2, 0.008), 3, (0.25, 0.5), bend=0.08))
+                         np.full(2, 0.006), 3, (0.25, 0.5), bend=0.08, fade=0.9))
     return np.concatenate(out, axis=1)
 
 
 def _splat(p, S: int, segs: np.ndarray) -> np.ndarray:
-    """Project segments (rows x0, y0, x1, y1, width; anatomical) as solid cylinders into an (S, S) float32
+    """Project segments (rows x0, y0, x1, y1, width, density factor; anatomical) as solid cylinders into an (S, S) float32
     layer: the value is the path length through the vessel, in fractions of the image.
 
     Each segment is sampled every half pixel along and every 0.75 px across its width, and each sample is
@@ -432,8 +442,9 @@ def _splat(p, S: int, segs: np.ndarray) -> np.ndarray:
     nx, ny = -(y1 - y0) / ln, (x1 - x0) / ln  # unit normal
     px = x0[seg] + t * (x1 - x0)[seg] + o * nx[seg]
     py = y0[seg] + t * (y1 - y0)[seg] + o * ny[seg]
-    # a cylinder of diameter w projects a cross-section of pi w^2 / 4 (px^2); share it among the samples
-    mass = (math.pi / 4.0) * w_px * w_px * ln / count / S
+    # a vessel of diameter w is w thick at its centre; its cross-section (~w² in px²) is shared among the
+    # samples. Thin vessels get more (w^1.5): on films the many small ones add up to visible markings.
+    mass = (math.pi / 4.0) * w_px * w_px * np.sqrt(0.008 / segs[4]) * segs[5] * ln / count / S
     m = mass[seg]
     ix, iy = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
     fx, fy = px - ix, py - iy
@@ -470,6 +481,12 @@ def _marker(r: _Draw, S: int) -> np.ndarray:
 
 
 # ======================================================================= rendering
+# Two grids. On the coarse grid (half the size above 128 px) every structure is drawn: signed distances
+# of body, lungs and heart, and the density of bones, trachea, consolidation. On the full grid only the
+# crispest edges are finished — the skin line and the lung borders, from the upsampled signed distances,
+# which stay sharp (a signed distance is smooth, so interpolating it costs no sharpness) — and the fine
+# vessels, noise and film are added. Elementwise torch ops are memory bound, so fewer full-size passes
+# means faster phantoms.
 def _ramp(s: torch.Tensor, w) -> torch.Tensor:
     """Soft inside-indicator of a signed distance s (positive inside): 0 → 1 over about 4w, linear (an
     anti-aliased edge when w is half a pixel; much cheaper than a sigmoid of the same slope)."""
@@ -478,44 +495,46 @@ def _ramp(s: torch.Tensor, w) -> torch.Tensor:
 
 def _smax(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
     """Smooth maximum (union of shapes) with a rounded join of size k."""
-    h = (k - (a - b).abs()).clamp_(min=0.0) / k
-    return torch.maximum(a, b) + h * h * (k * 0.25)
+    h = (k - (a - b).abs_()).clamp_(min=0.0).div_(k)
+    return torch.maximum(a, b).add_(h.mul_(h).mul_(k * 0.25))
 
 
 def _ellipse_sd(ex: torch.Tensor, ey: torch.Tensor, rx, ry) -> torch.Tensor:
     """Approximate signed distance to an axis-aligned ellipse (positive inside), exact to first order at
     its border: (1 - r²) / |grad r²|."""
     px, py = ex / rx, ey / ry
-    return (1.0 - px * px - py * py) * torch.rsqrt(4.0 * ((px / rx) ** 2 + (py / ry) ** 2) + 1e-6)
+    g = (px / rx).square_().add_((py / ry).square_()).mul_(4.0).add_(1e-6).rsqrt_()
+    return (1.0 - px.square_() - py.square_()).mul_(g)
 
 
-def _curve_family(y, A, Bk, s1, dA, dB, h, w):
-    """Bands around the curves y = A + Bk·k + s1·k² (k = 1, 2, …; A and Bk may vary with position).
-
-    Solves for the continuous index k at every pixel, measures the distance to the nearest integer curve
-    (perpendicular, from the curves' slope dA + dB·k) and returns (band in [0, 1] of half-width h, k rounded).
-    """
+def _curve_family(y, A, Bk, s1, slope, h, w):
+    """Bands around the curves y = A + Bk·k + s1·k² (k = 1, 2, …; A may vary with position, Bk and s1 are
+    per image). Solves for the continuous index k at every pixel, measures the distance to the nearest
+    integer curve (perpendicular, from the curves' slope) and returns (band in [0, 1] of half-width h,
+    k rounded)."""
     C = A - y
-    k = -2.0 * C / (Bk + torch.sqrt((Bk * Bk - 4.0 * s1 * C).clamp_(min=0.0)))
+    k = (C * -2.0).div_((C * (-4.0 * s1)).add_(Bk * Bk).clamp_(min=0.0).sqrt_().add_(Bk))
     kr = torch.round(k)
-    slope = dA + dB * k
-    dist = (k - kr).abs_() * (Bk + 2.0 * s1 * k) * torch.rsqrt(1.0 + slope * slope)
+    dist = (k - kr).abs_().mul_(k * (2.0 * s1) + Bk).mul_(slope.square().add_(1.0).rsqrt_())
     return _ramp(h - dist, w), kr
 
 
 def _bump(q: torch.Tensor) -> torch.Tensor:
     """A smooth bump from a squared normalised radius q: 1 at 0, 0 from 1 on (cheaper than exp(-q))."""
-    return (1.0 - q).clamp_(min=0.0) ** 2
+    return (1.0 - q).clamp_(min=0.0).square_()
 
 
 def _stack(dicts: list[dict[str, float]]) -> dict[str, torch.Tensor]:
-    """List of per-image parameter dicts → name: (B, 1, 1) float32 tensor."""
-    return {k: torch.tensor([d[k] for d in dicts], dtype=torch.float32).view(-1, 1, 1) for k in dicts[0]}
+    """List of per-image parameter dicts → name: (B, 1, 1) float32 tensor (views of one array)."""
+    keys = list(dicts[0])
+    table = torch.from_numpy(np.array([[d[k] for k in keys] for d in dicts], dtype=np.float32))
+    return {k: table[:, j].reshape(-1, 1, 1) for j, k in enumerate(keys)}
 
 
 def _coords(P, S: int, r0: int = 0, r1: int | None = None):
-    """Anatomical coordinates (dx, y) of the pixel centres of rows r0..r1-1, (B, rows, S): the
-    acquisition's rotation, scale and shift applied backwards, so the anatomy is drawn already moved."""
+    """Anatomical coordinates (dx, y) of the pixel centres of rows r0..r1-1 of an S x S grid,
+    (B, rows, S): the acquisition's rotation, scale and shift applied backwards, so the anatomy is drawn
+    already moved."""
     r1 = S if r1 is None else r1
     g = (torch.arange(S, dtype=torch.float32) + 0.5) / S
     a = g.view(1, 1, S) - 0.5 - P["tx"]
@@ -526,10 +545,23 @@ def _coords(P, S: int, r0: int = 0, r1: int | None = None):
     return dx, y
 
 
+@functools.lru_cache(maxsize=4)
+def _noise_texture(size: int) -> torch.Tensor:
+    """A fixed (2S, 2S) standard-normal texture; each film reads a random window of it (flipped at random),
+    which costs a view instead of drawing S² fresh numbers per image."""
+    g = np.random.default_rng(np.random.SeedSequence([20240607, size]))
+    return torch.from_numpy(g.standard_normal((2 * size, 2 * size), dtype=np.float32))
+
+
+# coarse channels handed to the fine grid
+_CH = {"extra": 0, "body": 1, "lung": 2, "vessel_vis": 3, "bronchus_vis": 4, "thick": 5}
+_CH_MASKS = {"heart": 6, "ribs": 7, "clavicles": 8}
+
+
 def _render_chunk(indices, labels, size: int, seed: int, want_masks: bool):
     """Render images ``indices`` (with their labels) → ((B, 1, S, S) uint8, masks dict or None)."""
-    S = size
-    params, vessels, bronchi, markers, noise, mottle, patch = [], [], [], [], [], [], []
+    S, R = size, _coarse_size(size)
+    params, vessels, bronchi, markers, small, offsets = [], [], [], [], [], []
     for i, lab in zip(indices, labels):
         ra, rp = _Draw(_rng(seed, i, 0)), _Draw(_rng(seed, i, 1))
         a = _anatomy_and_film(ra)
@@ -537,68 +569,85 @@ def _render_chunk(indices, labels, size: int, seed: int, want_masks: bool):
         params.append({**a, **pn})
         vessels.append(_splat(a, S, _vessels(ra.rng, a)))
         markers.append(_marker(ra, S))
-        noise.append(ra.rng.standard_normal((S, S), dtype=np.float32))
-        mottle.append(ra.rng.standard_normal((24, 24), dtype=np.float32))
-        patch.append((rp.rng.standard_normal((12, 12), dtype=np.float32),
+        offsets.append(ra.rng.integers(0, S + 1, 2).tolist() + [ra.rng.random() < 0.5])
+        small.append((ra.rng.standard_normal((24, 24), dtype=np.float32),  # mottle
+                      ra.rng.standard_normal((48, 48), dtype=np.float32),  # lung texture
+                      rp.rng.standard_normal((12, 12), dtype=np.float32),  # consolidation patchiness
                       rp.rng.standard_normal((24, 24), dtype=np.float32)))
         bronchi.append(_splat(a, S, _bronchi(rp.rng, a, pn)) if pn["bronchogram"] else None)
     P = _stack(params)
-    R = min(S, 64)  # smooth fields are computed on a coarse grid and upsampled
-
-    def up(arrays, to, mode="bilinear"):
-        t = torch.from_numpy(np.stack(arrays))[:, None]
-        return F.interpolate(t, size=(to, to), mode=mode, align_corners=False)[:, 0]
-
-    patchy = 0.6 * up([q[0] for q in patch], R, "bicubic") + 0.4 * up([q[1] for q in patch], R, "bicubic")
-    smooth = _smooth_fields(P, R, patchy)  # (B, 3, R, R)
-    smooth = torch.cat([smooth, up(mottle, R)[:, None]], dim=1)
-    smooth = F.interpolate(smooth, size=(S, S), mode="bilinear", align_corners=False)
-    zero = np.zeros((S, S), np.float32)
-    layers = {
-        "vessels": torch.from_numpy(np.stack(vessels)),
-        "bronchi": torch.from_numpy(np.stack([zero if b is None else b for b in bronchi])),
-        "marker": torch.from_numpy(np.stack(markers)),
-    }
     B = len(params)
-    rows = max(1, min(S, _WORK_ELEMENTS // (B * S)))  # large images are drawn in horizontal strips
+
+    def up(j, mode="bilinear"):
+        t = torch.from_numpy(np.stack([q[j] for q in small]))[:, None]
+        return F.interpolate(t, size=(R, R), mode=mode, align_corners=False)[:, 0]
+
+    fields = torch.stack([up(0), up(1), 0.6 * up(2, "bicubic") + 0.4 * up(3, "bicubic")], dim=1)
+    n_ch = len(_CH) + (len(_CH_MASKS) if want_masks else 0)
+    coarse = torch.empty(B, n_ch, R, R)
+    rows = max(1, min(R, _WORK_ELEMENTS // (B * R)))
+    for r0 in range(0, R, rows):
+        r1 = min(R, r0 + rows)
+        coarse[:, :, r0:r1] = _coarse(P, R, r0, r1, fields[:, :, r0:r1], want_masks)
+    fine = coarse if R == S else F.interpolate(coarse, size=(S, S), mode="bilinear", align_corners=False)
+
+    layers = {"vessels": torch.from_numpy(np.stack(vessels)), "marker": torch.from_numpy(np.stack(markers))}
+    if any(b is not None for b in bronchi):
+        zero = np.zeros((S, S), np.float32)
+        layers["bronchi"] = torch.from_numpy(np.stack([zero if b is None else b for b in bronchi]))
+    tex = _noise_texture(S)
+    noise = torch.stack([(tex[oy:oy + S, ox:ox + S].t() if flip else tex[oy:oy + S, ox:ox + S])
+                         for ox, oy, flip in offsets])
+    rows = max(1, min(S, _WORK_ELEMENTS // (B * S)))  # full-size work is done in horizontal strips
     D = torch.empty(B, S, S)
     masks = {k: torch.empty(B, 1, S, S, dtype=torch.bool) for k in MASK_NAMES} if want_masks else None
     for r0 in range(0, S, rows):
         r1 = min(S, r0 + rows)
-        strip = {k: v[..., r0:r1, :] for k, v in layers.items()}
-        D[:, r0:r1], m = _density(P, S, r0, r1, smooth[..., r0:r1, :], strip, want_masks)
+        strip = {k: v[:, r0:r1] for k, v in layers.items()}
+        D[:, r0:r1] = _fine(P, S, r0, r1, fine[:, :, r0:r1], strip)
         if want_masks:
-            for k in MASK_NAMES:
-                masks[k][..., r0:r1, :] = m[k]
+            masks["lungs"][:, 0, r0:r1] = fine[:, _CH["lung"], r0:r1] > 0
+            for k, c in _CH_MASKS.items():
+                masks[k][:, 0, r0:r1] = fine[:, c, r0:r1] > 0
     D = _gaussian_blur(D, P["blur"].view(-1) * S)
-    noise = torch.from_numpy(np.stack(noise))
     img = torch.empty(B, 1, S, S, dtype=torch.uint8)
     for r0 in range(0, S, rows):
         r1 = min(S, r0 + rows)
-        img[..., r0:r1, :] = _film(P, D[:, r0:r1], layers["marker"][:, r0:r1], noise[:, r0:r1],
-                                   smooth[:, 3, r0:r1], S, r0, r1)
+        img[:, 0, r0:r1] = _film(P, D[:, r0:r1], layers["marker"][:, r0:r1], noise[:, r0:r1], S, r0, r1)
     return img, masks
 
 
-def _smooth_fields(P, R: int, patchy: torch.Tensor) -> torch.Tensor:
-    """Fields without sharp edges, on an R x R grid: (B, 3, R, R) = consolidation opacity (0–1, before
-    clipping to the lungs), hilar density, and a spare zero channel."""
-    dx, y = _coords(P, R)
-    cons = torch.zeros_like(dx)
-    for j in range(MAX_PATCHES):
-        q = ((dx - P[f"pn{j}_x"]) / P[f"pn{j}_rx"]) ** 2 + ((y - P[f"pn{j}_y"]) / P[f"pn{j}_ry"]) ** 2
-        cons = cons + P[f"pn{j}_amp"] * torch.exp(-q * q.sqrt().clamp(min=0.3))  # flat-topped, ill-defined
-    cons = 1.0 - torch.exp(-1.6 * cons * (0.75 + 0.9 * patchy).clamp(min=0.0))  # patchy, saturating
-    hil_y = P["hil_yl"] + (P["hil_yr"] - P["hil_yl"]) * (dx < 0)
-    hil = torch.exp(-(((dx.abs() - P["hil_d"]) / 0.035) ** 2 + ((y - hil_y) / 0.055) ** 2))
-    return torch.stack([cons, hil, torch.zeros_like(dx)], dim=1)
+def _thickness(s_body, ad, P) -> torch.Tensor:
+    """Relative soft-tissue path length (0.45–1): the trunk is roughly elliptical in cross-section, so
+    X-rays cross less tissue towards the flanks; it also rounds off inward from the skin over ``fat``."""
+    q = (s_body / P["fat"]).clamp_(0.0, 1.0)
+    q = q.mul_(2.0 - q)
+    ell = (1.0 - (ad / P["trunk_hw"]).square_()).clamp_(min=0.0).sqrt_()
+    return q.mul_(ell.mul_(0.45).add_(0.55))
 
 
-def _density(P, S, r0, r1, smooth, layers, want_masks):
-    """Rows r0..r1-1 of the density map D (B, rows, S) — soft tissue minus air plus bone — and of the masks
-    ((B, 1, rows, S) bool)."""
-    dx, y = _coords(P, S, r0, r1)
-    px = 1.0 / (S * P["scale"])  # one pixel in anatomical units
+def _fine(P, S, r0, r1, ch, layers) -> torch.Tensor:
+    """Full-resolution density rows r0..r1-1 (B, rows, S): body and lung edges from the upsampled signed
+    distances, plus the coarse densities and the fine vessel layer."""
+    _, y = _coords(P, S, r0, r1)
+    px = 1.0 / (S * P["scale"])
+    s_body, s_lung = ch[:, _CH["body"]], ch[:, _CH["lung"]]
+    T = _ramp(s_body, 0.5 * px + 0.002).mul_(ch[:, _CH["thick"]])
+    lung = _ramp(s_lung, 0.5 * px + 0.0015)
+    depth = (s_lung * (0.4 / 0.05)).clamp_(0.0, 0.4).add_(0.6).mul_(
+        ((y - P["apex_y"]) * (0.22 / 0.18)).clamp_(0.0, 0.22).add_(0.78))
+    D = T * (1.0 - (P["air"] * lung).mul_(depth))
+    D += ch[:, _CH["extra"]]
+    D += (P["ves_amp"] * layers["vessels"]).mul_(ch[:, _CH["vessel_vis"]])
+    if "bronchi" in layers:
+        D -= (P["bronch_amp"] * layers["bronchi"]).mul_(ch[:, _CH["bronchus_vis"]])
+    return D
+
+
+def _coarse(P, R, r0, r1, fields, want_masks) -> torch.Tensor:
+    """Rows r0..r1-1 of the coarse channels (B, C, rows, R); see ``_CH``."""
+    dx, y = _coords(P, R, r0, r1)
+    px = 1.0 / (R * P["scale"])  # one coarse pixel in anatomical units
     edge = 0.5 * px  # ramp width of a crisp, anti-aliased edge
     ad = dx.abs()
     rs = (dx < 0).float()  # 1 on the image left (patient's right)
@@ -611,15 +660,15 @@ def _density(P, S, r0, r1, smooth, layers, want_masks):
     s_shoulder = y - P["neck_y"] - rn * (P["shoulder_slope"] + P["shoulder_curv"] * rn)
     s_top = _smax(P["neck_hw"] - ad, s_shoulder, 0.05)
     s_body = torch.minimum(s_top, P["trunk_hw"] - ad + 0.04 * (y - 0.5).clamp(max=0.0))
-    q = (s_body / P["fat"]).clamp_(0.0, 1.0)
-    T = _ramp(s_body, edge + 0.002) * (0.5 + 0.5 * q * (2.0 - q))
+    T = _ramp(s_body, edge + 0.002).mul_(_thickness(s_body, ad, P))
 
     # ---- diaphragm domes (the patient's right, image left, is higher)
     t = dx - side(-P["dome_xr"], P["dome_xl"])
     t2 = t * t
     y_dia = side(P["dome_r"], P["dome_l"]) + t2 * (P["dome_k"] + P["dome_q"] * t2)
     slope = t * (2.0 * P["dome_k"] + 4.0 * P["dome_q"] * t2)
-    s_dia = (y_dia - y) * torch.rsqrt(1.0 + slope * slope)
+    s_dia = (y_dia - y).mul_(slope.square_().add_(1.0).rsqrt_())
+    below = _ramp(-s_dia, 0.01)  # 0 above the domes, 1 well below
 
     # ---- heart: left ventricle (rotated ellipse, image right) ∪ right atrium (image left)
     ex, ey = dx - P["lv_x"], y - P["lv_y"]
@@ -627,37 +676,47 @@ def _density(P, S, r0, r1, smooth, layers, want_masks):
                        P["lv_rx"], P["lv_ry"])
     s_heart = _smax(s_lv, _ellipse_sd(dx - P["ra_x"], y - P["ra_y"], P["ra_rx"], P["ra_ry"]), 0.03)
     # the aortic knob and the pulmonary trunk bulge from the mediastinum into the left lung (image right)
-    s_vessels = torch.maximum(_ellipse_sd(dx - P["knob_x"], y - P["knob_y"], P["knob_r"], P["knob_r"]),
-                              _ellipse_sd(dx - P["pa_x"], y - P["hil_yl"] + 0.03, P["pa_r"], P["pa_r"] * 1.3))
+    s_great = torch.maximum(_ellipse_sd(dx - P["knob_x"], y - P["knob_y"], P["knob_r"], P["knob_r"]),
+                            _ellipse_sd(dx - P["pa_x"], y - P["hil_yl"] + 0.03, P["pa_r"], P["pa_r"] * 1.3))
 
-    # ---- lungs: superellipses (|X|³ + |Y|³ < 1, rounded apices), narrower at the top, minus mediastinum,
-    # heart and great vessels, above the domes
+    # ---- lungs: superellipses (|X|³ + |Y|³ < 1: rounded apices, full bases), narrower at the top, minus
+    # mediastinum, heart and great vessels, above the domes
     yc = P["apex_y"] + P["lung_b"]
     Yn = (y - yc) / P["lung_b"]
-    a_lung = side(P["lung_a_r"], P["lung_a_l"]) * (1.0 - P["lung_taper"] * 0.5 * (1.0 - Yn.clamp(-1.0, 1.0)))
+    a_lung = side(P["lung_a_r"], P["lung_a_l"]) * (1.0 - P["lung_taper"] * (-Yn).clamp(0.0, 1.0).square_())
     Xn = (ad - P["lung_dc"]) / a_lung
     X2, Y2 = Xn * Xn, Yn * Yn
-    grad = 3.0 * torch.sqrt((X2 / a_lung) ** 2 + (Y2 / P["lung_b"]) ** 2 + 1e-6)
-    s_cage = (1.0 - X2 * Xn.abs() - Y2 * Yn.abs()) / grad
-    s_lung = torch.minimum(torch.minimum(s_cage, ad - side(P["med_r"], P["med_l"])),
-                           torch.minimum(-torch.maximum(s_heart, s_vessels), s_dia))
+    grad = (X2 / a_lung).square_().add_((Y2 / P["lung_b"]).square_()).add_(1e-6).sqrt_().mul_(3.0)
+    s_cage = (1.0 - X2 * Xn.abs() - Y2 * Yn.abs()).div_(grad)
+    # mediastinum: a central band, merged smoothly with the great vessels and the heart
+    s_medi = _smax(_smax(side(P["med_r"], P["med_l"]) - ad, s_great, 0.04), s_heart, 0.03)
+    s_lung = torch.minimum(torch.minimum(s_cage, -s_medi), s_dia)
     lung = _ramp(s_lung, edge + 0.0015)
-    # air is thickest in the outer middle of each lung, thinner at its edges and under the shoulders
-    depth = (0.6 + 0.4 * (s_lung / 0.05).clamp_(0.0, 1.0)) * (
-        0.78 + 0.22 * ((y - P["apex_y"]) / 0.18).clamp_(0.0, 1.0))
+    depth = (s_lung * (0.4 / 0.05)).clamp_(0.0, 0.4).add_(0.6).mul_(
+        ((y - P["apex_y"]) * (0.22 / 0.18)).clamp_(0.0, 0.22).add_(0.78))
 
-    # ---- pneumonia: consolidation replaces air inside the lung (sharp where a fissure bounds a lobe)
-    cons = smooth[:, 0] * lung
+    # ---- pneumonia: patchy, ill-defined consolidation replacing air (sharp where a fissure bounds a lobe)
+    patchy = (0.7 + 1.1 * fields[:, 2]).clamp_(min=0.0)
+    cons = torch.zeros_like(dx)
+    for j in range(MAX_PATCHES):
+        if not bool((P[f"pn{j}_amp"] > 0).any()):
+            continue
+        qq = ((dx - P[f"pn{j}_x"]) / P[f"pn{j}_rx"]).square_().add_(((y - P[f"pn{j}_y"]) / P[f"pn{j}_ry"]).square_())
+        cons += P[f"pn{j}_amp"] * torch.exp(-qq * qq.sqrt().clamp_(min=0.3))  # flat-topped blobs
+    cons = 1.0 - torch.exp(-1.6 * cons * patchy)  # saturating
     if bool((P["fissure"] != 0).any()):
         fis = _ramp(P["fissure"] * (P["fissure_y"] - y), edge + 0.002)
         cons = cons * (1.0 - P["fissure"].abs() * rs * (1.0 - fis))
-    D = T * (1.0 - P["air"] * lung * depth * (1.0 - P["pn_fill"] * cons))
+    cons = cons * lung
+    # the air the consolidation replaces comes back as density (the fine grid removes all the air)
+    extra = T * P["air"] * lung * depth * P["pn_fill"] * cons
 
-    # ---- heart, hila and vessels (hidden where consolidation fills the air around them)
-    heart = _ramp(s_heart, edge + 0.002)
-    D = D + P["heart_extra"] * heart * T
-    D = D + (P["hil_amp"] * smooth[:, 1] + P["ves_amp"] * layers["vessels"]) * (0.35 + 0.65 * lung) * (1.0 - cons)
-    D = D - P["bronch_amp"] * layers["bronchi"] * cons * cons
+    # ---- heart, hila, lung texture, film mottle
+    extra += P["heart_extra"] * _ramp(s_heart, edge + 0.002) * T
+    hil_y = side(P["hil_yr"], P["hil_yl"])
+    hil = _bump(((ad - P["hil_d"]) / 0.04).square_() + ((y - hil_y) / 0.07).square_())
+    extra += (P["hil_amp"] * hil + P["texture"] * fields[:, 1]) * lung * (1.0 - cons)
+    extra += P["mottle"] * fields[:, 0]
 
     # ---- trachea and main bronchi: a dark air column down to the carina, then two limbs
     s_tr = torch.minimum(P["tr_hw"] - (dx - P["tr_x"]).abs(), P["carina_y"] - y)
@@ -666,7 +725,7 @@ def _density(P, S, r0, r1, smooth, layers, want_masks):
         inv = 1.0 / math.hypot(run, drop)
         across = ((dx - P["tr_x"]) * (drop * inv) - sgn * yb * (run * inv)).abs_()
         s_tr = torch.maximum(s_tr, torch.minimum(P["tr_hw"] * 0.75 - across, torch.minimum(yb, drop - yb)))
-    D = D - P["tr_amp"] * _ramp(s_tr, edge + 0.003) * T
+    extra -= P["tr_amp"] * _ramp(s_tr, edge + 0.003) * T
 
     # ---- spine: vertebral bodies with darker discs, pedicles, spinous processes; full height
     yy = y.clamp(0.0, 1.0)
@@ -676,29 +735,28 @@ def _density(P, S, r0, r1, smooth, layers, want_masks):
     fr = phi - torch.floor(phi)
     body_y = _ramp((torch.minimum(fr, 1.0 - fr) - 0.11) * period, edge + 0.002)
     vert = _ramp(hw - ad, edge + 0.002) * (0.7 + 0.3 * body_y)
-    ped = _bump(((ad - 0.78 * hw) / (0.22 * hw)) ** 2 + ((fr - 0.38) / 0.16) ** 2)
-    spin = _bump((dx / (0.16 * hw)) ** 2 + ((fr - 0.8) / 0.14) ** 2)
-    D = D + P["sp_amp"] * (vert + 0.5 * ped + 0.3 * spin) * T
+    vert += 0.5 * _bump(((ad - 0.78 * hw) / (0.22 * hw)).square_() + ((fr - 0.38) / 0.16).square_())  # pedicles
+    vert += 0.3 * _bump((dx / (0.16 * hw)).square_() + ((fr - 0.8) / 0.14).square_())  # spinous processes
+    extra += P["sp_amp"] * vert * T
 
     # ---- ribs: posterior (brighter, nearly horizontal at the spine, curving down laterally) and anterior
-    # (fainter, sloping down towards the midline); inside the rib cage, faint below the diaphragm
-    cage = _ramp(s_cage + 0.02, edge + 0.003) * _ramp(ad - 0.9 * hw, edge + 0.004)
-    cage = cage * (0.3 + 0.7 * _ramp(s_dia + 0.01, 0.01))
+    # (fainter, sloping down towards the midline); inside the rib cage, faint over the abdomen
+    cage = _ramp(s_cage + 0.02, edge + 0.003) * _ramp(ad - 0.9 * hw, edge + 0.004) * (1.0 - 0.85 * below)
     y1 = P["rib_y1"] + P["rib_dy_l"] * (1.0 - rs)
     ad2 = ad * ad
     gd = ad * (-P["rib_g1"] + ad * (P["rib_g2"] + P["rib_g4"] * ad2))
     gpd = -P["rib_g1"] + ad * (2.0 * P["rib_g2"] + 4.0 * P["rib_g4"] * ad2)
-    post, kp = _curve_family(y, y1 + gd, P["rib_s0"] + P["rib_c"] * gd, P["rib_s1"], gpd, P["rib_c"] * gpd,
-                             P["rib_h"], edge + 0.0012)
-    post = post * kp.clamp(0.0, 1.0) * (13.0 - kp).clamp_(0.0, 1.0) * cage
+    post, kp = _curve_family(y, y1 + gd, P["rib_s0"], P["rib_s1"], gpd, P["rib_h"], edge + 0.0012)
+    post *= kp.clamp(0.0, 1.0) * (13.0 - kp).clamp_(0.0, 1.0) * cage
     d_ref = 0.39
     g_ref = -P["rib_g1"] * d_ref + P["rib_g2"] * d_ref ** 2 + P["rib_g4"] * d_ref ** 4
     ri = (d_ref - ad).clamp_(min=0.0)
     ant, ka = _curve_family(y, y1 + g_ref + ri * (P["ant_slope"] + P["ant_curv"] * ri) + P["ant_k0"] * P["rib_s0"],
-                            P["rib_s0"] + P["rib_c"] * g_ref, P["rib_s1"],
-                            -(P["ant_slope"] + 2.0 * P["ant_curv"] * ri), 0.0, P["ant_h"], edge + 0.003)
-    ant = ant * ka.clamp(0.0, 1.0) * (10.0 - ka).clamp_(0.0, 1.0) * cage * _ramp(ad - P["ant_dcc"], 0.006)
-    D = D + P["rib_amp"] * post + P["ant_amp"] * ant
+                            P["rib_s0"], P["rib_s1"], P["ant_slope"] + 2.0 * P["ant_curv"] * ri, P["ant_h"],
+                            edge + 0.003)
+    ant *= ka.clamp(0.0, 1.0) * (10.0 - ka).clamp_(0.0, 1.0) * cage * _ramp(ad - P["ant_dcc"], 0.006)
+    post *= torch.sin(kp * 1.9 + P["rib_ph"]).mul_(P["rib_var"]).add_(1.0)
+    extra += P["rib_amp"] * post + P["ant_amp"] * ant
 
     # ---- clavicles: S-shaped bars, thicker medially, rising to the shoulders
     L_cl = P["cl_d1"] - P["cl_d0"]
@@ -706,60 +764,59 @@ def _density(P, S, r0, r1, smooth, layers, want_masks):
     tcc = tc.clamp(0.0, 1.0)
     ycl = P["cl_y0"] + P["cl_dy_l"] * (1.0 - rs) + (P["cl_y1"] - P["cl_y0"]) * tc + P["cl_s"] * tcc * (
         1.0 - tcc) * (1.0 - 2.0 * tcc)
-    hcl = P["cl_h"] * (1.15 - 0.45 * tcc) + 0.005 * _bump((tc / 0.12) ** 2)
-    clav = _ramp(hcl - (y - ycl).abs(), edge + 0.001) * _ramp(tc * L_cl, edge + 0.003) * _ramp(
-        (1.0 - tc) * L_cl, edge + 0.006)
-    D = D + P["cl_amp"] * clav
+    hcl = P["cl_h"] * (1.15 - 0.45 * tcc) + 0.005 * _bump((tc / 0.12).square_())
+    s_clav = torch.minimum(hcl - (y - ycl).abs_(), torch.minimum(tc * L_cl, (1.0 - tc) * L_cl))
+    extra += P["cl_amp"] * _ramp(s_clav, edge + 0.0015)
 
     # ---- optional structures, computed only when some image of the chunk has them
     if bool(P["hum"].any()):  # humeral heads at the top corners
-        r_h = torch.sqrt((ad - P["hum_d"]) ** 2 + (y - P["hum_y"]) ** 2)
-        D = D + 0.22 * P["hum"] * _ramp(P["hum_r"] - r_h, edge + 0.003) * T
+        r_h = ((ad - P["hum_d"]).square_() + (y - P["hum_y"]).square_()).sqrt_()
+        extra += 0.22 * P["hum"] * _ramp(P["hum_r"] - r_h, edge + 0.003) * T
     if bool(P["scap"].any()):  # faint scapulae over the upper lateral lungs, sharp medial border
         scap = _ramp(ad - (P["scap_d"] - P["scap_k"] * (y - 0.15)), edge + 0.003) * _ramp(y - 0.13, 0.01)
-        D = D + 0.07 * P["scap"] * scap * _ramp(P["scap_yb"] - y - 0.1 * (ad - P["scap_d"]), 0.008) * T
+        extra += 0.07 * P["scap"] * scap * _ramp(P["scap_yb"] - y - 0.1 * (ad - P["scap_d"]), 0.008) * T
     if bool(P["breast"].any()):  # rounded densities over the lower lungs, sharp below, fading upwards
         bq = _ellipse_sd(ad - P["br_d"], y - P["br_y"], P["br_rx"], P["br_ry"])
         fade = ((y - P["br_y"] + P["br_ry"]) / (2.0 * P["br_ry"])).clamp_(0.0, 1.0)
-        D = D + P["breast"] * P["br_amp"] * _ramp(bq, 0.003) * fade
+        extra += P["breast"] * P["br_amp"] * _ramp(bq, 0.003) * fade
     if bool(P["gas"].any()):  # gastric bubble: dome under the left hemidiaphragm, flat air-fluid level
-        gy = y_dia + 0.012 + P["gas_ry"]
-        gas = _ramp(_ellipse_sd(dx - P["gas_x"], y - gy, P["gas_rx"], P["gas_ry"] * 1.6), edge + 0.002)
-        gas = gas * _ramp(gy + 0.35 * P["gas_ry"] - y, edge + 0.001) * (1.0 - rs)
-        D = D - P["gas"] * P["gas_amp"] * gas * T
+        gy = y_dia + 0.014 + P["gas_ry"]
+        s_gas = torch.minimum(_ellipse_sd(dx - P["gas_x"], y - gy, P["gas_rx"], P["gas_ry"] * 1.6),
+                              gy + 0.35 * P["gas_ry"] - y)
+        extra -= P["gas"] * P["gas_amp"] * _ramp(s_gas, edge + 0.003) * (1.0 - rs) * T
 
-    masks = None
-    if want_masks:
-        masks = {
-            "lungs": (s_lung > 0)[:, None],
-            "heart": (torch.minimum(s_heart, y_dia + 0.01 - y) > 0)[:, None],
-            "ribs": ((post > 0.5) | (ant > 0.5))[:, None],
-            "clavicles": (clav > 0.5)[:, None],
-        }
-    return D, masks
+    out = [extra, s_body, s_lung, (0.35 + 0.65 * lung) * (1.0 - cons), cons * cons, _thickness(s_body, ad, P)]
+    if want_masks:  # positive inside, like the signed distances
+        out += [torch.minimum(s_heart, s_dia + 0.01), torch.maximum(post, ant) - 0.5, s_clav]
+    return torch.stack(out, dim=1)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
-    """Blur each image of x (B, S, S) with its own Gaussian sigma (B,) in px (separable, reflect padding)."""
-    B = x.shape[0]
-    rad = max(1, int(math.ceil(3.0 * float(sigma_px.max()))))
+    """Blur each image of x (B, S, S) with its own Gaussian sigma (B,) in px: separable, edge-replicating,
+    as weighted sums of shifted views (cheaper than a grouped convolution on the CPU)."""
+    B, S, _ = x.shape
+    rad = max(1, min(S - 1, int(math.ceil(2.5 * float(sigma_px.max())))))
     k = torch.arange(-rad, rad + 1, dtype=torch.float32)
     w = torch.exp(-0.5 * (k[None] / sigma_px[:, None].clamp(min=0.05)) ** 2)
-    w = w / w.sum(dim=1, keepdim=True)  # (B, K)
-    xp = F.pad(x[None], (rad, rad, rad, rad), mode="reflect")  # (1, B, S+2r, S+2r)
-    xp = F.conv2d(xp, w.view(B, 1, 1, -1), groups=B)
-    xp = F.conv2d(xp, w.view(B, 1, -1, 1), groups=B)
-    return xp[0]
+    w = (w / w.sum(dim=1, keepdim=True)).view(B, 1, 1, -1)
+    for dim in (2, 1):  # columns, then rows
+        pad = (rad, rad, 0, 0) if dim == 2 else (0, 0, rad, rad)
+        xp = F.pad(x[None], pad, mode="replicate")[0]
+        out = xp.narrow(dim, rad, S) * w[..., rad]
+        for j in range(1, rad + 1):
+            out.addcmul_(xp.narrow(dim, rad - j, S) + xp.narrow(dim, rad + j, S), w[..., rad + j])
+        x = out
+    return x
 
 
-def _film(P, D, marker, noise, mottle, S, r0, r1) -> torch.Tensor:
-    """Blurred density rows r0..r1-1 → displayed film (B, 1, rows, S) uint8: window, gamma, S-curve,
+def _film(P, D, marker, noise, S, r0, r1) -> torch.Tensor:
+    """Blurred density rows r0..r1-1 → displayed film (B, rows, S) uint8: window, gamma, S-curve,
     contrast, noise, collimation, side marker."""
-    x = ((D - P["lo"]) * (1.0 / (P["hi"] - P["lo"]))).clamp_(0.0, 1.0) ** P["gamma"]
-    x = x + P["s_curve"] * x * (1.0 - x) * (2.0 * x - 1.0)  # film-like S-curve: more contrast in the mids
-    x = 0.5 + P["contrast"] * (x - 0.5) + P["bright"]
+    x = ((D - P["lo"]) * (1.0 / (P["hi"] - P["lo"]))).clamp_(0.0, 1.0).pow_(P["gamma"])
+    x += P["s_curve"] * x * (1.0 - x) * (2.0 * x - 1.0)  # film-like S-curve: more contrast in the mids
+    x = (x - 0.5).mul_(P["contrast"]).add_(0.5 + P["bright"])
     # quantum noise is stronger where fewer photons reach the detector (bright, dense areas)
-    x = x + P["noise"] * (0.6 + 0.8 * x) * noise + P["mottle"] * mottle
+    x += (0.6 + 0.8 * x).mul_(P["noise"] * noise)
     if bool(sum(P[f"col_{n}"] for n in ("top", "bottom", "left", "right")).any()):
         g = (torch.arange(S, dtype=torch.float32) + 0.5) / S
         col = torch.zeros_like(x)
@@ -767,6 +824,7 @@ def _film(P, D, marker, noise, mottle, S, r0, r1) -> torch.Tensor:
         for name, dist in (("top", gy), ("bottom", 1.0 - gy),
                            ("left", g.view(1, 1, S)), ("right", 1.0 - g.view(1, 1, S))):
             col = torch.maximum(col, (P[f"col_{name}"] > 0) * _ramp(P[f"col_{name}"] - dist, 0.5 / S))
-        x = x + (0.92 - x) * col  # outside the collimated field the detector is not exposed: white
-    x = torch.maximum(x, 0.97 * marker)
-    return (x.clamp_(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)[:, None]
+        x += (0.92 - x) * col  # outside the collimated field the detector is not exposed: white
+    if bool(marker.any()):
+        x = torch.maximum(x, 0.97 * marker)
+    return x.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)

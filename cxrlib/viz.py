@@ -11,6 +11,41 @@ import torch
 from matplotlib.figure import Figure
 
 
+# ======================================================================= image grids
+def show_grid(images, labels=None, ncols: int = 8, title: str | None = None, class_names=None) -> Figure:
+    """A titled grid of grayscale images, each captioned with its class when ``labels`` are given.
+
+    images: (N, 1, H, W) uint8 (0–255) or float in [-1, 1] (tensor or array); labels: (N,) class indices;
+    class_names: names for the indices (default ``("normal", "pneumonia")``); ncols: images per row.
+    Built on ``matplotlib.figure.Figure`` (no pyplot state): ``fig.savefig(path)`` works headless and a
+    notebook displays the returned figure.
+    """
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images).detach().cpu()
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"show_grid wants images shaped (N, 1, H, W), got {tuple(x.shape)}")
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else (x.float() + 1.0) / 2.0
+    n = len(x)
+    ncols = max(1, min(int(ncols), n))
+    nrows = max(1, -(-n // ncols))
+    names = tuple(class_names) if class_names is not None else ("normal", "pneumonia")
+    fig = Figure(figsize=(1.6 * ncols, 1.6 * nrows + (0.45 if labels is not None else 0.2) + 0.35),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k >= n:
+            continue
+        ax.imshow(x[k, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if labels is not None:
+            lab = int(labels[k])
+            ax.set_title(names[lab] if 0 <= lab < len(names) else str(lab), fontsize=9)
+    h, w = x.shape[-2:]
+    fig.suptitle(title or f"{n} images, {h}x{w} px")
+    return fig
+
+
 # ======================================================================= evaluation report
 def _mosaic(images, ncols: int, pad: int = 1) -> np.ndarray:
     """(N, 1, H, W) uint8 or float in [-1, 1] → one (rows·H, ncols·W) float array in [0, 1] for imshow."""

@@ -119,25 +119,18 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def _png_width(png: bytes) -> int:
-    """Pixel width from a PNG header (bytes 16–20 of the IHDR chunk); 0 when there is no image."""
-    return int.from_bytes(png[16:20], "big") if len(png) >= 24 else 0
-
-
-def _image_widget(png: bytes = b"", natural: bool = True):
-    """An ``ipywidgets.Image``; ``natural`` shows it at its own pixel width (not stretched to the cell), and
-    an empty one is hidden until it gets an image (a browser would draw a broken-image icon)."""
+def _image_widget(png: bytes = b""):
+    """An ``ipywidgets.Image`` at its own pixel size, shrunk to fit a narrower cell (never stretched, never a
+    scroll bar); an empty one is hidden until it gets an image (a browser would draw a broken-image icon)."""
     import ipywidgets as W
 
-    width = f"{_png_width(png)}px" if natural and png else "auto"
-    image = W.Image(value=png, format="png", layout=W.Layout(width=width, max_width="100%"))
-    image.layout.display = None if png else "none"
+    # flex-start: a box would otherwise stretch the image to its width; the 8 px leave room for widget margins.
+    image = W.Image(value=png, format="png", layout=W.Layout(max_width="calc(100% - 8px)", align_self="flex-start"))
 
     def follow(change):
         image.layout.display = None if change["new"] else "none"
-        if natural and change["new"]:
-            image.layout.width = f"{_png_width(change['new'])}px"
 
+    follow({"new": png})
     image.observe(follow, names="value")
     return image
 

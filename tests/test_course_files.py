@@ -186,7 +186,7 @@ def test_strip_outputs_keeps_the_reference_of_checked_cells_only():
     ], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
     kept = ex.clear_outputs(nb, keep_checked=True)
     assert kept["cells"][0]["outputs"] == [stdout] and kept["cells"][1]["outputs"] == []
-    assert kept["cells"][0]["execution_count"] is None
+    assert kept["cells"][0]["execution_count"] == 1  # nbval compares only cells that were run
     assert ex.clear_outputs(kept)["cells"][0]["outputs"] == []
 
 
@@ -275,3 +275,22 @@ def test_sanitize_file_masks_run_dependent_text_only():
     assert sanitize("on 2025-11-25 15:49:01") == "on DATE"
     stable = "torch.Size([16, 1, 32, 32]) · 96 phantom images, 32 px, classes normal=48 pneumonia=48 · 40 steps"
     assert sanitize(stable) == stable
+
+
+def test_nbval_compares_checked_cells_against_the_stored_reference(tmp_path):
+    """The convention end to end: a stored reference passes (the new address is sanitized); a wrong one fails."""
+    pytest.importorskip("nbval")
+    stored = {"output_type": "stream", "name": "stdout", "text": "[3 5 7] <object object at 0x7f0000000001>\n"}
+    cells = [{"cell_type": "code", "id": "a", "metadata": {}, "execution_count": None, "outputs": [stored],
+              "source": "# NBVAL_CHECK_OUTPUT\nimport numpy as np\nprint(np.arange(6).reshape(2, 3).sum(0), object())"},
+             {"cell_type": "code", "id": "b", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": "print('not checked', np.random.rand())"}]
+    nb = ex.clear_outputs({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, keep_checked=True)
+    path = ex.write_notebook(nb, tmp_path / "01_tiny.ipynb")
+    nbval = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+             "--nbval-sanitize-with", str(NOTEBOOKS / "sanitize.cfg"), str(path)]
+    assert subprocess.run(nbval, capture_output=True, cwd=tmp_path).returncode == 0
+    nb["cells"][0]["outputs"][0]["text"] = "[3 5 8] <object object at 0x7f0000000001>\n"
+    ex.write_notebook(nb, path)
+    failed = subprocess.run(nbval, capture_output=True, text=True, cwd=tmp_path)
+    assert failed.returncode == 1 and "[3 5 8]" in failed.stdout

@@ -42,12 +42,12 @@ def test_every_preset_maps_latents_to_images_and_images_to_one_logit(preset, siz
 
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("size", [256, 512])
+@torch.no_grad()
 def test_large_sizes_have_the_right_shapes(preset, size):
-    with torch.device("meta"):  # shapes only: no memory, no arithmetic
-        G, D = build_models(preset, size)
-        x = G(torch.randn(1, G.z_dim))
-        assert x.shape == (1, 1, size, size)
-        assert D(x).shape == (1,)
+    G, D = build_models(preset, size, width=0.125)  # same layers, 1/64 of the arithmetic
+    x = G(torch.randn(1, G.z_dim))
+    assert x.shape == (1, 1, size, size)
+    assert D(x).shape == (1,)
 
 
 @pytest.mark.parametrize("size", [16, 48, 100, 1024, 64.0])
@@ -179,11 +179,14 @@ def test_skip_levels_sum_to_the_pre_tanh_output(preset, kw):
     assert all(y.shape == (3, 1, 32, 32) for y in levels)
     assert torch.allclose(torch.tanh(sum(levels)), x, atol=1e-5)
     assert torch.equal(x, G(z))
-    # every resolution contributes, and a level from 4×4 cannot hold detail finer than 4×4 allows
+    # every resolution contributes; level 0 is the 4×4 image of the stem, brought to full size
     assert all(y.abs().mean() > 1e-3 for y in levels)
-    coarse = levels[0]
-    assert torch.allclose(coarse, nn.functional.interpolate(
-        nn.functional.avg_pool2d(coarse, 8), scale_factor=8, mode="bilinear"), atol=0.5 * coarse.std().item())
+    y4 = G.to_images[0](G.stem(z))
+    assert y4.shape == (3, 1, 4, 4)
+    up = nn.functional.interpolate(y4, scale_factor=2, mode="bilinear")
+    for _ in range(2):
+        up = nn.functional.interpolate(up, scale_factor=2, mode="bilinear")
+    assert torch.allclose(levels[0], up, atol=1e-5)
 
 
 def test_generators_without_skips_report_a_single_level():
@@ -273,13 +276,14 @@ def test_minibatch_std_sees_variety_within_consecutive_groups_only():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_models_run_channels_last_under_bf16_autocast_and_backpropagate(preset):
     torch.manual_seed(0)
-    G, D = build_models(preset, 32)
+    G, D = build_models(preset, 32, width=0.5)
     G.to(memory_format=torch.channels_last)
     D.to(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         x = G(torch.randn(4, G.z_dim))
         logits = D(x.contiguous(memory_format=torch.channels_last))
     assert x.shape == (4, 1, 32, 32) and logits.shape == (4,)
+    assert x.dtype == torch.bfloat16  # autocast really ran the convolutions in bf16
     logits.float().mean().backward()
     grads = [p.grad for p in G.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -296,7 +300,7 @@ def test_layer_table_lists_layers_in_order_and_its_params_add_up(preset):
     assert g_rows[-1]["output_shape"] == (1, 32, 32)
     d_rows = layer_table(D, size=32)
     assert sum(r["params"] for r in d_rows) == count_params(D)
-    assert d_rows[0]["type"] == "Conv2d" and math.prod(d_rows[-1]["output_shape"]) == 1
+    assert d_rows[0]["type"].endswith("Conv2d") and math.prod(d_rows[-1]["output_shape"]) == 1
     assert G.training and D.training  # mode restored
 
 

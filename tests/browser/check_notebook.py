@@ -16,8 +16,9 @@
 4. fail on any error output or unrun cell; require a rendered widget, an image output, and a widget that
    answers: a click on a Turing-test "Real" button changes the score line, and a slider moved with ArrowRight
    changes its readout and makes the kernel redraw an image;
-5. save a screenshot in ``runs/browser/``; always stop the JupyterLab (and its kernels) and the Chromium it
-   started, by PID.
+5. save screenshots in ``runs/browser/`` (``<notebook>.png`` after the click, ``<notebook>-slider.png`` after the
+   slider move, ``<notebook>-failure.png`` when a check fails); always stop the JupyterLab (and its kernels)
+   and the Chromium it started, by PID.
 
 Exit status: 0 passed, 1 a check failed, 2 the setup failed (nothing to test with).
 """
@@ -322,7 +323,17 @@ def check_image_output(page) -> None:
     log(f"{n} images shown in outputs")
 
 
-IMG_SRCS_JS = "() => Array.from(document.querySelectorAll('.jupyter-widgets img')).map(i => i.src)"
+# What the kernel can change in outputs: every widget image, and each output's text without slider readouts
+# (which the browser updates by itself).
+KERNEL_VIEW_JS = r"""
+() => [Array.from(document.querySelectorAll('.jupyter-widgets img')).map(i => i.src).join(' '),
+       Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(o => {
+         const c = o.cloneNode(true);
+         c.querySelectorAll('.widget-readout, .noUi-base, .widget-play').forEach(e => e.remove());
+         return c.textContent;
+       }).join('|')]
+"""
+SLIDER_PREFERENCE = (".cxr-latent-t", ".cxr-aug-brightness", "")  # the course's own tools first, then any
 
 
 def wait_changed(fn, before, timeout: float) -> bool:
@@ -334,7 +345,15 @@ def wait_changed(fn, before, timeout: float) -> bool:
     return False
 
 
-def check_click(page) -> bool:
+def screenshot(page, locator, path: Path) -> None:
+    """Scroll the output holding ``locator`` to the top of the notebook view, then save the page."""
+    locator.evaluate("e => (e.closest('.jp-OutputArea-output') || e).scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
+    log(f"screenshot: {path}")
+
+
+def check_click(page, shot: Path) -> bool:
     """A click on the Turing test's "Real" button changes its score line (the kernel answered)."""
     button = page.locator("button.cxr-turing-real")
     if not button.count():
@@ -346,19 +365,23 @@ def check_click(page) -> bool:
     if not wait_changed(lambda: score.inner_text(), before, 30):
         raise CheckFailed(f"clicking 'Real' did not change the score line ({before!r}): widget comms broken?")
     log(f"click ok: score line {before!r} → {score.inner_text()!r}")
+    screenshot(page, button.first, shot)
     return True
 
 
-def check_slider(page) -> bool:
-    """ArrowRight on a slider handle changes its readout, and the kernel redraws an image in response."""
-    sliders = page.locator(".jp-OutputArea-output .widget-slider:has(.noUi-handle):not(.mod-disabled)")
-    if not sliders.count():
+def check_slider(page, shot: Path) -> bool:
+    """ArrowRight on a slider handle changes its readout, and the kernel redraws an output in response."""
+    for cls in SLIDER_PREFERENCE:
+        sliders = page.locator(f".jp-OutputArea-output .widget-slider{cls}:has(.noUi-handle):not(.mod-disabled)")
+        if sliders.count():
+            break
+    else:
         return False
     slider = sliders.first
     handle, readout = slider.locator(".noUi-handle").first, slider.locator(".widget-readout").first
     has_readout = readout.count() > 0
     before_text = readout.inner_text() if has_readout else None
-    before_imgs = page.evaluate(IMG_SRCS_JS)
+    before_view = page.evaluate(KERNEL_VIEW_JS)
     handle.scroll_into_view_if_needed()
     handle.focus()
     page.keyboard.press("ArrowRight")
@@ -367,9 +390,11 @@ def check_slider(page) -> bool:
         if not wait_changed(lambda: readout.inner_text(), before_text, 10):
             raise CheckFailed(f"ArrowRight on a slider did not change its readout ({before_text!r})")
         log(f"slider ok: readout {before_text!r} → {readout.inner_text()!r}")
-    if not wait_changed(lambda: page.evaluate(IMG_SRCS_JS), before_imgs, 30):
-        raise CheckFailed("moving a slider did not make the kernel redraw any widget image")
-    log("slider ok: the kernel redrew an image")
+    if not wait_changed(lambda: page.evaluate(KERNEL_VIEW_JS), before_view, 30):
+        raise CheckFailed("moving a slider changed no image or text in any output: is the kernel answering?")
+    log("slider ok: the kernel redrew an output")
+    page.wait_for_timeout(500)  # let the new image decode before the screenshot
+    screenshot(page, slider, shot)
     return True
 
 
@@ -391,15 +416,25 @@ def open_notebook(page, lab: Lab, rel: str, timeout: float = 180.0) -> None:
     raise CheckFailed(f"the notebook's kernel did not become idle within {timeout:g} s: {tail(lab.log_path)}")
 
 
+def menu(page, top: str, entry: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{top}$")).first.click()
+    item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{entry}$")).first
+    item.wait_for(state="visible", timeout=10_000)
+    item.click()
+    log(f"{top} → {entry}")
+
+
 def run_all(page) -> None:
     # Without a click into a cell and Escape (command mode), Run All Cells can do nothing.
     page.locator(".jp-Notebook .jp-Cell").first.click()
     page.keyboard.press("Escape")
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
-    item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first
-    item.wait_for(state="visible", timeout=10_000)
-    item.click()
-    log("Run → Run All Cells")
+    if any(re.search(r"\[\d+\]", c["prompt"]) for c in cell_states(page)):
+        # Saved outputs would look like a finished run before this one starts.
+        menu(page, "Edit", "Clear Outputs of All Cells")
+        page.wait_for_function("() => !/\\[\\d+\\]/.test(Array.from(document.querySelectorAll("
+                               "'.jp-Notebook .jp-InputArea-prompt')).map(p => p.textContent).join(' '))",
+                               timeout=10_000)
+    menu(page, "Run", "Run All Cells")
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -446,11 +481,10 @@ def check(notebook: Path, out: Path, timeout: float) -> Path:
                 check_outputs(page)
                 check_widgets_render(page)
                 check_image_output(page)
-                clicked, slid = check_click(page), check_slider(page)
+                clicked = check_click(page, shot)
+                slid = check_slider(page, out / f"{notebook.stem}-slider.png" if clicked else shot)
                 if not (clicked or slid):
                     raise CheckFailed("no Turing-test button and no slider to interact with in the notebook")
-                page.wait_for_timeout(500)
-                page.screenshot(path=str(shot))
             except Exception:
                 try:
                     page.screenshot(path=str(out / f"{notebook.stem}-failure.png"))
@@ -487,9 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as e:
         print(f"test-browser: FAILED: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # a Playwright timeout and the like: one line, not a traceback
-        print(f"test-browser: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
+    except Exception as e:  # a Playwright timeout and the like: its message (with Playwright's call log)
+        lines = str(e).strip().splitlines()[:8]
+        print(f"test-browser: FAILED: {type(e).__name__}: " + "\n  ".join(lines), file=sys.stderr)
         return 1
     print("test-browser: passed")
     return 0

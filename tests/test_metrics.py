@@ -1,0 +1,264 @@
+"""cxrlib.metrics: each metric moves the way it should on phantoms with known corruptions."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cxrlib import metrics as M
+from cxrlib.errors import CxrError
+from cxrlib.phantom import generate
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def pool() -> torch.Tensor:
+    """360 phantoms at 32 px, uint8 (N, 1, 32, 32): sliced into disjoint sets below."""
+    return generate(360, SIZE, seed=7).images
+
+
+@pytest.fixture(scope="module")
+def real(pool):
+    return pool[:120]
+
+
+@pytest.fixture(scope="module")
+def other(pool):
+    """Fresh phantoms from the same distribution: what a perfect generator would produce."""
+    return pool[120:240]
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of uint8/float images → float in [-1, 1]."""
+    k = M._gaussian_kernel(7, sigma)
+    return F.conv2d(F.pad(M.to_float(x), (3, 3, 3, 3), mode="reflect"), k)
+
+
+def add_noise(x: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
+    """Gaussian pixel noise of std ``sigma`` on the [-1, 1] scale → float in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    return (M.to_float(x) + sigma * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Re-encode uint8 images as JPEG at ``quality`` and decode again."""
+    out = []
+    for im in x[:, 0].numpy():
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, "JPEG", quality=quality)
+        out.append(np.array(Image.open(io.BytesIO(buf.getvalue()))))
+    return torch.from_numpy(np.stack(out))[:, None]
+
+
+def collapsed(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Mode collapse: ``n`` copies of the first image with tiny noise."""
+    return add_noise(x[:1].expand(n, -1, -1, -1), 0.01)
+
+
+# ======================================================================= SWD
+def test_swd_of_a_set_with_itself_is_zero_and_of_fresh_phantoms_near_the_floor(real, other):
+    assert M.swd(real, real)["avg"] == pytest.approx(0.0, abs=1e-6)
+    fresh, floor = M.swd(real, other)["avg"], M.swd_floor(real)["avg"]
+    assert 0 < fresh < 2 * floor
+
+
+def test_swd_reports_every_pyramid_level_down_to_16px(real, other):
+    assert list(M.swd(real, other)) == ["avg", "32px", "16px"]
+    big = generate(12, 64, seed=1).images
+    result = M.swd(big[:6], big[6:], patches_per_image=16)
+    assert list(result) == ["avg", "64px", "32px", "16px"]
+    assert result["avg"] == pytest.approx(np.mean([result["64px"], result["32px"], result["16px"]]))
+
+
+def test_swd_is_deterministic_per_seed(real, other):
+    assert M.swd(real, other, seed=3) == M.swd(real, other, seed=3)
+    assert M.swd(real, other, seed=3) != M.swd(real, other, seed=4)
+
+
+def test_swd_rises_monotonically_with_blur_strength(real):
+    values = [M.swd(real, blur(real, s))["avg"] for s in (0.5, 1.0, 1.5, 2.5)]
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_swd_rises_monotonically_with_noise_strength(real):
+    values = [M.swd(real, add_noise(real, s))["avg"] for s in (0.02, 0.05, 0.1, 0.2)]
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_swd_compares_sets_of_different_sizes(real, other):
+    assert M.swd(real, other[:50])["avg"] > 0
+
+
+def test_swd_refuses_images_of_different_sizes(real):
+    with pytest.raises(CxrError, match="differ in size"):
+        M.swd(real, generate(4, 64, seed=0).images)
+
+
+# ======================================================================= histogram distance
+def test_histogram_distance_of_a_shift_is_the_shift():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 200, (10, 1, 16, 16), generator=g, dtype=torch.uint8)
+    assert M.histogram_distance(x, x) == 0
+    assert M.histogram_distance(x, x + 20) == pytest.approx(20 / 256, rel=1e-6)
+
+
+def test_histogram_distance_catches_a_brightness_shift_that_swd_misses(real, other):
+    brighter = (M.to_float(real) + 0.1).clamp(-1, 1)  # +5 % of the range, like the seed's augmentation
+    swd_shift, swd_fresh = M.swd(real, brighter)["avg"], M.swd(real, other)["avg"]
+    hist_shift, hist_fresh = M.histogram_distance(real, brighter), M.histogram_distance(real, other)
+    assert swd_shift < 0.5 * swd_fresh  # SWD: the brighter copies look *closer* than fresh phantoms
+    assert hist_shift > 5 * hist_fresh  # the histogram sees the shift at once
+    assert hist_shift == pytest.approx(0.05, abs=0.01)
+
+
+# ======================================================================= diversity
+def test_ms_ssim_is_one_for_identical_images_and_lower_for_different_ones(real, other):
+    assert M.ms_ssim(real[:8], real[:8]) == pytest.approx(torch.ones(8), abs=1e-5)
+    assert (M.ms_ssim(real[:8], other[:8]) < 0.95).all()
+    assert M.ms_ssim_scales(32) == 3 and M.ms_ssim_scales(64) == 4 and M.ms_ssim_scales(256) == 5
+
+
+def test_diversity_is_higher_for_a_collapsed_set_than_for_real_phantoms(real):
+    d_real, d_collapsed = M.diversity(real, n_pairs=300), M.diversity(collapsed(real, 120), n_pairs=300)
+    assert d_collapsed > 0.95 > d_real + 0.1
+
+
+# ======================================================================= precision / recall
+def test_features_are_deterministic_and_sized(real):
+    f = M.features(real[:5])
+    assert f.shape == (5, M.RandomConvEmbedding().num_features)
+    assert torch.equal(f, M.features(real[:5]))
+    assert not torch.equal(f, M.features(real[:5], seed=1))
+
+
+def test_precision_and_recall_are_high_for_fresh_phantoms(real, other):
+    pr = M.precision_recall(real, other)
+    assert pr["precision"] > 0.5 and pr["recall"] > 0.5
+
+
+def test_precision_drops_for_blurred_fakes(real, other):
+    fresh, blurred = M.precision_recall(real, other), M.precision_recall(real, blur(other, 1.5))
+    assert blurred["precision"] < 0.2 < fresh["precision"] - 0.3
+
+
+def test_recall_drops_for_a_collapsed_generator(real, other):
+    fresh, coll = M.precision_recall(real, other), M.precision_recall(real, collapsed(other, 120))
+    assert coll["recall"] < 0.1 < fresh["recall"] - 0.3
+    assert coll["precision"] > 0.5  # every collapsed sample still looks real
+
+
+# ======================================================================= memorisation audit
+@pytest.fixture(scope="module")
+def audit_sets(pool):
+    train, holdout = pool[:240], pool[240:]
+    idx = torch.arange(0, 240, 3)  # 80 copied training images
+    g = torch.Generator().manual_seed(1)
+    noisy = (train[idx].float() + 8 * torch.randn(80, 1, SIZE, SIZE, generator=g)).clamp(0, 255).to(torch.uint8)
+    brighter = (train[idx].float() * 1.1 + 10).clamp(0, 255).to(torch.uint8)
+    copies = torch.cat([train[idx], noisy, jpeg(train[idx], 75), brighter])
+    return train, holdout, copies, idx.repeat(4)
+
+
+def test_audit_flags_copies_of_training_images_even_with_noise_jpeg_or_brightness(audit_sets):
+    train, holdout, copies, idx = audit_sets
+    res = M.memorization_audit(copies, train, holdout)
+    assert res["flagged_fraction"] >= 0.95
+    assert torch.equal(torch.tensor(res["per_sample"]["nearest_index"]), idx)  # it names the right image
+    first = res["top_pairs"][0]
+    assert first["train"] == int(idx[first["fake"]]) and first["distance"] < 1e-3
+
+
+def test_audit_passes_held_out_real_images(audit_sets):
+    train, holdout, copies, _ = audit_sets
+    res = M.memorization_audit(holdout, train, holdout)
+    assert res["flagged_fraction"] <= 0.05
+    assert res["holdout_flagged_fraction"] == res["flagged_fraction"]
+    # Alaa's raw criterion alone would accuse a fair share of genuinely new images: why we add margins
+    assert res["inauthentic_fraction"] > res["flagged_fraction"]
+
+
+def test_audit_of_a_fresh_generator_matches_the_held_out_baseline(pool, audit_sets):
+    train, holdout, _, _ = audit_sets
+    fresh = generate(60, SIZE, seed=99).images
+    res = M.memorization_audit(fresh, train, holdout)
+    assert res["flagged_fraction"] <= 0.05
+    assert res["median_nn_distance"] == pytest.approx(res["holdout_median_nn_distance"], rel=0.25)
+
+
+# ======================================================================= FID
+def test_fid_is_skipped_with_one_line_and_no_network(real, other, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty hub cache
+    monkeypatch.delenv(M.FID_WEIGHTS_ENV, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("FID tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.warns(UserWarning, match="FID skipped") as caught:
+        assert M.fid(real, other) is None
+    message = str(caught[0].message)
+    assert "\n" not in message and ("--fid-weights" in message or "pip install" in message)
+    assert M.fid_skip_reason(tmp_path / "missing.pth") is not None
+
+
+class _Pool4(torch.nn.Module):
+    """A tiny offline feature network: 4×4 average-pooled pixels (16 features)."""
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, 4).flatten(1)
+
+
+def test_fid_with_a_custom_feature_module_is_near_zero_for_identical_sets(real, other):
+    same = M.fid(real, real, feature=_Pool4())
+    different = M.fid(real, blur(other, 2.0), feature=_Pool4())
+    assert abs(same) < 1e-3
+    assert different > 100 * max(abs(same), 1e-6)
+
+
+def test_fid_works_with_the_random_cnn_embedding(real, other):
+    assert M.fid(real, blur(other, 1.5), feature=M.RandomConvEmbedding()) > M.fid(
+        real, other, feature=M.RandomConvEmbedding()
+    )
+
+
+# ======================================================================= evaluate
+def test_evaluate_returns_every_metric_as_json(real, other, pool):
+    train = pool[240:]
+    result = M.evaluate(real, other, train, seed=0, n_pairs=100)
+    json.dumps(result)  # JSON-ready: plain numbers, lists, strings, None
+    assert set(result["swd"]) == {"avg", "32px", "16px"} and set(result["swd_floor"]) == set(result["swd"])
+    assert (result["n_real"], result["n_fake"], result["size"]) == (120, 120, SIZE)
+    assert set(result["diversity"]) == {"fake", "real"}
+    assert 0 <= result["precision_recall"]["precision"] <= 1 and 0 <= result["precision_recall"]["recall"] <= 1
+    assert result["histogram_distance"] >= 0
+    assert (result["fid"] is None) == (result["fid_skipped"] is not None)
+    mem = result["memorization"]
+    assert mem["flagged_fraction"] <= 0.05 and mem["holdout_source"] == "real images not in train"
+    assert "per_sample" not in mem
+    assert "swd" in M.summary_table(result)
+
+
+def test_evaluate_flags_a_generator_that_copies_its_training_set(pool):
+    train = pool[:120]
+    copier = jpeg(train[:60], 90)
+    mem = M.evaluate(pool[120:180], copier, train, n_pairs=50)["memorization"]
+    assert mem["flagged_fraction"] >= 0.95 and mem["holdout_flagged_fraction"] <= 0.05
+
+
+def test_evaluate_refuses_bad_inputs(real, other):
+    with pytest.raises(CxrError, match="at least 8"):
+        M.evaluate(real, other[:3])
+    with pytest.raises(CxrError, match="differ in size"):
+        M.evaluate(real, generate(10, 64, seed=0).images)
+    with pytest.raises(CxrError, match="empty"):
+        M.evaluate(real, torch.zeros(0, 1, SIZE, SIZE, dtype=torch.uint8))
+    with pytest.raises(CxrError, match="grayscale"):
+        M.evaluate(real, torch.zeros(10, 3, SIZE, SIZE))
