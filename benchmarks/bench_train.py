@@ -176,10 +176,13 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", default="seed,dcgan,course")
     ap.add_argument("--sizes", default=None, help="comma-separated (default 64,128,256,512; --quick: 32,64)")
     ap.add_argument("--batch", type=int, default=None, help="batch for the preset table (default: each preset's)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     args = ap.parse_args(argv)
+    if args.threads:  # the Trainer calls config.set_threads(); make it keep this number
+        config.set_threads = lambda n=None, k=args.threads: torch.set_num_threads(k) or k
     config.set_threads()
     dev = config.get_device(args.device)
-    print(f"# {platform.processor() or platform.machine()} · {config.cpu_cores()} cores · torch {torch.__version__} "
+    print(f"# {platform.processor() or platform.machine()} · {config.cpu_cores()} cores, {torch.get_num_threads()} threads · torch {torch.__version__} "
           f"· device {dev.type} · bf16 CPU: {config.cpu_has_bf16()} · load {os.getloadavg()[0]:.1f} · "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     if not args.skip_plain and dev.type == "cpu":

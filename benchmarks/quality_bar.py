@@ -3,7 +3,7 @@
     python benchmarks/quality_bar.py                 # 10 minutes each on 64-px phantoms (≈ 20 min)
     python benchmarks/quality_bar.py --minutes 2     # a tuning run
     python benchmarks/quality_bar.py --quick         # seconds: checks that it runs
-    python benchmarks/quality_bar.py --variant a:course --variant b:course:r1_gamma=1,augment=translation
+    python benchmarks/quality_bar.py --variant a:course --variant b:course:'r1_gamma=1;augment=translation,cutout'
 
 Each variant (default: ``course`` and ``dcgan``) trains on the same 64-px phantoms (1,000, seed 0) for the
 same wall-clock. The variants train *interleaved* in one process -- a few seconds of one, then of the next,
@@ -36,12 +36,12 @@ from cxrlib.train import Trainer, to_uint8  # noqa: E402
 
 
 def parse_variant(text: str, size: int, quick: bool):
-    """``name:preset[:key=value,key=value]`` → (name, TrainConfig)."""
+    """``name:preset[:key=value;key=value]`` → (name, TrainConfig); values are JSON when they parse."""
     parts = text.split(":", 2)
     name, preset = parts[0], parts[1] if len(parts) > 1 else parts[0]
     overrides = {}
     if len(parts) > 2 and parts[2]:
-        for pair in parts[2].split(","):
+        for pair in parts[2].split(";"):
             k, _, v = pair.partition("=")
             try:
                 overrides[k] = json.loads(v)
@@ -50,6 +50,19 @@ def parse_variant(text: str, size: int, quick: bool):
     if quick:
         overrides.setdefault("batch", 8)
     return name, make_config(preset, size=size, steps=10**9, **overrides)
+
+
+def phantoms(size: int, n: int, seed: int) -> torch.Tensor:
+    """n phantoms (uint8 (n, 1, size, size)), cached under the cxrlib cache folder between runs."""
+    path = config.cache_dir() / "quality_bar" / f"phantoms_{size}px_{n}_seed{seed}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    images = load_dataset("phantom", size=size, n=n, seed=seed).images
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(images, tmp)
+    os.replace(tmp, path)
+    return images
 
 
 @torch.no_grad()
@@ -67,7 +80,7 @@ def samples(trainer: Trainer, n: int, train_mode_bn: bool = False) -> torch.Tens
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="training wall-clock per variant (default 10)")
-    ap.add_argument("--variant", action="append", help="name:preset[:key=value,...] (default course and dcgan)")
+    ap.add_argument("--variant", action="append", help="name:preset[:key=value;...] (default course and dcgan)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--n-train", type=int, default=1000)
     ap.add_argument("--n-eval", type=int, default=1000)
@@ -76,17 +89,20 @@ def main(argv=None) -> int:
                     "and amp='bf16' to show whether bf16 keeps quality")
     ap.add_argument("--out", help="folder for sample grids and results.json")
     ap.add_argument("--quick", action="store_true", help="tiny: 32 px, 64 images, a few seconds")
+    ap.add_argument("--threads", type=int, help="torch threads (default: all cores; 1 on a crowded machine)")
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.n_train, args.n_eval, args.minutes, args.chunk = 32, 64, 64, min(args.minutes, 0.1), 1.0
+    if args.threads:  # the Trainer calls config.set_threads(); make it keep this number
+        config.set_threads = lambda n=None, k=args.threads: torch.set_num_threads(k) or k
     config.set_threads()
 
     variants = [parse_variant(v, args.size, args.quick) for v in (args.variant or ["course:course", "dcgan:dcgan"])]
     if args.amp:
         name, cfg = variants[0]
         variants += [(f"{name}-fp32", cfg.replace(amp="off")), (f"{name}-bf16", cfg.replace(amp="bf16"))]
-    train = load_dataset("phantom", size=args.size, n=args.n_train, seed=0)
-    heldout = load_dataset("phantom", size=args.size, n=args.n_eval, seed=1).images
+    train = phantoms(args.size, args.n_train, seed=0)
+    heldout = phantoms(args.size, args.n_eval, seed=1)
     print(f"# {len(train)} training phantoms, {len(heldout)} held-out, {args.size}px, {args.minutes:g} min each, "
           f"{config.cpu_cores()} cores, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     floor = metrics.swd_floor(heldout)["avg"]

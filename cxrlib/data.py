@@ -273,13 +273,19 @@ def _dicom_pixels(f, path) -> tuple[np.ndarray, dict, list[str]]:
         a = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         lo, hi = float(a.min()), float(a.max())
         return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32), info, notes
-    a = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
-    has_voi = "WindowCenter" in ds and "WindowWidth" in ds or "VOILUTSequence" in ds
-    if has_voi:
+    a = np.asarray(apply_modality_lut(arr, ds))
+    if "VOILUTSequence" in ds:  # a display LUT (pydicom prefers it to a window); it is indexed by integers
+        if a.dtype.kind == "f":
+            a = np.rint(a).astype(np.int64)
+        n, first = int(ds.VOILUTSequence[0].LUTDescriptor[0]) or 65536, int(ds.VOILUTSequence[0].LUTDescriptor[1])
+        table = apply_voi_lut(np.arange(first, first + n), ds, index=0)  # its whole output range
         a = np.asarray(apply_voi_lut(a, ds, index=0), dtype=np.float64)
-        # the VOI output range: what the LUT/window gives far below and far above any stored value
+        lo, hi = float(np.min(table)), float(np.max(table))
+    elif "WindowCenter" in ds and "WindowWidth" in ds:  # a window: its output runs between what it gives far below and far above the centre
+        a = np.asarray(apply_voi_lut(a.astype(np.float64), ds, index=0), dtype=np.float64)
         lo, hi = (float(v) for v in apply_voi_lut(np.array([-1e12, 1e12]), ds, index=0))
     else:  # no display range recorded: use the image's own
+        a = a.astype(np.float64)
         lo, hi = float(a.min()), float(a.max())
     a = np.clip((a - lo) / (hi - lo), 0.0, 1.0) if hi != lo else np.zeros_like(a)
     if photometric == "MONOCHROME1":

@@ -155,6 +155,10 @@ def check(name: str, candidate: Callable | None) -> Callable:
     if not callable(candidate):
         print(f"✗ exercise '{name}': expected a function, got {type(candidate).__name__} — {go_on}.")
         return reference
+    if candidate is reference:  # the check cell run twice: the name already holds the reference
+        print(f"… exercise '{name}': this is already the reference version `{ex.reference_name}`; "
+              "run the exercise cell first to check your own.")
+        return reference
     try:
         problem = ex.checker(_guarded(candidate), reference)
     except _CandidateRaised as raised:

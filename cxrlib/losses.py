@@ -71,8 +71,12 @@ def d_loss_bce(
     ``d_loss_real``, ``d_loss_fake``, ``D(x)``, ``D(G(z))``.
     """
     t_real, t_fake = bce_targets(
-        real_logits.shape[0], fake_logits.shape[0], label_smoothing=label_smoothing, flip_prob=flip_prob,
-        generator=generator, device=real_logits.device,
+        real_logits.shape[0],
+        fake_logits.shape[0],
+        label_smoothing=label_smoothing,
+        flip_prob=flip_prob,
+        generator=generator,
+        device=real_logits.device,
     )
     d_loss_real = F.binary_cross_entropy_with_logits(real_logits.float(), t_real)
     d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), t_fake)

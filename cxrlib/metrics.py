@@ -319,10 +319,24 @@ MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def _gaussian_kernel(size: int, sigma: float, device=None) -> torch.Tensor:
+    """A normalised 2-D Gaussian window as a (1, 1, size, size) conv weight."""
+    g = _gaussian_1d(size, sigma, device)
+    return torch.outer(g, g)[None, None]
+
+
+def _gaussian_1d(size: int, sigma: float, device=None) -> torch.Tensor:
     r = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
-    g /= g.sum()
-    return torch.outer(g, g)[None, None]
+    return g / g.sum()
+
+
+def _local_means(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Gaussian-weighted local means of each channel of maps (B, C, H, W), 'valid' borders.
+
+    The window is separable: a 1×k then a k×1 pass costs 2k instead of k² multiplications per pixel."""
+    c, k = maps.shape[1], g.numel()
+    out = F.conv2d(maps, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(out, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
 
 
 def ms_ssim_scales(size: int, kernel_size: int = 7, max_scales: int = 5) -> int:
@@ -348,19 +362,17 @@ def ms_ssim(a, b, *, n_scales: int | None = None, kernel_size: int = 7, sigma: f
     n_scales = n_scales or ms_ssim_scales(min(x.shape[-2:]), kernel_size)
     betas = torch.tensor(MS_SSIM_BETAS[:n_scales], dtype=torch.float32)
     betas = betas / betas.sum()
-    win = _gaussian_kernel(kernel_size, sigma, x.device)
+    g = _gaussian_1d(kernel_size, sigma, x.device)
     c1, c2 = 0.01**2, 0.03**2
     factors = []
     for scale in range(n_scales):
         if min(x.shape[-2:]) < kernel_size:
             raise CxrError(f"images too small for {n_scales} MS-SSIM scales with a {kernel_size}px window")
-        mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
-        var_x = F.conv2d(x * x, win) - mu_x**2
-        var_y = F.conv2d(y * y, win) - mu_y**2
-        cov = F.conv2d(x * y, win) - mu_x * mu_y
-        cs = ((2 * cov + c2) / (var_x + var_y + c2)).mean(dim=(1, 2, 3))
+        mu_x, mu_y, m_xx, m_yy, m_xy = _local_means(torch.cat([x, y, x * x, y * y, x * y], dim=1), g).unbind(1)
+        var_x, var_y, cov = m_xx - mu_x**2, m_yy - mu_y**2, m_xy - mu_x * mu_y
+        cs = ((2 * cov + c2) / (var_x + var_y + c2)).mean(dim=(1, 2))
         if scale == n_scales - 1:
-            lum = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)).mean(dim=(1, 2, 3))
+            lum = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)).mean(dim=(1, 2))
             factors.append((lum * cs).clamp_min(0))
         else:
             factors.append(cs.clamp_min(0))
@@ -606,25 +618,31 @@ def memorization_audit(
 
 # ======================================================================= FID (optional)
 def fid_weights_path(weights: str | os.PathLike | None = None) -> Path | None:
-    """Where usable Inception weights are on disk: ``weights``, else ``$CXRLIB_FID_WEIGHTS``, else torch hub's
-    cache (``torch.hub.get_dir()/checkpoints/weights-inception-2015-12-05-6726825d.pth``); None if nowhere."""
-    candidates = [weights, os.environ.get(FID_WEIGHTS_ENV)]
-    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME)
+    """Where usable Inception weights are on disk: ``weights`` when given (None if that file is missing),
+    else ``$CXRLIB_FID_WEIGHTS``, else torch hub's cache
+    (``torch.hub.get_dir()/checkpoints/weights-inception-2015-12-05-6726825d.pth``); None if nowhere."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        return path if path.is_file() else None
+    candidates = [os.environ.get(FID_WEIGHTS_ENV), Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME]
     for c in candidates:
         if c and Path(c).expanduser().is_file():
             return Path(c).expanduser()
     return None
 
 
+def _has_package(name: str) -> bool:
+    """Whether ``name`` is installed, without importing it (importing torchmetrics takes seconds)."""
+    from importlib.util import find_spec
+
+    return find_spec(name) is not None
+
+
 def fid_skip_reason(weights: str | os.PathLike | None = None) -> str | None:
     """None when Inception FID can run offline here; otherwise one line saying why not and how to enable it."""
-    try:
-        import torchmetrics.image.fid  # noqa: F401
-    except ImportError:
+    if not _has_package("torchmetrics"):
         return "FID skipped: torchmetrics is not installed (pip install 'cxrlib[metrics]')"
-    try:
-        import torch_fidelity  # noqa: F401
-    except ImportError:
+    if not _has_package("torch_fidelity"):
         return ("FID skipped: its Inception network needs torch-fidelity (pip install torch-fidelity) and the "
                 f"weights file {FID_WEIGHTS_NAME} (--fid-weights PATH or ${FID_WEIGHTS_ENV})")
     if weights is not None and not Path(weights).expanduser().is_file():

@@ -245,7 +245,12 @@ def _keras_bn(c: int) -> nn.BatchNorm2d:
 
 
 def seed_generator(
-    size: int, *, z_dim: int = SEED_Z_DIM, width: float = 1.0, skips: bool = False, dropout: float = 0.1,
+    size: int,
+    *,
+    z_dim: int = SEED_Z_DIM,
+    width: float = 1.0,
+    skips: bool = False,
+    dropout: float = 0.1,
     dropout_mode: str = "element",
 ) -> SkipGenerator:
     """The seed's generator. z: (B, z_dim) → (B, 1, size, size) in [-1, 1].
@@ -266,18 +271,18 @@ def seed_generator(
     widths = [scaled(c, width) for c in SEED_G_WIDTHS[-n:]]
     kernels = SEED_G_KERNELS[-n:]
     c0 = 2 * widths[0] if n < len(SEED_G_WIDTHS) else scaled(1024, width)
-    stem = nn.Sequential(
-        nn.Linear(z_dim, c0 * 16), nn.LeakyReLU(0.2), nn.Unflatten(1, (c0, 4, 4))
-    )
+    stem = nn.Sequential(nn.Linear(z_dim, c0 * 16), nn.LeakyReLU(0.2), nn.Unflatten(1, (c0, 4, 4)))
     blocks, c_in = [], c0
     for c, k in zip(widths, kernels):
-        blocks.append(nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(c_in, c, k, padding=k // 2),
-            _keras_bn(c),
-            nn.LeakyReLU(0.2),
-            SampleDropout(dropout, dropout_mode),
-        ))
+        blocks.append(
+            nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c_in, c, k, padding=k // 2),
+                _keras_bn(c),
+                nn.LeakyReLU(0.2),
+                SampleDropout(dropout, dropout_mode),
+            )
+        )
         c_in = c
     chans = [c0, *widths]
     to_images: list[nn.Module | None] = [nn.Conv2d(c, 1, 1) if skips else None for c in chans[:-1]]
@@ -352,7 +357,11 @@ class DCGANGenerator(nn.Module):
         r = 4
         while 2 * r < size:
             c_next = _dcgan_width(ngf, size, 2 * r)
-            layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_next),
+                nn.ReLU(True),
+            ]
             c, r = c_next, 2 * r
         layers += [nn.ConvTranspose2d(c, 1, 4, 2, 1, bias=False)]
         self.net = nn.Sequential(*layers)
@@ -379,7 +388,11 @@ class DCGANDiscriminator(nn.Module):
         r = size // 2
         while r > 4:
             c_next = _dcgan_width(ndf, size, r // 2)
-            layers += [nn.Conv2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(c, c_next, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_next),
+                nn.LeakyReLU(0.2, True),
+            ]
             c, r = c_next, r // 2
         layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
@@ -410,8 +423,15 @@ def _norm(kind: str, c: int) -> nn.Module:
 
 
 def course_generator(
-    size: int, *, z_dim: int = 128, width: float = 1.0, ch_out: int = 16, ch_max: int = 512,
-    norm: str = "batch", convs_per_block: int = 2, skips: bool = True,
+    size: int,
+    *,
+    z_dim: int = 128,
+    width: float = 1.0,
+    ch_out: int = 16,
+    ch_max: int = 512,
+    norm: str = "batch",
+    convs_per_block: int = 2,
+    skips: bool = True,
 ) -> SkipGenerator:
     """The course generator. z: (B, z_dim) → (B, 1, size, size) in [-1, 1].
 
@@ -462,7 +482,13 @@ class CourseDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, size: int, *, width: float = 1.0, ch_out: int = 16, ch_max: int = 512, down: str = "stride",
+        self,
+        size: int,
+        *,
+        width: float = 1.0,
+        ch_out: int = 16,
+        ch_max: int = 512,
+        down: str = "stride",
         mbstd_group: int = 4,
     ):
         super().__init__()
@@ -554,7 +580,9 @@ def _example_input(module: nn.Module, example: torch.Tensor | None, size: int | 
 
 
 @torch.no_grad()
-def layer_table(module: nn.Module, example: torch.Tensor | None = None, *, size: int | None = None) -> list[dict]:
+def layer_table(
+    module: nn.Module, example: torch.Tensor | None = None, *, size: int | None = None
+) -> list[dict]:
     """One row per layer, in execution order: ``{"name", "type", "output_shape", "params"}``.
 
     example: an input batch (default: 2 random latents for a generator, 2 random (1, size, size) images for a
@@ -568,12 +596,15 @@ def layer_table(module: nn.Module, example: torch.Tensor | None = None, *, size:
     def hook(name):
         def record(m, inputs, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
-            rows.append({
-                "name": name,
-                "type": type(m).__name__,
-                "output_shape": tuple(out.shape[1:]),
-                "params": count_params(m),
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "type": type(m).__name__,
+                    "output_shape": tuple(out.shape[1:]),
+                    "params": count_params(m),
+                }
+            )
+
         return record
 
     for name, m in module.named_modules():
@@ -610,7 +641,9 @@ def forward_flops(module: nn.Module, example: torch.Tensor) -> int:
     total, hooks = [0], []
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            hooks.append(m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, i[0], o))))
+            hooks.append(
+                m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, i[0], o)))
+            )
     was_training = module.training
     module.eval()
     try:

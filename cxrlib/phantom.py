@@ -167,7 +167,7 @@ def _coarse_size(size: int) -> int:
 def _chunk_size(size: int) -> int:
     """Images rendered together. It depends on the size only, and chunks start at multiples of it, so an
     image is always computed in the same company and the same tensor shapes: bytes never depend on n."""
-    return int(max(1, min(64, _WORK_ELEMENTS // _coarse_size(size) ** 2)))
+    return int(max(1, min(16, _WORK_ELEMENTS // _coarse_size(size) ** 2)))
 
 
 def _generate_range(start, stop, size, seed, fraction, masks) -> Phantoms:
@@ -336,10 +336,12 @@ def _pneumonia(r: _Draw, a: dict[str, float], ill: bool) -> dict[str, float]:
         top, dome = a["apex_y"] + 0.06, (a["dome_r"] if side < 0 else a["dome_l"])
         hil = a["hil_yr"] if side < 0 else a["hil_yl"]
         y0, y1 = [(top, hil - 0.05), (hil - 0.06, hil + 0.08), (hil + 0.06, dome - 0.03)][zone]
-        p[f"pn{j}_x"] = side * r.u(0.11, 0.3)
+        # beside the heart (patient's left, lower zones) a patch must sit lateral to it to be seen
+        p[f"pn{j}_x"] = side * (r.u(0.2, 0.3) if side > 0 and zone > 0 else r.u(0.12, 0.28))
         p[f"pn{j}_y"] = r.u(y0, max(y0 + 0.01, y1))
-        p[f"pn{j}_rx"], p[f"pn{j}_ry"] = r.u(0.05, 0.13), r.u(0.05, 0.13)
-        p[f"pn{j}_amp"] = r.u(0.8, 1.6) if j < n else 0.0
+        big = 0.02 if j == 0 else 0.0  # the first patch is never a small one: every ill film shows it
+        p[f"pn{j}_rx"], p[f"pn{j}_ry"] = r.u(0.05 + big, 0.13), r.u(0.05 + big, 0.13)
+        p[f"pn{j}_amp"] = r.u(0.8 + 10 * big, 1.6) if j < n else 0.0
         if j == 0 and j < n and side < 0 and zone < 2 and r.rng.random() < 0.3:
             p["fissure"] = 1.0 if zone == 0 else -1.0  # right upper / middle lobe: sharp at the minor fissure
     p["fissure_y"] = a["hil_yr"] + r.u(-0.03, 0.0)
@@ -365,56 +367,52 @@ def _tree(rng, x0, y0, angles, length, width, generations, spread, bend=0.12, fa
     ``spread`` (radians, ±), are 0.75x as wide and 0.8x as long, and ``fade`` x as dense (vessel markings
     fade towards the periphery). Returns rows (x0, y0, x1, y1, width, density factor), one column per segment.
     """
-    x = np.asarray(x0, dtype=np.float64)
-    y = np.asarray(y0, dtype=np.float64)
-    ang = np.asarray(angles, dtype=np.float64)
-    ln = np.asarray(length, dtype=np.float64)
-    w = np.asarray(width, dtype=np.float64)
-    segs = []
+    x, y = np.asarray(x0, dtype=np.float64), np.asarray(y0, dtype=np.float64)
+    ang, ln, w = np.asarray(angles, dtype=np.float64), np.asarray(length, dtype=np.float64), np.asarray(width)
+    cols = []
     for gen in range(generations):
-        for _ in range(2):
-            ang = ang + rng.normal(0.0, bend, ang.shape)
-            nx, ny = x + 0.5 * ln * np.cos(ang), y + 0.5 * ln * np.sin(ang)
-            segs.append(np.stack([x, y, nx, ny, w, np.full_like(x, fade ** gen)]))
-            x, y = nx, ny
+        turn = ang[None] + np.cumsum(rng.normal(0.0, bend, (2, len(ang))), axis=0)
+        px = x + np.cumsum(0.5 * ln * np.cos(turn), axis=0)  # (2, n): the two joints
+        py = y + np.cumsum(0.5 * ln * np.sin(turn), axis=0)
+        dens = np.full(len(ang), fade ** gen)
+        cols.append(np.stack([np.concatenate([x, px[0]]), np.concatenate([y, py[0]]),
+                              px.reshape(-1), py.reshape(-1), np.concatenate([w, w]), np.concatenate([dens, dens])]))
         if gen + 1 < generations:
             n = len(ang)
-            fork = np.concatenate([-rng.uniform(*spread, n), rng.uniform(*spread, n)])
-            x, y, w = np.tile(x, 2), np.tile(y, 2), np.tile(w, 2) * 0.75
-            ang, ln = np.tile(ang, 2) + fork, np.tile(ln, 2) * rng.uniform(0.7, 0.9, 2 * n)
-    return np.concatenate(segs, axis=1)
+            fork = rng.uniform(spread[0], spread[1], 2 * n) * np.repeat([-1.0, 1.0], n)
+            x, y = np.concatenate([px[1], px[1]]), np.concatenate([py[1], py[1]])
+            ang = np.concatenate([turn[1], turn[1]]) + fork
+            ln = np.concatenate([ln, ln]) * rng.uniform(0.7, 0.9, 2 * n)
+            w = np.concatenate([w, w]) * 0.75
+    return np.concatenate(cols, axis=1)
 
 
 def _vessels(rng, p) -> np.ndarray:
     """Pulmonary vessels from both hila: trunks spread from up-lateral to down (the lower lobes get the
     most), leaving the hilum at different points, forking four times, thinning towards the periphery."""
-    out = []
-    for lateral, hy in ((-1.0, p["hil_yr"]), (1.0, p["hil_yl"])):
-        n0 = 7
-        rel = np.linspace(-1.3, 1.6, n0) + rng.uniform(-0.15, 0.15, n0)  # from lateral, + is downward
-        ang = np.where(lateral > 0, rel, math.pi - rel)
-        hx = 0.5 + lateral * p["hil_d"] + rng.uniform(-0.01, 0.015, n0) * lateral
-        y0 = hy + 0.045 * np.sin(rel) + rng.uniform(-0.01, 0.01, n0)
-        out.append(_tree(rng, hx, y0, ang, rng.uniform(0.05, 0.08, n0),
-                         p["ves_w"] * rng.uniform(0.8, 1.2, n0), 5, (0.25, 0.55), bend=0.13, fade=0.8))
-    return np.concatenate(out, axis=1)
+    n0 = 7
+    lateral = np.repeat([-1.0, 1.0], n0)
+    rel = np.tile(np.linspace(-1.3, 1.6, n0), 2) + rng.uniform(-0.15, 0.15, 2 * n0)  # from lateral, + down
+    ang = np.where(lateral > 0, rel, math.pi - rel)
+    hx = 0.5 + lateral * (p["hil_d"] + rng.uniform(-0.01, 0.015, 2 * n0))
+    hy = np.where(lateral > 0, p["hil_yl"], p["hil_yr"]) + 0.045 * np.sin(rel) + rng.uniform(-0.01, 0.01, 2 * n0)
+    return _tree(rng, hx, hy, ang, rng.uniform(0.05, 0.08, 2 * n0), p["ves_w"] * rng.uniform(0.8, 1.2, 2 * n0),
+                 5, (0.25, 0.55), bend=0.13, fade=0.8)
 
 
 def _bronchi(rng, p, pn) -> np.ndarray:
     """Air-filled bronchi heading from the hilum into each consolidation (air bronchograms)."""
-    out = [np.zeros((6, 0))]
-    for j in range(MAX_PATCHES):
-        if pn[f"pn{j}_amp"] <= 0:
-            continue
-        right = pn[f"pn{j}_x"] < 0
-        hx = 0.5 + (-1.0 if right else 1.0) * p["hil_d"]
-        hy = p["hil_yr"] if right else p["hil_yl"]
-        tx, ty = 0.5 + pn[f"pn{j}_x"], pn[f"pn{j}_y"]
-        ang = math.atan2(ty - hy, tx - hx) + rng.normal(0.0, 0.15, 2)
-        dist = math.hypot(tx - hx, ty - hy)
-        out.append(_tree(rng, np.full(2, hx), np.full(2, hy), ang, np.full(2, 0.45 * dist),
-                         np.full(2, 0.006), 3, (0.25, 0.5), bend=0.08, fade=0.9))
-    return np.concatenate(out, axis=1)
+    js = [j for j in range(MAX_PATCHES) if pn[f"pn{j}_amp"] > 0]
+    if not js:
+        return np.zeros((6, 0))
+    right = np.array([pn[f"pn{j}_x"] < 0 for j in js for _ in range(2)])
+    hx = 0.5 + np.where(right, -1.0, 1.0) * p["hil_d"]
+    hy = np.where(right, p["hil_yr"], p["hil_yl"])
+    tx = np.array([0.5 + pn[f"pn{j}_x"] for j in js for _ in range(2)])
+    ty = np.array([pn[f"pn{j}_y"] for j in js for _ in range(2)])
+    ang = np.arctan2(ty - hy, tx - hx) + rng.normal(0.0, 0.15, len(tx))
+    dist = np.hypot(tx - hx, ty - hy)
+    return _tree(rng, hx, hy, ang, 0.45 * dist, np.full(len(tx), 0.006), 3, (0.25, 0.5), bend=0.08, fade=0.9)
 
 
 def _splat(p, S: int, segs: np.ndarray) -> np.ndarray:
@@ -437,7 +435,7 @@ def _splat(p, S: int, segs: np.ndarray) -> np.ndarray:
     count = n_along * n_across
     seg = np.repeat(np.arange(len(ln)), count)
     j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    t = (j // n_across[seg] + 0.5) / n_along[seg]
+    t = (j // n_across[seg] + 0.5) / n_along[seg]  # along the segment, then across its width
     o = ((j % n_across[seg] + 0.5) / n_across[seg] - 0.5) * w_px[seg]
     nx, ny = -(y1 - y0) / ln, (x1 - x0) / ln  # unit normal
     px = x0[seg] + t * (x1 - x0)[seg] + o * nx[seg]

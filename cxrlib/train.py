@@ -424,6 +424,7 @@ class Trainer:
         try:
             while (target is None or self.step < target) and (deadline is None or time.perf_counter() < deadline):
                 self.train_step()
+                self.seconds = time.perf_counter() - self._clock
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
                     records.append(self.log())

@@ -210,18 +210,35 @@ def test_colab_and_binder_links_everywhere_use_the_one_repository():
             assert found == repo, f"{path.relative_to(ROOT)} links to {found}, expected {repo}"
 
 
-def test_notebooks_follow_the_fixed_opening():
+def _check_fixed_opening(path: Path) -> None:
     opening = _tool("notebook_opening")
+    cells = ex.read_notebook(path)["cells"]
+    assert cells[0]["cell_type"] == "markdown" and cells[0]["source"].startswith(opening.BADGES_MARKER)
+    assert re.search(rf"^# {path.name[:2]} · ", cells[0]["source"], flags=re.M), f"{path.name}: title '# NN · …'"
+    assert cells[1]["source"].startswith(opening.SETUP_MARKER)
+    assert cells[2]["cell_type"] == "code" and "budget()" in cells[2]["source"] and "print(" in cells[2]["source"]
+    assert cells[3]["cell_type"] == "markdown" and "## Learning goals" in cells[3]["source"], path.name
+    code = "\n".join(c["source"] for c in cells if c["cell_type"] == "code")
+    assert re.search(r'^DATA = "phantom"', code, flags=re.M), f"{path.name}: the data switch `DATA = \"phantom\"`"
+    assert "from tqdm import" not in code, f"{path.name}: use tqdm.auto (plain tqdm breaks nbval)"
+    markdown = "\n".join(c["source"] for c in cells if c["cell_type"] == "markdown")
+    assert "## Summary" in markdown and "## Try next" in markdown, f"{path.name}: end with Summary and Try next"
+
+
+def test_notebooks_follow_the_fixed_opening():
     for path in ex.source_notebooks(NOTEBOOKS):
-        cells = ex.read_notebook(path)["cells"]
-        assert cells[0]["cell_type"] == "markdown" and cells[0]["source"].startswith(opening.BADGES_MARKER)
-        assert re.search(rf"^# {path.name[:2]} · ", cells[0]["source"], flags=re.M), f"{path.name}: title '# NN · …'"
-        assert cells[1]["source"].startswith(opening.SETUP_MARKER)
-        assert cells[2]["cell_type"] == "code" and "budget()" in cells[2]["source"] and "print(" in cells[2]["source"]
-        assert cells[3]["cell_type"] == "markdown" and "## Learning goals" in cells[3]["source"], path.name
-        code = "\n".join(c["source"] for c in cells if c["cell_type"] == "code")
-        assert re.search(r'^DATA = "phantom"', code, flags=re.M), f"{path.name}: the data switch `DATA = \"phantom\"`"
-        assert "from tqdm import" not in code, f"{path.name}: use tqdm.auto (plain tqdm breaks nbval)"
+        _check_fixed_opening(path)
+
+
+def test_new_notebook_skeleton_follows_the_conventions(tmp_path):
+    tool = [sys.executable, str(ROOT / "tools" / "new_notebook.py"), "07_image_to_image", "Image to image"]
+    subprocess.run([*tool, "--dir", str(tmp_path)], check=True, capture_output=True)
+    path = tmp_path / "07_image_to_image.ipynb"
+    _check_fixed_opening(path)
+    assert subprocess.run([sys.executable, str(ROOT / "tools" / "notebook_opening.py"), "--check", str(path)]
+                          ).returncode == 0
+    again = subprocess.run([*tool, "--dir", str(tmp_path)], capture_output=True, text=True)
+    assert again.returncode != 0 and "not overwriting" in again.stderr
 
 
 def test_make_badges_is_idempotent_and_follows_the_repository(tmp_path):
@@ -286,11 +303,11 @@ def test_nbval_compares_checked_cells_against_the_stored_reference(tmp_path):
              {"cell_type": "code", "id": "b", "metadata": {}, "execution_count": None, "outputs": [],
               "source": "print('not checked', np.random.rand())"}]
     nb = ex.clear_outputs({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, keep_checked=True)
-    path = ex.write_notebook(nb, tmp_path / "01_tiny.ipynb")
-    nbval = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-             "--nbval-sanitize-with", str(NOTEBOOKS / "sanitize.cfg"), str(path)]
-    assert subprocess.run(nbval, capture_output=True, cwd=tmp_path).returncode == 0
+    good = ex.write_notebook(nb, tmp_path / "01_good.ipynb")
     nb["cells"][0]["outputs"][0]["text"] = "[3 5 8] <object object at 0x7f0000000001>\n"
-    ex.write_notebook(nb, path)
-    failed = subprocess.run(nbval, capture_output=True, text=True, cwd=tmp_path)
-    assert failed.returncode == 1 and "[3 5 8]" in failed.stdout
+    bad = ex.write_notebook(nb, tmp_path / "02_bad.ipynb")
+    nbval = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "--nbval-lax",
+             "--nbval-current-env", "--nbval-sanitize-with", str(NOTEBOOKS / "sanitize.cfg"), str(good), str(bad)]
+    run = subprocess.run(nbval, capture_output=True, text=True, cwd=tmp_path)
+    assert "PASSED 01_good.ipynb::Cell 0" in run.stdout, run.stdout[-2000:]
+    assert "FAILED 02_bad.ipynb::Cell 0" in run.stdout and "[3 5 8]" in run.stdout, run.stdout[-2000:]

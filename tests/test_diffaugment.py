@@ -48,8 +48,12 @@ def test_translation_is_a_pure_shift_of_at_most_an_eighth_with_zero_fill():
     pad = torch.nn.functional.pad(x, (4, 4, 4, 4))
     shifts = []
     for i in range(16):
-        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
-                 if torch.equal(y[i, 0], pad[i, 0, 4 + dy:36 + dy, 4 + dx:36 + dx])]
+        found = [
+            (dy, dx)
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+            if torch.equal(y[i, 0], pad[i, 0, 4 + dy : 36 + dy, 4 + dx : 36 + dx])
+        ]
         assert len(found) == 1, f"sample {i} is not a shifted copy of its input"
         shifts.append(found[0])
     assert len(set(shifts)) > 4  # each sample draws its own shift

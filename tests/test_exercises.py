@@ -67,6 +67,14 @@ def test_unsolved_stub_is_treated_kindly(doubling, capsys):
     assert "reference_double" in out
 
 
+def test_rerunning_the_check_cell_does_not_praise_the_reference(doubling, capsys):
+    used = ex.check("99.double", lambda x: x * 3)  # wrong: the name is rebound to the reference
+    capsys.readouterr()
+    assert ex.check("99.double", used) is doubling
+    out = capsys.readouterr().out
+    assert "already the reference version" in out and "✓" not in out
+
+
 def test_missing_answer_is_treated_as_unsolved(doubling, capsys):
     assert ex.check("99.double", None) is doubling
     assert "not solved yet" in capsys.readouterr().out

@@ -65,8 +65,9 @@ def test_stats_stay_on_the_device_as_detached_tensors():
 
 def test_labels_flip_at_the_requested_rate_and_reproducibly():
     n = 20_000
-    t_real, t_fake = bce_targets(n, n, label_smoothing=0.1, flip_prob=0.05,
-                                 generator=torch.Generator().manual_seed(3))
+    t_real, t_fake = bce_targets(
+        n, n, label_smoothing=0.1, flip_prob=0.05, generator=torch.Generator().manual_seed(3)
+    )
     flipped_real = (t_real == 0.05).float().mean().item()
     flipped_fake = (t_fake == 0.95).float().mean().item()
     assert 0.045 < flipped_real < 0.055 and 0.045 < flipped_fake < 0.055

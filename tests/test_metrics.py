@@ -21,19 +21,19 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def pool() -> torch.Tensor:
-    """360 phantoms at 32 px, uint8 (N, 1, 32, 32): sliced into disjoint sets below."""
-    return generate(360, SIZE, seed=7).images
+    """240 phantoms at 32 px, uint8 (N, 1, 32, 32): sliced into disjoint sets below."""
+    return generate(240, SIZE, seed=7).images
 
 
 @pytest.fixture(scope="module")
 def real(pool):
-    return pool[:120]
+    return pool[:100]
 
 
 @pytest.fixture(scope="module")
 def other(pool):
     """Fresh phantoms from the same distribution: what a perfect generator would produce."""
-    return pool[120:240]
+    return pool[100:200]
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -115,7 +115,7 @@ def test_histogram_distance_catches_a_brightness_shift_that_swd_misses(real, oth
     swd_shift, swd_fresh = M.swd(real, brighter)["avg"], M.swd(real, other)["avg"]
     hist_shift, hist_fresh = M.histogram_distance(real, brighter), M.histogram_distance(real, other)
     assert swd_shift < 0.5 * swd_fresh  # SWD: the brighter copies look *closer* than fresh phantoms
-    assert hist_shift > 5 * hist_fresh  # the histogram sees the shift at once
+    assert hist_shift > 3 * hist_fresh  # the histogram sees the shift at once
     assert hist_shift == pytest.approx(0.05, abs=0.01)
 
 
@@ -127,7 +127,7 @@ def test_ms_ssim_is_one_for_identical_images_and_lower_for_different_ones(real, 
 
 
 def test_diversity_is_higher_for_a_collapsed_set_than_for_real_phantoms(real):
-    d_real, d_collapsed = M.diversity(real, n_pairs=300), M.diversity(collapsed(real, 120), n_pairs=300)
+    d_real, d_collapsed = M.diversity(real, n_pairs=300), M.diversity(collapsed(real, 100), n_pairs=300)
     assert d_collapsed > 0.95 > d_real + 0.1
 
 
@@ -150,7 +150,7 @@ def test_precision_drops_for_blurred_fakes(real, other):
 
 
 def test_recall_drops_for_a_collapsed_generator(real, other):
-    fresh, coll = M.precision_recall(real, other), M.precision_recall(real, collapsed(other, 120))
+    fresh, coll = M.precision_recall(real, other), M.precision_recall(real, collapsed(other, 100))
     assert coll["recall"] < 0.1 < fresh["recall"] - 0.3
     assert coll["precision"] > 0.5  # every collapsed sample still looks real
 
@@ -158,10 +158,13 @@ def test_recall_drops_for_a_collapsed_generator(real, other):
 # ======================================================================= memorisation audit
 @pytest.fixture(scope="module")
 def audit_sets(pool):
-    train, holdout = pool[:240], pool[240:]
-    idx = torch.arange(0, 240, 3)  # 80 copied training images
+    """140 training images, 60 held-out ones, and 4 × 35 copies of training images (exact, with pixel noise of
+    std 8/255, JPEG quality 75, brighter and more contrasted), with the index of the original of each."""
+    train, holdout = pool[:140], pool[140:200]
+    idx = torch.arange(0, 140, 4)
     g = torch.Generator().manual_seed(1)
-    noisy = (train[idx].float() + 8 * torch.randn(80, 1, SIZE, SIZE, generator=g)).clamp(0, 255).to(torch.uint8)
+    noise = 8 * torch.randn(len(idx), 1, SIZE, SIZE, generator=g)
+    noisy = (train[idx].float() + noise).clamp(0, 255).to(torch.uint8)
     brighter = (train[idx].float() * 1.1 + 10).clamp(0, 255).to(torch.uint8)
     copies = torch.cat([train[idx], noisy, jpeg(train[idx], 75), brighter])
     return train, holdout, copies, idx.repeat(4)
@@ -187,7 +190,7 @@ def test_audit_passes_held_out_real_images(audit_sets):
 
 def test_audit_of_a_fresh_generator_matches_the_held_out_baseline(pool, audit_sets):
     train, holdout, _, _ = audit_sets
-    fresh = generate(60, SIZE, seed=99).images
+    fresh = pool[200:240]
     res = M.memorization_audit(fresh, train, holdout)
     assert res["flagged_fraction"] <= 0.05
     assert res["median_nn_distance"] == pytest.approx(res["holdout_median_nn_distance"], rel=0.25)
@@ -209,6 +212,24 @@ def test_fid_is_skipped_with_one_line_and_no_network(real, other, tmp_path, monk
     assert M.fid_skip_reason(tmp_path / "missing.pth") is not None
 
 
+def test_fid_finds_inception_weights_only_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv(M.FID_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(M, "_has_package", lambda name: True)  # as if torch-fidelity were installed
+    reason = M.fid_skip_reason()
+    assert "not found" in reason and str(tmp_path / "hub" / "checkpoints") in reason and "--fid-weights" in reason
+    cached = tmp_path / "hub" / "checkpoints" / M.FID_WEIGHTS_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    assert M.fid_weights_path() == cached and M.fid_skip_reason() is None
+    own = tmp_path / "inception.pth"
+    own.write_bytes(b"weights")
+    monkeypatch.setenv(M.FID_WEIGHTS_ENV, str(own))
+    assert M.fid_weights_path() == own
+    assert M.fid_weights_path(tmp_path / "missing.pth") is None  # a wrong explicit path never falls back
+    assert "no Inception weights file" in M.fid_skip_reason(tmp_path / "missing.pth")
+
+
 class _Pool4(torch.nn.Module):
     """A tiny offline feature network: 4×4 average-pooled pixels (16 features)."""
 
@@ -223,19 +244,13 @@ def test_fid_with_a_custom_feature_module_is_near_zero_for_identical_sets(real, 
     assert different > 100 * max(abs(same), 1e-6)
 
 
-def test_fid_works_with_the_random_cnn_embedding(real, other):
-    assert M.fid(real, blur(other, 1.5), feature=M.RandomConvEmbedding()) > M.fid(
-        real, other, feature=M.RandomConvEmbedding()
-    )
-
-
 # ======================================================================= evaluate
 def test_evaluate_returns_every_metric_as_json(real, other, pool):
-    train = pool[240:]
+    train = pool[200:240]
     result = M.evaluate(real, other, train, seed=0, n_pairs=100)
     json.dumps(result)  # JSON-ready: plain numbers, lists, strings, None
     assert set(result["swd"]) == {"avg", "32px", "16px"} and set(result["swd_floor"]) == set(result["swd"])
-    assert (result["n_real"], result["n_fake"], result["size"]) == (120, 120, SIZE)
+    assert (result["n_real"], result["n_fake"], result["size"]) == (100, 100, SIZE)
     assert set(result["diversity"]) == {"fake", "real"}
     assert 0 <= result["precision_recall"]["precision"] <= 1 and 0 <= result["precision_recall"]["recall"] <= 1
     assert result["histogram_distance"] >= 0
@@ -243,13 +258,13 @@ def test_evaluate_returns_every_metric_as_json(real, other, pool):
     mem = result["memorization"]
     assert mem["flagged_fraction"] <= 0.05 and mem["holdout_source"] == "real images not in train"
     assert "per_sample" not in mem
-    assert "swd" in M.summary_table(result)
+    assert "SWD" in M.summary_table(result) and "memorisation" in M.summary_table(result)
 
 
 def test_evaluate_flags_a_generator_that_copies_its_training_set(pool):
-    train = pool[:120]
-    copier = jpeg(train[:60], 90)
-    mem = M.evaluate(pool[120:180], copier, train, n_pairs=50)["memorization"]
+    train = pool[:100]
+    copier = jpeg(train[:50], 90)
+    mem = M.evaluate(pool[100:160], copier, train, n_pairs=50)["memorization"]
     assert mem["flagged_fraction"] >= 0.95 and mem["holdout_flagged_fraction"] <= 0.05
 
 

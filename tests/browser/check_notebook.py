@@ -158,7 +158,7 @@ class Lab:
             body = r.read()
         return json.loads(body) if body else None
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 120.0, attempt: int = 1) -> None:
         env = dict(os.environ)
         env.pop("MPLBACKEND", None)  # the kernel must use the inline backend so figures appear
         env["CXRLIB_SMOKE"] = "1"  # the kernel inherits the server's environment
@@ -185,6 +185,9 @@ class Lab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "already in use" in tail(self.log_path) and attempt < 3:  # another process took the port
+                    self.port = free_port()
+                    return self.start(timeout, attempt + 1)
                 raise SetupFailed(f"JupyterLab exited with status {self.proc.returncode}:\n{tail(self.log_path)}")
             try:
                 self.api("api/status", timeout=2)

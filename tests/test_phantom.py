@@ -1,0 +1,274 @@
+"""cxrlib.phantom: deterministic procedural chest X-rays with plausible anatomy, and their folder writer."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxrlib.errors import CxrError
+from cxrlib.phantom import CLASSES, MASK_NAMES, Phantoms, generate, write_phantoms
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def normal_and_ill():
+    """The same 24 patients at 64 px, healthy and with pneumonia (the pneumonia has its own random stream)."""
+    healthy = generate(24, 64, seed=5, pneumonia_fraction=0.0, masks=True)
+    ill = generate(24, 64, seed=5, pneumonia_fraction=1.0, masks=True)
+    return healthy, ill
+
+
+def _lung_split(lungs: torch.Tensor) -> torch.Tensor:
+    """Column between the two lungs of each (N, S, S) mask: the least-lung column of the central third."""
+    S = lungs.shape[-1]
+    cols = lungs.float().sum(1)
+    lo, hi = int(0.35 * S), int(0.65 * S)
+    return lo + cols[:, lo:hi].argmin(1)
+
+
+# --------------------------------------------------------------------------- determinism
+def test_same_seed_gives_same_bytes_and_image_i_does_not_depend_on_n():
+    a = generate(10, 32, seed=3, masks=True)
+    b = generate(5, 32, seed=3, masks=True)
+    assert torch.equal(a.images[:5], b.images) and torch.equal(a.labels[:5], b.labels)
+    assert all(torch.equal(a.masks[k][:5], b.masks[k]) for k in MASK_NAMES)
+    again = generate(10, 32, seed=3, masks=True)
+    assert torch.equal(again.images, a.images)
+    sliced = a[:5]
+    assert isinstance(sliced, Phantoms) and torch.equal(sliced.images, b.images)
+
+
+def test_prefix_is_stable_across_render_chunks_at_a_large_size():
+    # above 128 px a coarse grid is upsampled and only a few images share a chunk: n=9 spans two chunks
+    a = generate(9, 200, seed=1)
+    b = generate(2, 200, seed=1)
+    assert torch.equal(a.images[:2], b.images)
+
+
+def test_different_seeds_give_different_images():
+    a, b = generate(4, 32, seed=0), generate(4, 32, seed=1)
+    for i in range(4):
+        assert not torch.equal(a.images[i], b.images[i])
+    assert len({bytes(x.numpy()) for x in a.images}) == 4  # and no two images of a batch are alike
+
+
+# --------------------------------------------------------------------------- shapes and arguments
+@pytest.mark.parametrize("size", [32, 96, 129])
+def test_shapes_dtypes_and_classes(size):
+    ph = generate(6, size, seed=2, masks=True)
+    assert ph.images.shape == (6, 1, size, size) and ph.images.dtype == torch.uint8
+    assert ph.labels.shape == (6,) and ph.labels.dtype == torch.int64
+    assert ph.classes == CLASSES == ("normal", "pneumonia")
+    assert set(ph.masks) == set(MASK_NAMES)
+    for m in ph.masks.values():
+        assert m.shape == (6, 1, size, size) and m.dtype == torch.bool
+    assert 20 < ph.images.float().mean() < 235 and ph.images.float().std() > 20  # not blank, not flat
+    x = ph.to_float()
+    assert x.dtype == torch.float32 and -1.0 <= x.min() and x.max() <= 1.0
+
+
+def test_masks_are_none_unless_asked_for():
+    assert generate(2, 32).masks is None
+
+
+def test_pneumonia_fraction_is_exact_in_every_prefix():
+    labels = generate(20, 32, seed=4, pneumonia_fraction=0.3).labels
+    for n in (5, 10, 20):
+        assert abs(int(labels[:n].sum()) - 0.3 * n) < 1.0
+    assert generate(6, 32, pneumonia_fraction=0.0).labels.sum() == 0
+    assert generate(6, 32, pneumonia_fraction=1.0).labels.sum() == 6
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(n=3, size=31), "size"),
+        (dict(n=3, size=1025), "size"),
+        (dict(n=3, size=64.5), "size"),
+        (dict(n=0, size=32), "number"),
+        (dict(n=3, size=32, pneumonia_fraction=-0.1), "fraction"),
+        (dict(n=3, size=32, pneumonia_fraction=1.5), "fraction"),
+        (dict(n=3, size=32, pneumonia_fraction=math.nan), "fraction"),
+    ],
+)
+def test_bad_arguments_raise_one_clear_line(kwargs, words):
+    with pytest.raises(CxrError) as e:
+        generate(**kwargs)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- anatomy
+def test_lung_fields_are_darker_than_heart_and_spine(normal_and_ill):
+    ph, _ = normal_and_ill
+    img = ph.images[:, 0].float()
+    lungs, heart = ph.masks["lungs"][:, 0], ph.masks["heart"][:, 0]
+    lung_mean = (img * lungs).sum((1, 2)) / lungs.sum((1, 2))
+    heart_mean = (img * heart).sum((1, 2)) / heart.sum((1, 2))
+    S = img.shape[-1]
+    spine_mean = img[:, int(0.3 * S):int(0.6 * S), int(0.48 * S):int(0.52 * S) + 1].mean((1, 2))  # mediastinum
+    assert (heart_mean - lung_mean).min() > 40  # grey levels, per image
+    assert (spine_mean - lung_mean).min() > 40
+
+
+def test_masks_cover_plausible_areas(normal_and_ill):
+    ph, _ = normal_and_ill
+    area = {k: m[:, 0].float().mean((1, 2)) for k, m in ph.masks.items()}
+    assert ((area["lungs"] > 0.15) & (area["lungs"] < 0.45)).all()
+    assert (area["heart"] > 0.02).all() and (area["heart"] < area["lungs"]).all()
+    assert (area["ribs"] > 0.05).all() and (area["clavicles"] > 0.003).all()
+    assert (area["clavicles"] < area["ribs"]).all()
+
+
+def test_heart_lies_right_of_centre_and_right_lung_is_larger(normal_and_ill):
+    ph, _ = normal_and_ill
+    lungs, heart = ph.masks["lungs"][:, 0], ph.masks["heart"][:, 0].float()
+    S = lungs.shape[-1]
+    centroid = (heart.sum(1) * torch.arange(S)).sum(1) / heart.sum((1, 2))  # column, px
+    assert centroid.mean() > 0.52 * S  # shifted to the image right (the patient's left) ...
+    split = _lung_split(lungs)
+    assert (centroid > split.float()).all()  # ... of the mediastinum, in every image
+    cols = lungs.float().sum(1)
+    left = torch.stack([cols[i, : split[i]].sum() for i in range(len(cols))])  # the patient's right lung
+    right = torch.stack([cols[i, split[i]:].sum() for i in range(len(cols))])
+    assert (left > right).all()
+
+
+def test_clavicles_lie_in_the_upper_fifth_and_ribs_span_the_lungs(normal_and_ill):
+    ph, _ = normal_and_ill
+    S = ph.images.shape[-1]
+    rows = torch.arange(S).float()
+    clav = ph.masks["clavicles"][:, 0].float().sum(2)
+    clav_row = (clav * rows).sum(1) / clav.sum(1)
+    assert (clav_row < 0.3 * S).all() and (clav_row > 0.05 * S).all()
+    ribs_in_lungs = (ph.masks["ribs"] & ph.masks["lungs"]).float().sum((1, 2, 3))
+    assert (ribs_in_lungs > 0.2 * ph.masks["lungs"].float().sum((1, 2, 3))).all()
+
+
+def test_pneumonia_raises_lung_opacity_of_the_same_patients(normal_and_ill):
+    healthy, ill = normal_and_ill
+    assert (healthy.labels == 0).all() and (ill.labels == 1).all()
+    for k in MASK_NAMES:  # same anatomy: the illness comes from its own random stream
+        assert torch.equal(healthy.masks[k], ill.masks[k])
+    lungs = healthy.masks["lungs"][:, 0]
+    mean_in_lungs = [(p.images[:, 0].float() * lungs).sum((1, 2)) / lungs.sum((1, 2)) for p in (healthy, ill)]
+    rise = mean_in_lungs[1] - mean_in_lungs[0]
+    assert (rise > 1.0).all() and rise.mean() > 5.0
+    outside = ~ph_lungs_dilated(lungs)
+    same = (healthy.images[:, 0] == ill.images[:, 0])[outside].float().mean()
+    assert same > 0.99  # the rest of the film is untouched
+
+
+def ph_lungs_dilated(lungs: torch.Tensor) -> torch.Tensor:
+    """Lung masks grown by two pixels (the film blur carries consolidation a little past the border)."""
+    x = lungs[:, None].float()
+    return (torch.nn.functional.max_pool2d(x, 5, stride=1, padding=2) > 0)[:, 0]
+
+
+# --------------------------------------------------------------------------- writing a data set
+def test_write_phantoms_layout_manifest_and_masks(tmp_path):
+    out = tmp_path / "ph"
+    summary = write_phantoms(out, n=6, size=32, seed=3, masks=True)
+    assert "6 phantom chest X-rays" in summary and "\n" not in summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ph"]  # no temporary folder left beside it
+    with open(out / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["index"]) for r in rows] == list(range(6))
+    assert {"file", "label", "index", "seed"} <= set(rows[0])
+    ph = generate(6, 32, seed=3, masks=True)
+    from PIL import Image
+
+    for r in rows:
+        i, path = int(r["index"]), out / r["file"]
+        assert r["seed"] == "3" and int(r["label"]) == int(ph.labels[i])
+        assert path.parent.name == CLASSES[int(r["label"])]
+        with Image.open(path) as im:
+            assert im.mode == "L" and im.size == (32, 32)
+            assert np.array_equal(np.asarray(im), ph.images[i, 0].numpy())  # the PNG holds the exact bytes
+        for k in MASK_NAMES:
+            with Image.open(out / "masks" / k / path.name) as im:
+                assert np.array_equal(np.asarray(im) > 0, ph.masks[k][i, 0].numpy())
+    assert len(list((out / "normal").glob("*.png"))) + len(list((out / "pneumonia").glob("*.png"))) == 6
+
+
+def test_write_phantoms_refuses_a_non_empty_folder_and_leaves_it_alone(tmp_path):
+    out = tmp_path / "ph"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(CxrError, match="not empty"):
+        write_phantoms(out, n=2, size=32)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_phantoms(empty, n=2, size=32)  # an existing empty folder is fine
+    assert (empty / "manifest.csv").exists()
+
+
+def test_write_phantoms_failing_midway_leaves_nothing_behind(tmp_path, monkeypatch):
+    from PIL import Image
+
+    calls = {"n": 0}
+    real_save = Image.Image.save
+
+    def flaky_save(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real_save(self, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "save", flaky_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_phantoms(tmp_path / "ph", n=6, size=32)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- command line
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cxrlib", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_phantom_writes_a_data_set_with_masks(tmp_path):
+    out = tmp_path / "cli"
+    r = _cli("phantom", "--out", str(out), "--n", "6", "--size", "64", "--masks", "--seed", "2")
+    assert r.returncode == 0, r.stderr
+    assert "6 phantom chest X-rays" in r.stdout
+    pngs = sorted((out / "normal").glob("*.png")) + sorted((out / "pneumonia").glob("*.png"))
+    assert len(pngs) == 6
+    for k in MASK_NAMES:
+        assert sorted(p.name for p in (out / "masks" / k).glob("*.png")) == sorted(p.name for p in pngs)
+    assert len((out / "manifest.csv").read_text().splitlines()) == 7
+
+
+def test_cli_phantom_bad_size_is_one_error_line_and_exit_2(tmp_path):
+    r = _cli("phantom", "--out", str(tmp_path / "x"), "--n", "2", "--size", "8")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "size" in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- the grid figure
+def test_show_grid_titles_each_image_with_its_class(tmp_path):
+    from matplotlib.figure import Figure
+
+    from cxrlib.viz import show_grid
+
+    ph = generate(5, 32, seed=0)
+    fig = show_grid(ph.images, ph.labels, ncols=3, title="phantoms")
+    assert isinstance(fig, Figure) and fig._suptitle.get_text() == "phantoms"
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 5 and len(fig.axes) == 6  # 2 rows of 3, the spare one blank
+    assert [ax.get_title() for ax in shown] == [CLASSES[int(i)] for i in ph.labels]
+    fig.savefig(tmp_path / "grid.png")  # headless, no pyplot
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+    floats = show_grid(ph.to_float())  # float in [-1, 1], no labels
+    assert not any(ax.get_title() for ax in floats.axes)
+    np.testing.assert_allclose(floats.axes[0].images[0].get_array(), ph.images[0, 0].numpy() / 255.0, atol=1e-6)
