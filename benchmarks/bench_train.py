@@ -177,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=None, help="comma-separated (default 64,128,256,512; --quick: 32,64)")
     ap.add_argument("--batch", type=int, default=None, help="batch for the preset table (default: each preset's)")
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds of plain vs fast (default 6; --quick 2)")
+    ap.add_argument("--steps-per-round", type=int, help="steps per round and side (default 10; --quick 2)")
     args = ap.parse_args(argv)
     if args.threads:  # the Trainer calls config.set_threads(); make it keep this number
         config.set_threads = lambda n=None, k=args.threads: torch.set_num_threads(k) or k
@@ -187,8 +189,8 @@ def main(argv=None) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     if not args.skip_plain and dev.type == "cpu":
         q = args.quick
-        r = plain_vs_fast(size=32 if q else 64, batch=16 if q else 64, rounds=2 if q else 6,
-                          steps_per_round=2 if q else 10, n_images=64 if q else 1000)
+        r = plain_vs_fast(size=32 if q else 64, batch=16 if q else 64, rounds=args.rounds or (2 if q else 6),
+                          steps_per_round=args.steps_per_round or (2 if q else 10), n_images=64 if q else 1000)
         print(f"dcgan {32 if q else 64}px batch {16 if q else 64}: plain PIL DataLoader fp32 {r['plain']:.1f} images/s · "
               f"Trainer fast path ({r['fast_amp']}, channels_last) {r['fast']:.1f} images/s · "
               f"speed-up {r['speedup']:.2f}× (goal ≥ 1.8×)", flush=True)

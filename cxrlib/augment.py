@@ -160,6 +160,29 @@ def augment_folder(
     return summary
 
 
+def seed_augment_images(images: torch.Tensor, seed: int = 0, *, brightness: float = SEED_BRIGHTNESS,
+                        contrast=SEED_CONTRAST, jpeg_quality=SEED_JPEG_QUALITY) -> torch.Tensor:
+    """One augmented copy of each image of an in-memory set, as ``augment_folder`` would write it.
+
+    images: uint8 (N, 1, H, W) → uint8 (N, 1, H, W): random brightness, contrast and JPEG quality per image
+    (one draw each from a numpy Generator seeded with ``seed``; same seed, same copies)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
+        raise CxrError(f"seed_augment_images expects uint8 images (N, 1, H, W), got {images.dtype} "
+                       f"{tuple(images.shape)}")
+    rng = np.random.default_rng(seed)
+    out = torch.empty_like(images)
+    for i, img in enumerate(images.cpu().numpy()):
+        params = seed_augment_params(rng, brightness, contrast, jpeg_quality)
+        jpeg = _seed_augment_jpeg(Image.fromarray(img[0]), params)
+        out[i, 0] = torch.from_numpy(np.asarray(Image.open(io.BytesIO(jpeg)).convert("L")).copy())
+    return out
+
+
 
 # ======================================================================= differentiable augmentation
 

@@ -627,6 +627,82 @@ def main(argv: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------- 03 adversarial training tricks
 # ----------------------------------------------------------------------- 04 fine-tuning
 # ----------------------------------------------------------------------- 05 results & evaluation
+def _slerp_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(5)
+    z0, z1 = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    return [
+        case(z0, z1, 0.25, label="two random 16-d latents, t=0.25"),
+        case(z0, z1, 0.5, label="the midpoint, t=0.5 (lerp's is about 30 % too short here)"),
+        case(z0, z1, 0.0, label="t=0 (must give z0)"),
+        case(z0, 3.0 * z1, 0.7, label="latents of different lengths (z1 made 3× longer), t=0.7"),
+    ]
+
+
+register(
+    "05.slerp",
+    reference="cxrlib.widgets.slerp",
+    checker=compare_outputs(_slerp_cases, atol=1e-5),
+    hint="Ω = arccos(z0·z1 / (|z0| |z1|)); slerp = (sin((1−t)Ω)·z0 + sin(tΩ)·z1) / sin Ω",
+)
+
+
+def _histogram_distance_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(6)
+    a = torch.randint(40, 200, (4, 1, 8, 8), generator=g, dtype=torch.uint8)
+    b = torch.randint(0, 256, (4, 1, 8, 8), generator=g, dtype=torch.uint8)
+    brighter = (a.int() + 26).clamp(0, 255).to(torch.uint8)  # +0.1 on the [0, 1] scale
+    return [
+        case(a, brighter, label="a set and the same set brightened by 0.1 (W1 ≈ 0.1)"),
+        case(a, b, label="two different sets of 4 tiny images"),
+        case(a, b, bins=16, label="the same with bins=16"),
+    ]
+
+
+register(
+    "05.histogram_distance",
+    reference="cxrlib.metrics.histogram_distance",
+    checker=compare_outputs(_histogram_distance_cases, atol=1e-6),
+    hint="W1 = Σ |CDF_real − CDF_fake| / bins, with CDF = intensity_histogram(...).cumsum(0)",
+)
+
+
+def _copy_flags_cases():
+    import torch
+
+    # A small map in 2-D, so every verdict can be checked by hand (distances in brackets):
+    # t0, t1 are each other's nearest (1.0); t2, t3 are near-duplicates (0.2); t4's nearest is t5 (3.0).
+    train = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [10.0, 0.2], [0.0, 10.0], [3.0, 10.0],
+                          [10.0, 10.0]])
+    fake = torch.tensor([
+        [0.0, 0.0],     # an exact copy of t0: flagged
+        [0.47, 0.0],    # between t0 and t1 (0.47 vs 0.53): close, but not closer to one: NOT flagged
+        [10.0, -0.05],  # next to t2, much closer than t2 is to t3: flagged
+        [0.0, 11.0],    # 1.0 from t4, whose nearest neighbour is 3.0 away: flagged
+        [-5.0, 15.0],   # far from everything: not flagged
+        [10.0, 12.0],   # 2.0 from t6, whose nearest neighbour is 7.0 away: flagged
+    ])
+    g = torch.Generator().manual_seed(7)
+    t_rand = torch.randn(20, 16, generator=g)
+    f_rand = torch.cat([t_rand[:5] + 0.01 * torch.randn(5, 16, generator=g), torch.randn(10, 16, generator=g)])
+    return [
+        case(fake, train, label="six samples on a 2-D map of seven training points (see the comments)"),
+        case(f_rand, t_rand, label="5 noisy copies and 10 new points in 16-d"),
+        case(fake, train, alpha=0.3, ratio_threshold=0.5, label="the 2-D map with alpha=0.3, ratio_threshold=0.5"),
+    ]
+
+
+register(
+    "05.copy_flags",
+    reference="cxrlib.metrics.copy_flags",
+    checker=compare_outputs(_copy_flags_cases),
+    hint="d = torch.cdist(e_fake, e_train); the two smallest per row give d1, d2 and the nearest index; "
+    "rho = each training point's distance to its nearest *other* training point; "
+    "flag d1 < alpha·rho[nearest] AND d1/d2 < ratio_threshold",
+)
 
 
 if __name__ == "__main__":

@@ -542,6 +542,19 @@ def _audit_against(e_query, e_train, rho, *, alpha, ratio_threshold, chunk) -> d
     }
 
 
+def copy_flags(e_fake: torch.Tensor, e_train: torch.Tensor, *, alpha: float = 0.5, ratio_threshold: float = 0.8,
+               chunk: int = 1024) -> torch.Tensor:
+    """The audit's rule on embeddings: which samples are (near-)copies of a training image?
+
+    e_fake (n, D), e_train (m, D) float, m ≥ 2 (e.g. ``audit_embedding`` of each set) → (n,) bool. With d₁, d₂
+    the distances from a sample to its nearest and second-nearest training embedding, t that nearest one and
+    ρ(t) the distance from t to *its* nearest other training embedding, a sample is flagged when
+    d₁ < alpha · ρ(t) and d₁ / d₂ < ratio_threshold (``memorization_audit`` explains why both).
+    """
+    rho = _k_smallest(e_train, e_train, 1, exclude_self=True, chunk=chunk)[0][:, 0]
+    return _audit_against(e_fake, e_train, rho, alpha=alpha, ratio_threshold=ratio_threshold, chunk=chunk)["flagged"]
+
+
 def memorization_audit(
     fake,
     train,
@@ -787,6 +800,49 @@ def evaluate(
         result["memorization"] = audit
     result["seconds"] = seconds
     return result
+
+
+#: the columns of ``compare_sets``: name → (what it measures, which way is better)
+COMPARE_COLUMNS = {
+    "SWD": "texture distance ×10³ (lower = closer)",
+    "hist. W1": "intensity-histogram distance (lower = closer)",
+    "MS-SSIM": "pairwise similarity inside the set (real-like = good; near 1 = collapsed)",
+    "precision": "share of samples on the real manifold (realism)",
+    "recall": "share of real images covered by the samples (coverage)",
+}
+
+
+def compare_sets(real, sets: dict, *, k: int = 3, n_pairs: int = 300, seed: int = 0) -> dict[str, dict[str, float]]:
+    """The five headline numbers of several candidate sets against one real set, as ``{name: {column: value}}``.
+
+    real: (N, 1, S, S); sets: ``{name: (M, 1, S, S)}`` uint8 or float in [-1, 1], M ≥ k + 1. Columns are
+    ``COMPARE_COLUMNS``: SWD (average over levels), histogram W1, MS-SSIM of ``n_pairs`` pairs inside the set,
+    precision and recall. Put a set of held-out real images among ``sets``: its row is the floor every
+    number should be read against (what a perfect generator scores at that set size).
+    """
+    real = as_images(real)
+    table = {}
+    for name, x in sets.items():
+        x = as_images(x)
+        pr = precision_recall(real, x, k, seed=seed)
+        table[name] = {
+            "SWD": swd(real, x, seed=seed)["avg"],
+            "hist. W1": histogram_distance(real, x),
+            "MS-SSIM": diversity(x, n_pairs=n_pairs, seed=seed),
+            "precision": pr["precision"],
+            "recall": pr["recall"],
+        }
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]], digits: int = 3) -> str:
+    """``{row: {column: number}}`` (e.g. ``compare_sets``) as an aligned text table, one line per row."""
+    columns = list(next(iter(table.values())))
+    width = max(len(name) for name in table)
+    lines = [f"{'':<{width}}" + "".join(f"{c:>11}" for c in columns)]
+    for name, row in table.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{row[c]:>11.{digits}f}" for c in columns))
+    return "\n".join(lines)
 
 
 def summary_table(result: dict) -> str:

@@ -530,29 +530,34 @@ def build_models(
     ``down``, ``mbstd_group``.
     """
     check_size(size)
+    if preset not in PRESET_KEYWORDS:
+        raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    unknown = set(kw) - set(PRESET_KEYWORDS[preset])
+    if unknown:
+        raise CxrError(
+            f"preset {preset!r} does not take {', '.join(sorted(unknown))} "
+            f"(it takes {', '.join(PRESET_KEYWORDS[preset])})"
+        )
     if preset == "seed":
         d_dropout = kw.pop("d_dropout", 0.3)
         G = seed_generator(size, z_dim=z_dim or SEED_Z_DIM, width=width, **kw)
         D = SeedDiscriminator(size, width=width, dropout=d_dropout)
     elif preset == "dcgan":
-        ngf = kw.pop("ngf", 64)
-        ndf = kw.pop("ndf", 64)
-        _no_extra(preset, kw)
-        G = DCGANGenerator(size, z_dim=z_dim or 100, ngf=scaled(ngf, width))
-        D = DCGANDiscriminator(size, ndf=scaled(ndf, width))
-    elif preset == "course":
+        G = DCGANGenerator(size, z_dim=z_dim or 100, ngf=scaled(kw.get("ngf", 64), width))
+        D = DCGANDiscriminator(size, ndf=scaled(kw.get("ndf", 64), width))
+    else:
         d_kw = {k: kw.pop(k) for k in ("down", "mbstd_group") if k in kw}
         shared = {k: kw[k] for k in ("ch_out", "ch_max") if k in kw}
         G = course_generator(size, z_dim=z_dim or 128, width=width, **kw)
         D = CourseDiscriminator(size, width=width, **shared, **d_kw)
-    else:
-        raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     return G, D
 
 
-def _no_extra(preset: str, kw: dict) -> None:
-    if kw:
-        raise CxrError(f"preset {preset!r} does not take {', '.join(sorted(kw))}")
+PRESET_KEYWORDS = {
+    "seed": ("skips", "dropout", "dropout_mode", "d_dropout"),
+    "dcgan": ("ngf", "ndf"),
+    "course": ("ch_out", "ch_max", "norm", "convs_per_block", "skips", "down", "mbstd_group"),
+}
 
 
 # ----------------------------------------------------------------------------------------------- inspect
@@ -665,6 +670,6 @@ def flops_per_image(G: nn.Module, D: nn.Module, size: int) -> dict:
     ``train_step = 4·G + 9·D`` (lazy R1 and spectral-norm power iterations not included).
     """
     p = next(G.parameters())
-    g = forward_flops(G, torch.randn(2, G.z_dim, device=p.device))
-    d = forward_flops(D, torch.randn(2, 1, size, size, device=p.device))
+    g = forward_flops(G, torch.randn(1, G.z_dim, device=p.device))
+    d = forward_flops(D, torch.randn(1, 1, size, size, device=p.device))
     return {"G": g, "D": d, "train_step": 4 * g + 9 * d, "formula": "train_step = 4·G + 9·D"}

@@ -15,12 +15,15 @@ Every image ``i`` has its own random streams, derived from ``(seed, i)`` only, s
 on how many images are asked for. The anatomy and the film come from one stream and the pneumonia from
 another, so ``pneumonia_fraction=1`` gives the same patients as ``pneumonia_fraction=0``, now ill.
 
-Rendering is vectorised: a chunk of images is computed with torch on coordinate grids (no per-pixel Python);
-thin branching vessels and bronchi are drawn as polylines with Pillow.
+Rendering is vectorised: a chunk of images is computed with torch on coordinate grids (no per-pixel Python),
+most of it on a half-size grid (see "rendering" below); the branching vessels and bronchi are grown as
+random trees and projected into the film with numpy. Chunks run in parallel on the CPU cores, one torch
+thread each. Same seed → same bytes on a given machine and torch version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import math
@@ -28,6 +31,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +79,18 @@ class Phantoms:
 
 # ======================================================================= public API
 def generate(
-    n: int, size: int = 256, seed: int = 0, pneumonia_fraction: float = 0.5, masks: bool = False
+    n: int, size: int = 256, seed: int = 0, pneumonia_fraction: float = 0.5, masks: bool = False,
+    workers: int | None = None,
 ) -> Phantoms:
     """``n`` phantom PA chest radiographs of ``size`` x ``size`` px (32–1024).
 
     The share of pneumonia images is exactly ``pneumonia_fraction`` up to rounding, in every prefix of the
     sequence; which images they are depends on ``seed``. Same arguments → same bytes, and
-    ``generate(10, ...)[:5]`` equals ``generate(5, ...)``.
+    ``generate(10, ...)[:5]`` equals ``generate(5, ...)``. ``workers``: chunks of images rendered in
+    parallel (default: the usable CPU cores); it changes the speed, never the images.
     """
     _check_args(n, size, pneumonia_fraction)
-    return _generate_range(0, n, size, seed, pneumonia_fraction, masks)
+    return _generate_range(0, n, size, seed, pneumonia_fraction, masks, workers)
 
 
 def write_phantoms(
@@ -170,23 +176,48 @@ def _chunk_size(size: int) -> int:
     return int(max(1, min(16, _WORK_ELEMENTS // _coarse_size(size) ** 2)))
 
 
-def _generate_range(start, stop, size, seed, fraction, masks) -> Phantoms:
+def _generate_range(start, stop, size, seed, fraction, masks, workers=None) -> Phantoms:
     labels = _labels(start, stop, seed, fraction)
     B = _chunk_size(size)
-    first = (start // B) * B
-    imgs, msks = [], {k: [] for k in MASK_NAMES}
-    for c0 in range(first, stop, B):
-        idx = range(c0, c0 + B)
-        lab = _labels(c0, c0 + B, seed, fraction)
-        img, m = _render_chunk(idx, lab, size, seed, masks)
+    starts = list(range((start // B) * B, stop, B))
+
+    def render(c0):
+        img, m = _render_chunk(range(c0, c0 + B), _labels(c0, c0 + B, seed, fraction), size, seed, masks)
         lo, hi = max(start, c0) - c0, min(stop, c0 + B) - c0
-        imgs.append(img[lo:hi])
-        if masks:
-            for k in MASK_NAMES:
-                msks[k].append(m[k][lo:hi])
-    images = torch.cat(imgs)
-    mask_dict = {k: torch.cat(v) for k, v in msks.items()} if masks else None
+        return img[lo:hi], None if m is None else {k: v[lo:hi] for k, v in m.items()}
+
+    with _one_torch_thread():
+        workers = max(1, min(len(starts), workers or _cores()))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(render, starts))
+        else:
+            parts = [render(c0) for c0 in starts]
+    images = torch.cat([p[0] for p in parts])
+    mask_dict = {k: torch.cat([p[1][k] for p in parts]) for k in MASK_NAMES} if masks else None
     return Phantoms(images, torch.from_numpy(labels), mask_dict, CLASSES, int(seed))
+
+
+def _cores() -> int:
+    from cxrlib.config import cpu_cores
+
+    return cpu_cores()
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Render with one intra-op torch thread, and spread whole chunks over the cores instead.
+
+    The renderer runs thousands of short elementwise ops; splitting each across threads makes every op
+    wait for all of them, and on a busy machine (a notebook beside a browser, a CI box) those waits cost
+    tens of times the work. Chunks on Python threads (torch releases the GIL) never wait for each other.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _write_into(root: Path, n, size, seed, fraction, masks) -> list[int]:
@@ -221,16 +252,26 @@ def _write_into(root: Path, n, size, seed, fraction, masks) -> list[int]:
 
 # ======================================================================= random parameters
 class _Draw:
-    """Small helpers over a numpy Generator so the parameter tables below read like tables."""
+    """Scalar draws for the parameter tables below, read from a block of uniforms drawn at once (one numpy
+    call instead of one per parameter); ``rng`` stays available for arrays."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, block: int = 192):
         self.rng = rng
+        self._block = rng.random(block).tolist()
+        self._next = 0
+
+    def _uniform(self) -> float:
+        self._next += 1
+        return self._block[self._next - 1]
 
     def u(self, lo: float, hi: float) -> float:
-        return float(self.rng.uniform(lo, hi))
+        return lo + (hi - lo) * self._uniform()
 
     def p(self, prob: float) -> float:
-        return float(self.rng.random() < prob)
+        return float(self._uniform() < prob)
+
+    def choice(self, n: int, probs) -> int:
+        return int(np.searchsorted(np.cumsum(probs), self._uniform() * sum(probs), side="right").clip(0, n - 1))
 
 
 def _anatomy_and_film(r: _Draw) -> dict[str, float]:
@@ -279,7 +320,7 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     p["tr_amp"] = r.u(0.18, 0.28)
     # --- spine
     p["sp_hw"], p["sp_period"], p["sp_phase"] = r.u(0.032, 0.042), r.u(0.045, 0.055), r.u(0.0, 1.0)
-    p["sp_amp"] = r.u(0.12, 0.2)
+    p["sp_amp"] = r.u(0.08, 0.15)
     # --- ribs: rib k at distance d from the midline runs along y = y1 + s0 k + s1 k² + g(d)(1 + c k)
     p["rib_y1"], p["rib_s0"], p["rib_s1"] = r.u(0.075, 0.105), r.u(0.037, 0.045), r.u(0.0014, 0.0026)
     p["rib_c"] = r.u(0.0, 0.03)
@@ -311,7 +352,7 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     p["hil_d"] = r.u(0.075, 0.1)
     p["hil_yr"] = r.u(0.40, 0.45)
     p["hil_yl"] = p["hil_yr"] - r.u(0.0, 0.03)  # the left hilum sits a little higher
-    p["hil_amp"], p["ves_amp"] = r.u(0.12, 0.22), r.u(18.0, 28.0)
+    p["hil_amp"], p["ves_amp"] = r.u(0.12, 0.22), r.u(14.0, 24.0)
     p["texture"] = r.u(0.01, 0.03)
     p["ves_w"] = r.u(0.007, 0.010)
     # --- film: window, gamma, S-curve, contrast, blur, noise, collimation
@@ -328,11 +369,11 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
 def _pneumonia(r: _Draw, a: dict[str, float], ill: bool) -> dict[str, float]:
     """Consolidation patches: up to MAX_PATCHES blobs in lung zones (lower zones most often)."""
     p: dict[str, float] = {}
-    n = int(r.rng.choice([1, 2, 3, 4], p=[0.4, 0.35, 0.18, 0.07])) if ill else 0
+    n = 1 + r.choice(4, [0.4, 0.35, 0.18, 0.07]) if ill else 0
     p["fissure"] = 0.0
     for j in range(MAX_PATCHES):
-        side = -1.0 if r.rng.random() < 0.55 else 1.0  # -1: the patient's right lung (image left)
-        zone = int(r.rng.choice(3, p=[0.2, 0.3, 0.5]))  # upper, middle, lower
+        side = -1.0 if r.p(0.55) else 1.0  # -1: the patient's right lung (image left)
+        zone = r.choice(3, [0.2, 0.3, 0.5])  # upper, middle, lower
         top, dome = a["apex_y"] + 0.06, (a["dome_r"] if side < 0 else a["dome_l"])
         hil = a["hil_yr"] if side < 0 else a["hil_yl"]
         y0, y1 = [(top, hil - 0.05), (hil - 0.06, hil + 0.08), (hil + 0.06, dome - 0.03)][zone]
@@ -342,7 +383,7 @@ def _pneumonia(r: _Draw, a: dict[str, float], ill: bool) -> dict[str, float]:
         big = 0.02 if j == 0 else 0.0  # the first patch is never a small one: every ill film shows it
         p[f"pn{j}_rx"], p[f"pn{j}_ry"] = r.u(0.05 + big, 0.13), r.u(0.05 + big, 0.13)
         p[f"pn{j}_amp"] = r.u(0.8 + 10 * big, 1.6) if j < n else 0.0
-        if j == 0 and j < n and side < 0 and zone < 2 and r.rng.random() < 0.3:
+        if j == 0 and j < n and side < 0 and zone < 2 and r.p(0.3):
             p["fissure"] = 1.0 if zone == 0 else -1.0  # right upper / middle lobe: sharp at the minor fissure
     p["fissure_y"] = a["hil_yr"] + r.u(-0.03, 0.0)
     p["pn_fill"] = r.u(0.75, 0.95)  # how much of the air a dense patch replaces
@@ -419,18 +460,17 @@ def _splat(p, S: int, segs: np.ndarray) -> np.ndarray:
     """Project segments (rows x0, y0, x1, y1, width, density factor; anatomical) as solid cylinders into an (S, S) float32
     layer: the value is the path length through the vessel, in fractions of the image.
 
-    Each segment is sampled every half pixel along and every 0.75 px across its width, and each sample is
+    Each segment is sampled every 0.8 px along and every 0.75 px across its width, and each sample is
     spread bilinearly over its 4 neighbouring pixels, so lines are anti-aliased without per-pixel work.
     """
-    layer = np.zeros(S * S, dtype=np.float64)
     if segs.shape[1] == 0:
-        return layer.reshape(S, S).astype(np.float32)
+        return np.zeros((S, S), np.float32)
     u0, v0 = _to_image(p, segs[0], segs[1])
     u1, v1 = _to_image(p, segs[2], segs[3])
     x0, y0, x1, y1 = u0 * S - 0.5, v0 * S - 0.5, u1 * S - 0.5, v1 * S - 0.5
     w_px = segs[4] * p["scale"] * S
     ln = np.hypot(x1 - x0, y1 - y0) + 1e-9
-    n_along = np.maximum(1, np.ceil(ln / 0.5)).astype(np.int64)
+    n_along = np.maximum(1, np.ceil(ln / 0.8)).astype(np.int64)
     n_across = np.maximum(1, np.ceil(w_px / 0.75)).astype(np.int64)
     count = n_along * n_across
     seg = np.repeat(np.arange(len(ln)), count)
@@ -443,13 +483,13 @@ def _splat(p, S: int, segs: np.ndarray) -> np.ndarray:
     # a vessel of diameter w is w thick at its centre; its cross-section (~w² in px²) is shared among the
     # samples. Thin vessels get more (w^1.5): on films the many small ones add up to visible markings.
     mass = (math.pi / 4.0) * w_px * w_px * np.sqrt(0.008 / segs[4]) * segs[5] * ln / count / S
-    m = mass[seg]
     ix, iy = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
     fx, fy = px - ix, py - iy
-    for ox, oy, wt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        cx, cy = ix + ox, iy + oy
-        ok = (cx >= 0) & (cx < S) & (cy >= 0) & (cy < S)
-        layer += np.bincount((cy * S + cx)[ok], weights=(m * wt)[ok], minlength=S * S)
+    cx = np.concatenate([ix, ix + 1, ix, ix + 1])
+    cy = np.concatenate([iy, iy, iy + 1, iy + 1])
+    wt = np.concatenate([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]) * np.tile(mass[seg], 4)
+    ok = (cx >= 0) & (cx < S) & (cy >= 0) & (cy < S)
+    layer = np.bincount((cy * S + cx)[ok], weights=wt[ok], minlength=S * S)
     return layer.reshape(S, S).astype(np.float32)
 
 
@@ -457,25 +497,31 @@ def _marker(r: _Draw, S: int) -> np.ndarray:
     """A lead side marker, "L" (image right) or "R" (image left), in a corner; (S, S) float32 in [0, 1]."""
     from PIL import Image, ImageDraw
 
-    kind = int(r.rng.choice(3, p=[0.35, 0.45, 0.2]))  # none, L, R
-    h, top = r.u(0.035, 0.05), r.rng.random() < 0.7
+    kind = r.choice(3, [0.35, 0.45, 0.2])  # none, L, R
+    h, top = r.u(0.035, 0.05), r.p(0.7)
     x0 = r.u(0.86, 0.9) if kind == 1 else r.u(0.06, 0.1)
     y0 = r.u(0.06, 0.1) if top else r.u(0.82, 0.88)
+    layer = np.zeros((S, S), np.float32)
     if kind == 0:
-        return np.zeros((S, S), np.float32)
-    w, big = h * 0.6, 2 * S
+        return layer
+    w = h * 0.6
     if kind == 1:
-        strokes = [[(x0, y0), (x0, y0 + h), (x0 + w, y0 + h)]]
+        strokes = [[(0.0, 0.0), (0.0, h), (w, h)]]
     else:
         t = np.linspace(-math.pi / 2, math.pi / 2, 9)
-        bowl = [(x0 + w * 0.55 + w * 0.45 * math.cos(a), y0 + h * 0.25 + h * 0.25 * math.sin(a)) for a in t]
-        strokes = [[(x0, y0 + h), (x0, y0), (x0 + w * 0.55, y0)] + bowl + [(x0, y0 + h * 0.5)],
-                   [(x0 + w * 0.45, y0 + h * 0.5), (x0 + w, y0 + h)]]
-    img = Image.new("L", (big, big), 0)
-    draw = ImageDraw.Draw(img)
-    for s in strokes:
-        draw.line([(u * big, v * big) for u, v in s], fill=255, width=max(1, round(h * 0.16 * big)), joint="curve")
-    return np.asarray(img.reduce(2), dtype=np.float32) / 255.0
+        bowl = [(w * 0.55 + w * 0.45 * math.cos(a), h * 0.25 + h * 0.25 * math.sin(a)) for a in t]
+        strokes = [[(0.0, h), (0.0, 0.0), (w * 0.55, 0.0)] + bowl + [(0.0, h * 0.5)], [(w * 0.45, h * 0.5), (w, h)]]
+    # drawn twice as large on a canvas just around the letter, then box-averaged down (anti-aliasing)
+    i0, j0, box = max(0, int(y0 * S) - 2), max(0, int(x0 * S) - 2), int(math.ceil(h * S)) + 5
+    big = 2 * S
+    canvas = Image.new("L", (2 * box, 2 * box), 0)
+    draw = ImageDraw.Draw(canvas)
+    for stroke in strokes:
+        xy = [((x0 + u) * big - 2 * j0, (y0 + v) * big - 2 * i0) for u, v in stroke]
+        draw.line(xy, fill=255, width=max(2, round(h * 0.2 * big)), joint="curve")
+    patch = np.asarray(canvas.reduce(2), dtype=np.float32) / 255.0
+    layer[i0:i0 + box, j0:j0 + box] = patch[: S - i0, : S - j0]
+    return layer
 
 
 # ======================================================================= rendering
@@ -694,7 +740,7 @@ def _coarse(P, R, r0, r1, fields, want_masks) -> torch.Tensor:
         ((y - P["apex_y"]) * (0.22 / 0.18)).clamp_(0.0, 0.22).add_(0.78))
 
     # ---- pneumonia: patchy, ill-defined consolidation replacing air (sharp where a fissure bounds a lobe)
-    patchy = (0.7 + 1.1 * fields[:, 2]).clamp_(min=0.0)
+    patchy = torch.tanh(fields[:, 2]).mul_(0.5).add_(1.0)  # 0.5–1.5: irregular, but no holes in a dense patch
     cons = torch.zeros_like(dx)
     for j in range(MAX_PATCHES):
         if not bool((P[f"pn{j}_amp"] > 0).any()):
@@ -775,8 +821,8 @@ def _coarse(P, R, r0, r1, fields, want_masks) -> torch.Tensor:
         extra += 0.07 * P["scap"] * scap * _ramp(P["scap_yb"] - y - 0.1 * (ad - P["scap_d"]), 0.008) * T
     if bool(P["breast"].any()):  # rounded densities over the lower lungs, sharp below, fading upwards
         bq = _ellipse_sd(ad - P["br_d"], y - P["br_y"], P["br_rx"], P["br_ry"])
-        fade = ((y - P["br_y"] + P["br_ry"]) / (2.0 * P["br_ry"])).clamp_(0.0, 1.0)
-        extra += P["breast"] * P["br_amp"] * _ramp(bq, 0.003) * fade
+        fade = ((y - P["br_y"] + P["br_ry"]) / (2.0 * P["br_ry"])).clamp_(0.0, 1.0).square_()
+        extra += P["breast"] * P["br_amp"] * _ramp(bq, 0.004) * fade
     if bool(P["gas"].any()):  # gastric bubble: dome under the left hemidiaphragm, flat air-fluid level
         gy = y_dia + 0.014 + P["gas_ry"]
         s_gas = torch.minimum(_ellipse_sd(dx - P["gas_x"], y - gy, P["gas_rx"], P["gas_ry"] * 1.6),

@@ -46,6 +46,51 @@ def show_grid(images, labels=None, ncols: int = 8, title: str | None = None, cla
     return fig
 
 
+def image_rows(rows: dict, title: str, col_titles=None) -> Figure:
+    """One row of images per entry of ``rows`` (``{row name: (N, 1, H, W)}``, uint8 or float in [-1, 1]),
+    the row's name on its left; ``col_titles`` (N strings) caption the top row. Rows may differ in length."""
+    ncols = max(len(x) for x in rows.values())
+    fig = Figure(figsize=(1.25 * ncols + 0.8, 1.35 * len(rows) + 0.6), layout="constrained")
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        x = torch.as_tensor(images).detach().cpu()
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else (x.float() + 1.0) / 2.0
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(x):
+                ax.set_axis_off()
+                continue
+            ax.imshow(x[c, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            if r == 0 and col_titles is not None:
+                ax.set_title(str(col_titles[c]), fontsize=9)
+        axes[r, 0].set_ylabel(name, fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def metric_bars(table: dict, title: str, descriptions: dict | None = None) -> Figure:
+    """One bar chart per column of ``{row: {column: number}}`` (e.g. ``metrics.compare_sets``), a bar per row.
+
+    ``descriptions`` ({column: words}, default ``metrics.COMPARE_COLUMNS`` where it names the column) label
+    each chart's value axis."""
+    from cxrlib.metrics import COMPARE_COLUMNS
+
+    descriptions = {**COMPARE_COLUMNS, **(descriptions or {})}
+    names, columns = list(table), list(next(iter(table.values())))
+    fig = Figure(figsize=(3.0 * len(columns), 3.4 + 0.12 * max(len(n) for n in names)), layout="constrained")
+    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    colours = [f"C{i}" for i in range(len(names))]
+    for ax, col in zip(axes, columns):
+        ax.bar(range(len(names)), [table[n][col] for n in names], color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+        ax.set_title(col)
+        ax.set_xlabel("image set")
+        ax.set_ylabel(descriptions.get(col, col), fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
 # ======================================================================= evaluation report
 def _mosaic(images, ncols: int, pad: int = 1) -> np.ndarray:
     """(N, 1, H, W) uint8 or float in [-1, 1] → one (rows·H, ncols·W) float array in [0, 1] for imshow."""

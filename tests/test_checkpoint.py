@@ -27,8 +27,10 @@ def _one_thread(monkeypatch):
     monkeypatch.setattr(config, "set_threads", lambda n=None: torch.set_num_threads(1) or 1)
 
 
-# every trick that draws random numbers is on: batches, z, DiffAugment, label flips, R1 timing, EMA ramp-up
-TRICKY = dict(size=32, batch=8, width=0.25, amp="off", augment="color,translation,cutout", label_smoothing=0.1,
+# every trick with state or random draws is on: batches, z, DiffAugment with ADA (fast, so p moves), label
+# flips, R1 timing, EMA ramp-up
+TRICKY = dict(size=32, batch=8, width=0.25, amp="off", augment="color,translation,cutout", ada=True,
+              ada_speed_kimg=0.05, label_smoothing=0.1,
               flip_prob=0.1, r1_gamma=0.5, r1_every=2, ema_half_life_kimg=0.05, ema_rampup=0.05, log_every=2,
               sample_every=1000)
 
@@ -49,6 +51,9 @@ def assert_same_state(a: Trainer, b: Trainer):
                 assert torch.equal(v, sb[key]["state"][i][name]), f"{key}[{i}].{name}"
     assert (a.step, a.images_seen, a.d_updates) == (b.step, b.images_seen, b.d_updates)
     assert torch.equal(a.rng.get_state(), b.rng.get_state())
+    if a.ada is not None:
+        assert torch.equal(a.ada.p, b.ada.p)
+        assert torch.equal(a.ada.r_t, b.ada.r_t) or bool(a.ada.r_t.isnan() and b.ada.r_t.isnan())
 
 
 @pytest.mark.parametrize("preset", ["course", "seed"])  # seed: dropout draws from torch's global RNG

@@ -320,3 +320,17 @@ def test_flops_per_image_uses_the_stated_training_step_formula():
     # DCGAN 32 px by hand: the 4×4 layer, two 4×4 stride-2 blocks, the output layer
     g_macs = 100 * 256 * 16 + 16 * 256 * 128 * 16 + 64 * 128 * 64 * 16 + 256 * 64 * 1 * 16
     assert f["G"] == 2 * g_macs
+
+
+def test_course_options_build_working_variants():
+    torch.manual_seed(0)
+    G, D = build_models("course", 32, norm="none", down="avgpool", convs_per_block=1, skips=False, ch_out=8)
+    G.eval()
+    x, levels = G(torch.randn(2, G.z_dim), return_levels=True)
+    assert x.shape == (2, 1, 32, 32) and len(levels) == 1
+    assert x.std() > 0.05  # He initialisation: the signal survives the stack without a norm layer
+    assert D(x).shape == (2,)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in G.modules())
+    assert any(isinstance(m, nn.AvgPool2d) for m in D.modules())
+    with pytest.raises(CxrError, match="norm"):
+        build_models("course", 32, norm="group")

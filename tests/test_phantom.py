@@ -50,6 +50,9 @@ def test_prefix_is_stable_across_render_chunks():
     # images are rendered in fixed chunks (16 at 32 px): 20 images span two of them, 3 images one
     a, b = generate(20, 32, seed=1), generate(3, 32, seed=1)
     assert torch.equal(a.images[:3], b.images)
+    threads = torch.get_num_threads()
+    assert torch.equal(generate(20, 32, seed=1, workers=1).images, a.images)  # parallel chunks: same bytes
+    assert torch.get_num_threads() == threads  # rendering gives torch its threads back
     # above 128 px a coarse grid is upsampled: the same bytes again
     assert torch.equal(generate(2, 136, seed=1).images[:1], generate(1, 136, seed=1).images)
 

@@ -48,7 +48,7 @@ def test_presets_hold_the_seed_and_dcgan_hyper_parameters():
     dcgan = make_config("dcgan")
     assert (dcgan.g_lr, dcgan.g_betas, dcgan.batch) == (2e-4, (0.5, 0.999), 64)
     course = make_config("course")
-    assert course.preset == "course" and course.ema_half_life_kimg > 0 and course.augment
+    assert course.preset == "course" and course.ema_half_life_kimg > 0 and course.augment and course.ada
     assert set(PRESETS) == {"seed", "dcgan", "course"}
 
 
@@ -147,7 +147,7 @@ def test_same_augmentation_policy_and_p_for_real_and_fake(monkeypatch):
         return real_fn(x, policy=policy, p=p, generator=generator)
 
     monkeypatch.setattr(augment, "diff_augment", recording)
-    t = Trainer(tiny("course", augment="color,translation,cutout", augment_p=0.4), images())
+    t = Trainer(tiny("course", augment="color,translation,cutout", augment_p=0.4, ada=False), images())
     t.train_step()
     assert len(calls) == 3  # D step: real and fake; G step: fake
     assert {c[1:] for c in calls} == {("color,translation,cutout", 0.4)}
