@@ -34,6 +34,16 @@ def seed_augment_params(
     }
 
 
+def brightness_contrast(x, brightness: float, contrast: float):
+    """The seed's pixel maths on a numpy float image ``x`` in [0, 1]: ``x + b``, then ``(x - mean)·c + mean``,
+    clipped to [0, 1] (the order of tf.image.random_brightness then random_contrast)."""
+    import numpy as np
+
+    x = x + float(brightness)
+    mean = float(x.mean())
+    return np.clip((x - mean) * float(contrast) + mean, 0.0, 1.0)
+
+
 def _seed_augment_jpeg(img, params: dict) -> bytes:
     """Apply ``params`` to a PIL image (any mode, made grayscale); return the JPEG file's bytes, whose
     compression *is* the JPEG-quality augmentation. Pixel maths in [0, 1]: x + b, then (x - mean)·c + mean."""
@@ -44,9 +54,7 @@ def _seed_augment_jpeg(img, params: dict) -> bytes:
     from cxrlib.data import _to_gray
 
     x = np.asarray(_to_gray(img, getattr(img, "filename", "image")), dtype=np.float32) / 255.0
-    x = x + params["brightness"]
-    mean = float(x.mean())
-    x = np.clip((x - mean) * params["contrast"] + mean, 0.0, 1.0)
+    x = brightness_contrast(x, params["brightness"], params["contrast"])
     from PIL import Image
 
     buf = io.BytesIO()
@@ -158,6 +166,51 @@ def augment_folder(
     if skipped:
         summary += f"; skipped {len(skipped)} unreadable: " + ", ".join(Path(p).name for p, _ in skipped[:5])
     return summary
+
+
+def adjust_brightness_contrast(x, brightness: float = 0.0, contrast: float = 1.0):
+    """The seed's pixel maths for one augmentation: ``x + b``, then ``(x - mean) · c + mean``, clipped to [0, 1].
+
+    x: (..., H, W) float in [0, 1] (a torch tensor or a numpy array; returned as the same kind, same shape);
+    brightness b: added to every pixel (±0.1 in the seed); contrast c: stretches each image about its own mean
+    (taken after the brightness shift, over its last two axes; 0.9–1.1 in the seed). Strong values saturate
+    pixels at 0 or 1 -- information the copy no longer has.
+    """
+    x = x + brightness
+    mean = x.mean(axis=(-2, -1), keepdims=True)
+    return ((x - mean) * contrast + mean).clip(0.0, 1.0)
+
+
+def augment_images(
+    images, copies: int = 1, seed: int = 0, *, brightness: float = SEED_BRIGHTNESS, contrast=SEED_CONTRAST,
+    jpeg_quality=SEED_JPEG_QUALITY,
+):  # fmt: skip
+    """:func:`augment_folder` for a tensor in memory: the originals followed by ``copies`` augmented copies each.
+
+    images: (N, 1, H, W) uint8 → (N · (1 + copies), 1, H, W) uint8: rows 0..N-1 are the originals, then
+    copy 1 of every image, then copy 2, ... Each copy gets its own random brightness, contrast and JPEG
+    quality (same maths and ranges as the files ``augment_folder`` writes), drawn from ``seed``.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x = torch.as_tensor(images)
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 1:
+        raise CxrError(f"augment_images wants uint8 images shaped (N, 1, H, W), got {x.dtype} {tuple(x.shape)}")
+    if int(copies) != copies or copies < 0:
+        raise CxrError(f"copies must be a whole number >= 0, got {copies}")
+    rng = np.random.default_rng(seed)
+    out = [x]
+    for _ in range(int(copies)):
+        batch = []
+        for img in x[:, 0].numpy():
+            params = seed_augment_params(rng, brightness, contrast, jpeg_quality)
+            blob = _seed_augment_jpeg(Image.fromarray(img), params)
+            batch.append(np.asarray(Image.open(io.BytesIO(blob)).convert("L")))
+        out.append(torch.from_numpy(np.stack(batch))[:, None])
+    return torch.cat(out)
 
 
 def seed_augment_images(images: torch.Tensor, seed: int = 0, *, brightness: float = SEED_BRIGHTNESS,

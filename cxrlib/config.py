@@ -36,10 +36,13 @@ def cpu_cores() -> int:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to the number of usable cores (or ``n``); returns the number set."""
+    """Set torch's intra-op threads: ``n``, else ``$CXRLIB_THREADS``, else the number of usable cores.
+
+    Returns the number set. On a machine shared with other busy processes, fewer threads than cores is
+    often faster (OpenMP threads spin while waiting for a core): set ``CXRLIB_THREADS=1`` there."""
     import torch
 
-    n = n or cpu_cores()
+    n = n or int(os.environ.get("CXRLIB_THREADS") or 0) or cpu_cores()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

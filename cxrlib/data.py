@@ -551,6 +551,13 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
 
 
+def is_inside(path, folder) -> bool:
+    """True when ``path`` is ``folder`` itself or lies anywhere below it, after resolving ``..``, relative
+    parts and links (``data/train/../train/aug`` is inside ``data/train``; ``data/train2`` is not). This is
+    the check behind ``augment``/``prepare`` refusing to write into their source (:func:`check_separate`)."""
+    return _inside(Path(path).expanduser(), Path(folder).expanduser())
+
+
 # =========================================================================== loading a folder
 def load_images(
     root,
@@ -741,21 +748,32 @@ def load_medmnist(
 
 
 # =========================================================================== the notebooks' one switch
-def _phantom_set(n: int, size: int, seed: int, **kw) -> ImageSet:
+def _phantom_set(n: int, size: int, seed: int, cache: bool = True, cache_dir=None, **kw) -> ImageSet:
+    """n phantoms as an ImageSet, cached like decoded folders: the key holds the arguments and the bytes of
+    ``phantom.py`` itself, so a changed generator never serves stale images."""
     import torch
 
     from cxrlib import phantom
+    from cxrlib.config import cache_dir as default_cache_dir
 
+    key = hashlib.sha256(Path(phantom.__file__).read_bytes())
+    key.update(json.dumps([CACHE_FORMAT, torch.__version__, n, size, seed, sorted(kw.items())]).encode())
+    base = Path(cache_dir or default_cache_dir()) / "phantoms" / key.hexdigest()[:32]
+    root = Path("phantom:")
+    if cache:
+        hit = _cache_read(base, root)
+        if hit is not None:
+            hit.paths, hit.origin = [f"phantom:{i}" for i in range(len(hit))], "phantom"
+            return hit
     ph = phantom.generate(n, size=size, seed=seed, **kw)
-    images = torch.as_tensor(ph.images, dtype=torch.uint8)
-    return ImageSet(
-        images.reshape(len(images), 1, size, size),
-        torch.as_tensor(ph.labels, dtype=torch.int64),
-        list(ph.classes),
-        [f"phantom:{i}" for i in range(len(images))],
-        [],
-        "phantom",
-    )
+    images = torch.as_tensor(ph.images, dtype=torch.uint8).reshape(n, 1, size, size)
+    labels = torch.as_tensor(ph.labels, dtype=torch.int64)
+    if cache:
+        try:
+            _cache_write(base, images.numpy(), labels.tolist(), list(ph.classes), [str(i) for i in range(n)], [])
+        except OSError:  # a read-only home folder: the set is still returned, just not cached
+            pass
+    return ImageSet(images, labels, list(ph.classes), [f"phantom:{i}" for i in range(n)], [], "phantom")
 
 
 def _take(ds: ImageSet, n: int | None, seed: int) -> ImageSet:

@@ -623,9 +623,345 @@ def main(argv: list[str] | None = None) -> int:
 # import time) so importing this module stays cheap: `compare_outputs(lambda: [case(...), ...])`.
 
 # ----------------------------------------------------------------------- 01 data & augmentation
+def _unit_ramp(shape=(2, 1, 4, 8)):
+    """Values 0 … 1 spread over ``shape``, a different range per image (float32)."""
+    import torch
+
+    n = math.prod(shape)
+    x = torch.linspace(0.0, 1.0, n).reshape(shape)
+    return x * torch.linspace(1.0, 0.6, shape[0]).view(-1, *([1] * (len(shape) - 1)))
+
+
+register(
+    "01.brightness_contrast",
+    reference="cxrlib.augment.adjust_brightness_contrast",
+    checker=compare_outputs(lambda: [
+        case(_unit_ramp(), 0.1, 1.0, label="brightness +0.1, contrast 1.0"),
+        case(_unit_ramp(), -0.05, 1.1, label="brightness -0.05, contrast 1.1 (the seed's ranges)"),
+        case(_unit_ramp(), 0.0, 0.5, label="contrast 0.5 only (each image about its own mean)"),
+        case(_unit_ramp(), 0.4, 1.5, label="strong: brightness +0.4, contrast 1.5 (must clip to [0, 1])"),
+    ], atol=1e-6),
+    hint="x + brightness; mean = x.mean(axis=(-2, -1), keepdims=True) per image; (x - mean) * contrast + mean; "
+    ".clip(0, 1) last",
+)
+
+
+def _mean_brightness_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 1, 6, 6), generator=g, dtype=torch.uint8)
+    flat = torch.stack([torch.full((1, 4, 4), v, dtype=torch.uint8) for v in (0, 51, 255)])
+    return [case(images, label="5 random uint8 images (5, 1, 6, 6)"),
+            case(flat, label="three flat images of 0, 51 and 255 (expect 0.0, 0.2, 1.0)")]
+
+
+register(
+    "01.mean_brightness",
+    reference="cxrlib.metrics.mean_brightness",
+    checker=compare_outputs(_mean_brightness_cases, atol=1e-6),
+    hint="convert to float, divide by 255, then average over dims (1, 2, 3): one number per image, shape (N,)",
+)
+
+
+def _inside_cases():
+    return [
+        case("data/train/aug", "data/train", label="('data/train/aug', 'data/train'): a sub-folder"),
+        case("data/train", "data/train", label="('data/train', 'data/train'): the folder itself"),
+        case("data/train2", "data/train", label="('data/train2', 'data/train'): a sibling whose name starts alike"),
+        case("data/train/../val", "data/train", label="('data/train/../val', 'data/train'): '..' leads out"),
+        case("data/val/../train/aug", "data/train", label="('data/val/../train/aug', 'data/train'): '..' leads in"),
+        case("data", "data/train", label="('data', 'data/train'): the parent"),
+    ]
+
+
+register(
+    "01.is_inside",
+    reference="cxrlib.data.is_inside",
+    checker=compare_outputs(_inside_cases),
+    hint="resolve both with pathlib.Path(...).resolve(), then path == folder or path.is_relative_to(folder); "
+    "a string test like startswith() calls 'data/train2' inside 'data/train'",
+)
+
+
 # ----------------------------------------------------------------------- 02 architecture
+def _output_size_cases():
+    from torch import nn
+
+    return [
+        case(32, nn.Sequential(nn.Conv2d(1, 8, 5, stride=2, padding=2), nn.LeakyReLU(0.2),
+                               nn.Conv2d(8, 16, 5, stride=2, padding=2)),
+             label="32 px through two Conv2d(k=5, stride=2, padding=2) (the seed's D)"),
+        case(7, nn.Sequential(nn.Conv2d(1, 1, 3)), label="7 px through Conv2d(k=3, no padding)"),
+        case(4, nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                              nn.Upsample(scale_factor=2), nn.Conv2d(8, 8, 5, padding=2)),
+             label="4 px through two Upsample(×2) + 'same' Conv2d blocks"),
+        case(4, nn.Sequential(nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.BatchNorm2d(8),
+                              nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1)),
+             label="4 px through ConvTranspose2d(k=4, s=2, p=1) and ConvTranspose2d(k=3, s=2, p=1, output_padding=1)"),
+        case(10, nn.Sequential(nn.Conv2d(1, 1, 3, stride=3)), label="10 px through Conv2d(k=3, stride=3): rounds down"),
+    ]
+
+
+register(
+    "02.output_size",
+    reference="cxrlib.models.output_size",
+    checker=compare_outputs(_output_size_cases),
+    hint="Conv2d: (n + 2p - k) // s + 1; ConvTranspose2d: (n - 1)·s - 2p + k + output_padding; Upsample: "
+    "n · scale_factor; other layers keep n (m.kernel_size, m.stride, m.padding are tuples: take [0])",
+)
+
+register(
+    "02.conv_params",
+    reference="cxrlib.models.conv2d_params",
+    checker=compare_outputs(lambda: [
+        case(1, 8, 3, label="Conv2d(1, 8, 3)"),
+        case(64, 128, 5, label="Conv2d(64, 128, 5)"),
+        case(512, 256, 7, label="Conv2d(512, 256, 7)"),
+        case(16, 1, 1, bias=False, label="Conv2d(16, 1, 1, bias=False)"),
+    ]),
+    hint="every output channel has one k×k kernel per input channel, plus one bias: c_out · (c_in · k² + 1)",
+)
+
+
+def _check_upsample_block(candidate, reference):
+    import torch
+    from torch import nn
+
+    for c_in, c_out, k in ((8, 4, 3), (3, 5, 5)):
+        torch.manual_seed(0)
+        block, ref = candidate(c_in, c_out, k), reference(c_in, c_out, k)
+        if not isinstance(block, nn.Module):
+            return f"upsample_conv_block({c_in}, {c_out}, {k}) should return an nn.Module, got {describe_value(block)}"
+        if any(isinstance(m, nn.ConvTranspose2d) for m in block.modules()):
+            return "it uses ConvTranspose2d: upsample first (nn.Upsample), then a normal Conv2d"
+        with torch.no_grad():
+            y = block(torch.randn(2, c_in, 6, 6))
+            want = (2, c_out, 12, 12)
+            if tuple(y.shape) != want:
+                return (f"for c_in={c_in}, c_out={c_out}, k={k} an input (2, {c_in}, 6, 6) gave {tuple(y.shape)}, "
+                        f"expected {want} (×2 upsampling, 'same' padding k // 2)")
+            n, n_ref = sum(p.numel() for p in block.parameters()), sum(p.numel() for p in ref.parameters())
+            if n != n_ref:
+                return f"for c_in={c_in}, c_out={c_out}, k={k} it has {n} parameters, expected {n_ref} (one Conv2d)"
+            flat = block(torch.ones(1, c_in, 8, 8))[..., k:-k, k:-k]
+            spread = float((flat - flat.mean(dim=(-2, -1), keepdim=True)).abs().max())
+            if spread > 1e-4:
+                return (f"a constant input does not stay constant away from the borders (values differ by "
+                        f"{spread:.3g}): use nearest-neighbour upsampling before the convolution")
+            if not any(isinstance(m, (nn.LeakyReLU, nn.ReLU)) for m in block.modules()):
+                return "it has no activation after the convolution: end the block with nn.LeakyReLU(0.2)"
+    return None
+
+
+register(
+    "02.upsample_conv_block",
+    reference="cxrlib.models.upsample_conv_block",
+    checker=_check_upsample_block,
+    hint="nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(c_in, c_out, kernel_size, "
+    "padding=kernel_size // 2), nn.LeakyReLU(0.2))",
+)
+
+
 # ----------------------------------------------------------------------- 03 adversarial training tricks
+def _bce_targets_checker(candidate, reference):
+    import torch
+
+    # 1. no randomness: the smoothed targets themselves
+    for s in (0.0, 0.1, 0.3):
+        problem = difference(candidate(3, 2, label_smoothing=s), reference(3, 2, label_smoothing=s), atol=1e-6)
+        if problem:
+            return f"with label_smoothing={s}, flip_prob=0 (3 real, 2 fake): {problem}"
+    # 2. flipping: statistics over many targets, so any correct way of drawing the flips passes
+    s, p, n = 0.1, 0.2, 20_000
+    hi, lo = 1 - s / 2, s / 2
+    got = candidate(n, n, label_smoothing=s, flip_prob=p, generator=torch.Generator().manual_seed(0))
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return f"expected a pair (t_real, t_fake), got {describe_value(got)}"
+    t_real, t_fake = (torch.as_tensor(t).float() for t in got)
+    if t_real.shape != (n,) or t_fake.shape != (n,):
+        return f"with {n} real and {n} fake, the shapes are {tuple(t_real.shape)} and {tuple(t_fake.shape)}"
+    for name, t in (("t_real", t_real), ("t_fake", t_fake)):
+        odd = ~(torch.isclose(t, torch.tensor(hi)) | torch.isclose(t, torch.tensor(lo)))
+        if odd.any():
+            return f"{name} holds {int(odd.sum())} values other than {hi} and {lo} (e.g. {float(t[odd][0]):.4g})"
+    share = {"t_real": float(torch.isclose(t_real, torch.tensor(lo)).float().mean()),
+             "t_fake": float(torch.isclose(t_fake, torch.tensor(hi)).float().mean())}
+    for name, f in share.items():
+        if abs(f - p) > 0.02:
+            return f"with flip_prob={p}, {f:.1%} of {name} were flipped (expected about {p:.0%})"
+    again = candidate(n, n, label_smoothing=s, flip_prob=p, generator=torch.Generator().manual_seed(0))
+    if any(not torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(got, again)):
+        return "the same generator seed gave different flips: draw the random numbers from `generator`"
+    other = candidate(n, n, label_smoothing=s, flip_prob=p, generator=torch.Generator().manual_seed(1))
+    if all(torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(got, other)):
+        return "two different generator seeds gave identical flips: draw the random numbers from `generator`"
+    flipped_both = (torch.isclose(t_real, torch.tensor(lo)) & torch.isclose(t_fake, torch.tensor(hi))).float().mean()
+    if abs(float(flipped_both) - p * p) > 0.02:
+        return (f"real and fake targets at the same index were flipped together {float(flipped_both):.1%} of the "
+                f"time (independent flips give about {p * p:.0%})")
+    return None
+
+
+register(
+    "03.bce_targets",
+    reference="cxrlib.losses.bce_targets",
+    checker=_bce_targets_checker,
+    hint="targets 1 - s/2 and s/2 (torch.full); flip = torch.rand(n, generator=generator) < flip_prob, "
+    "then torch.where(flip, swapped, kept) -- one independent draw per target",
+)
+
+
+def _d_loss_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(3)
+    real, fake = 2 * torch.randn(6, generator=g), 2 * torch.randn(4, generator=g) - 1
+    return [
+        case(real, fake, label="6 real and 4 fake logits, no smoothing"),
+        case(real, fake, label_smoothing=0.1, label="the same with label_smoothing=0.1 (the seed's)"),
+        case(torch.full((3,), 8.0), torch.full((3,), -8.0), label_smoothing=0.1,
+             label="a very confident D (logits ±8) with label_smoothing=0.1"),
+    ]
+
+
+register(
+    "03.d_loss_bce",
+    reference="cxrlib.losses.d_loss_bce",
+    checker=compare_outputs(_d_loss_cases, atol=1e-5),
+    hint="t_real, t_fake = bce_targets(...); d_loss_real = F.binary_cross_entropy_with_logits(real_logits, "
+    "t_real); stats: D(x) = torch.sigmoid(real_logits).mean(), D(G(z)) likewise for the fakes",
+)
+
+
+def ema_update(ema, new, beta):
+    """Reference of exercise 03.ema_update: ``beta·ema + (1 - beta)·new`` (a new tensor; inputs unchanged).
+
+    ema, new: tensors of one shape (or numbers); beta in [0, 1]. ``cxrlib.train.EMA.update`` applies this to
+    every weight of G after every G step (``torch._foreach_lerp_``, in place)."""
+    return beta * ema + (1 - beta) * new
+
+
+def _ema_update_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(4)
+    ema, new = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    return [
+        case(ema, new, 0.9, label="two (3, 4) tensors, beta=0.9"),
+        case(ema, new, 0.999, label="beta=0.999 (the seed's fine-tuning EMA)"),
+        case(ema, new, 0.0, label="beta=0 (the average is just the new weights)"),
+        case(ema, new, 1.0, label="beta=1 (the average never moves)"),
+    ]
+
+
+register(
+    "03.ema_update",
+    reference=ema_update,
+    checker=compare_outputs(_ema_update_cases, atol=1e-6),
+    hint="keep beta of the old average and add (1 - beta) of the new value; return a new tensor",
+)
+
+
 # ----------------------------------------------------------------------- 04 fine-tuning
+def _ema_beta_cases():
+    return [
+        case(8, 5.54, label="batch 8, half-life 5.54 kimg (the seed's beta 0.999)"),
+        case(32, 5.0, label="batch 32, half-life 5 kimg (the course recipe)"),
+        case(64, 0.5, label="batch 64, half-life 0.5 kimg"),
+        case(32, 5.0, images_seen=1000, rampup=0.05, label="ramp-up: 1,000 images seen, rampup 0.05"),
+        case(32, 5.0, images_seen=10**7, rampup=0.05, label="ramp-up long past: 10 million images seen"),
+        case(32, 0.0, label="half-life 0 (no EMA: beta 0)"),
+    ]
+
+
+register(
+    "04.ema_beta",
+    reference="cxrlib.train.ema_beta",
+    checker=compare_outputs(_ema_beta_cases, atol=1e-9, rtol=1e-9),
+    hint="half_life = half_life_kimg·1000 images (capped at rampup·images_seen when rampup > 0); "
+    "beta = 0.5 ** (batch / half_life), or 0.0 when the half-life is 0",
+)
+
+
+def reduce_on_plateau(history, patience=2, factor=0.5, threshold=0.01):
+    """Reference of exercise 04.reduce_on_plateau: the learning-rate scale after each quality measurement.
+
+    history: measurements of a distance (lower is better, e.g. SWD), in order. A measurement *improves* when it
+    is below ``(1 - threshold)`` × the best so far; after ``patience`` measurements in a row without improvement
+    the scale is multiplied by ``factor`` and the count starts again. Returns a list of floats, one per
+    measurement, starting from a scale of 1. The same rule as ``cxrlib.train.Trainer.adapt_lr``.
+    """
+    best, bad, scale, scales = math.inf, 0, 1.0, []
+    for d in history:
+        if d < best * (1 - threshold):
+            best, bad = d, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                scale, bad = scale * factor, 0
+        scales.append(scale)
+    return scales
+
+
+def _plateau_cases():
+    falling = [10.0, 9.0, 8.0, 7.5, 7.0]
+    stuck = [10.0, 9.0, 9.5, 9.2, 9.1, 9.3, 8.0, 8.5, 8.4]
+    return [
+        case(falling, label="a distance that keeps falling: never reduce"),
+        case(stuck, label="a plateau after the 2nd measurement (patience 2)"),
+        case(stuck, patience=1, factor=0.1, label="the same with patience=1, factor=0.1"),
+        case([10.0, 9.95, 9.92, 9.9], label="improvements smaller than 1 % do not count"),
+        case([], label="no measurements yet"),
+    ]
+
+
+register(
+    "04.reduce_on_plateau",
+    reference=reduce_on_plateau,
+    checker=compare_outputs(_plateau_cases, atol=1e-12),
+    hint="keep best (start: infinity) and a count of bad measurements; improved = d < best·(1 - threshold); "
+    "when the count reaches patience multiply the scale by factor and reset the count to 0",
+)
+
+
+def scale_learning_rates(optimizer, factor):
+    """Reference of exercise 04.scale_learning_rates: multiply every param group's ``lr`` by ``factor``,
+    in place; return the new learning rates (a list, one per group)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * factor
+    return [group["lr"] for group in optimizer.param_groups]
+
+
+def _scale_lr_checker(candidate, reference):
+    import torch
+
+    def optimizer():
+        w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+        return torch.optim.Adam([{"params": [w], "lr": 2e-4}, {"params": [b], "lr": 1e-3}], betas=(0.0, 0.99))
+
+    for factor in (0.5, 0.25):
+        mine, ref = optimizer(), optimizer()
+        got, expected = candidate(mine, factor), reference(ref, factor)
+        problem = difference([g["lr"] for g in mine.param_groups], [g["lr"] for g in ref.param_groups])
+        if problem:
+            return f"after scaling an Adam with two param groups (lr 2e-4 and 1e-3) by {factor}, its lrs: {problem}"
+        problem = difference(got, expected)
+        if problem:
+            return f"the returned list of new learning rates (factor {factor}): {problem}"
+        if mine.param_groups[0]["betas"] != (0.0, 0.99):
+            return "the betas changed: only touch each group's 'lr'"
+    return None
+
+
+register(
+    "04.scale_learning_rates",
+    reference=scale_learning_rates,
+    checker=_scale_lr_checker,
+    hint="for group in optimizer.param_groups: group['lr'] *= factor; then return the list of group['lr']",
+)
+
+
 # ----------------------------------------------------------------------- 05 results & evaluation
 def _slerp_cases():
     import torch

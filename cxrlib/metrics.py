@@ -313,6 +313,31 @@ def histogram_distance(real, fake, bins: int = 256) -> float:
     return float((h_real.cumsum(0) - h_fake.cumsum(0)).abs().sum() / bins)
 
 
+def mean_brightness(images) -> torch.Tensor:
+    """Each image's mean pixel intensity on the [0, 1] scale: (N,) float32.
+
+    images: (N, 1, H, W) uint8 or float in [-1, 1]. One number per image: offline brightness jitter widens
+    its spread, and a generator that learned the jitter reproduces that spread.
+    """
+    x = as_images(images)
+    return torch.cat([((xf.mean(dim=(1, 2, 3)) + 1.0) / 2.0).float().cpu() for xf in _float_chunks(x)])
+
+
+def power_spectrum(images) -> torch.Tensor:
+    """Mean 2-D power spectrum of a set of images, zero frequency in the centre: (H, W) float32, log10 scale.
+
+    images: (N, 1, H, W) or (N, H, W) or (H, W), any float (or uint8) values; each image's mean is removed
+    first, so the constant part does not swamp the rest. A pattern repeating every ``s`` pixels shows up as
+    peaks ``H/s`` bins away from the centre (s = 2: at the border, the highest frequency the grid can hold).
+    """
+    x = torch.as_tensor(images).detach().float().cpu()
+    while x.ndim < 4:
+        x = x.unsqueeze(0)
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fftshift(torch.fft.fft2(x).abs().pow(2), dim=(-2, -1)).mean(dim=(0, 1))
+    return torch.log10(power + 1e-12)
+
+
 # ======================================================================= diversity (MS-SSIM)
 #: Wang et al. 2003's weights for 5 scales, finest first; fewer scales use the first ones, renormalised.
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

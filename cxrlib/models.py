@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from cxrlib.errors import CxrError
 
@@ -478,7 +478,8 @@ class CourseDiscriminator(nn.Module):
     normalisation (Miyato et al. 2018) on every convolution and linear layer bounds each layer's Lipschitz
     constant, so D cannot become arbitrarily sharp and its gradients stay informative for G. No batch
     norm: each sample's logit depends only on its own pixels (and its minibatch-std group).
-    Channels mirror the generator (:func:`course_width`).
+    Channels mirror the generator (:func:`course_width`). ``spectral_norm=False`` builds the same network
+    without it (notebook 03 switches it on and off in its ablation).
     """
 
     def __init__(
@@ -490,13 +491,14 @@ class CourseDiscriminator(nn.Module):
         ch_max: int = 512,
         down: str = "stride",
         mbstd_group: int = 4,
+        spectral_norm: bool = True,
     ):
         super().__init__()
         if down not in ("stride", "avgpool"):
             raise CxrError(f"unknown downsampling {down!r}: choose 'stride' or 'avgpool'")
         n = n_doublings(check_size(size))
         ch = [course_width(size, size >> k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
-        sn = spectral_norm
+        sn = _spectral_norm if spectral_norm else (lambda layer: layer)
         layers = [sn(nn.Conv2d(1, ch[0], 1)), nn.LeakyReLU(0.2)]
         for c, c_next in zip(ch[:-1], ch[1:]):
             layers += [sn(nn.Conv2d(c, c, 3, padding=1)), nn.LeakyReLU(0.2)]
@@ -527,7 +529,7 @@ def build_models(
     (defaults: seed 256, dcgan 100, course 128); width: multiplies every channel count.
     Extra keywords by preset -- seed: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
     dcgan: ``ngf``, ``ndf``; course: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
-    ``down``, ``mbstd_group``.
+    ``down``, ``mbstd_group``, ``spectral_norm``.
     """
     check_size(size)
     if preset not in PRESET_KEYWORDS:
@@ -546,7 +548,7 @@ def build_models(
         G = DCGANGenerator(size, z_dim=z_dim or 100, ngf=scaled(kw.get("ngf", 64), width))
         D = DCGANDiscriminator(size, ndf=scaled(kw.get("ndf", 64), width))
     else:
-        d_kw = {k: kw.pop(k) for k in ("down", "mbstd_group") if k in kw}
+        d_kw = {k: kw.pop(k) for k in ("down", "mbstd_group", "spectral_norm") if k in kw}
         shared = {k: kw[k] for k in ("ch_out", "ch_max") if k in kw}
         G = course_generator(size, z_dim=z_dim or 128, width=width, **kw)
         D = CourseDiscriminator(size, width=width, **shared, **d_kw)
@@ -556,7 +558,7 @@ def build_models(
 PRESET_KEYWORDS = {
     "seed": ("skips", "dropout", "dropout_mode", "d_dropout"),
     "dcgan": ("ngf", "ndf"),
-    "course": ("ch_out", "ch_max", "norm", "convs_per_block", "skips", "down", "mbstd_group"),
+    "course": ("ch_out", "ch_max", "norm", "convs_per_block", "skips", "down", "mbstd_group", "spectral_norm"),
 }
 
 
@@ -666,10 +668,103 @@ def flops_per_image(G: nn.Module, D: nn.Module, size: int) -> dict:
     G and D are forward FLOPs of the convolution and linear layers (the others are cheap). A backward pass
     costs about twice its forward (gradients for the inputs and for the weights). One training step per
     image of the batch: the D step runs G forward (1·G) and D forward + backward on a real and a fake image
-    (2 · 3·D); the G step runs G forward + backward (3·G) and D forward + backward (3·D). So
-    ``train_step = 4·G + 9·D`` (lazy R1 and spectral-norm power iterations not included).
+    (2 · 3·D); the G step runs G forward + backward (3·G) and D forward + a backward for its *input* only
+    (2·D: the trainer freezes D's weights there, so their gradients are not computed). So
+    ``train_step = 4·G + 8·D`` (lazy R1 and spectral-norm power iterations not included).
     """
     p = next(G.parameters())
     g = forward_flops(G, torch.randn(1, G.z_dim, device=p.device))
     d = forward_flops(D, torch.randn(1, 1, size, size, device=p.device))
-    return {"G": g, "D": d, "train_step": 4 * g + 9 * d, "formula": "train_step = 4·G + 9·D"}
+    return {"G": g, "D": d, "train_step": 4 * g + 8 * d, "formula": "train_step = 4·G + 8·D"}
+
+
+# ----------------------------------------------------------------------------------------------- building blocks (notebook 02)
+
+
+def upsample_conv_block(c_in: int, c_out: int, kernel_size: int = 3) -> nn.Sequential:
+    """Double the resolution the seed's way: nearest-neighbour ×2 upsampling, then a 'same' convolution.
+
+    (B, c_in, H, W) → (B, c_out, 2H, 2W): Upsample(×2, nearest) → Conv2d(k, padding k//2) → LeakyReLU(0.2).
+    Every output pixel sees the same number of input pixels, so a constant input stays constant (away from
+    the borders): no checkerboard.
+    """
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2),
+        nn.LeakyReLU(0.2),
+    )
+
+
+def transpose_conv_block(c_in: int, c_out: int, kernel_size: int = 4) -> nn.Sequential:
+    """Double the resolution DCGAN's way: a stride-2 transposed convolution.
+
+    (B, c_in, H, W) → (B, c_out, 2H, 2W): ConvTranspose2d(k, stride 2, padding (k-1)//2, output_padding k%2)
+    → LeakyReLU(0.2). Output pixels at even and odd positions are sums of *different* kernel taps (with k = 3
+    even different numbers of them), so even a constant input comes out as a pattern of period 2.
+    """
+    return nn.Sequential(
+        nn.ConvTranspose2d(c_in, c_out, kernel_size, stride=2, padding=(kernel_size - 1) // 2,
+                           output_padding=kernel_size % 2),
+        nn.LeakyReLU(0.2),
+    )
+
+
+def upsampling_stack(kind: str, n_layers: int = 3, channels: int = 16, kernel_size: int = 3,
+                     seed: int = 0) -> nn.Sequential:
+    """A randomly initialised stack of ``n_layers`` ×2 upsampling blocks and a 1×1 convolution to one channel.
+
+    kind: ``"upsample"`` (:func:`upsample_conv_block`) or ``"transpose"`` (:func:`transpose_conv_block`).
+    (B, channels, H, W) → (B, 1, H·2ⁿ, W·2ⁿ). PyTorch's default initialisation, seeded with ``seed`` (the
+    global RNG is left untouched): what a generator looks like before any training.
+    """
+    blocks = {"upsample": upsample_conv_block, "transpose": transpose_conv_block}
+    if kind not in blocks:
+        raise CxrError(f"unknown upsampling {kind!r}: choose 'upsample' or 'transpose'")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers = [blocks[kind](channels, channels, kernel_size) for _ in range(n_layers)]
+        return nn.Sequential(*layers, nn.Conv2d(channels, 1, 1))
+
+
+def conv2d_params(c_in: int, c_out: int, kernel_size: int, bias: bool = True) -> int:
+    """Parameters of ``nn.Conv2d(c_in, c_out, kernel_size, bias=bias)``: c_out · (c_in · k² + 1 if bias)."""
+    return c_out * (c_in * kernel_size * kernel_size + (1 if bias else 0))
+
+
+def _pair_first(v) -> int:
+    return int(v[0] if isinstance(v, (tuple, list)) else v)
+
+
+def output_size(size: int, layers) -> int:
+    """Side length of a square input after ``layers`` (an ``nn.Sequential`` or any iterable of modules).
+
+    Conv2d / MaxPool2d / AvgPool2d: ⌊(n + 2p − d·(k − 1) − 1) / s⌋ + 1 (pools: d = 1, stride defaults to k);
+    ConvTranspose2d: (n − 1)·s − 2p + d·(k − 1) + output_padding + 1; Upsample: ⌊n · scale_factor⌋;
+    anything else (activations, norms, dropout) keeps the size. Nested ``nn.Sequential`` are walked through.
+    """
+    n = int(size)
+    for m in layers:
+        if isinstance(m, nn.Sequential):
+            n = output_size(n, m)
+        elif isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, p = _pair_first(m.kernel_size), _pair_first(m.padding)
+            s = _pair_first(m.stride if m.stride is not None else k)
+            d = _pair_first(getattr(m, "dilation", 1))
+            n = (n + 2 * p - d * (k - 1) - 1) // s + 1
+        elif isinstance(m, nn.ConvTranspose2d):
+            k, p, s = _pair_first(m.kernel_size), _pair_first(m.padding), _pair_first(m.stride)
+            d, op = _pair_first(m.dilation), _pair_first(m.output_padding)
+            n = (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        elif isinstance(m, nn.Upsample):
+            n = int(math.floor(n * float(_pair_first(m.scale_factor))))
+    return n
+
+
+def largest_singular_value(weight: torch.Tensor) -> float:
+    """σ_max of a layer's weight seen as a matrix (out_features, everything else) -- what spectral norm divides by.
+
+    weight: a Linear (out, in) or Conv2d (out, in, k, k) weight. For a convolution this is the norm of the
+    reshaped kernel (Miyato et al.'s approximation), not of the full convolution operator.
+    """
+    w = weight.detach().float().reshape(weight.shape[0], -1)
+    return float(torch.linalg.matrix_norm(w, ord=2))

@@ -46,34 +46,45 @@ def show_grid(images, labels=None, ncols: int = 8, title: str | None = None, cla
     return fig
 
 
-def image_rows(rows: dict, title: str, col_titles=None) -> Figure:
-    """One row of images per entry of ``rows`` (``{row name: (N, 1, H, W)}``, uint8 or float in [-1, 1]),
-    the row's name on its left; ``col_titles`` (N strings) caption the top row. Rows may differ in length."""
-    ncols = max(len(x) for x in rows.values())
-    fig = Figure(figsize=(1.25 * ncols + 0.8, 1.35 * len(rows) + 0.6), layout="constrained")
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
-    for r, (name, images) in enumerate(rows.items()):
+def image_rows(rows: dict, title: str, col_titles=None, pad: int = 2) -> Figure:
+    """One strip of images per entry of ``rows`` (``{row name: (N, 1, H, W)}``, uint8 or float in [-1, 1]), the
+    row's name on its left; ``col_titles`` (one string per column) caption the top strip. Rows may differ in
+    length. Each strip is a single image (one axes per row), so even many rows draw quickly."""
+    strips = []
+    for images in rows.values():
         x = torch.as_tensor(images).detach().cpu()
         x = x.float() / 255.0 if x.dtype == torch.uint8 else (x.float() + 1.0) / 2.0
-        for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(x):
-                ax.set_axis_off()
-                continue
-            ax.imshow(x[c, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
-            if r == 0 and col_titles is not None:
-                ax.set_title(str(col_titles[c]), fontsize=9)
-        axes[r, 0].set_ylabel(name, fontsize=10)
+        strips.append(x.clamp(0, 1))
+    h, w = strips[0].shape[-2:]
+    ncols = max(len(x) for x in strips)
+    width = ncols * (w + pad) - pad
+    fig = Figure(figsize=(1.25 * ncols + 0.8, 1.3 * len(rows) + 0.7), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, name, x in zip(axes, rows, strips):
+        strip = np.ones((h, width), dtype=np.float32)
+        for c, img in enumerate(x):
+            strip[:, c * (w + pad) : c * (w + pad) + w] = img[0].numpy()
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_ylabel(name, fontsize=10)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if col_titles is not None:
+        axes[0].xaxis.tick_top()
+        axes[0].set_xticks([c * (w + pad) + (w - 1) / 2 for c in range(len(col_titles))],
+                           [str(t) for t in col_titles], fontsize=9)
+        axes[0].tick_params(axis="x", length=0)
     fig.suptitle(title)
     return fig
 
 
-def metric_bars(table: dict, title: str, descriptions: dict | None = None) -> Figure:
+def metric_bars(table: dict, title: str, descriptions: dict | None = None, floor: str | None = None) -> Figure:
     """One bar chart per column of ``{row: {column: number}}`` (e.g. ``metrics.compare_sets``), a bar per row.
 
     ``descriptions`` ({column: words}, default ``metrics.COMPARE_COLUMNS`` where it names the column) label
-    each chart's value axis."""
+    each chart's value axis. ``floor``: the row (e.g. held-out real images) drawn as a dashed line across each
+    chart, so every bar is read against it."""
     from cxrlib.metrics import COMPARE_COLUMNS
 
     descriptions = {**COMPARE_COLUMNS, **(descriptions or {})}
@@ -87,6 +98,10 @@ def metric_bars(table: dict, title: str, descriptions: dict | None = None) -> Fi
         ax.set_title(col)
         ax.set_xlabel("image set")
         ax.set_ylabel(descriptions.get(col, col), fontsize=8)
+        if floor is not None:
+            ax.axhline(table[floor][col], color="k", ls="--", lw=1, label=floor)
+    if floor is not None:
+        axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(title)
     return fig
 
@@ -266,4 +281,37 @@ def plot_log(log, title: str | None = None) -> Figure:
            ylim=(-0.05, 1.1))
     ax.legend()
     fig.suptitle(title or f"training curves (step {records[-1]['step']})")
+    return fig
+
+
+def compare_logs(logs: dict, keys=("d_loss", "g_loss"), *, mark: float | None = None,
+                 mark_label: str = "fine-tuning starts", title: str | None = None) -> Figure:
+    """Training curves of several runs side by side: one panel per logged quantity, one line per run.
+
+    logs: ``{run name: log records}`` (``Trainer.fit`` results or ``read_log(run_dir)``); keys: logged
+    quantities (``d_loss``, ``g_loss``, ``D(x)``, ``D(G(z))``, ``g_lr``, …), plotted against images seen
+    (thousands); mark: an x position (thousands of images) drawn as a dashed vertical line, e.g. where
+    fine-tuning started.
+    """
+    keys = list(keys)
+    fig = Figure(figsize=(4.4 * len(keys), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        for i, (name, records) in enumerate(logs.items()):
+            pts = [(r.get("images_seen", r["step"]) / 1000, r[key]) for r in records if r.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, color=f"C{i % 10}", marker="." if len(pts) < 12 else None, label=name)
+        if mark is not None:
+            ax.axvline(mark, color="k", ls="--", lw=1, label=mark_label)
+        if key in ("D(x)", "D(G(z))"):
+            ax.set_ylim(0, 1)
+            ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+        ax.set(title=key, xlabel="images seen (thousands)",
+               ylabel="mean probability 'real'" if key.startswith("D(") else key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[-1].legend(handles, labels, fontsize=8, loc="best")
+    fig.suptitle(title or "training curves: " + ", ".join(keys))
     return fig

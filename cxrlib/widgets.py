@@ -152,10 +152,9 @@ def apply_augmentation(image, brightness: float = 0.0, contrast: float = 1.0, qu
     """
     from PIL import Image
 
-    # Same arithmetic and order as cxrlib.augment (tests/test_widgets.py checks that they agree).
-    x = as_image(image).astype(np.float32) / 255.0 + float(brightness)
-    mean = float(x.mean())
-    x = np.clip((x - mean) * float(contrast) + mean, 0.0, 1.0)
+    from cxrlib.augment import brightness_contrast
+
+    x = brightness_contrast(as_image(image).astype(np.float32) / 255.0, brightness, contrast)
     out = np.rint(x * 255.0).astype(np.uint8)
     if quality is not None:
         buf = io.BytesIO()

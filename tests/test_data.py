@@ -419,6 +419,20 @@ def test_load_dataset_phantom_describes_itself():
     assert ds.images.float().std() > 10  # a picture, not a blank
 
 
+def test_load_dataset_phantom_is_cached_and_equal(monkeypatch):
+    from cxrlib import phantom
+
+    first = data.load_dataset("phantom", size=32, n=4, seed=2)
+    calls = []
+    monkeypatch.setattr(phantom, "generate", lambda *a, **k: calls.append(a) or pytest.fail("not cached"))
+    again = data.load_dataset("phantom", size=32, n=4, seed=2)
+    assert calls == [] and torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    assert again.describe() == first.describe() and again.paths == first.paths
+    monkeypatch.undo()
+    other = data.load_dataset("phantom", size=32, n=4, seed=3)  # another seed is another entry
+    assert not torch.equal(other.images, first.images)
+
+
 def test_load_dataset_folder_with_n_takes_a_seeded_subset(image_folder):
     ds = data.load_dataset(image_folder, size=16, n=3, seed=0)
     assert len(ds) == 3 and ds.describe().startswith(f"3 images from '{image_folder}', 16 px")

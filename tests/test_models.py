@@ -238,6 +238,15 @@ def test_course_discriminator_has_spectral_norm_on_every_weight_layer_and_a_mini
     assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
 
 
+def test_course_discriminator_without_spectral_norm_has_the_same_layers_unnormalised():
+    _, D_sn = build_models("course", 32)
+    _, D = build_models("course", 32, spectral_norm=False)
+    layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert not any(parametrize.is_parametrized(m, "weight") for m in layers)
+    assert count_params(D) == count_params(D_sn)
+    assert D(torch.randn(4, 1, 32, 32)).shape == (4,)
+
+
 def test_spectral_norm_keeps_each_layer_near_unit_spectral_norm_after_training_steps():
     torch.manual_seed(0)
     _, D = build_models("course", 32)
@@ -316,7 +325,7 @@ def test_forward_flops_count_two_per_multiply_add():
 def test_flops_per_image_uses_the_stated_training_step_formula():
     G, D = build_models("dcgan", 32)
     f = flops_per_image(G, D, 32)
-    assert f["train_step"] == 4 * f["G"] + 9 * f["D"]
+    assert f["train_step"] == 4 * f["G"] + 8 * f["D"]
     # DCGAN 32 px by hand: the 4×4 layer, two 4×4 stride-2 blocks, the output layer
     g_macs = 100 * 256 * 16 + 16 * 256 * 128 * 16 + 64 * 128 * 64 * 16 + 256 * 64 * 1 * 16
     assert f["G"] == 2 * g_macs
