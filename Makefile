@@ -43,6 +43,15 @@ badges: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m cxrlib bench
 
+## make pretrained: reproduce cxrlib/assets/course_phantom_64.pt (course preset, 64-px phantoms, fixed seed and steps;
+## figures in benchmarks/RESULTS.md). On a busy machine CXRLIB_THREADS=1 is faster.
+PRETRAINED_STEPS ?= 4000
+pretrained: $(STAMP)
+	rm -rf runs/pretrained
+	$(PY) -m cxrlib train --data phantom --n-images 2000 --size 64 --preset course --steps $(PRETRAINED_STEPS) \
+		--seed 0 --checkpoint-every 500 --sample-every 250 --log-every 50 --out runs/pretrained --quiet
+	$(PY) -c "from cxrlib.train import export_pretrained as e; print(e('runs/pretrained', 'cxrlib/assets/course_phantom_64.pt'))"
+
 ## make test-browser: JupyterLab + headless Chromium run notebook 05 in the smoke budget and click its widgets.
 ## Installs Debian's chromium (apt) and the playwright package (never `playwright install`); screenshot in runs/browser/.
 ## Another notebook: make test-browser NOTEBOOK=notebooks/01_data_and_augmentation.ipynb

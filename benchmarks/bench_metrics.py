@@ -42,14 +42,15 @@ def main(argv=None) -> dict:
     import torch
 
     from cxrlib.config import set_threads
+    from cxrlib.data import load_dataset
     from cxrlib.metrics import evaluate
-    from cxrlib.phantom import generate
 
     threads = set_threads(args.threads)
-    # real and train from one phantom stream, fakes from another seed: the audit sees fresh images
-    pool = generate(2 * n, args.size, seed=0).images
+    # real and train from one phantom stream, fakes from another seed: the audit sees fresh images.
+    # load_dataset caches the phantoms (generating 6,000 takes minutes), so only the first run pays for them.
+    pool = load_dataset("phantom", args.size, n=2 * n, seed=0).images
     real, train = pool[:n], pool[n:]
-    fake = generate(n, args.size, seed=1).images
+    fake = load_dataset("phantom", args.size, n=n, seed=1).images
     rss_data = _peak_rss_mb()
 
     t0, c0 = time.perf_counter(), _cpu_seconds()

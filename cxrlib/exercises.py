@@ -925,43 +925,6 @@ register(
 )
 
 
-def scale_learning_rates(optimizer, factor):
-    """Reference of exercise 04.scale_learning_rates: multiply every param group's ``lr`` by ``factor``,
-    in place; return the new learning rates (a list, one per group)."""
-    for group in optimizer.param_groups:
-        group["lr"] = group["lr"] * factor
-    return [group["lr"] for group in optimizer.param_groups]
-
-
-def _scale_lr_checker(candidate, reference):
-    import torch
-
-    def optimizer():
-        w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
-        return torch.optim.Adam([{"params": [w], "lr": 2e-4}, {"params": [b], "lr": 1e-3}], betas=(0.0, 0.99))
-
-    for factor in (0.5, 0.25):
-        mine, ref = optimizer(), optimizer()
-        got, expected = candidate(mine, factor), reference(ref, factor)
-        problem = difference([g["lr"] for g in mine.param_groups], [g["lr"] for g in ref.param_groups])
-        if problem:
-            return f"after scaling an Adam with two param groups (lr 2e-4 and 1e-3) by {factor}, its lrs: {problem}"
-        problem = difference(got, expected)
-        if problem:
-            return f"the returned list of new learning rates (factor {factor}): {problem}"
-        if mine.param_groups[0]["betas"] != (0.0, 0.99):
-            return "the betas changed: only touch each group's 'lr'"
-    return None
-
-
-register(
-    "04.scale_learning_rates",
-    reference=scale_learning_rates,
-    checker=_scale_lr_checker,
-    hint="for group in optimizer.param_groups: group['lr'] *= factor; then return the list of group['lr']",
-)
-
-
 # ----------------------------------------------------------------------- 05 results & evaluation
 def _slerp_cases():
     import torch

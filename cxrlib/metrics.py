@@ -837,26 +837,44 @@ COMPARE_COLUMNS = {
 }
 
 
-def compare_sets(real, sets: dict, *, k: int = 3, n_pairs: int = 300, seed: int = 0) -> dict[str, dict[str, float]]:
-    """The five headline numbers of several candidate sets against one real set, as ``{name: {column: value}}``.
+def compare_sets(real, sets: dict, *, columns=None, k: int = 3, n_pairs: int = 300,
+                 seed: int = 0) -> dict[str, dict[str, float]]:
+    """Headline numbers of several candidate sets against one real set, as ``{name: {column: value}}``.
 
-    real: (N, 1, S, S); sets: ``{name: (M, 1, S, S)}`` uint8 or float in [-1, 1], M ≥ k + 1. Columns are
-    ``COMPARE_COLUMNS``: SWD (average over levels), histogram W1, MS-SSIM of ``n_pairs`` pairs inside the set,
-    precision and recall. Put a set of held-out real images among ``sets``: its row is the floor every
-    number should be read against (what a perfect generator scores at that set size).
+    real: (N, 1, S, S); sets: ``{name: (M, 1, S, S)}`` uint8 or float in [-1, 1], M ≥ k + 1. columns: a subset
+    of ``COMPARE_COLUMNS`` (default all): SWD (average over levels), histogram W1, MS-SSIM of ``n_pairs`` pairs
+    inside the set, precision and recall. Put a set of held-out real images among ``sets``: its row is the floor
+    every number should be read against (what a perfect generator scores at that set size).
     """
+    columns = list(COMPARE_COLUMNS) if columns is None else list(columns)
+    unknown = [c for c in columns if c not in COMPARE_COLUMNS]
+    if unknown:
+        raise CxrError(f"unknown column(s) {unknown}: choose from {list(COMPARE_COLUMNS)}")
     real = as_images(real)
+    f_real = None
+
+    def embed(x):  # the real set's features are computed once, not once per candidate set
+        nonlocal f_real
+        if x is real:
+            if f_real is None:
+                f_real = features(real, seed=seed)
+            return f_real
+        return features(x, seed=seed)
+
     table = {}
     for name, x in sets.items():
         x = as_images(x)
-        pr = precision_recall(real, x, k, seed=seed)
-        table[name] = {
-            "SWD": swd(real, x, seed=seed)["avg"],
-            "hist. W1": histogram_distance(real, x),
-            "MS-SSIM": diversity(x, n_pairs=n_pairs, seed=seed),
-            "precision": pr["precision"],
-            "recall": pr["recall"],
-        }
+        row = {}
+        if "SWD" in columns:
+            row["SWD"] = swd(real, x, seed=seed)["avg"]
+        if "hist. W1" in columns:
+            row["hist. W1"] = histogram_distance(real, x)
+        if "MS-SSIM" in columns:
+            row["MS-SSIM"] = diversity(x, n_pairs=n_pairs, seed=seed)
+        if "precision" in columns or "recall" in columns:
+            pr = precision_recall(real, x, k, features=embed, seed=seed)
+            row.update({c: pr[c] for c in ("precision", "recall") if c in columns})
+        table[name] = {c: row[c] for c in columns}
     return table
 
 

@@ -684,7 +684,8 @@ def flops_per_image(G: nn.Module, D: nn.Module, size: int) -> dict:
 def upsample_conv_block(c_in: int, c_out: int, kernel_size: int = 3) -> nn.Sequential:
     """Double the resolution the seed's way: nearest-neighbour ×2 upsampling, then a 'same' convolution.
 
-    (B, c_in, H, W) → (B, c_out, 2H, 2W): Upsample(×2, nearest) → Conv2d(k, padding k//2) → LeakyReLU(0.2).
+    (B, c_in, H, W) → (B, c_out, 2H, 2W) for an odd ``kernel_size``: Upsample(×2, nearest) → Conv2d(k,
+    padding k//2) → LeakyReLU(0.2).
     Every output pixel sees the same number of input pixels, so a constant input stays constant (away from
     the borders): no checkerboard.
     """

@@ -61,6 +61,9 @@ def test_compare_sets_tells_a_brightness_shift_and_a_collapse_from_fresh_images(
     assert table["brighter"]["SWD"] < 2 * table["fresh"]["SWD"] + 5  # SWD normalises it away
     assert table["collapsed"]["MS-SSIM"] > 0.99 > table["fresh"]["MS-SSIM"]
     assert table["collapsed"]["recall"] < table["fresh"]["recall"] - 0.3
+    assert table["fresh"]["precision"] == M.precision_recall(train, holdout)["precision"]  # cached real features
+    some = M.compare_sets(train, {"fresh": holdout}, columns=["recall", "MS-SSIM"], n_pairs=60)
+    assert some == {"fresh": {"recall": table["fresh"]["recall"], "MS-SSIM": table["fresh"]["MS-SSIM"]}}
     text = M.format_table(table, digits=2).splitlines()
     assert len(text) == 4 and text[3].startswith("collapsed") and "MS-SSIM" in text[0]
 

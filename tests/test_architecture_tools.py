@@ -1,0 +1,106 @@
+"""Helpers of notebook 02: upsampling blocks and their checkerboards, output sizes, parameter counts, σ_max."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from cxrlib import exercises, metrics, models
+
+
+def _centre(y: torch.Tensor, margin: int = 8) -> torch.Tensor:
+    return y[..., margin:-margin, margin:-margin]
+
+
+def test_random_transposed_stack_turns_a_constant_into_a_period_two_pattern_and_upsample_conv_does_not():
+    x = torch.ones(1, 16, 8, 8)
+    with torch.no_grad():
+        up = _centre(models.upsampling_stack("upsample", seed=0)(x))
+        tr = _centre(models.upsampling_stack("transpose", seed=0)(x))
+    assert up.std() < 1e-5  # constant in, constant out (away from the zero-padded borders)
+    assert tr.std() > 1e-3
+    spectrum = metrics.power_spectrum(tr)
+    h = spectrum.shape[-1]
+    assert spectrum[0, 0] > spectrum[h // 2 + 1, h // 2 + 1] + 2  # the stride frequency beats its neighbourhood
+
+
+@pytest.mark.parametrize(("kind", "k"), [("upsample", 3), ("upsample", 5), ("transpose", 3), ("transpose", 4),
+                                         ("transpose", 5)])
+def test_both_blocks_double_the_size(kind, k):
+    block = (models.upsample_conv_block if kind == "upsample" else models.transpose_conv_block)(3, 5, k)
+    assert block(torch.zeros(2, 3, 7, 7)).shape == (2, 5, 14, 14)
+    assert models.output_size(7, block) == 14
+
+
+def test_upsampling_stack_is_seeded_and_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    a, b = models.upsampling_stack("transpose", seed=3), models.upsampling_stack("transpose", seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(exercises.CxrError, match="upsampling"):
+        models.upsampling_stack("pixelshuffle")
+
+
+def test_output_size_agrees_with_a_forward_pass_through_the_preset_networks():
+    for preset in ("seed", "dcgan", "course"):
+        G, D = models.build_models(preset, 32)
+        layers = list(D.features) if hasattr(D, "features") else list(D.net)
+        x = torch.zeros(2, 1, 32, 32)
+        assert models.output_size(32, layers) == nn.Sequential(*layers).eval()(x).shape[-1]
+    stack = nn.Sequential(nn.Conv2d(1, 1, 3, stride=3), nn.AvgPool2d(2), nn.Upsample(scale_factor=4),
+                          nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, output_padding=1))
+    assert models.output_size(20, stack) == stack(torch.zeros(1, 1, 20, 20)).shape[-1] == 24
+
+
+def test_conv2d_params_counts_what_pytorch_allocates():
+    for c_in, c_out, k, bias in ((1, 8, 3, True), (64, 128, 5, True), (16, 1, 1, False)):
+        assert models.conv2d_params(c_in, c_out, k, bias) == models.count_params(nn.Conv2d(c_in, c_out, k, bias=bias))
+
+
+def test_spectral_norm_brings_the_largest_singular_value_to_one():
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 32)
+    with torch.no_grad():
+        layer.weight.mul_(5)
+    raw = models.largest_singular_value(layer.weight)
+    assert raw > 3
+    sn = spectral_norm(layer)
+    for _ in range(20):  # one power iteration per training-mode forward pass
+        sn(torch.randn(4, 64))
+    assert models.largest_singular_value(sn.weight) == pytest.approx(1.0, abs=0.02)
+    assert models.largest_singular_value(sn.parametrizations.weight.original) == pytest.approx(raw, rel=1e-5)
+
+
+def test_seed_networks_at_512_px_can_be_measured_without_allocating_them():
+    with torch.device("meta"):
+        G, D = models.build_models("seed", 512)
+    assert G.blocks[0][0].weight.is_meta  # no memory, no time: a forward pass on "meta" would be slow (lazy kernels)
+    assert 45e6 < models.count_params(G) < 55e6 and 15e6 < models.count_params(D) < 25e6
+    assert [b[1].out_channels for b in G.blocks] == list(models.SEED_G_WIDTHS)
+
+
+def test_exercise_checks_of_notebook_02_catch_typical_mistakes(capsys):
+    def forgets_transpose(size, layers):
+        n = size
+        for m in layers:
+            if isinstance(m, nn.Conv2d):
+                n = (n + 2 * m.padding[0] - m.kernel_size[0]) // m.stride[0] + 1
+            elif isinstance(m, nn.Upsample):
+                n = int(n * m.scale_factor)
+        return n
+
+    def no_bias(c_in, c_out, k, bias=True):
+        return c_out * c_in * k * k
+
+    def transposed(c_in, c_out, k=3):
+        return models.transpose_conv_block(c_in, c_out, k)
+
+    def no_padding(c_in, c_out, k=3):
+        return nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, k), nn.LeakyReLU(0.2))
+
+    for name, wrong in (("02.output_size", forgets_transpose), ("02.conv_params", no_bias),
+                        ("02.upsample_conv_block", transposed), ("02.upsample_conv_block", no_padding)):
+        assert exercises.check(name, wrong) is not wrong
+        assert "not right yet" in capsys.readouterr().out
