@@ -34,7 +34,8 @@ class RunResult:
     """One finished run: its name, trainer, log records, evaluation samples and scores.
 
     samples: uint8 (n, 1, S, S) from z seeded ``EVAL_SEED``; swd: ``metrics.swd`` dict (``"avg"`` and per
-    level); diversity: mean MS-SSIM of random sample pairs; ema: whether the samples come from the EMA generator.
+    level); diversity: mean MS-SSIM of random sample pairs; ema: whether the samples come from the EMA generator;
+    steps, seconds: the trainer's iterations and training time when it was scored (it may train on later).
     """
 
     name: str
@@ -44,14 +45,8 @@ class RunResult:
     swd: dict
     diversity: float
     ema: bool
-
-    @property
-    def steps(self) -> int:
-        return self.trainer.step
-
-    @property
-    def seconds(self) -> float:
-        return float(self.trainer.seconds)
+    steps: int = 0
+    seconds: float = 0.0
 
     def final(self, key: str, window: int = 3) -> float:
         """Mean of ``key`` over the last ``window`` log records (nan when never logged)."""
@@ -86,7 +81,8 @@ def run_variant(name: str, cfg: TrainConfig, data, heldout, *, n_eval: int | Non
     trainer = Trainer(cfg, data, out=out, callbacks=callbacks)
     log = trainer.fit(progress=progress)
     scores = evaluate(trainer, heldout, n=n_eval)
-    return RunResult(name, trainer, log, scores["samples"], scores["swd"], scores["diversity"], scores["ema"])
+    return RunResult(name, trainer, log, scores["samples"], scores["swd"], scores["diversity"], scores["ema"],
+                     trainer.step, float(trainer.seconds))
 
 
 def generator_only_steps(trainer: Trainer, steps: int, minutes: float | None = None) -> list[float]:
@@ -111,7 +107,7 @@ def result_of(name: str, trainer: Trainer, heldout, *, log=None, n_eval: int | N
     """A ``RunResult`` for a trainer trained elsewhere (``Trainer.finetune``, a resumed run, …)."""
     scores = evaluate(trainer, heldout, n=n_eval, ema=ema)
     return RunResult(name, trainer, list(log or []), scores["samples"], scores["swd"], scores["diversity"],
-                     scores["ema"])
+                     scores["ema"], trainer.step, float(trainer.seconds))
 
 
 def results_table(results, *, floor: float | None = None, real_diversity: float | None = None) -> str:
@@ -123,8 +119,11 @@ def results_table(results, *, floor: float | None = None, real_diversity: float 
     width = max([len(r.name) for r in results] + [len("real vs real (floor)")])
     lines = [f"{'run':<{width}}  steps   D(x)  D(G(z))   SWD ×10³  diversity",
              "-" * (width + 46)]
+    def number(x: float, width: int) -> str:
+        return f"{'—':>{width}}" if math.isnan(x) else f"{x:{width}.2f}"  # — : never logged (e.g. not trained)
+
     for r in results:
-        lines.append(f"{r.name:<{width}}  {r.steps:>5}  {r.final('D(x)'):5.2f}  {r.final('D(G(z))'):7.2f}"
+        lines.append(f"{r.name:<{width}}  {r.steps:>5}  {number(r.final('D(x)'), 5)}  {number(r.final('D(G(z))'), 7)}"
                      f"  {r.swd['avg']:9.1f}  {r.diversity:9.3f}")
     if floor is not None or real_diversity is not None:
         f = f"{floor:9.1f}" if floor is not None else f"{'':9}"

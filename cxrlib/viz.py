@@ -307,8 +307,9 @@ def compare_logs(logs: dict, keys=("d_loss", "g_loss"), *, mark: float | None = 
         if key in ("D(x)", "D(G(z))"):
             ax.set_ylim(0, 1)
             ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+        ylabel = {"g_lr": "G's learning rate", "d_lr": "D's learning rate"}.get(key, key.replace("_", " "))
         ax.set(title=key, xlabel="images seen (thousands)",
-               ylabel="mean probability 'real'" if key.startswith("D(") else key.replace("_", " "))
+               ylabel="mean probability 'real'" if key.startswith("D(") else ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
