@@ -50,6 +50,7 @@ FID_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v
 FID_WEIGHTS_ENV = "CXRLIB_FID_WEIGHTS"
 
 _CHUNK = 256  # images converted to float at once: bounds memory at 512 px (256 · 512² · 4 B = 256 MB)
+_DIRECTIONS_AT_ONCE = 32  # SWD projections held at once: 2,000 images · 128 patches · 32 · 4 B = 33 MB per set
 
 
 # ======================================================================= inputs
@@ -208,18 +209,20 @@ def _swd_descriptors(images, *, patches_per_image, patch_size, min_res, seed) ->
     descriptors = []
     for chunks in per_level:
         d = torch.cat(chunks)
+        chunks.clear()
         # ProGAN normalises each set's patches per colour channel over all its own patches and pixels:
         # SWD then compares texture, not overall brightness or contrast (histogram_distance covers those).
-        d = (d - d.mean()) / d.std().clamp_min(1e-8)
-        descriptors.append(d)
+        descriptors.append(d.sub_(d.mean()).div_(d.std().clamp_min(1e-8)))
     return descriptors
 
 
-def _sort_rows(x: torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Sort each row ascending. On CPU numpy's SIMD sort is ~5× faster than torch.sort; on GPU use torch."""
+def _sort_rows(x: torch.Tensor) -> torch.Tensor:
+    """Sort each row ascending. On CPU in place with numpy's SIMD sort (~5× faster than torch.sort, and no
+    copy of a matrix that can be hundreds of MB); on GPU with torch.sort."""
     if x.is_cuda:
         return torch.sort(x, dim=-1).values
-    return np.sort(x.numpy(), axis=-1)
+    x.numpy().sort(axis=-1)
+    return x
 
 
 def _sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, n_directions, n_repeats, gen, pool) -> float:
@@ -229,11 +232,12 @@ def _sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, n_directions, n_rep
     for _ in range(n_repeats):
         dirs = torch.randn(a.shape[1], n_directions, generator=gen).to(a.device)
         dirs /= dirs.norm(dim=0, keepdim=True)
-        # dirsᵀ aᵀ: (directions, M), so each sort runs along the last, contiguous axis without a transpose copy
-        pa, pb = dirs.T @ a.T, dirs.T @ b.T
-        sa, sb = (torch.as_tensor(s) for s in pool.map(_sort_rows, (pa, pb)))
-        del pa, pb
-        results.append(float(sa.sub_(sb).abs_().mean()))
+        total = 0.0
+        for d in dirs.split(_DIRECTIONS_AT_ONCE, dim=1):
+            # dᵀ aᵀ is (directions, M): each sort runs along the last, contiguous axis, no transpose copy
+            sa, sb = pool.map(_sort_rows, (d.T @ a.T, d.T @ b.T))
+            total += float(sa.sub_(sb).abs_().sum())
+        results.append(total / (n_directions * a.shape[0]))
     return float(np.mean(results))
 
 

@@ -1,0 +1,117 @@
+"""The checks of notebooks 03 and 04 catch the mistakes students make (and accept correct variants)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cxrlib import exercises as ex
+
+
+def verdict(name, fn, capsys):
+    returned = ex.check(name, fn)
+    return returned is fn, capsys.readouterr().out
+
+
+def targets(n_real, n_fake, *, label_smoothing=0.0, flip_prob=0.0, generator=None, device=None, shared=False,
+            smooth_one_side=False):
+    hi = 1.0 - label_smoothing / 2 if not smooth_one_side else 1.0 - label_smoothing
+    lo = label_smoothing / 2 if not smooth_one_side else 0.0
+    t_real, t_fake = torch.full((n_real,), hi), torch.full((n_fake,), lo)
+    if flip_prob > 0:
+        # a correct variant that draws the flips differently (one rand per side) must pass too
+        n = max(n_real, n_fake) if shared else None
+        f_real = torch.rand(n or n_real, generator=generator) < flip_prob
+        f_fake = f_real if shared else torch.rand(n_fake, generator=generator) < flip_prob
+        t_real = torch.where(f_real[:n_real], lo, t_real)
+        t_fake = torch.where(f_fake[:n_fake], hi, t_fake)
+    return t_real, t_fake
+
+
+def test_bce_targets_accepts_a_different_correct_way_of_drawing_flips(capsys):
+    kept, out = verdict("03.bce_targets", targets, capsys)
+    assert kept and "✓ correct" in out
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (dict(smooth_one_side=True), "label_smoothing=0.1"),
+    (dict(shared=True), "flipped together"),
+])
+def test_bce_targets_catches_wrong_smoothing_and_shared_flips(mistake, message, capsys):
+    kept, out = verdict("03.bce_targets", lambda *a, **k: targets(*a, **k, **mistake), capsys)
+    assert not kept and "✗" in out and message in out
+
+
+def test_bce_targets_catches_flips_that_ignore_the_generator(capsys):
+    def unseeded(n_real, n_fake, *, label_smoothing=0.0, flip_prob=0.0, generator=None, device=None):
+        return targets(n_real, n_fake, label_smoothing=label_smoothing, flip_prob=flip_prob, generator=None)
+
+    kept, out = verdict("03.bce_targets", unseeded, capsys)
+    assert not kept and "generator" in out
+
+
+def test_d_loss_catches_a_loss_with_probabilities_instead_of_targets(capsys):
+    def wrong(real_logits, fake_logits, *, label_smoothing=0.0, flip_prob=0.0, generator=None):
+        d_loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))  # ignores s
+        d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        return d_loss_real + d_loss_fake, {"d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
+                                           "D(x)": torch.sigmoid(real_logits).mean(),
+                                           "D(G(z))": torch.sigmoid(fake_logits).mean()}
+
+    kept, out = verdict("03.d_loss_bce", wrong, capsys)
+    assert not kept and "label_smoothing=0.1" in out
+
+
+def test_ema_update_catches_swapped_weights(capsys):
+    kept, out = verdict("03.ema_update", lambda ema, new, beta: beta * new + (1 - beta) * ema, capsys)
+    assert not kept and "beta=0.9" in out
+
+
+def test_ema_beta_catches_a_missing_rampup_and_a_zero_half_life(capsys):
+    kept, out = verdict("04.ema_beta", lambda b, h, images_seen=0, rampup=0.0: 0.5 ** (b / (h * 1000)) if h else 0.0,
+                        capsys)
+    assert not kept and "ramp-up" in out
+
+    def frozen_when_zero(batch, half_life_kimg, images_seen=0, rampup=0.0):
+        half_life = half_life_kimg * 1000
+        if rampup > 0:
+            half_life = min(half_life, images_seen * rampup)
+        return 0.5 ** (batch / half_life) if half_life > 0 else 1.0  # 1.0 would freeze the average at init
+
+    kept, out = verdict("04.ema_beta", frozen_when_zero, capsys)
+    assert not kept and "half-life 0" in out
+
+
+def test_reduce_on_plateau_catches_a_rule_without_threshold_or_reset(capsys):
+    def no_threshold(history, patience=2, factor=0.5, threshold=0.01):
+        best, bad, scale, out = math.inf, 0, 1.0, []
+        for d in history:
+            if d < best:
+                best, bad = d, 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    scale, bad = scale * factor, 0
+            out.append(scale)
+        return out
+
+    kept, out = verdict("04.reduce_on_plateau", no_threshold, capsys)
+    assert not kept and "1 %" in out
+
+    def no_reset(history, patience=2, factor=0.5, threshold=0.01):
+        best, bad, scale, out = math.inf, 0, 1.0, []
+        for d in history:
+            if d < best * (1 - threshold):
+                best, bad = d, 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    scale *= factor  # forgets to start counting again
+            out.append(scale)
+        return out
+
+    kept, out = verdict("04.reduce_on_plateau", no_reset, capsys)
+    assert not kept

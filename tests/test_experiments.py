@@ -1,0 +1,102 @@
+"""Small comparable experiments (cxrlib.experiments) and the run-comparison figure: real tiny runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cxrlib import experiments, viz
+from cxrlib.config import make_config
+from cxrlib.data import load_dataset
+from cxrlib.errors import CxrError
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    data = load_dataset("phantom", size=32, n=24, seed=0)
+    train, _, heldout = data.split((0.75, 0.0, 0.25))
+    return train, heldout
+
+
+def tiny(preset="course", **kw):
+    return make_config(preset, size=32, batch=4, steps=2, log_every=1, amp="off", **kw)
+
+
+def test_dirac_gan_circles_without_r1_and_spirals_in_with_it():
+    plain = experiments.dirac_gan(400, 0.2)
+    damped = experiments.dirac_gan(400, 0.2, r1_gamma=0.3)
+    assert plain.shape == (401, 2) and plain[0].tolist() == [1.0, 1.0]
+    late = slice(200, None)
+    assert plain[late].norm(dim=1).min() > 0.2  # still circling after 400 steps
+    assert damped[late].norm(dim=1).max() < 0.01  # R1: at the equilibrium
+    ema = [plain[0, 0]]
+    for theta in plain[1:, 0]:
+        ema.append(0.97 * ema[-1] + 0.03 * theta)
+    assert torch.stack(ema)[late].abs().max() < 0.5 * plain[late, 0].abs().max()  # the average sits nearer 0
+
+
+def test_dirac_gan_refuses_nonsense():
+    with pytest.raises(CxrError):
+        experiments.dirac_gan(0)
+
+
+def test_run_variant_trains_scores_and_keeps_the_steps_it_was_scored_at(phantoms):
+    train, heldout = phantoms
+    r = experiments.run_variant("course", tiny(), train, heldout)
+    assert r.steps == 2 and r.trainer.step == 2 and len(r.log) == 2
+    assert r.samples.shape == (len(heldout), 1, 32, 32) and r.samples.dtype == torch.uint8
+    assert math.isfinite(r.swd["avg"]) and r.swd["avg"] > 0
+    assert 0 < r.diversity <= 1
+    assert r.ema  # the course recipe samples from its EMA generator
+    assert 0 <= r.final("D(x)") <= 1
+    r.trainer.fit(steps=1, progress=False)
+    assert r.steps == 2  # a snapshot, not the trainer's current count
+
+
+def test_evaluation_uses_the_same_latents_every_time(phantoms):
+    train, heldout = phantoms
+    r = experiments.run_variant("plain", tiny(ema_half_life_kimg=0.0), train, heldout)
+    again = experiments.result_of("again", r.trainer, heldout)
+    assert torch.equal(again.samples, r.samples) and again.swd == r.swd
+    assert not r.ema  # no EMA in this config: samples come from G
+
+
+def test_results_table_lists_every_run_and_the_floor(phantoms):
+    train, heldout = phantoms
+    trained = experiments.run_variant("trained", tiny(), train, heldout)
+    from cxrlib.train import Trainer
+
+    untrained = experiments.result_of("untrained", Trainer(tiny(), train), heldout)
+    text = experiments.results_table([trained, untrained], floor=12.5, real_diversity=0.75)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["run", "steps", "D(x)"]
+    assert lines[2].startswith("trained") and f"{trained.swd['avg']:.1f}" in lines[2]
+    assert lines[3].startswith("untrained") and "—" in lines[3]  # never logged: no D(x)
+    assert "12.5" in lines[4] and "0.750" in lines[4]
+
+
+def test_generator_only_steps_move_g_but_never_d(phantoms):
+    train, _ = phantoms
+    from cxrlib.train import Trainer
+
+    t = Trainer(tiny(ema_half_life_kimg=0.0), train)
+    d_before = [p.detach().clone() for p in t.D.parameters()]
+    g_before = [p.detach().clone() for p in t.G.parameters()]
+    losses = experiments.generator_only_steps(t, steps=3)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert all(torch.equal(a, b) for a, b in zip(d_before, t.D.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, t.G.parameters()))
+    assert len(experiments.generator_only_steps(t, steps=50, minutes=1e-9)) <= 1  # the time limit stops it
+
+
+def test_compare_logs_draws_a_panel_per_quantity_a_line_per_run_and_the_mark():
+    logs = {"a": [{"step": s, "images_seen": 1000 * s, "D(x)": 0.6, "g_lr": 2e-4} for s in range(1, 5)],
+            "b": [{"step": s, "images_seen": 1000 * s, "D(x)": 0.7, "g_lr": 1e-4} for s in range(1, 5)]}
+    fig = viz.compare_logs(logs, keys=("D(x)", "g_lr"), mark=2.5)
+    axes = fig.axes
+    assert len(axes) == 2 and fig._suptitle.get_text()
+    assert [len(ax.lines) for ax in axes] == [2 + 1 + 1, 2 + 1]  # runs, the mark, (D panels) the 0.5 line
+    assert axes[0].get_ylim() == (0, 1) and axes[1].get_xlabel() == "images seen (thousands)"
+    assert axes[1].get_ylabel() == "G's learning rate"
