@@ -111,7 +111,7 @@ def augment_folder(
     src, dst = data.check_separate(src, dst)
     if int(copies) != copies or copies < 0:
         raise CxrError(f"--copies must be a whole number >= 0, got {copies}")
-    listing = data._list_images(src)
+    listing = data.list_images(src)
     if not listing.files:
         raise CxrError(f"no images found in '{src}'")
     plan = []  # per file: [original name, copy names...]

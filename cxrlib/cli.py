@@ -266,9 +266,9 @@ def _first_image_size(root) -> tuple[int, int] | None:
     """(width, height) of the first readable image under ``root`` (header only where Pillow can), or None."""
     from PIL import Image
 
-    from cxrlib.data import _list_images, read_image
+    from cxrlib.data import list_images, read_image
 
-    for path in _list_images(root).files[:50]:
+    for path in list_images(root).files[:50]:
         try:
             with Image.open(path) as im:
                 return im.size

@@ -383,7 +383,7 @@ def _is_dicom_by_content(path: Path) -> bool:
         return False
 
 
-def _list_images(root, ignore_dirs: Iterable[str] = IGNORE_DIRS) -> _Listing:
+def list_images(root, ignore_dirs: Iterable[str] = IGNORE_DIRS) -> _Listing:
     """Walk ``root`` (sorted, hidden files and folders left out). Image candidates: Pillow/DICOM extensions,
     or any file with the DICOM preamble (DICOMs often have no extension). Class = first sub-folder; files
     directly in ``root`` form a class named after the folder."""
@@ -584,7 +584,7 @@ def load_images(
         raise CxrError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if not 1 <= int(size) <= 4096:
         raise CxrError(f"size must be between 1 and 4096 px, got {size}")
-    listing = _list_images(root, ignore_dirs)
+    listing = list_images(root, ignore_dirs)
     root = listing.root
     if not listing.files:
         raise CxrError(f"no images found in '{root}' (looked for {', '.join(sorted(PIL_EXTS | DICOM_EXTS))})")
@@ -870,7 +870,7 @@ def _probe(path: Path) -> _Decoded:
 def inspect_folder(root, *, workers: int | None = None, ignore_dirs: Iterable[str] = IGNORE_DIRS) -> InspectReport:
     """Read every image under ``root`` and report classes, formats, sizes, bit depths/modes and every
     unreadable file with its reason. Never stops at a bad file; writes nothing."""
-    listing = _list_images(root, ignore_dirs)
+    listing = list_images(root, ignore_dirs)
     classes: collections.Counter = collections.Counter()
     formats: collections.Counter = collections.Counter()
     sizes: collections.Counter = collections.Counter()
@@ -965,7 +965,7 @@ def prepare_folder(
         raise CxrError(f"unknown crop mode {crop!r}: choose one of {', '.join(CROP_MODES)}")
     if not 1 <= int(size) <= 4096:
         raise CxrError(f"size must be between 1 and 4096 px, got {size}")
-    listing = _list_images(src)
+    listing = list_images(src)
     if not listing.files:
         raise CxrError(f"no images found in '{src}'")
     names = _unique_png_names(listing.rels)

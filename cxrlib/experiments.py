@@ -39,7 +39,7 @@ class RunResult:
     """
 
     name: str
-    trainer: Trainer
+    trainer: Trainer | None
     log: list[dict]
     samples: torch.Tensor
     swd: dict
@@ -73,16 +73,18 @@ def evaluate(trainer: Trainer, heldout, n: int | None = None, ema: bool = True, 
 
 
 def run_variant(name: str, cfg: TrainConfig, data, heldout, *, n_eval: int | None = None, out=None,
-                callbacks=(), progress: bool = False) -> RunResult:
+                callbacks=(), progress: bool = False, keep_trainer: bool = True) -> RunResult:
     """Train ``cfg`` on ``data`` for its budget, then evaluate it against ``heldout`` (see :func:`evaluate`).
 
-    name: the row label; out: a run directory (None: nothing written); callbacks: ``Trainer`` callbacks.
+    name: the row label; out: a run directory (None: nothing written); callbacks: ``Trainer`` callbacks;
+    keep_trainer: False drops the trainer (networks, optimiser moments) once scored, so an ablation of many
+    runs holds only their samples, logs and scores in memory (``RunResult.trainer`` is then None).
     """
     trainer = Trainer(cfg, data, out=out, callbacks=callbacks)
     log = trainer.fit(progress=progress)
     scores = evaluate(trainer, heldout, n=n_eval)
-    return RunResult(name, trainer, log, scores["samples"], scores["swd"], scores["diversity"], scores["ema"],
-                     trainer.step, float(trainer.seconds))
+    return RunResult(name, trainer if keep_trainer else None, log, scores["samples"], scores["swd"],
+                     scores["diversity"], scores["ema"], trainer.step, float(trainer.seconds))
 
 
 def generator_only_steps(trainer: Trainer, steps: int, minutes: float | None = None) -> list[float]:

@@ -55,6 +55,12 @@ def test_run_variant_trains_scores_and_keeps_the_steps_it_was_scored_at(phantoms
     assert r.steps == 2  # a snapshot, not the trainer's current count
 
 
+def test_run_variant_can_drop_its_trainer_to_save_memory(phantoms):
+    train, heldout = phantoms
+    r = experiments.run_variant("light", tiny(), train, heldout, keep_trainer=False)
+    assert r.trainer is None and r.steps == 2 and len(r.samples) == len(heldout)
+
+
 def test_evaluation_uses_the_same_latents_every_time(phantoms):
     train, heldout = phantoms
     r = experiments.run_variant("plain", tiny(ema_half_life_kimg=0.0), train, heldout)
