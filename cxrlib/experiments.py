@@ -87,23 +87,6 @@ def run_variant(name: str, cfg: TrainConfig, data, heldout, *, n_eval: int | Non
                      scores["diversity"], scores["ema"], trainer.step, float(trainer.seconds))
 
 
-def generator_only_steps(trainer: Trainer, steps: int, minutes: float | None = None) -> list[float]:
-    """Train G alone against a D that stands still: ``steps`` G steps (or ``minutes``, whichever ends first).
-
-    The extreme of many G steps per D step: with D fixed, the best G maps every z to whatever D currently
-    believes most, so the samples fold into one image (mode collapse). Returns ``g_loss`` after each step.
-    """
-    import time
-
-    deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
-    g_losses = []
-    for _ in range(int(steps)):
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-        g_losses.append(float(trainer.g_step()["g_loss"]))
-    return g_losses
-
-
 def result_of(name: str, trainer: Trainer, heldout, *, log=None, n_eval: int | None = None,
               ema: bool = True) -> RunResult:
     """A ``RunResult`` for a trainer trained elsewhere (``Trainer.finetune``, a resumed run, …)."""
