@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from cxrlib import exercises, metrics, models
+from cxrlib.errors import CxrError
 
 
 def _centre(y: torch.Tensor, margin: int = 8) -> torch.Tensor:
@@ -39,7 +40,7 @@ def test_upsampling_stack_is_seeded_and_leaves_the_global_rng_alone():
     a, b = models.upsampling_stack("transpose", seed=3), models.upsampling_stack("transpose", seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    with pytest.raises(exercises.CxrError, match="upsampling"):
+    with pytest.raises(CxrError, match="upsampling"):
         models.upsampling_stack("pixelshuffle")
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cxrlib import augment, data, exercises, metrics, widgets
+from cxrlib.errors import CxrError
 
 
 def _texture(n: int = 3, size: int = 16) -> torch.Tensor:
@@ -57,9 +58,9 @@ def test_strong_offline_jitter_widens_the_spread_of_mean_brightness():
 
 
 def test_augment_images_refuses_float_images_and_negative_copies():
-    with pytest.raises(exercises.CxrError, match="uint8"):
+    with pytest.raises(CxrError, match="uint8"):
         augment.augment_images(torch.zeros(2, 1, 8, 8))
-    with pytest.raises(exercises.CxrError, match="copies"):
+    with pytest.raises(CxrError, match="copies"):
         augment.augment_images(_texture(1), copies=-1)
 
 
