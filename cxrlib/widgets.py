@@ -345,12 +345,12 @@ class TrainingDashboard:
         for key, colour in (("d_loss", "C0"), ("g_loss", "C1")):
             s, v = self.series(key)
             if len(s):
-                ax_loss.plot(s, v, color=colour, label=key)
+                ax_loss.plot(s, v, color=colour, label=key, marker="o" if len(s) < 20 else None, ms=3)
         ax_loss.set(title="losses", xlabel="step", ylabel="loss")
         for key, colour, style in (("D(x)", "C2", "-"), ("D(G(z))", "C3", "-"), ("aug_p", "0.5", "--")):
             s, v = self.series(key)
             if len(s):
-                ax_d.plot(s, v, style, color=colour, label=key)
+                ax_d.plot(s, v, style, color=colour, label=key, marker="o" if len(s) < 20 else None, ms=3)
         ax_d.set(title="discriminator outputs", xlabel="step", ylabel="probability")
         for ax in (ax_loss, ax_d):
             if ax.lines:
