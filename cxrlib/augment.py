@@ -34,16 +34,6 @@ def seed_augment_params(
     }
 
 
-def brightness_contrast(x, brightness: float, contrast: float):
-    """The seed's pixel maths on a numpy float image ``x`` in [0, 1]: ``x + b``, then ``(x - mean)·c + mean``,
-    clipped to [0, 1] (the order of tf.image.random_brightness then random_contrast)."""
-    import numpy as np
-
-    x = x + float(brightness)
-    mean = float(x.mean())
-    return np.clip((x - mean) * float(contrast) + mean, 0.0, 1.0)
-
-
 def _seed_augment_jpeg(img, params: dict) -> bytes:
     """Apply ``params`` to a PIL image (any mode, made grayscale); return the JPEG file's bytes, whose
     compression *is* the JPEG-quality augmentation. Pixel maths in [0, 1]: x + b, then (x - mean)·c + mean."""
@@ -54,7 +44,7 @@ def _seed_augment_jpeg(img, params: dict) -> bytes:
     from cxrlib.data import _to_gray
 
     x = np.asarray(_to_gray(img, getattr(img, "filename", "image")), dtype=np.float32) / 255.0
-    x = brightness_contrast(x, params["brightness"], params["contrast"])
+    x = adjust_brightness_contrast(x, params["brightness"], params["contrast"])
     from PIL import Image
 
     buf = io.BytesIO()

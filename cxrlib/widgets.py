@@ -152,9 +152,9 @@ def apply_augmentation(image, brightness: float = 0.0, contrast: float = 1.0, qu
     """
     from PIL import Image
 
-    from cxrlib.augment import brightness_contrast
+    from cxrlib.augment import adjust_brightness_contrast
 
-    x = brightness_contrast(as_image(image).astype(np.float32) / 255.0, brightness, contrast)
+    x = adjust_brightness_contrast(as_image(image).astype(np.float32) / 255.0, brightness, contrast)
     out = np.rint(x * 255.0).astype(np.uint8)
     if quality is not None:
         buf = io.BytesIO()
