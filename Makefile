@@ -38,14 +38,14 @@ exercises: $(STAMP)
 
 ## make badges: rewrite every notebook's Colab/Binder badges and setup cell from pyproject.toml [tool.cxr-gan]
 badges: $(STAMP)
-	$(PY) tools/notebook_opening.py notebooks
+	$(PY) tools/notebook_opening.py
 
 bench: $(STAMP)
 	$(PY) -m cxrlib bench
 
 ## make pretrained: reproduce cxrlib/assets/course_phantom_64.pt (course preset, 64-px phantoms, fixed seed and steps;
 ## figures in benchmarks/RESULTS.md). On a busy machine CXRLIB_THREADS=1 is faster.
-PRETRAINED_STEPS ?= 4000
+PRETRAINED_STEPS ?= 3000
 pretrained: $(STAMP)
 	rm -rf runs/pretrained
 	$(PY) -m cxrlib train --data phantom --n-images 2000 --size 64 --preset course --steps $(PRETRAINED_STEPS) \

@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     print(f"{'preset':<7} {'size':>4} {'batch':>5} {'amp':>8} {'images/s':>9} {'ms/step':>9} {'GFLOP/im':>9} "
           f"{'peak':>7}" + (" memory" if dev.type == "cuda" else ""))
     preset_table(args.presets.split(","), sizes, steps, args.device, args.batch)
-    print(f"# load at the end {os.getloadavg()[0]:.1f}; FLOPs/image = 4·G + 9·D forward FLOPs (models.flops_per_image)")
+    print(f"# load at the end {os.getloadavg()[0]:.1f}; FLOPs/image: train_step = 4·G + 8·D forward FLOPs (models.flops_per_image)")
     return 0
 
 

@@ -311,3 +311,27 @@ def test_nbval_compares_checked_cells_against_the_stored_reference(tmp_path):
     run = subprocess.run(nbval, capture_output=True, text=True, cwd=tmp_path)
     assert "PASSED 01_good.ipynb::Cell 0" in run.stdout, run.stdout[-2000:]
     assert "FAILED 02_bad.ipynb::Cell 0" in run.stdout and "[3 5 8]" in run.stdout, run.stdout[-2000:]
+
+
+def test_readme_course_map_lists_every_notebook_with_its_badges():
+    opening = _tool("notebook_opening")
+    settings = opening.course_settings()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert opening.update_readme(text, settings["repository"], settings["branch"]) == text, "run `make badges`"
+    course_map = text.split(opening.MAP_BEGIN, 1)[1].split(opening.MAP_END, 1)[0]
+    for path in ex.source_notebooks(NOTEBOOKS):
+        row = next((line for line in course_map.splitlines() if f"(notebooks/{path.name})" in line), None)
+        assert row is not None, f"README course map: no row for {path.name}"
+        assert opening.badges_inline(settings["repository"], path.name, settings["branch"]) in row
+
+
+def test_make_badges_rewrites_only_the_badge_column_of_the_course_map():
+    opening = _tool("notebook_opening")
+    text = ("intro | not a row\n" + opening.MAP_BEGIN + " -->\n| notebook | what | open |\n|---|---|---|\n"
+            "| [07 · X](notebooks/07_x.ipynb) | a \\| b | old |\n" + opening.MAP_END + " -->\n| [07](notebooks/07_x.ipynb) | kept |")
+    new = opening.update_readme(text, "me/course")
+    rows = new.splitlines()
+    assert rows[4].startswith("| [07 · X](notebooks/07_x.ipynb) | a \\| b | [![Open In Colab]")
+    assert "https://mybinder.org/v2/gh/me/course/main?labpath=notebooks%2F07_x.ipynb" in rows[4]
+    assert rows[-1] == "| [07](notebooks/07_x.ipynb) | kept |"  # outside the markers: untouched
+    assert opening.update_readme(new, "me/course") == new

@@ -13,8 +13,11 @@ Each notebook opens with two generated cells, found by their marker and put back
 * cell 1 (code) is the setup cell, first line ``# cxr-gan: setup``: on Colab it installs ``cxrlib`` from the
   repository without replacing Colab's torch and prints the GPU; elsewhere it does nothing.
 
-Usage: ``python tools/notebook_opening.py [--check] [NOTEBOOK_OR_FOLDER ...]`` (default ``notebooks``).
-Idempotent; ``--check`` changes nothing and exits 1 when a notebook is out of date.
+The README's course map gets the same badges: in each table row between ``<!-- cxr-gan: course map -->`` and
+``<!-- /cxr-gan: course map -->`` that links a notebook, the last column is rewritten (the other columns are kept).
+
+Usage: ``python tools/notebook_opening.py [--check] [NOTEBOOK_OR_FOLDER ...]`` (default ``notebooks`` and the
+README). Idempotent; ``--check`` changes nothing and exits 1 when a file is out of date.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ BADGES_MARKER = "<!-- cxr-gan: badges"
 SETUP_MARKER = "# cxr-gan: setup"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
+MAP_BEGIN, MAP_END = "<!-- cxr-gan: course map", "<!-- /cxr-gan: course map"
+README = ROOT / "README.md"
 
 
 def course_settings(pyproject: Path = ROOT / "pyproject.toml") -> dict:
@@ -66,6 +71,30 @@ def badges_lines(repo: str, file: str, branch: str = "main") -> str:
         f"[![Open In Colab]({COLAB_BADGE})]({colab_url(repo, file, branch=branch)}) "
         f"[![Binder]({BINDER_BADGE})]({binder_url(repo, file, branch=branch)})\n"
     )
+
+
+def badges_inline(repo: str, file: str, branch: str = "main") -> str:
+    """Colab and Binder badges of one notebook on one line (the README's course map)."""
+    return (f"[![Open In Colab]({COLAB_BADGE})]({colab_url(repo, file, branch=branch)}) "
+            f"[![Binder]({BINDER_BADGE})]({binder_url(repo, file, branch=branch)})")
+
+
+def update_readme(text: str, repo: str, branch: str = "main") -> str:
+    """``text`` with the badge column of every notebook row of the course map regenerated."""
+    lines = text.split("\n")
+    inside = False
+    for i, line in enumerate(lines):
+        if line.strip().startswith(MAP_BEGIN):
+            inside = True
+        elif line.strip().startswith(MAP_END):
+            inside = False
+        elif inside and line.startswith("|"):
+            found = re.search(r"\(notebooks/(\d\d_[\w-]+\.ipynb)\)", line)
+            if found:
+                cells = line.rstrip().rstrip("|").split(" | ")
+                cells[-1] = badges_inline(repo, found.group(1), branch)
+                lines[i] = " | ".join(cells) + " |"
+    return "\n".join(lines)
 
 
 def setup_source(repo: str) -> str:
@@ -127,7 +156,7 @@ def notebook_paths(args: list[str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="*", help="notebooks or folders (default: notebooks/)")
+    parser.add_argument("paths", nargs="*", help="notebooks or folders (default: notebooks/ and README.md)")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when out of date")
     args = parser.parse_args(argv)
     settings = course_settings()
@@ -141,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 write_notebook(nb, path)
                 print(f"{path}: opening rewritten for {settings['repository']}")
+    if not args.paths and README.is_file():  # the default run also keeps the README's course map in step
+        text = README.read_text(encoding="utf-8")
+        new = update_readme(text, settings["repository"], settings["branch"])
+        if new != text:
+            stale.append(README)
+            if not args.check:
+                README.write_text(new, encoding="utf-8")
+                print(f"{README.name}: course map badges rewritten for {settings['repository']}")
     if args.check and stale:
         print("out of date (run `make badges`): " + ", ".join(map(str, stale)), file=sys.stderr)
         return 1
