@@ -1,6 +1,7 @@
 """Training throughput: the Trainer's fast path against a plain PyTorch loop, and every preset × size.
 
-    python benchmarks/bench_train.py            # the figures for RESULTS.md (about 5 minutes on a 2-core CPU)
+    python benchmarks/bench_train.py --sizes 64,128,256               # part 1 and the table (~15 min, 2-core CPU)
+    python benchmarks/bench_train.py --skip-plain --sizes 512 --batch 8 --warmup 1 --steps 1   # 512 px on a CPU
     python benchmarks/bench_train.py --quick    # seconds: checks that everything runs
 
 Part 1 -- the ``dcgan`` preset at 64 px, batch 64, two ways, in one process, *interleaved* (rounds of a few
@@ -141,14 +142,14 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: i
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def preset_table(presets, sizes, steps: int, device: str, batch: int | None) -> list[dict]:
+def preset_table(presets, sizes, steps: int, device: str, batch: int | None, warmup: int = 2) -> list[dict]:
     dev = config.get_device(device)
     peaks = {}
     rows = []
     for preset in presets:
         for size in sizes:
             try:
-                r = throughput(preset, size, batch=batch, steps=steps, warmup=2, device=device)
+                r = throughput(preset, size, batch=batch, steps=steps, warmup=warmup, device=device)
             except (RuntimeError, MemoryError) as e:  # e.g. out of memory at 512 px
                 print(f"{preset:<7} {size:>4}  skipped: {str(e).splitlines()[0][:80]}", flush=True)
                 continue
@@ -176,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", default="seed,dcgan,course")
     ap.add_argument("--sizes", default=None, help="comma-separated (default 64,128,256,512; --quick: 32,64)")
     ap.add_argument("--batch", type=int, default=None, help="batch for the preset table (default: each preset's)")
+    ap.add_argument("--steps", type=int, help="timed steps per preset and size (default 3 on CPU, 20 on CUDA)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before them (default 2)")
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds of plain vs fast (default 6; --quick 2)")
     ap.add_argument("--steps-per-round", type=int, help="steps per round and side (default 10; --quick 2)")
@@ -195,10 +198,10 @@ def main(argv=None) -> int:
               f"Trainer fast path ({r['fast_amp']}, channels_last) {r['fast']:.1f} images/s · "
               f"speed-up {r['speedup']:.2f}× (goal ≥ 1.8×)", flush=True)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([32, 64] if args.quick else [64, 128, 256, 512])
-    steps = 2 if args.quick else (20 if dev.type == "cuda" else 3)
+    steps = args.steps or (2 if args.quick else (20 if dev.type == "cuda" else 3))
     print(f"{'preset':<7} {'size':>4} {'batch':>5} {'amp':>8} {'images/s':>9} {'ms/step':>9} {'GFLOP/im':>9} "
           f"{'peak':>7}" + (" memory" if dev.type == "cuda" else ""))
-    preset_table(args.presets.split(","), sizes, steps, args.device, args.batch)
+    preset_table(args.presets.split(","), sizes, steps, args.device, args.batch, warmup=args.warmup)
     print(f"# load at the end {os.getloadavg()[0]:.1f}; FLOPs/image: train_step = 4·G + 8·D forward FLOPs (models.flops_per_image)")
     return 0
 
