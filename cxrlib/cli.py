@@ -410,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("finetune", help="continue from a checkpoint with lower learning rates (the seed's phase 2)")
-    p.add_argument("--ckpt", required=True, help="checkpoint to start from (e.g. RUN/checkpoints/last.pt)")
+    p.add_argument("--ckpt", required=True, help="checkpoint to start from (e.g. RUN/checkpoints/last.pt, or "
+                   "'pretrained': the course generator shipped with cxrlib)")
     p.add_argument("--data", required=True, help="folder of images, or 'phantom'")
     p.add_argument("--out", required=True, help="new run directory")
     p.add_argument("--lr-scale", type=float, default=0.5,
@@ -426,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_on_error(p)
 
     p = sub.add_parser("sample", help="write samples from a checkpoint's (EMA) generator as PNGs")
-    p.add_argument("--ckpt", required=True, help="checkpoint file or run directory")
+    p.add_argument("--ckpt", required=True, help="checkpoint file, run directory, or 'pretrained' (the course "
+                   "generator shipped with cxrlib, 64-px phantoms)")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--out", required=True, help="folder for sample_XXXXX.png")
     p.add_argument("--seed", type=int, default=0, help="latent seed: the same seed gives the same images")

@@ -169,13 +169,25 @@ def _save_torch(obj, tmp: Path) -> None:
         os.fsync(f.fileno())  # the rename must not overtake the data on a power cut
 
 
+PRETRAINED_NAME = "pretrained"  # --ckpt pretrained: the generator shipped in cxrlib/assets
+
+
 def load_checkpoint(path) -> dict:
     """Read a checkpoint safely (``torch.load(weights_only=True)``: tensors and plain containers only).
 
     A file with Python objects in it (which could run code when unpickled) or a file that is not a cxrlib
-    checkpoint raises ``CxrError`` with one line naming the file.
+    checkpoint raises ``CxrError`` with one line naming the file. The name ``"pretrained"`` (when no such
+    file or folder exists here) means the checkpoint shipped with cxrlib (``cxrlib.assets``).
     """
     path = Path(path)
+    if str(path) == PRETRAINED_NAME and not path.exists():
+        from cxrlib import assets
+
+        found = assets.pretrained_checkpoint()
+        if found is None:
+            why = "its sha256 does not match" if assets.PRETRAINED.is_file() else "it is not installed"
+            raise CxrError(f"no pretrained checkpoint: {why} ('{assets.PRETRAINED}'; `make pretrained` rebuilds it)")
+        path = found
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():

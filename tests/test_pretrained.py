@@ -1,0 +1,138 @@
+"""The shipped pretrained generator: export, sha256 check, `--ckpt pretrained`, and what the shipped file samples."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxrlib import assets, config, metrics, models, phantom
+from cxrlib.config import make_config
+from cxrlib.errors import CxrError
+from cxrlib.train import Trainer, export_pretrained, load_checkpoint, load_generator, to_uint8
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setattr(config, "set_threads", lambda n=None: torch.set_num_threads(1) or 1)
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    """A 3-step course run at 32 px with an EMA generator; returns its run directory."""
+    data = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = make_config("course", size=32, batch=4, width=0.25, steps=3, log_every=1, amp="off")
+    Trainer(cfg, data, out=tmp_path / "run").fit(progress=False)
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def shipped(monkeypatch, small_run, tmp_path):
+    """Pretend the small run's export is the checkpoint shipped in cxrlib/assets."""
+    dst = tmp_path / "assets" / "course_phantom_64.pt"
+    export_pretrained(small_run, dst)
+    monkeypatch.setattr(assets, "PRETRAINED", dst)
+    return dst
+
+
+def test_export_keeps_the_ema_generator_in_half_precision_with_its_sha256(small_run, tmp_path):
+    dst = tmp_path / "out" / "g.pt"
+    line = export_pretrained(small_run, dst)
+    assert str(dst) in line and "sha256" in line
+    full, small = load_checkpoint(small_run), load_checkpoint(dst)
+    assert dst.stat().st_size < (small_run / "checkpoints" / "last.pt").stat().st_size / 2
+    assert (tmp_path / "out" / "g.sha256").read_text().split() == [assets.sha256(dst), "g.pt"]
+    for name, w in full["G_ema"].items():
+        if w.is_floating_point():
+            assert small["G_ema"][name].dtype == torch.float16
+            assert torch.allclose(small["G_ema"][name].float(), w, atol=1e-2, rtol=1e-2), name
+    G, cfg = load_generator(dst)
+    assert cfg.size == 32 and G(torch.randn(2, G.z_dim)).shape == (2, 1, 32, 32)
+    ft = Trainer.finetune(dst, torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8), steps=1)
+    ft.fit(progress=False)  # fresh optimiser moments: the export needs none
+    assert ft.step == full["step"] + 1
+
+
+def test_export_refuses_a_run_without_ema(tmp_path):
+    data = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
+    Trainer(make_config("dcgan", size=32, batch=4, steps=1), data, out=tmp_path / "run").fit(progress=False)
+    with pytest.raises(CxrError, match="no EMA generator"):
+        export_pretrained(tmp_path / "run", tmp_path / "g.pt")
+    assert not (tmp_path / "g.pt").exists()
+
+
+def test_pretrained_checkpoint_is_none_when_absent_or_altered(shipped, monkeypatch, tmp_path):
+    assert assets.pretrained_checkpoint() == shipped
+    assert load_checkpoint("pretrained")["config"]["size"] == 32
+    with open(shipped, "ab") as f:  # one byte more: the sha256 no longer matches
+        f.write(b"\0")
+    assert assets.pretrained_checkpoint() is None
+    with pytest.raises(CxrError, match="sha256 does not match"):
+        load_checkpoint("pretrained")
+    monkeypatch.setattr(assets, "PRETRAINED", tmp_path / "missing.pt")
+    assert assets.pretrained_checkpoint() is None
+    with pytest.raises(CxrError, match="not installed.*make pretrained"):
+        load_generator("pretrained")
+
+
+def test_cli_sample_ckpt_pretrained(shipped, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "pretrained" is a name, not a folder here
+    from cxrlib.cli import main
+
+    assert main(["sample", "--ckpt", "pretrained", "--n", "3", "--out", "samples"]) == 0
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [f"sample_0000{i}.png" for i in range(3)]
+
+
+# ------------------------------------------------------------------------------ the file in the repository
+SHIPPED = assets.pretrained_checkpoint()
+needs_shipped = pytest.mark.skipif(SHIPPED is None, reason="no pretrained checkpoint in cxrlib/assets")
+
+
+def test_shipped_file_is_registered_as_package_data():
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'cxrlib = ["assets/*"]' in text
+
+
+@needs_shipped
+def test_shipped_checkpoint_is_small_and_a_course_generator_at_64px():
+    assert SHIPPED.stat().st_size <= 10 * 2**20
+    state = load_checkpoint(SHIPPED)
+    assert state["config"]["preset"] == "course" and state["config"]["size"] == 64
+    assert state["config"]["ema_half_life_kimg"] > 0 and state["step"] >= 1000
+
+
+@needs_shipped
+def test_shipped_generator_samples_phantom_chest_xrays():
+    """Its samples are far closer to new phantoms than an untrained generator's, and look like them on average."""
+    torch.manual_seed(0)
+    G, cfg = load_generator(SHIPPED, device="cpu")
+    real = phantom.generate(256, size=64, seed=12345, workers=1).images  # new patients: a seed it never saw
+    z = torch.randn(256, G.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fake = to_uint8(G(z))
+        untrained, _ = models.build_models("course", 64)
+        noise = to_uint8(untrained.eval()(z))
+    d_fake = metrics.swd(real, fake)["avg"]
+    d_noise = metrics.swd(real, noise)["avg"]
+    assert d_fake < 0.2 * d_noise, (d_fake, d_noise)
+    mean_real, mean_fake = real.float().mean(0).flatten(), fake.float().mean(0).flatten()
+    assert torch.corrcoef(torch.stack([mean_real, mean_fake]))[0, 1] > 0.9  # lungs, mediastinum, diaphragm in place
+    assert fake.float().std(0).mean() > 0.5 * real.float().std(0).mean()  # not one image over and over
+
+
+def test_make_pretrained_reproduces_the_shipped_file_from_one_command():
+    make = (REPO / "Makefile").read_text()
+    recipe = make.split("\npretrained:", 1)[1].split("\n\n", 1)[0]
+    assert "--data phantom" in recipe and "--preset course" in recipe and "--seed 0" in recipe
+    assert "export_pretrained" in recipe and "cxrlib/assets/course_phantom_64.pt" in recipe
+
+
+def test_cli_help_mentions_pretrained():
+    out = subprocess.run([sys.executable, "-m", "cxrlib", "sample", "--help"], capture_output=True, text=True,
+                         cwd=REPO).stdout
+    assert "pretrained" in out
