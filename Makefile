@@ -44,14 +44,12 @@ bench: $(STAMP)
 	$(PY) -m cxrlib bench
 
 ## make pretrained: reproduce cxrlib/assets/course_phantom_64.pt (course preset, 64-px phantoms, fixed seed and steps;
-## figures in benchmarks/RESULTS.md). On a busy machine CXRLIB_THREADS=1 is faster. ema_rampup=0.05: the course
-## preset's value when the shipped file was trained (now 0.3; it only changes the EMA over the first ~17 k images).
+## figures in benchmarks/RESULTS.md). On a busy machine CXRLIB_THREADS=1 is faster.
 PRETRAINED_STEPS ?= 3000
 pretrained: $(STAMP)
 	rm -rf runs/pretrained
 	$(PY) -m cxrlib train --data phantom --n-images 2000 --size 64 --preset course --steps $(PRETRAINED_STEPS) \
-		--seed 0 --checkpoint-every 500 --sample-every 250 --log-every 50 --out runs/pretrained --quiet \
-		--set ema_rampup=0.05
+		--seed 0 --checkpoint-every 500 --sample-every 250 --log-every 50 --out runs/pretrained --quiet
 	$(PY) -c "from cxrlib.train import export_pretrained as e; print(e('runs/pretrained', 'cxrlib/assets/course_phantom_64.pt'))"
 
 ## make test-browser: JupyterLab + headless Chromium run notebook 05 in the smoke budget and click its widgets.
