@@ -611,6 +611,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict, optimizers: bool = True, rng: bool = True) -> None:
         """Restore a ``state_dict()`` (weights always; optimiser moments, counters and RNG states unless told not)."""
+        if optimizers and "g_opt" not in state and "G" in state:
+            raise CxrError("this checkpoint holds weights but no optimiser state (an exported generator, like the "
+                           "shipped pretrained one), so it cannot be resumed exactly: start from it with "
+                           "Trainer.finetune (or `python -m cxrlib finetune`), which begins with fresh Adam moments")
         try:
             self.G.load_state_dict(state["G"])
             self.D.load_state_dict(state["D"])

@@ -136,3 +136,9 @@ def test_cli_help_mentions_pretrained():
     out = subprocess.run([sys.executable, "-m", "cxrlib", "sample", "--help"], capture_output=True, text=True,
                          cwd=REPO).stdout
     assert "pretrained" in out
+
+
+def test_an_exported_generator_cannot_be_resumed_exactly_and_says_what_to_do(shipped):
+    data = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    with pytest.raises(CxrError, match="no optimiser state.*finetune"):
+        Trainer.resume(shipped, data)
