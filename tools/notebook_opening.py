@@ -64,19 +64,18 @@ def binder_url(repo: str, file: str, folder: str = "notebooks", branch: str = "m
     return f"https://mybinder.org/v2/gh/{repo}/{branch}?labpath={folder}%2F{file}"
 
 
+def badges_inline(repo: str, file: str, branch: str = "main") -> str:
+    """Colab and Binder badges of one notebook on one line (notebook openings and the README's course map)."""
+    return (f"[![Open In Colab]({COLAB_BADGE})]({colab_url(repo, file, branch=branch)}) "
+            f"[![Binder]({BINDER_BADGE})]({binder_url(repo, file, branch=branch)})")
+
+
 def badges_lines(repo: str, file: str, branch: str = "main") -> str:
     """The two generated lines that open cell 0 (marker comment, then the badges)."""
     return (
         f"{BADGES_MARKER} — written by `make badges` from pyproject.toml [tool.cxr-gan]; edit below the badges -->\n"
-        f"[![Open In Colab]({COLAB_BADGE})]({colab_url(repo, file, branch=branch)}) "
-        f"[![Binder]({BINDER_BADGE})]({binder_url(repo, file, branch=branch)})\n"
+        f"{badges_inline(repo, file, branch)}\n"
     )
-
-
-def badges_inline(repo: str, file: str, branch: str = "main") -> str:
-    """Colab and Binder badges of one notebook on one line (the README's course map)."""
-    return (f"[![Open In Colab]({COLAB_BADGE})]({colab_url(repo, file, branch=branch)}) "
-            f"[![Binder]({BINDER_BADGE})]({binder_url(repo, file, branch=branch)})")
 
 
 def update_readme(text: str, repo: str, branch: str = "main") -> str:
