@@ -863,6 +863,54 @@ register(
 )
 
 
+# The toy GAN of notebook 03 (cxrlib.toy): a step is judged by what it does -- it must move both networks, and a
+# short training run with it must find most of the ring's 8 modes, as the library's step does.
+TOY_CHECK_STEPS, TOY_CHECK_SEEDS, TOY_CHECK_MODES, TOY_CHECK_GOOD = 1200, 2, 5.0, 0.3
+
+
+def _toy_step_checker(candidate, reference) -> str | None:
+    import torch
+
+    from cxrlib import toy
+
+    cfg = toy.ToyConfig(steps=TOY_CHECK_STEPS)
+    G, D = toy.toy_models(1, seed=0)
+    g_opt, d_opt = (torch.optim.Adam(m.parameters(), lr=cfg.g_lr, betas=cfg.betas) for m in (G, D))
+    before = [[p.detach().clone() for p in m.parameters()] for m in (G, D)]
+    gen = torch.Generator().manual_seed(0)
+    try:
+        candidate(G, D, g_opt, d_opt, toy.ring(cfg.batch, generator=gen, shape=(1,)),
+                  torch.randn(1, cfg.batch, cfg.z_dim, generator=gen))
+    except Exception as e:  # noqa: BLE001 -- tell the student what their code raised
+        return f"one call raised {type(e).__name__}: {e}"
+    for name, m, old in (("G", G, before[0]), ("D", D, before[1])):
+        if all(torch.equal(p, q) for p, q in zip(m.parameters(), old)):
+            return f"after one call {name}'s weights have not changed: call {name[0].lower()}_opt.step() in its step"
+    result = toy.train(cfg, seeds=TOY_CHECK_SEEDS, step_fn=candidate)
+    modes, good = float(result.modes_covered.float().mean()), float(result.good_share.mean())
+    if modes < TOY_CHECK_MODES or good < TOY_CHECK_GOOD:
+        return (f"{TOY_CHECK_STEPS} steps with your function found {modes:.1f} of 8 modes with {good:.0%} good samples "
+                f"(the library's step: 7–8 modes, ~60 %); compare it line by line with the D step and G step of "
+                "section 1 -- targets, zero_grad, which optimiser steps")
+    return None
+
+
+register(
+    "03.toy_train_step",
+    reference="cxrlib.toy.plain_step",
+    checker=_toy_step_checker,
+    hint="D step: fake = G(z) under no_grad; d_loss = BCE(D(real), 1) + BCE(D(fake), 0); d_opt.zero_grad(); "
+    "backward; d_opt.step(). G step: g_loss = BCE(D(G(z)), 1); g_opt.zero_grad(); backward; g_opt.step()",
+)
+
+register(
+    "03.fix_broken_step",
+    reference="cxrlib.toy.plain_step",
+    checker=_toy_step_checker,
+    hint="where do D's gradients come from when d_opt.step() runs? The G step's backward also fills them",
+)
+
+
 # ----------------------------------------------------------------------- 04 fine-tuning
 def _ema_beta_cases():
     return [

@@ -1,0 +1,313 @@
+"""A GAN you can train in seconds: a ring of 2-D Gaussians, small MLPs, many seeds at once.
+
+    real = toy.ring(256)                                       # (256, 2) points on 8 blobs round a circle
+    result = toy.train(toy.ToyConfig(steps=2000), seeds=4)     # 4 independent runs, trained side by side
+    print(result.modes_covered, result.good_share)             # one number per run
+
+Where the point is a *mechanism* -- mode collapse, what a trick does to the game -- an image GAN on a laptop CPU
+is too slow to show it with numbers: a few dozen steps make blobs, and the seed-to-seed noise swamps every
+difference. The 8-Gaussian ring (Metz et al. 2017, "Unrolled GANs") is the field's standard toy: every sample can be
+checked against the truth, so we can *count* what a generator does:
+
+* **good samples**: the share of samples within 3 standard deviations of some mode's centre;
+* **modes covered**: how many of the 8 modes hold at least ``min_share`` of the samples (a collapsed G covers 1–2).
+
+``train`` trains ``seeds`` independent GANs in one batched computation (their weights are stacked along a first
+"run" dimension, so one matrix multiply serves them all): a trick × seed grid runs in well under a minute on two
+CPU cores, and every verdict comes with its seed-to-seed spread. The training step (:func:`train_step`) is the same
+algorithm as ``cxrlib.train.Trainer``'s D step and G step, with the same tricks by the same names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from cxrlib import losses
+from cxrlib.errors import CxrError
+
+
+# ======================================================================= the data
+def ring_centres(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
+    """The modes' centres: (modes, 2), evenly spaced on a circle of ``radius``."""
+    angle = torch.arange(modes) * (2 * math.pi / modes)
+    return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
+
+
+def ring(n: int, modes: int = 8, radius: float = 2.0, std: float = 0.05, generator=None, shape=()) -> torch.Tensor:
+    """n points of the ring of Gaussians: (*shape, n, 2) float; each point picks a mode uniformly."""
+    centres = ring_centres(modes, radius)
+    which = torch.randint(modes, (*shape, n), generator=generator)
+    return centres[which] + std * torch.randn(*shape, n, 2, generator=generator)
+
+
+# ======================================================================= batched networks
+class RunsLinear(nn.Module):
+    """``runs`` independent linear layers applied at once. x: (runs, B, n_in) → (runs, B, n_out)."""
+
+    def __init__(self, runs: int, n_in: int, n_out: int, generator=None):
+        super().__init__()
+        bound = 1 / math.sqrt(n_in)  # PyTorch's nn.Linear initialisation, drawn per run
+        self.weight = nn.Parameter((torch.rand(runs, n_in, n_out, generator=generator) * 2 - 1) * bound)
+        self.bias = nn.Parameter((torch.rand(runs, 1, n_out, generator=generator) * 2 - 1) * bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+def mlp(runs: int, sizes: list[int], generator=None) -> nn.Sequential:
+    """An MLP with ReLU between layers, ``runs`` independent copies: (runs, B, sizes[0]) → (runs, B, sizes[-1])."""
+    layers: list[nn.Module] = []
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if k:
+            layers.append(nn.ReLU())
+        layers.append(RunsLinear(runs, a, b, generator))
+    return nn.Sequential(*layers)
+
+
+class ToyD(nn.Module):
+    """Discriminator: points (runs, B, 2) → logits (runs, B)."""
+
+    def __init__(self, runs: int, hidden: int = 64, depth: int = 2, generator=None):
+        super().__init__()
+        self.net = mlp(runs, [2] + [hidden] * depth + [1], generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+def toy_models(runs: int, z_dim: int = 2, hidden: int = 64, depth: int = 2, seed: int = 0):
+    """``(G, D)`` for ``runs`` independent runs; G: z (runs, B, z_dim) → points (runs, B, 2)."""
+    gen = torch.Generator().manual_seed(seed)
+    G = mlp(runs, [z_dim] + [hidden] * depth + [2], gen)
+    G.z_dim = z_dim
+    return G, ToyD(runs, hidden, depth, gen)
+
+
+# ======================================================================= the recipe
+@dataclasses.dataclass
+class ToyConfig:
+    """One toy recipe. The tricks have the names and meaning of ``cxrlib.config.TrainConfig``'s.
+
+    steps: training iterations (each ``d_steps_per_g_step`` D updates then ``g_steps_per_d_step`` G updates);
+    batch: points per batch; g_lr, d_lr, betas: Adam; label_smoothing s: D's targets 1 - s/2 and s/2;
+    flip_prob: each D target swapped with this probability; r1_gamma: R1 penalty on real points;
+    ema_half_life: half-life of the EMA generator in G updates (0: score G itself).
+    """
+
+    steps: int = 2000
+    batch: int = 128
+    z_dim: int = 2
+    hidden: int = 64
+    depth: int = 2
+    g_lr: float = 1e-3
+    d_lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    label_smoothing: float = 0.0
+    flip_prob: float = 0.0
+    g_steps_per_d_step: int = 1
+    d_steps_per_g_step: int = 1
+    r1_gamma: float = 0.0
+    ema_half_life: float = 0.0
+    modes: int = 8
+    std: float = 0.05
+
+    def replace(self, **changes) -> ToyConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def d_step(G, D, d_opt, real, z, cfg: ToyConfig, generator=None) -> dict:
+    """One discriminator update on real points and G(z); G frozen. Returns d_loss, D(x), D(G(z)) (floats).
+
+    The loss is ``cxrlib.losses.d_loss_bce`` -- the image trainer's, with its smoothing and flipping -- on the
+    logits of all runs at once; R1 is ``cxrlib.losses.r1_penalty`` on the real points."""
+    with torch.no_grad():
+        fake = G(z)
+    runs = real.shape[0]
+    real = real.detach().reshape(-1, 2).requires_grad_(cfg.r1_gamma > 0)  # (runs·B, 2): one row per point
+    real_logits, fake_logits = D(real.view(runs, -1, 2)).flatten(), D(fake).flatten()
+    d_loss, stats = losses.d_loss_bce(real_logits, fake_logits, label_smoothing=cfg.label_smoothing,
+                                      flip_prob=cfg.flip_prob, generator=generator)
+    total = d_loss
+    if cfg.r1_gamma > 0:  # (γ/2)·E‖∇ₓD(x)‖² on real points
+        total = total + losses.r1_weight(cfg.r1_gamma) * losses.r1_penalty(real_logits, real).mean()
+    d_opt.zero_grad(set_to_none=True)
+    total.backward()
+    d_opt.step()
+    return {"d_loss": d_loss.item(), "D(x)": stats["D(x)"].item(), "D(G(z))": stats["D(G(z))"].item()}
+
+
+def g_step(G, D, g_opt, z) -> dict:
+    """One generator update (non-saturating loss); D frozen. Returns g_loss (float)."""
+    D.requires_grad_(False)
+    try:
+        g_loss, _ = losses.g_loss_bce(D(G(z)).flatten())
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
+    finally:
+        D.requires_grad_(True)
+    return {"g_loss": g_loss.item()}
+
+
+def train_step(G, D, g_opt, d_opt, cfg: ToyConfig, generator=None) -> dict:
+    """One iteration: ``d_steps_per_g_step`` D updates, then ``g_steps_per_d_step`` G updates, on fresh batches."""
+    runs = D.net[0].weight.shape[0]
+    stats = {}
+    for _ in range(cfg.d_steps_per_g_step):
+        real = ring(cfg.batch, cfg.modes, std=cfg.std, generator=generator, shape=(runs,))
+        z = torch.randn(runs, cfg.batch, cfg.z_dim, generator=generator)
+        stats.update(d_step(G, D, d_opt, real, z, cfg, generator))
+    for _ in range(cfg.g_steps_per_d_step):
+        stats.update(g_step(G, D, g_opt, torch.randn(runs, cfg.batch, cfg.z_dim, generator=generator)))
+    return stats
+
+
+# ======================================================================= counting what G does
+def mode_stats(points: torch.Tensor, modes: int = 8, radius: float = 2.0, std: float = 0.05,
+               min_share: float = 0.01) -> dict:
+    """points: (runs, n, 2) → {"good_share": (runs,), "modes_covered": (runs,), "per_mode": (runs, modes)}.
+
+    A sample is *good* when it lies within 3·std of its nearest mode's centre; a mode is *covered* when at least
+    ``min_share`` of all samples are good samples of that mode (a share 12.5 % each when G is perfect)."""
+    centres = ring_centres(modes, radius)
+    dist = torch.cdist(points, centres.expand(len(points), -1, -1))  # (runs, n, modes)
+    nearest, which = dist.min(-1)
+    good = nearest < 3 * std
+    per_mode = torch.stack([(good & (which == m)).float().mean(-1) for m in range(modes)], dim=-1)
+    return {"good_share": good.float().mean(-1), "modes_covered": (per_mode >= min_share).sum(-1),
+            "per_mode": per_mode}
+
+
+@dataclasses.dataclass
+class ToyResult:
+    """A finished batch of runs: the config, the final samples (runs, n, 2), counts per run and snapshots.
+
+    snapshots: [(step, (runs, n_snap, 2) samples)] at ``snapshot_every``; log: [(step, modes covered per run)]."""
+
+    cfg: ToyConfig
+    samples: torch.Tensor
+    modes_covered: torch.Tensor
+    good_share: torch.Tensor
+    snapshots: list
+    log: list
+    seconds: float
+
+    def summary(self) -> dict:
+        """Mean and seed-to-seed standard deviation of the counts: {"modes": (m, s), "good": (m, s)}."""
+        def ms(x):
+            x = x.float()
+            return float(x.mean()), float(x.std()) if len(x) > 1 else 0.0
+        return {"modes": ms(self.modes_covered), "good": ms(self.good_share)}
+
+
+def plain_step(G, D, g_opt, d_opt, real, z) -> dict:
+    """The whole algorithm in one function, no tricks: a D step on real points and G(z), then a G step on G(z).
+
+    real: (runs, B, 2) points; z: (runs, B, z_dim). Reference of the notebook's "write a training step" exercise;
+    ``train(step_fn=plain_step)`` trains with it (the same as ``train_step`` with a trick-free config)."""
+    return {**d_step(G, D, d_opt, real, z, ToyConfig()), **g_step(G, D, g_opt, z)}
+
+
+def train(cfg: ToyConfig | None = None, seeds: int = 4, first_seed: int = 0, n_eval: int = 2000,
+          snapshot_every: int = 0, step_fn=None) -> ToyResult:
+    """Train ``seeds`` independent toy GANs side by side; count modes and good samples of the final generator.
+
+    Run r uses seed ``first_seed + r`` for its weights; data, z and flips come from one generator seeded with
+    ``first_seed`` (the runs still see different batches). With ``ema_half_life`` > 0 the counts come from the
+    EMA generator. ``step_fn(G, D, g_opt, d_opt, real, z)`` replaces the recipe's step with one D and one G
+    update on the batches it is given (what :func:`plain_step` does; the exercises use it). Runs on one CPU
+    thread (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices of 128×64 gain nothing from a second thread, and spinning threads cost
+    try:
+        return _train(cfg or ToyConfig(), seeds, first_seed, n_eval, snapshot_every, step_fn)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg, seeds, first_seed, n_eval, snapshot_every, step_fn) -> ToyResult:
+    import copy
+    import time
+
+    if seeds < 1 or cfg.steps < 0:
+        raise CxrError(f"toy.train needs seeds >= 1 and steps >= 0 (got seeds={seeds}, steps={cfg.steps})")
+    t0 = time.perf_counter()
+    G, D = _seeded_models(seeds, first_seed, cfg)
+    g_opt = torch.optim.Adam(G.parameters(), lr=cfg.g_lr, betas=cfg.betas)
+    d_opt = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=cfg.betas)
+    ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_half_life > 0 else None
+    beta = 0.5 ** (cfg.g_steps_per_d_step / cfg.ema_half_life) if ema is not None else 0.0
+    gen = torch.Generator().manual_seed(first_seed)
+    z_eval = torch.randn(seeds, n_eval, cfg.z_dim, generator=torch.Generator().manual_seed(10_000 + first_seed))
+    snapshots, log = [], []
+
+    def look(step):
+        with torch.no_grad():
+            pts = (ema or G)(z_eval)
+        counts = mode_stats(pts, cfg.modes, std=cfg.std)
+        log.append((step, counts["modes_covered"]))
+        if snapshot_every:
+            snapshots.append((step, pts[:, :500].clone()))
+        return pts, counts
+
+    for step in range(cfg.steps):
+        if snapshot_every and step % snapshot_every == 0:
+            look(step)
+        if step_fn is None:
+            train_step(G, D, g_opt, d_opt, cfg, gen)
+        else:
+            step_fn(G, D, g_opt, d_opt, ring(cfg.batch, cfg.modes, std=cfg.std, generator=gen, shape=(seeds,)),
+                    torch.randn(seeds, cfg.batch, cfg.z_dim, generator=gen))
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.parameters()), list(G.parameters()), 1 - beta)
+    pts, counts = look(cfg.steps)
+    return ToyResult(cfg, pts, counts["modes_covered"], counts["good_share"], snapshots, log,
+                     time.perf_counter() - t0)
+
+
+def _seeded_models(runs: int, first_seed: int, cfg: ToyConfig):
+    """G and D whose run r is initialised exactly as a single run with seed first_seed + r would be."""
+    Gs, Ds = zip(*(toy_models(1, cfg.z_dim, cfg.hidden, cfg.depth, seed=first_seed + r) for r in range(runs)))
+    G, D = toy_models(runs, cfg.z_dim, cfg.hidden, cfg.depth, seed=first_seed)
+    with torch.no_grad():
+        for stacked, singles in ((G, Gs), (D, Ds)):
+            for name, p in stacked.named_parameters():
+                p.copy_(torch.cat([dict(s.named_parameters())[name] for s in singles]))
+    return G, D
+
+
+def grid(variants: dict[str, ToyConfig], seeds: int = 4, **kwargs) -> dict[str, ToyResult]:
+    """``train`` every named config with the same seeds: {name: ToyResult}."""
+    return {name: train(cfg, seeds=seeds, **kwargs) for name, cfg in variants.items()}
+
+
+def verdict(diff: float, spread_a: float, spread_b: float) -> str:
+    """Whether a difference of two means stands above twice the larger seed-to-seed standard deviation."""
+    noise = 2 * max(spread_a, spread_b)
+    return "above" if abs(diff) > noise else "within"
+
+
+def grid_table(results: dict[str, ToyResult], baseline: str | None = None) -> str:
+    """A text table: modes covered and good-sample share, mean ± seed-to-seed std, and for each row its difference
+    from ``baseline`` (default: the first row), marked "above" when it exceeds twice the larger of the two spreads
+    and "within" otherwise (then the seeds cannot tell the two recipes apart)."""
+    names = list(results)
+    baseline = baseline or names[0]
+    (bm, bms), (bg, bgs) = results[baseline].summary().values()
+    seeds = len(results[baseline].modes_covered)
+    lines = [f"{seeds} seeds per recipe; differences from {baseline!r} against twice the larger seed-to-seed spread",
+             f"{'recipe':<28}{'modes covered':>15}{'good samples':>16}   {'Δ modes':<18}{'Δ good samples':<18}"]
+    for name in names:
+        (m, ms), (g, gs) = results[name].summary().values()
+        if name == baseline:
+            dm = dg = "(baseline)"
+        else:
+            dm = f"{m - bm:+.1f} {verdict(m - bm, ms, bms)}"
+            dg = f"{100 * (g - bg):+.0f} pp {verdict(g - bg, gs, bgs)}"
+        lines.append(f"{name:<28}{m:>8.1f} ± {ms:<4.1f}{100 * g:>9.0f} ± {100 * gs:>2.0f} %   {dm:<18}{dg:<18}")
+    return "\n".join(lines)

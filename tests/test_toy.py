@@ -1,0 +1,136 @@
+"""The toy GAN of notebook 03: the ring data, the counts, batched runs, and that its lessons are real."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cxrlib import toy
+from cxrlib.exercises import check
+
+
+def test_ring_points_sit_on_their_modes():
+    pts = toy.ring(4000, generator=torch.Generator().manual_seed(0))
+    assert pts.shape == (4000, 2)
+    radius = pts.norm(dim=1)
+    assert abs(float(radius.mean()) - 2.0) < 0.01
+    counts = toy.mode_stats(pts[None])
+    assert int(counts["modes_covered"]) == 8
+    assert float(counts["good_share"]) > 0.97  # a 2-D Gaussian puts 98.9 % of its mass within 3σ
+    assert torch.allclose(counts["per_mode"].sum(), counts["good_share"])
+
+
+def test_mode_stats_counts_a_collapsed_generator():
+    centres = toy.ring_centres()
+    collapsed = centres[3] + 0.01 * torch.randn(1, 1000, 2, generator=torch.Generator().manual_seed(1))
+    between = torch.zeros(1, 2)  # every point at the ring's centre, between the modes
+    counts = toy.mode_stats(torch.cat([collapsed, between.expand(1000, 2)[None]]))
+    assert counts["modes_covered"].tolist() == [1, 0]
+    assert counts["good_share"].tolist() == [1.0, 0.0]
+
+
+def test_batched_runs_start_as_single_runs_would():
+    cfg = toy.ToyConfig()
+    G3, D3 = toy._seeded_models(3, 5, cfg)
+    G1, D1 = toy.toy_models(1, seed=6)  # run 1 of the batch has seed 5 + 1
+    z = torch.randn(1, 10, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(G3(z.expand(3, -1, -1))[1], G1(z)[0])
+    assert torch.allclose(D3(z.expand(3, -1, -1))[1], D1(z)[0])
+
+
+def test_toy_training_is_reproducible_and_runs_are_independent():
+    cfg = toy.ToyConfig(steps=60)
+    a, b = toy.train(cfg, seeds=2), toy.train(cfg, seeds=2)
+    assert torch.equal(a.samples, b.samples)
+    assert not torch.allclose(a.samples[0], a.samples[1])
+    assert torch.get_num_threads() >= 1  # restored
+
+
+def test_plain_toy_gan_learns_the_ring_and_many_g_steps_collapse_it():
+    """The lesson of notebook 03's grid, in small: balanced updates find most modes, 3 G steps per D step do not."""
+    cfg = toy.ToyConfig(steps=1200)
+    plain, greedy = toy.train(cfg, seeds=2), toy.train(cfg.replace(g_steps_per_d_step=3), seeds=2)
+    assert float(plain.modes_covered.float().mean()) >= 6
+    assert float(greedy.modes_covered.float().mean()) <= 3
+    assert float(plain.good_share.mean()) > float(greedy.good_share.mean())
+
+
+def test_snapshots_and_log_follow_training():
+    r = toy.train(toy.ToyConfig(steps=40), seeds=2, snapshot_every=20)
+    assert [s for s, _ in r.snapshots] == [0, 20, 40]
+    assert r.snapshots[0][1].shape == (2, 500, 2)
+    assert [s for s, _ in r.log] == [0, 20, 40]
+
+
+def test_r1_and_ema_and_flips_run_and_change_the_result():
+    base = toy.ToyConfig(steps=30)
+    ref = toy.train(base, seeds=1).samples
+    for change in (dict(r1_gamma=1.0), dict(ema_half_life=10), dict(flip_prob=0.2), dict(label_smoothing=0.2),
+                   dict(d_steps_per_g_step=2)):
+        out = toy.train(base.replace(**change), seeds=1).samples
+        assert torch.isfinite(out).all()
+        assert not torch.allclose(out, ref), change
+
+
+def test_grid_table_says_which_differences_stand_above_the_spread():
+    fake = {name: toy.ToyResult(toy.ToyConfig(), torch.zeros(3, 1, 2), torch.tensor(modes), torch.tensor(good), [], [], 0.0)
+            for name, modes, good in (("plain", [8, 8, 7], [0.7, 0.72, 0.71]), ("collapse", [1, 0, 1], [0.1, 0.0, 0.1]),
+                                      ("same", [8, 7, 8], [0.70, 0.71, 0.72]))}
+    table = toy.grid_table(fake)
+    rows = {line.split()[0]: line for line in table.splitlines()[2:]}
+    assert "above" in rows["collapse"] and "within" in rows["same"]
+    assert "(baseline)" in rows["plain"]
+    assert toy.verdict(1.0, 0.2, 0.4) == "above" and toy.verdict(0.5, 0.2, 0.4) == "within"
+
+
+def test_train_refuses_nonsense():
+    from cxrlib.errors import CxrError
+
+    with pytest.raises(CxrError, match="seeds"):
+        toy.train(toy.ToyConfig(steps=1), seeds=0)
+
+
+def _no_zero_grad_step(G, D, g_opt, d_opt, real, z):
+    """The broken step of notebook 03: D's gradients are never cleared, so the G step's backward feeds D."""
+    with torch.no_grad():
+        fake = G(z)
+    rl, fl = D(real), D(fake)
+    d_loss = F.binary_cross_entropy_with_logits(rl, torch.ones_like(rl)) + \
+        F.binary_cross_entropy_with_logits(fl, torch.zeros_like(fl))
+    d_loss.backward()
+    d_opt.step()
+    fl = D(G(z))
+    g_loss = F.binary_cross_entropy_with_logits(fl, torch.ones_like(fl))
+    g_opt.zero_grad()
+    g_loss.backward()
+    g_opt.step()
+    return {}
+
+
+def test_toy_step_exercise_accepts_a_correct_step_and_rejects_the_broken_one(capsys):
+    def my_step(G, D, g_opt, d_opt, real, z):  # a student's correct version, written differently
+        return toy.plain_step(G, D, g_opt, d_opt, real, z)
+
+    assert check("03.toy_train_step", my_step) is my_step
+    assert "✓" in capsys.readouterr().out
+    assert check("03.fix_broken_step", _no_zero_grad_step) is toy.plain_step
+    out = capsys.readouterr().out
+    assert "✗" in out and "modes" in out
+
+
+def test_toy_step_exercise_rejects_a_step_that_never_moves_d(capsys):
+    def lazy(G, D, g_opt, d_opt, real, z):
+        g_loss = F.binary_cross_entropy_with_logits(D(G(z)), torch.ones(real.shape[:2]))
+        g_opt.zero_grad()
+        g_loss.backward()
+        g_opt.step()
+
+    check("03.toy_train_step", lazy)
+    assert "D's weights have not changed" in capsys.readouterr().out
+
+
+def test_ring_centres_are_evenly_spaced():
+    c = toy.ring_centres(8, radius=2.0)
+    gaps = (c - c.roll(1, 0)).norm(dim=1)
+    assert torch.allclose(gaps, torch.full((8,), 2 * 2.0 * math.sin(math.pi / 8)), atol=1e-5)
