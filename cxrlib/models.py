@@ -134,6 +134,9 @@ class MinibatchStd(nn.Module):
     variety; this channel lets D see that directly. Samples are split into groups of ``group_size``
     consecutive samples (the largest divisor of B that is at most ``group_size``), so a batch made of
     ``[reals; fakes]`` keeps reals and fakes in separate groups when each half is a multiple of the group.
+    When B has no such divisor above 1 (a prime batch such as 7 or 13 with groups of 4), the groups are
+    ``group_size`` consecutive samples with a shorter last group (one of a single sample joins the group
+    before it), each group's std taken over its own members. B = 1: nothing to compare, the channel is ~0.
 
     x: (B, C, H, W) → (B, C + 1, H, W)
     """
@@ -145,11 +148,27 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         g = max(d for d in range(1, min(self.group_size, B) + 1) if B % d == 0)
-        y = x.float().reshape(B // g, g, C, H, W)  # consecutive samples form a group
-        std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()  # (B//g, C, H, W), in float32 even under bf16
-        s = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (B//g,)
-        s = s.repeat_interleave(g).reshape(B, 1, 1, 1).expand(B, 1, H, W)
-        return torch.cat([x, s], dim=1)
+        if g == 1 and B > 1 and self.group_size > 1:
+            s = self._ragged_group_std(x)
+        else:
+            y = x.float().reshape(B // g, g, C, H, W)  # consecutive samples form a group
+            std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()  # (B//g, C, H, W), in float32 even under bf16
+            s = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (B//g,)
+            s = s.repeat_interleave(g)
+        return torch.cat([x, s.reshape(B, 1, 1, 1).expand(B, 1, H, W)], dim=1)
+
+    def _ragged_group_std(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) per-sample std channel value with ragged groups (no per-sample loop: scatter-adds by group)."""
+        B = x.shape[0]
+        n_groups = -(-B // self.group_size) - (B % self.group_size == 1)  # a last group of 1 joins the previous
+        group = (torch.arange(B, device=x.device) // self.group_size).clamp_(max=n_groups - 1)  # (B,)
+        y = x.float()
+        count = torch.bincount(group, minlength=n_groups).to(y.dtype).reshape(-1, 1, 1, 1)
+        mean = y.new_zeros((n_groups, *y.shape[1:])).index_add(0, group, y) / count
+        sq = (y - mean[group]).square()
+        var = torch.zeros_like(mean).index_add(0, group, sq) / count  # biased, as in the divisible path
+        s = (var + 1e-8).sqrt().mean(dim=(1, 2, 3)).to(x.dtype)  # (n_groups,)
+        return s[group]
 
 
 def _levels_to_size(levels: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -10,11 +10,14 @@ The algorithm (Goodfellow et al. 2014, with the tricks of the seed and of the co
   and G(z) fake (``d_loss_fake``). G is frozen (``no_grad``). Optional R1 penalty on real images.
 * **G step** -- G makes a fresh batch G(z); G learns to make D call it real (``g_loss``, non-saturating).
   D is frozen (no weight gradients).
-* Both see the *same* DiffAugment (policy and probability) on real and fake batches, so D never sees a clean
-  image and G is not pushed to reproduce the augmentation. ``D(x)`` and ``D(G(z))`` are D's mean
-  probabilities "real": a balanced game keeps them apart but away from 1 and 0.
+* Both see the *same* DiffAugment (policy and probability p) on real and fake batches, so an augmentation
+  never tells reals from fakes and G is not pushed to reproduce it. Each augmentation is applied with
+  probability p, so D does see clean images: a fraction 1 - p of them per augmentation, and all of them while
+  ADA's p is still 0 (it starts there and rises only once D begins to memorise the reals). ``D(x)`` and
+  ``D(G(z))`` are D's mean probabilities "real": a balanced game keeps them apart but away from 1 and 0.
 * An exponential moving average of G (the EMA generator) is what we sample from: it averages out the last
-  steps' oscillations.
+  steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update; with
+  ``cfg.ema_bn_refresh`` they are recomputed for the averaged weights before it is sampled or saved.
 
 Engineering (why the loop looks the way it does):
 
@@ -24,6 +27,8 @@ Engineering (why the loop looks the way it does):
   ``torch.Generator``; dropout draws from torch's global generator, which the D and G steps set to the
   trainer's own saved stream (``with_own_global_rng``). Both states go into the checkpoint, so a resumed
   run continues *exactly* as if it had never stopped;
+* ``cfg.steps`` is the length of a run; ``cfg.minutes`` is a safety net on its total training time (kept in
+  the checkpoint, so a resumed run does not get it again), and ``fit`` warns when the net cut a run short;
 * statistics stay tensors between log lines (no ``.item()``, no host synchronisation per step);
 * bf16 autocast where the hardware has bf16 (CUDA, CPUs with AVX512-BF16/AMX), ``channels_last``, fused
   Adam on CUDA, optional ``torch.compile``.
@@ -43,6 +48,7 @@ import os
 import pickle
 import re
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,6 +62,11 @@ CHECKPOINT_VERSION = 1
 # What a log line holds, averaged over the steps since the previous line (besides step, time and lr).
 LOGGED_STATS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "D(x)", "D(G(z))", "g_grad_norm", "d_grad_norm")
 SAMPLE_SEED = 1234  # the fixed z of the sample grids and of the adaptive-lr quality signal
+EMA_NORM_BATCHES, EMA_NORM_BATCH = 4, 64  # 256 latents recompute the EMA generator's BatchNorm statistics
+
+
+class WallClockCapWarning(UserWarning):
+    """``Trainer.fit`` stopped at its wall-clock cap before its step target: not the run the config describes."""
 
 
 # ======================================================================= small helpers
@@ -130,14 +141,27 @@ def ema_beta(batch: int, half_life_kimg: float, images_seen: int = 0, rampup: fl
 
 
 # ======================================================================= EMA generator
+NORM_STATS_SEED = 4321  # the EMA's own latents for recomputing its BatchNorm statistics (never training's RNG)
+
+
+def norm_layers(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of a module that keep running statistics."""
+    return [m for m in module.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 class EMA:
     """An exponential moving average of a generator's weights: ``ema = beta·ema + (1 - beta)·G``.
 
-    ``model`` is a frozen copy of G in eval mode; buffers (BatchNorm statistics) are copied, not averaged.
+    ``model`` is a frozen copy of G in eval mode. Buffers (BatchNorm running statistics) cannot be averaged
+    meaningfully, so ``update`` copies G's -- but those describe G's activations, not the averaged weights'.
+    ``refresh_norm_stats`` recomputes them for the averaged weights; ``dirty``: an update (or the copy at
+    construction) came after the last refresh.
     """
 
     def __init__(self, G: torch.nn.Module):
         self.model = copy.deepcopy(G).eval().requires_grad_(False)
+        self.dirty = True  # the copied statistics are G's
 
     @torch.no_grad()
     def update(self, G: torch.nn.Module, beta: float) -> None:
@@ -145,6 +169,36 @@ class EMA:
         torch._foreach_lerp_(ema_params, params, 1.0 - beta)  # ema += (1-beta)·(G - ema), all tensors at once
         for b_ema, b in zip(self.model.buffers(), G.buffers()):
             b_ema.copy_(b)
+        self.dirty = True
+
+    @torch.no_grad()
+    def refresh_norm_stats(self, z_dim: int, n_batches: int = 4, batch: int = 64, device=None,
+                           seed: int = NORM_STATS_SEED) -> None:
+        """Recompute the BatchNorm running statistics of the averaged weights from ``n_batches`` batches of
+        ``batch`` latents z ~ N(0, I) of shape (batch, z_dim).
+
+        Only the BatchNorm layers run in train mode, with momentum None (a plain average over the batches, not
+        a decay); dropout stays off. The latents come from a generator seeded with ``seed``, so the result
+        depends on the weights alone and training's random streams are untouched (exact resume). A model
+        without BatchNorm is left as it is."""
+        norms = norm_layers(self.model)
+        if norms:
+            device = torch.device(device) if device is not None else next(self.model.parameters()).device
+            gen = torch.Generator(device).manual_seed(seed)
+            momenta = [m.momentum for m in norms]
+            self.model.eval()
+            try:
+                for m in norms:
+                    m.reset_running_stats()
+                    m.momentum = None
+                    m.train()
+                for _ in range(n_batches):
+                    self.model(torch.randn(batch, z_dim, generator=gen, device=device))
+            finally:
+                for m, momentum in zip(norms, momenta):
+                    m.momentum = momentum
+                self.model.eval()
+        self.dirty = False
 
 
 # ======================================================================= checkpoint files
@@ -244,8 +298,9 @@ class Trainer:
     callbacks: functions ``cb(trainer, record)`` called with every log record (live curves in a notebook).
 
     Attributes: ``G``, ``D``, ``ema`` (None without EMA), ``g_opt``, ``d_opt``, ``step`` (iterations done),
-    ``images_seen`` (real images shown to D), ``seconds`` (training wall-clock), ``rng`` (the trainer's
-    generator), ``device``.
+    ``images_seen`` (real images shown to D), ``seconds`` (training wall-clock of the run, over all ``fit``
+    calls and resumes), ``rng`` (the trainer's generator), ``device``; after ``fit``: ``target_step`` (its step
+    target, None for a time-only run) and ``stopped_by_time`` (True when the wall-clock cap ended it before).
     """
 
     def __init__(self, cfg: TrainConfig | dict | None = None, data=None, out=None, callbacks=()):
@@ -303,6 +358,7 @@ class Trainer:
         self.images_seen = 0
         self.seconds = 0.0
         self.d_updates = 0
+        self.target_step, self.stopped_by_time = cfg.steps, False  # set by fit()
         self.lr_scale = 1.0  # changed by the adaptive (reduce-on-plateau) schedule
         self.plateau = {"best": math.inf, "bad": 0}
         n_grid = 64 if cfg.size <= 128 else 16
@@ -417,7 +473,10 @@ class Trainer:
         """Train, logging, sampling and checkpointing on the way; returns this call's log records.
 
         steps: how many *more* iterations to run; minutes: wall-clock cap of this call. With neither, run up
-        to ``cfg.steps`` iterations in total (what a resumed run needs) within ``cfg.minutes``.
+        to ``cfg.steps`` iterations in total within ``cfg.minutes`` of training in total (``self.seconds``,
+        which the checkpoint keeps): a resumed run continues to the same totals, it does not get the time again.
+        Afterwards ``stopped_by_time`` says whether the cap ended the call before its step target
+        (``target_step``); then a ``WallClockCapWarning`` says so in one line.
         Raises ``CxrError`` (after keeping the last good checkpoint) when a loss becomes NaN or infinite.
         """
         from tqdm.auto import tqdm
@@ -425,9 +484,12 @@ class Trainer:
         cfg = self.cfg
         if steps is None and minutes is None:
             target, minutes = cfg.steps, cfg.minutes
+            seconds_left = None if minutes is None else max(0.0, 60.0 * minutes - self.seconds)
         else:
             target = None if steps is None else self.step + int(steps)
-        deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
+            seconds_left = None if minutes is None else 60.0 * minutes
+        deadline = None if seconds_left is None else time.perf_counter() + seconds_left
+        self.target_step, self.stopped_by_time = target, False
         records: list[dict] = []
         self._clock = time.perf_counter() - self.seconds
         self._last_log = (time.perf_counter(), self.images_seen)
@@ -449,6 +511,11 @@ class Trainer:
                     self.save_checkpoint(periodic=True)
         finally:
             bar.close()
+        if target is not None and self.step < target:  # the loop only ends early at the deadline
+            self.stopped_by_time = True
+            warnings.warn(f"stopped by the wall-clock cap ({minutes:g} min) after {self.step} of {target} steps: "
+                          "results differ from a full run; raise minutes or run on a quieter machine",
+                          WallClockCapWarning, stacklevel=2)
         if self._n_summed:
             records.append(self.log())
         if self.out is not None and self.step > 0:
@@ -529,6 +596,8 @@ class Trainer:
         """Images of the EMA generator (or of G with ``ema=False`` or without EMA), eval mode.
 
         z: (B, z_dim) → (B, 1, S, S) float in [-1, 1] on the device."""
+        if ema and self.ema is not None:
+            self.refresh_ema_norm_stats()
         G = self.ema.model if (ema and self.ema is not None) else self.G
         was_training = G.training
         G.eval()
@@ -537,6 +606,18 @@ class Trainer:
                 return G(z.to(self.device)).float()
         finally:
             G.train(was_training)
+
+    def refresh_ema_norm_stats(self, force: bool = False) -> None:
+        """Recompute the EMA generator's BatchNorm statistics for its averaged weights (see
+        ``EMA.refresh_norm_stats``) when ``cfg.ema_bn_refresh`` and a G step changed the average since the
+        last time, or now with ``force`` (whatever the config; the next G step copies G's back). ``generate``
+        and ``state_dict`` call it, so samples and checkpoints carry statistics that match the weights;
+        training's random streams are untouched."""
+        if self.ema is None or not (force or (self.cfg.ema_bn_refresh and self.ema.dirty)):
+            return
+        with self.autocast():
+            self.ema.refresh_norm_stats(self.z_dim, n_batches=EMA_NORM_BATCHES, batch=EMA_NORM_BATCH,
+                                        device=self.device)
 
     def sample(self, n: int, seed: int = 0, ema: bool = True, batch: int = 64) -> torch.Tensor:
         """n images from z drawn with ``seed`` (same seed, same images; training randomness untouched).
@@ -591,8 +672,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly: weights, optimisers, counters, RNG states, config."""
+        """Everything needed to continue exactly: weights, optimisers, counters, RNG states, config.
+
+        With ``cfg.ema_bn_refresh`` the EMA generator's BatchNorm statistics are refreshed first
+        (``refresh_ema_norm_stats``), so a checkpoint samples as the trainer does; they depend on its weights
+        alone and the next G step replaces them, so training continues exactly the same either way."""
         self._flush_finite()
+        self.refresh_ema_norm_stats()
         state = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.cfg.to_dict(),
             "step": self.step, "images_seen": self.images_seen, "seconds": float(self.seconds),
@@ -620,6 +706,7 @@ class Trainer:
             self.D.load_state_dict(state["D"])
             if self.ema is not None:
                 self.ema.model.load_state_dict(state.get("G_ema", state["G"]))
+                self.ema.dirty = True  # an old checkpoint's statistics may be G's copies
             if optimizers:
                 self.g_opt.load_state_dict(state["g_opt"])
                 self.d_opt.load_state_dict(state["d_opt"])
@@ -674,7 +761,8 @@ class Trainer:
         """Continue a run exactly where its checkpoint left off.
 
         src: a run directory (uses ``checkpoints/last.pt``) or a checkpoint file; data: the same training
-        images; overrides: config fields to change (e.g. ``steps`` to train longer, ``minutes``).
+        images; overrides: config fields to change (e.g. ``steps`` to train longer). ``minutes`` caps the run's
+        total training time, the checkpoint's ``seconds`` included: a resumed run gets what is left of it.
         """
         src = Path(src)
         ckpt = src / "checkpoints" / "last.pt" if src.is_dir() else src
@@ -699,7 +787,8 @@ class Trainer:
         from its 1e-4/1e-4 run: G 5e-5, D 1e-4), Adam betas ``betas`` (seed: (0, 0.99)) with fresh moments;
         an EMA generator is switched on when the run had none (the seed's 0.999 per step).
         ``adaptive``: reduce-on-plateau of the SWD quality signal (see ``adapt_lr``), held-out images taken
-        from ``data``. steps: iterations to add; minutes: wall-clock cap.
+        from ``data``. steps: iterations to add; minutes: wall-clock cap of the fine-tuning, on its own clock
+        (``seconds`` starts at 0). ADA's p and its statistics carry over when both runs use ADA.
         """
         state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
         base = TrainConfig.from_dict(state["config"])
@@ -711,11 +800,12 @@ class Trainer:
             changes.update(steps=None if steps is None else start + int(steps), minutes=minutes)
         cfg = base.replace(**{**changes, **overrides})
         trainer = cls(cfg, data, out=out, callbacks=callbacks)
-        trainer.load_state_dict(state, optimizers=False, rng=False)
+        trainer.load_state_dict(state, optimizers=False, rng=False)  # G_ema, or G when the run had no EMA
         trainer.step, trainer.images_seen = start, int(state["images_seen"])
         trainer.d_updates = int(state["d_updates"])
-        if "G_ema" not in state and trainer.ema is not None:
-            trainer.ema.model.load_state_dict(state["G"])
+        trainer.seconds = 0.0  # the fine-tuning's own clock: cfg.minutes caps this phase, not the whole history
+        if trainer.ada is not None and "ada" in state:  # D keeps the augmentation strength it had learned under
+            trainer.ada.load_state_dict(state["ada"])
         return trainer
 
 

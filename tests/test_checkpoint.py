@@ -56,9 +56,12 @@ def assert_same_state(a: Trainer, b: Trainer):
         assert torch.equal(a.ada.r_t, b.ada.r_t) or bool(a.ada.r_t.isnan() and b.ada.r_t.isnan())
 
 
-@pytest.mark.parametrize("preset", ["course", "seed"])  # seed: dropout draws from torch's global RNG
-def test_resume_continues_exactly_in_process(tmp_path, preset):
-    cfg = make_config(preset, steps=6, checkpoint_every=3, **{**TRICKY, "width": 0.125 if preset == "seed" else 0.25})
+# seed: dropout draws from torch's global RNG; refresh: recomputing the EMA's BatchNorm statistics at every
+# sample grid and checkpoint changes nothing of the run
+@pytest.mark.parametrize("preset,refresh", [("course", False), ("seed", False), ("course", True), ("seed", True)])
+def test_resume_continues_exactly_in_process(tmp_path, preset, refresh):
+    cfg = make_config(preset, steps=6, checkpoint_every=3, ema_bn_refresh=refresh,
+                      **{**TRICKY, "width": 0.125 if preset == "seed" else 0.25})
     reference = Trainer(cfg, images())
     reference.fit(progress=False)
 
@@ -221,3 +224,34 @@ def test_resuming_a_finished_run_trains_no_further_unless_asked(tmp_path):
     assert again.fit(progress=False) == [] and again.step == 2
     longer = Trainer.resume(tmp_path / "run", images(), steps=3)
     assert [r["step"] for r in longer.fit(progress=False)] == [3] and longer.step == 3
+
+
+def test_finetune_carries_ada_p_over_and_starts_its_own_clock(tmp_path):
+    cfg = make_config("course", steps=2, **TRICKY)
+    base = Trainer(cfg, images(), out=tmp_path / "run")
+    base.fit(progress=False)
+    state = base.ada.state_dict()
+    state["p"] = torch.tensor(0.35)  # as if D had started to memorise the reals
+    base.ada.load_state_dict(state)
+    base.save_checkpoint()
+    assert base.seconds > 0
+    ft = Trainer.finetune(tmp_path / "run", images(), out=tmp_path / "ft", steps=1, minutes=0.5)
+    assert float(ft.aug_p) == pytest.approx(0.35)  # D keeps seeing augmented images, not clean ones all at once
+    assert torch.equal(ft.ada.r_t, base.ada.r_t) or bool(ft.ada.r_t.isnan() and base.ada.r_t.isnan())
+    assert ft.seconds == 0.0  # its minutes cap the fine-tuning, not the base run's history
+    ft.fit(progress=False)
+    assert ft.step == 3 and not ft.stopped_by_time and 0 < ft.seconds < 30
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes(tmp_path):
+    cfg = make_config("dcgan", steps=3, **{**TRICKY, "augment": "", "r1_gamma": 0.0})
+    Trainer(cfg, images(), out=tmp_path / "run").fit(2, progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    del state["config"]["ema_bn_refresh"]  # as written before the field was added
+    torch.save(state, last)
+    (tmp_path / "run" / "config.json").unlink()
+    again = Trainer.resume(tmp_path / "run", images())
+    assert again.step == 2 and again.cfg.ema_bn_refresh is False
+    again.fit(progress=False)
+    assert again.step == 3

@@ -279,6 +279,54 @@ def test_minibatch_std_sees_variety_within_consecutive_groups_only():
     assert layer(torch.randn(6, 3, 2, 2)).shape == (6, 4, 2, 2)  # B not a multiple of 4: groups of 3
 
 
+def old_minibatch_std(x, group_size=4):
+    """The divisible-batch computation before ragged groups existed (the fast path must not change)."""
+    B, C, H, W = x.shape
+    g = max(d for d in range(1, min(group_size, B) + 1) if B % d == 0)
+    std = (x.float().reshape(B // g, g, C, H, W).var(dim=1, unbiased=False) + 1e-8).sqrt()
+    s = std.mean(dim=(1, 2, 3)).repeat_interleave(g).reshape(B, 1, 1, 1).expand(B, 1, H, W)
+    return torch.cat([x, s], dim=1)
+
+
+@pytest.mark.parametrize("B", [1, 2, 4, 6, 8, 12])
+def test_minibatch_std_divisible_batches_are_unchanged(B):
+    x = torch.randn(B, 3, 4, 4, generator=torch.Generator().manual_seed(B))
+    assert torch.equal(MinibatchStd(4)(x), old_minibatch_std(x))
+
+
+@pytest.mark.parametrize("B", [7, 13, 31])
+def test_minibatch_std_with_a_prime_batch_still_sees_variety(B):
+    layer = MinibatchStd(group_size=4)
+    varied = torch.randn(B, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    same = torch.ones(B, 3, 2, 2)
+    assert layer(same)[:, 3].abs().max() < 1e-3  # identical samples: no variety
+    assert layer(varied)[:, 3].min() > 0.3  # before: every group had one sample, a constant ~0 channel
+    # groups stay consecutive: one collapsed group of 4, the rest varied
+    y = layer(torch.cat([same[:4], varied[4:]]))
+    assert y[:4, 3].abs().max() < 1e-3 and y[4:, 3].min() > 0.3
+
+
+def test_minibatch_std_ragged_groups_merge_a_lone_last_sample():
+    layer = MinibatchStd(group_size=4)
+    x = torch.ones(13, 2, 2, 2)  # groups of 4, 4 and 5: the 13th sample joins the third group
+    x[12] = 3.0
+    s = layer(x)[:, 2, 0, 0]
+    assert s[:8].abs().max() < 1e-3
+    assert torch.allclose(s[8:], torch.full((5,), 0.8))  # std of {1, 1, 1, 1, 3}
+    x7 = torch.ones(7, 2, 2, 2)  # groups of 4 and 3
+    x7[6] = 4.0
+    s7 = layer(x7)[:, 2, 0, 0]
+    assert s7[:4].abs().max() < 1e-3 and torch.allclose(s7[4:], torch.full((3,), 2 ** 0.5))  # std of {1, 1, 4}
+
+
+def test_course_discriminator_trains_on_a_prime_batch():
+    torch.manual_seed(0)
+    _, D = build_models("course", 32, width=0.25)
+    x = torch.randn(7, 1, 32, 32, requires_grad=True)
+    D(x).sum().backward()
+    assert D(x).shape == (7,) and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
 # ------------------------------------------------------------------------------------------- fast paths
 
 

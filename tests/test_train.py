@@ -205,3 +205,148 @@ def test_nan_loss_stops_within_one_step_and_keeps_the_last_checkpoint(tmp_path):
     assert "\n" not in str(e.value)
     assert t.step == 5 and last.read_bytes() == good
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt", "step_000002.pt", "step_000004.pt"]
+
+
+# ----------------------------------------------------------------------------- EMA BatchNorm statistics
+def test_refreshed_ema_norm_stats_are_those_of_the_averaged_weights():
+    # Linear → Dropout → BatchNorm: were dropout on during the refresh, it would inflate the variance
+    G = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(6, momentum=0.3))
+    ema = EMA(G)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.mul_(3.0).add_(1.0)
+        G.train()(torch.randn(64, 4))  # G's running statistics now describe G, not the average
+    ema.update(G, beta=0.5)
+    assert ema.dirty and torch.equal(ema.model[2].running_mean, G[2].running_mean)  # copied: G's
+    rng = torch.get_rng_state()
+    ema.refresh_norm_stats(z_dim=4, n_batches=4, batch=256)
+    assert torch.equal(rng, torch.get_rng_state())  # its own latents: torch's global stream is untouched
+    assert not ema.dirty and not ema.model.training and ema.model[2].momentum == 0.3
+    z = torch.randn(1024, 4, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        h = ema.model[0](z)  # what the averaged weights feed the BatchNorm (no dropout)
+    bn = ema.model[2]
+    assert torch.allclose(bn.running_mean, h.mean(0), atol=0.15)
+    assert torch.allclose(bn.running_var, h.var(0), rtol=0.15)
+    assert not torch.allclose(bn.running_mean, G[2].running_mean, atol=0.5)
+    before = [b.clone() for b in ema.model.buffers()]
+    ema.refresh_norm_stats(z_dim=4, n_batches=4, batch=256)
+    assert same(before, list(ema.model.buffers()))  # a function of the weights alone
+
+
+def test_samples_refresh_the_ema_norm_stats_once_per_change(monkeypatch):
+    calls = []
+    real = EMA.refresh_norm_stats
+    monkeypatch.setattr(EMA, "refresh_norm_stats", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    t = Trainer(tiny("course", augment="", ema_bn_refresh=True), images())
+    t.fit(2, progress=False)
+    copied = [b.clone() for b in t.ema.model.buffers()]
+    a = t.sample(4, seed=1)
+    assert len(calls) == 1 and not same(copied, list(t.ema.model.buffers()))
+    assert torch.equal(a, t.sample(4, seed=1)) and len(calls) == 1  # nothing changed: no second refresh
+    t.sample(4, seed=1, ema=False)
+    assert len(calls) == 1  # G itself keeps its own statistics
+    t.train_step()
+    t.sample(4, seed=1)
+    assert len(calls) == 2
+
+
+def test_ema_bn_refresh_off_samples_with_Gs_copied_statistics():
+    t = Trainer(tiny("course", augment=""), images())
+    assert t.cfg.ema_bn_refresh is False  # the default: refreshed statistics measured no better (config docs)
+    t.fit(2, progress=False)
+    t.sample(4)
+    t.state_dict()
+    assert same(list(t.ema.model.buffers()), list(t.G.buffers()))
+    t.refresh_ema_norm_stats(force=True)  # on demand all the same
+    assert not same(list(t.ema.model.buffers()), list(t.G.buffers()))
+
+
+def test_a_checkpoint_samples_like_its_trainer(tmp_path):
+    from cxrlib.train import load_generator
+
+    t = Trainer(tiny("course", augment="", ema_bn_refresh=True), images(), out=tmp_path / "run")
+    t.fit(progress=False)
+    G, _ = load_generator(tmp_path / "run", device="cpu")
+    z = torch.randn(6, t.z_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(G(z), t.generate(z), atol=1e-5)  # the saved statistics are the refreshed ones
+
+
+def test_an_old_config_without_the_new_fields_still_loads():
+    old = make_config("course", size=32).to_dict()
+    del old["ema_bn_refresh"]
+    assert TrainConfig.from_dict(old).ema_bn_refresh is False  # what runs did before the field existed
+
+
+# ----------------------------------------------------------------------------- wall-clock cap
+class FakeClock:
+    """Stands in for ``time`` in cxrlib.train: only train steps move it, by ``per_step`` seconds each."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def ticking(trainer, clock, per_step=10.0):
+    step = trainer.train_step
+
+    def train_step():
+        clock.now += per_step
+        return step()
+
+    trainer.train_step = train_step
+    return trainer
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from cxrlib import train
+
+    fake = FakeClock()
+    monkeypatch.setattr(train, "time", fake)
+    return fake
+
+
+def test_config_minutes_cap_the_runs_total_time_over_resumes(tmp_path, clock):
+    from cxrlib.train import WallClockCapWarning
+
+    t = ticking(Trainer(tiny(steps=10, minutes=1.0), images(), out=tmp_path / "run"), clock)
+    t.fit(2, progress=False)  # an explicit call: no cap, but its 20 s count towards the run's minute
+    with pytest.warns(WallClockCapWarning, match=r"^stopped by the wall-clock cap \(1 min\) after 6 of 10 steps: "
+                                                 r"results differ from a full run; raise minutes"):
+        t.fit(progress=False)
+    assert t.step == 6 and t.seconds == pytest.approx(60.0) and t.stopped_by_time and t.target_step == 10
+    again = ticking(Trainer.resume(tmp_path / "run", images()), clock)
+    assert again.seconds == pytest.approx(60.0)
+    with pytest.warns(WallClockCapWarning, match="after 6 of 10 steps"):
+        assert again.fit(progress=False) == []
+    assert again.step == 6  # the minute is spent: the resumed run does not get it again
+    again.fit(3, minutes=1.0, progress=False)  # an explicit minutes caps this call only
+    assert again.step == 9
+
+
+def test_fit_says_nothing_when_it_reaches_its_steps_or_runs_for_time_only(clock):
+    import warnings
+
+    from cxrlib.train import WallClockCapWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WallClockCapWarning)
+        t = ticking(Trainer(tiny(steps=3, minutes=1.0), images()), clock)
+        t.fit(progress=False)
+        assert t.step == 3 and not t.stopped_by_time
+        timed = ticking(Trainer(tiny(steps=None, minutes=0.5), images()), clock)
+        timed.fit(progress=False)
+        assert timed.step == 3 and not timed.stopped_by_time and timed.target_step is None
+
+
+# ----------------------------------------------------------------------------- budgets
+def test_cpu_budget_is_a_step_count_with_a_safety_net_of_minutes():
+    cpu, smoke = config.budget("cpu"), config.budget("smoke")
+    expected_min = cpu.steps * 1.1 / 60  # a course step at 64 px, batch 32, on a quiet 2-core CPU
+    assert (cpu.size, cpu.batch) == (64, 32) and 1.0 <= expected_min <= 2.0
+    assert cpu.minutes >= 3 * expected_min  # the cap only binds on a much slower or busy machine
+    assert smoke.steps == 40 and smoke.minutes >= 2.0
