@@ -326,8 +326,9 @@ def diff_augment(
 
     x: (B, C, H, W) float in [-1, 1] (real or generated) → same shape, same dtype and device; not clamped
     (a clamp would cut gradients). The trainer applies it to the real batch and to the generated batch
-    alike (independent draws per sample, the same ``p``), so D never sees an un-augmented image and G is
-    not pushed to reproduce the augmentation: it leaks into samples only when p is too high (ADA: p ≲ 0.8).
+    alike (independent draws per sample, the same ``p``), so G is not pushed to reproduce the augmentation: it
+    leaks into samples only when p is too high (ADA: p ≲ 0.8). With p < 1 a share 1 − p of the images skips
+    each transform, so D does see clean images (every image while ADA's p is still 0).
 
     policy: comma-separated, applied in this order:
 
