@@ -95,7 +95,9 @@ class ToyConfig:
     steps: training iterations (each ``d_steps_per_g_step`` D updates then ``g_steps_per_d_step`` G updates);
     batch: points per batch; g_lr, d_lr, betas: Adam; label_smoothing s: D's targets 1 - s/2 and s/2;
     flip_prob: each D target swapped with this probability; r1_gamma: R1 penalty on real points;
-    ema_half_life: half-life of the EMA generator in G updates (0: score G itself).
+    ema_half_life: half-life of the EMA generator in G updates (0: score G itself); n_train: 0 draws fresh
+    points for every batch (unlimited data), n > 0 gives each run a fixed training set of n points to learn from
+    (the data-volume experiment: can G generalise from n points, or does it copy them?).
     """
 
     steps: int = 2000
@@ -114,6 +116,7 @@ class ToyConfig:
     ema_half_life: float = 0.0
     modes: int = 8
     std: float = 0.05
+    n_train: int = 0
 
     def replace(self, **changes) -> ToyConfig:
         return dataclasses.replace(self, **changes)
@@ -153,12 +156,22 @@ def g_step(G, D, g_opt, z) -> dict:
     return {"g_loss": g_loss.item()}
 
 
-def train_step(G, D, g_opt, d_opt, cfg: ToyConfig, generator=None) -> dict:
-    """One iteration: ``d_steps_per_g_step`` D updates, then ``g_steps_per_d_step`` G updates, on fresh batches."""
+def real_batch(cfg: ToyConfig, runs: int, generator=None, train_points=None) -> torch.Tensor:
+    """A batch of real points per run, (runs, batch, 2): fresh from the ring, or drawn with replacement from each
+    run's own ``train_points`` (runs, n, 2) when given."""
+    if train_points is None:
+        return ring(cfg.batch, cfg.modes, std=cfg.std, generator=generator, shape=(runs,))
+    idx = torch.randint(train_points.shape[1], (runs, cfg.batch, 1), generator=generator).expand(-1, -1, 2)
+    return train_points.gather(1, idx)
+
+
+def train_step(G, D, g_opt, d_opt, cfg: ToyConfig, generator=None, train_points=None) -> dict:
+    """One iteration: ``d_steps_per_g_step`` D updates, then ``g_steps_per_d_step`` G updates; real batches are
+    fresh points, or drawn from ``train_points`` (runs, n, 2) when given."""
     runs = D.net[0].weight.shape[0]
     stats = {}
     for _ in range(cfg.d_steps_per_g_step):
-        real = ring(cfg.batch, cfg.modes, std=cfg.std, generator=generator, shape=(runs,))
+        real = real_batch(cfg, runs, generator, train_points)
         z = torch.randn(runs, cfg.batch, cfg.z_dim, generator=generator)
         stats.update(d_step(G, D, d_opt, real, z, cfg, generator))
     for _ in range(cfg.g_steps_per_d_step):
@@ -182,11 +195,32 @@ def mode_stats(points: torch.Tensor, modes: int = 8, radius: float = 2.0, std: f
             "per_mode": per_mode}
 
 
+def sliced_distance(a: torch.Tensor, b: torch.Tensor, n_directions: int = 64, seed: int = 0) -> torch.Tensor:
+    """Sliced Wasserstein-1 distance between point sets a (runs, n, 2) and b (runs, n, 2) → (runs,): the mean over
+    random directions of the distance between the sorted projections (the 2-D analogue of ``metrics.swd``)."""
+    angle = torch.rand(n_directions, generator=torch.Generator().manual_seed(seed)) * math.pi
+    dirs = torch.stack([angle.cos(), angle.sin()])  # (2, n_directions)
+    pa, pb = (torch.sort(x @ dirs, dim=1).values for x in (a, b))
+    return (pa - pb).abs().mean(dim=(1, 2))
+
+
+def copied_share(samples: torch.Tensor, train_points: torch.Tensor) -> torch.Tensor:
+    """Per run, the share of samples (runs, n, 2) that the memorisation audit flags as near-copies of one of the
+    run's training points (runs, m, 2) → (runs,)."""
+    from cxrlib import metrics
+
+    return torch.stack([metrics.copy_flags(s, t).float().mean() for s, t in zip(samples, train_points)])
+
+
 @dataclasses.dataclass
 class ToyResult:
     """A finished batch of runs: the config, the final samples (runs, n, 2), counts per run and snapshots.
 
-    snapshots: [(step, (runs, n_snap, 2) samples)] at ``snapshot_every``; log: [(step, modes covered per run)]."""
+    snapshots: [(step, (runs, n_snap, 2) samples)] at ``snapshot_every``; log: [(step, modes covered per run)];
+    distance: (runs,) sliced Wasserstein distance of the samples to fresh held-out points of the ring (lower is
+    closer; :func:`sliced_distance`); with ``n_train`` > 0, train_points: (runs, n, 2) each run's training set and
+    copied_share: (runs,) the share of samples the memorisation audit's rule flags as copies of a training point
+    (``cxrlib.metrics.copy_flags`` on the points themselves)."""
 
     cfg: ToyConfig
     samples: torch.Tensor
@@ -195,6 +229,9 @@ class ToyResult:
     snapshots: list
     log: list
     seconds: float
+    train_points: torch.Tensor | None = None
+    distance: torch.Tensor | None = None
+    copied_share: torch.Tensor | None = None
 
     def summary(self) -> dict:
         """Mean and seed-to-seed standard deviation of the counts: {"modes": (m, s), "good": (m, s)}."""
@@ -242,6 +279,10 @@ def _train(cfg, seeds, first_seed, n_eval, snapshot_every, step_fn) -> ToyResult
     ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_half_life > 0 else None
     beta = 0.5 ** (cfg.g_steps_per_d_step / cfg.ema_half_life) if ema is not None else 0.0
     gen = torch.Generator().manual_seed(first_seed)
+    train_points = None
+    if cfg.n_train > 0:  # each run's own fixed training set, the same for every recipe with these seeds
+        train_points = ring(cfg.n_train, cfg.modes, std=cfg.std, shape=(seeds,),
+                            generator=torch.Generator().manual_seed(20_000 + first_seed))
     z_eval = torch.randn(seeds, n_eval, cfg.z_dim, generator=torch.Generator().manual_seed(10_000 + first_seed))
     snapshots, log = [], []
 
@@ -258,16 +299,18 @@ def _train(cfg, seeds, first_seed, n_eval, snapshot_every, step_fn) -> ToyResult
         if snapshot_every and step % snapshot_every == 0:
             look(step)
         if step_fn is None:
-            train_step(G, D, g_opt, d_opt, cfg, gen)
+            train_step(G, D, g_opt, d_opt, cfg, gen, train_points)
         else:
-            step_fn(G, D, g_opt, d_opt, ring(cfg.batch, cfg.modes, std=cfg.std, generator=gen, shape=(seeds,)),
+            step_fn(G, D, g_opt, d_opt, real_batch(cfg, seeds, gen, train_points),
                     torch.randn(seeds, cfg.batch, cfg.z_dim, generator=gen))
         if ema is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(list(ema.parameters()), list(G.parameters()), 1 - beta)
     pts, counts = look(cfg.steps)
+    heldout = ring(n_eval, cfg.modes, std=cfg.std, shape=(seeds,), generator=torch.Generator().manual_seed(30_000))
     return ToyResult(cfg, pts, counts["modes_covered"], counts["good_share"], snapshots, log,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, train_points=train_points, distance=sliced_distance(pts, heldout),
+                     copied_share=None if train_points is None else copied_share(pts, train_points))
 
 
 def _seeded_models(runs: int, first_seed: int, cfg: ToyConfig):
@@ -311,3 +354,32 @@ def grid_table(results: dict[str, ToyResult], baseline: str | None = None) -> st
             dg = f"{100 * (g - bg):+.0f} pp {verdict(g - bg, gs, bgs)}"
         lines.append(f"{name:<28}{m:>8.1f} ± {ms:<4.1f}{100 * g:>9.0f} ± {100 * gs:>2.0f} %   {dm:<18}{dg:<18}")
     return "\n".join(lines)
+
+
+def conclusions(results: dict[str, ToyResult], baseline: str | None = None) -> str:
+    """The grid's verdicts in words, from its numbers: which recipes differ from ``baseline`` by more than twice
+    the seed-to-seed spread (in modes covered or in good samples), and which cannot be told apart from it."""
+    names = list(results)
+    baseline = baseline or names[0]
+    (bm, bms), (bg, bgs) = results[baseline].summary().values()
+    above, within = [], []
+    for name in names:
+        if name == baseline:
+            continue
+        (m, ms), (g, gs) = results[name].summary().values()
+        parts = []
+        if verdict(m - bm, ms, bms) == "above":
+            parts.append(f"{m - bm:+.1f} modes")
+        if verdict(g - bg, gs, bgs) == "above":
+            parts.append(f"{100 * (g - bg):+.0f} pp good samples")
+        (above if parts else within).append(f"{name} ({', '.join(parts)})" if parts else name)
+    seeds = len(results[baseline].modes_covered)
+    return (f"Above twice the spread of {seeds} seeds, against {baseline!r}: {'; '.join(above) or 'none'}.\n"
+            f"Within it (these seeds cannot tell them from {baseline!r}): {', '.join(within) or 'none'}.")
+
+
+def budget_steps(budget) -> int:
+    """Training steps of one toy run for a ``cxrlib.config.Budget``: 2,000 (a few seconds per recipe on a laptop
+    CPU, enough for a balanced GAN to find the ring), 200 in the smoke budget (CI: the cells run, the numbers
+    mean nothing)."""
+    return 200 if budget.kind == "smoke" else 2000

@@ -134,3 +134,50 @@ def test_ring_centres_are_evenly_spaced():
     c = toy.ring_centres(8, radius=2.0)
     gaps = (c - c.roll(1, 0)).norm(dim=1)
     assert torch.allclose(gaps, torch.full((8,), 2 * 2.0 * math.sin(math.pi / 8)), atol=1e-5)
+
+
+def test_conclusions_name_the_recipes_above_and_within_the_noise():
+    def fake(modes, good):
+        return toy.ToyResult(toy.ToyConfig(), torch.zeros(3, 1, 2), torch.tensor(modes), torch.tensor(good), [], [], 0)
+
+    text = toy.conclusions({"plain": fake([8, 8, 7], [0.7, 0.72, 0.71]), "collapse": fake([1, 0, 1], [0.1, 0.0, 0.1]),
+                            "slow": fake([8, 8, 7], [0.2, 0.25, 0.22]), "same": fake([8, 7, 8], [0.70, 0.71, 0.72])})
+    above, within = text.splitlines()
+    assert "collapse (-7.0 modes, -64 pp good samples)" in above and "slow (-49 pp good samples)" in above
+    assert "same" in within and "collapse" not in within
+
+
+def test_budget_steps_follow_the_budget():
+    from cxrlib.config import budget
+
+    assert toy.budget_steps(budget("smoke")) < toy.budget_steps(budget("cpu"))
+
+
+def test_a_fixed_training_set_is_what_the_runs_learn_from():
+    cfg = toy.ToyConfig(steps=5, n_train=16)
+    r = toy.train(cfg, seeds=3)
+    assert r.train_points.shape == (3, 16, 2)
+    assert not torch.equal(r.train_points[0], r.train_points[1])  # each run its own set
+    assert torch.equal(toy.train(cfg, seeds=3).train_points, r.train_points)  # the same for every recipe
+    batch = toy.real_batch(cfg, 3, torch.Generator().manual_seed(0), r.train_points)
+    for run in range(3):  # every real point of a batch is one of the run's own training points
+        assert (batch[run][:, None] == r.train_points[run][None]).all(-1).any(-1).all()
+    assert r.copied_share.shape == (3,) and toy.train(toy.ToyConfig(steps=5), seeds=2).copied_share is None
+
+
+def test_sliced_distance_is_small_for_the_same_distribution_and_large_for_a_collapsed_one():
+    g = torch.Generator().manual_seed(0)
+    a, b = toy.ring(2000, shape=(1,), generator=g), toy.ring(2000, shape=(1,), generator=g)
+    collapsed = toy.ring_centres()[:1].expand(2000, 2)[None] + 0.05 * torch.randn(1, 2000, 2, generator=g)
+    same, far = float(toy.sliced_distance(a, b)), float(toy.sliced_distance(a, collapsed))
+    assert same < 0.1 < far and far > 10 * same
+    assert float(toy.sliced_distance(a, a)) == 0.0
+
+
+def test_copied_share_flags_copies_of_training_points_not_fresh_points():
+    g = torch.Generator().manual_seed(1)
+    train = toy.ring(64, shape=(1,), generator=g)
+    copies = train[:, torch.randint(64, (500,), generator=g)] + 1e-4 * torch.randn(1, 500, 2, generator=g)
+    fresh = toy.ring(500, shape=(1,), generator=g)
+    assert float(toy.copied_share(copies, train)) > 0.95
+    assert float(toy.copied_share(fresh, train)) < 0.5
