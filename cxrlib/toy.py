@@ -220,7 +220,8 @@ class ToyResult:
     distance: (runs,) sliced Wasserstein distance of the samples to fresh held-out points of the ring (lower is
     closer; :func:`sliced_distance`); with ``n_train`` > 0, train_points: (runs, n, 2) each run's training set and
     copied_share: (runs,) the share of samples the memorisation audit's rule flags as copies of a training point
-    (``cxrlib.metrics.copy_flags`` on the points themselves)."""
+    (``cxrlib.metrics.copy_flags`` on the points themselves), and copied_chance the share it flags among fresh
+    real points -- what a generator that copies nothing gets by chance."""
 
     cfg: ToyConfig
     samples: torch.Tensor
@@ -232,6 +233,7 @@ class ToyResult:
     train_points: torch.Tensor | None = None
     distance: torch.Tensor | None = None
     copied_share: torch.Tensor | None = None
+    copied_chance: torch.Tensor | None = None
 
     def summary(self) -> dict:
         """Mean and seed-to-seed standard deviation of the counts: {"modes": (m, s), "good": (m, s)}."""
@@ -310,7 +312,8 @@ def _train(cfg, seeds, first_seed, n_eval, snapshot_every, step_fn) -> ToyResult
     heldout = ring(n_eval, cfg.modes, std=cfg.std, shape=(seeds,), generator=torch.Generator().manual_seed(30_000))
     return ToyResult(cfg, pts, counts["modes_covered"], counts["good_share"], snapshots, log,
                      time.perf_counter() - t0, train_points=train_points, distance=sliced_distance(pts, heldout),
-                     copied_share=None if train_points is None else copied_share(pts, train_points))
+                     copied_share=None if train_points is None else copied_share(pts, train_points),
+                     copied_chance=None if train_points is None else copied_share(heldout, train_points))
 
 
 def _seeded_models(runs: int, first_seed: int, cfg: ToyConfig):
@@ -383,3 +386,73 @@ def budget_steps(budget) -> int:
     CPU, enough for a balanced GAN to find the ring), 200 in the smoke budget (CI: the cells run, the numbers
     mean nothing)."""
     return 200 if budget.kind == "smoke" else 2000
+
+
+# ======================================================================= the notebooks' grids
+def trick_variants(steps: int = 2000) -> dict[str, ToyConfig]:
+    """Notebook 03's grid: the plain recipe, then one trick, update ratio or learning rate changed at a time."""
+    base = ToyConfig(steps=steps)
+    return {
+        "plain": base,
+        "label smoothing 0.1": base.replace(label_smoothing=0.1),
+        "label flipping 5 %": base.replace(flip_prob=0.05),
+        "3 G steps per D step": base.replace(g_steps_per_d_step=3),
+        "2 D steps per G step": base.replace(d_steps_per_g_step=2),
+        "G learning rate ×5": base.replace(g_lr=5 * base.g_lr),
+        "both learning rates ÷4": base.replace(g_lr=base.g_lr / 4, d_lr=base.d_lr / 4),
+        "R1 (γ = 1)": base.replace(r1_gamma=1.0),
+        "EMA of G (half-life 100)": base.replace(ema_half_life=100),
+    }
+
+
+def data_volume_variants(steps: int = 2000) -> dict[str, ToyConfig]:
+    """Notebook 02's grid: the same recipe on 16, 64 and 256 training points and on unlimited data, and a G and D
+    twice as wide (four times the weights) on the smallest and the unlimited data."""
+    base = ToyConfig(steps=steps)
+    wide = base.replace(hidden=2 * base.hidden)
+    return {
+        "16 points": base.replace(n_train=16),
+        "64 points": base.replace(n_train=64),
+        "256 points": base.replace(n_train=256),
+        "unlimited data": base,
+        "16 points, 2× wider": wide.replace(n_train=16),
+        "unlimited, 2× wider": wide,
+    }
+
+
+def _ms(x: torch.Tensor) -> tuple[float, float]:
+    x = x.float()
+    return float(x.mean()), float(x.std()) if len(x) > 1 else 0.0
+
+
+def data_volume_table(results: dict[str, ToyResult]) -> str:
+    """The data-volume grid as text: distance to held-out points (lower is better), modes, good samples and the
+    audit's flagged share (with its chance level), mean ± seed-to-seed std; then the two comparisons that matter,
+    each against twice the larger spread: smallest vs largest data set, and wider vs narrower networks."""
+    seeds = len(next(iter(results.values())).distance)
+    lines = [f"{seeds} seeds per recipe · distance: sliced Wasserstein to fresh held-out points (lower is closer)",
+             f"{'recipe':<22}{'distance':>16}{'modes':>12}{'good':>12}{'flagged as copies (chance)':>30}"]
+    for name, r in results.items():
+        (d, ds), (m, ms), (g, gs) = _ms(r.distance), _ms(r.modes_covered), _ms(r.good_share)
+        copies = "—" if r.copied_share is None else (
+            f"{100 * _ms(r.copied_share)[0]:.0f} ± {100 * _ms(r.copied_share)[1]:.0f} % "
+            f"({100 * _ms(r.copied_chance)[0]:.0f} %)")
+        lines.append(f"{name:<22}{d:>9.3f} ± {ds:.3f}{m:>7.1f} ± {ms:.1f}{100 * g:>7.0f} ± {100 * gs:<2.0f}%{copies:>28}")
+    return "\n".join(lines + [""] + data_volume_comparisons(results))
+
+
+def data_volume_comparisons(results: dict[str, ToyResult]) -> list[str]:
+    """Sentences, from the numbers, comparing the distance to held-out points of pairs of recipes of
+    :func:`data_volume_variants` (those present): more data, and wider networks."""
+    pairs = [("16 points", "unlimited data", "more data (16 points → unlimited)"),
+             ("16 points", "256 points", "more data (16 → 256 points)"),
+             ("16 points", "16 points, 2× wider", "wider networks on 16 points"),
+             ("unlimited data", "unlimited, 2× wider", "wider networks on unlimited data")]
+    out = []
+    for a, b, what in pairs:
+        if a not in results or b not in results:
+            continue
+        (da, sa), (db, sb) = _ms(results[a].distance), _ms(results[b].distance)
+        out.append(f"{what}: distance {da:.3f} → {db:.3f} ({db - da:+.3f}), {verdict(db - da, sa, sb)} twice the "
+                   f"spread ({2 * max(sa, sb):.3f})")
+    return out

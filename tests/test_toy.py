@@ -1,5 +1,6 @@
 """The toy GAN of notebook 03: the ring data, the counts, batched runs, and that its lessons are real."""
 
+import dataclasses
 import math
 
 import pytest
@@ -181,3 +182,29 @@ def test_copied_share_flags_copies_of_training_points_not_fresh_points():
     fresh = toy.ring(500, shape=(1,), generator=g)
     assert float(toy.copied_share(copies, train)) > 0.95
     assert float(toy.copied_share(fresh, train)) < 0.5
+
+
+def test_the_notebooks_grids_change_one_thing_at_a_time():
+    tricks = toy.trick_variants(100)
+    base = tricks["plain"]
+    for name, cfg in tricks.items():
+        changed = {f for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(base, f.name)}
+        assert len(changed) <= 2 and cfg.steps == 100, name  # "both learning rates" changes two fields
+    data = toy.data_volume_variants(100)
+    assert [data[k].n_train for k in ("16 points", "64 points", "256 points", "unlimited data")] == [16, 64, 256, 0]
+    assert data["16 points, 2× wider"].hidden == 2 * data["16 points"].hidden
+
+
+def test_data_volume_table_compares_data_and_width_against_the_spread():
+    def fake(dist, n_train):
+        d = torch.tensor(dist)
+        copies = None if not n_train else torch.tensor([0.2, 0.3, 0.25])
+        return toy.ToyResult(toy.ToyConfig(n_train=n_train), torch.zeros(3, 1, 2), torch.tensor([8, 8, 8]),
+                             torch.tensor([0.7, 0.7, 0.7]), [], [], 0, distance=d, copied_share=copies,
+                             copied_chance=copies)
+    results = {"16 points": fake([0.40, 0.35, 0.45], 16), "256 points": fake([0.15, 0.14, 0.16], 256),
+               "unlimited data": fake([0.13, 0.14, 0.15], 0), "16 points, 2× wider": fake([0.42, 0.30, 0.50], 16)}
+    table = toy.data_volume_table(results)
+    assert "more data (16 points → unlimited): distance 0.400 → 0.140 (-0.260), above" in table
+    assert "wider networks on 16 points: distance 0.400 → 0.407 (+0.007), within" in table
+    assert "25 ± 5 % (25 %)" in table
