@@ -444,10 +444,34 @@ def animate_samples(source, interval_ms: int = 400):
 # ======================================================================= 3. latent space (notebook 05)
 
 
-def latent(z_dim: int, seed: int = 0) -> torch.Tensor:
-    """The latent vector a seed names: z ~ N(0, I), float (z_dim,), the same on every machine (CPU generator)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(int(z_dim), generator=g)
+def truncated_z(n: int, z_dim: int, threshold: float = math.inf,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """n latent vectors with the truncation trick of BigGAN (Brock et al. 2019): z ~ N(0, I), then every
+    component with |z| > ``threshold`` is drawn again, from the same ``generator``, until none is left.
+
+    Returns float (n, z_dim) on the CPU, each component a standard normal truncated to [−threshold, threshold]
+    (components already inside keep their first draw, so lowering the threshold changes only the tails).
+    threshold = inf (no truncation) gives exactly ``torch.randn(n, z_dim, generator=generator)``. Lower
+    thresholds give more typical, less varied samples; the vector also gets shorter (|z| ≈ 0.54·√z_dim at
+    threshold 1), so G is asked for latents it rarely saw: whether they look better must be measured.
+    """
+    if not threshold > 0:
+        raise CxrError(f"truncation threshold must be > 0 (math.inf for none), got {threshold!r}")
+    z = torch.randn(int(n), int(z_dim), generator=generator)
+    while True:
+        outside = z.abs() > threshold
+        count = int(outside.sum())
+        if not count:
+            return z
+        z[outside] = torch.randn(count, generator=generator)
+
+
+def latent(z_dim: int, seed: int = 0, threshold: float = math.inf) -> torch.Tensor:
+    """The latent vector a seed names: float (z_dim,), the same on every machine (CPU generator).
+
+    ``truncated_z`` of one vector from a generator seeded with ``seed``: z ~ N(0, I) without truncation
+    (threshold = inf), else every component resampled into [−threshold, threshold]."""
+    return truncated_z(1, z_dim, threshold, torch.Generator().manual_seed(int(seed)))[0]
 
 
 def _t_shape(t, like: torch.Tensor) -> torch.Tensor:
@@ -481,25 +505,28 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t, eps: float = 1e-7) -> torch.Ten
 
 
 def truncate(z: torch.Tensor, psi: float, z_mean: torch.Tensor | None = None) -> torch.Tensor:
-    """The truncation trick: pull z towards the mean latent, ``z_mean + psi · (z − z_mean)``.
+    """Linear truncation: pull z towards a mean latent, ``z_mean + psi · (z − z_mean)``.
 
-    z: (..., D); psi: 1 = unchanged, 0 = the mean (the "average" image), in between = more typical, less varied
-    samples. z_mean: (D,), default 0 (the mean of N(0, I)).
+    z: (..., D); psi: 1 = unchanged, 0 = the mean. This is StyleGAN's form, meant for its learnt W space, whose
+    mean is itself a typical latent. In the z space of the course's generators the mean 0 is a point G never
+    saw (|z| ≈ √D): there use ``truncated_z``, BigGAN's resampling, as notebook 05 and the latent explorer do.
+    z_mean: (D,), default 0 (the mean of N(0, I)).
     """
     if z_mean is None:
         return z * psi
     return z_mean + psi * (z - z_mean)
 
 
-def walk_latents(z_dim: int, seed: int = 0, steps: int = 16, step_size: float = 0.2) -> torch.Tensor:
-    """A walk along a great circle of the latent sphere starting at ``latent(z_dim, seed)``.
+def walk_latents(z_dim: int, seed: int = 0, steps: int = 16, step_size: float = 0.2,
+                 threshold: float = math.inf) -> torch.Tensor:
+    """A walk along a great circle of the latent sphere starting at ``latent(z_dim, seed, threshold)``.
 
     Returns float (steps, z_dim): z_k = cos(kθ)·z0 + sin(kθ)·v with θ = step_size radians and v a random
-    direction orthogonal to z0 with the same norm, so every z_k is as typical as z0 and consecutive samples
-    are equally far apart; after 2π/θ steps the walk returns to z0.
+    direction (drawn with the same truncation) orthogonal to z0 with the same norm, so every z_k is as typical
+    as z0 and consecutive samples are equally far apart; after 2π/θ steps the walk returns to z0.
     """
-    z0 = latent(z_dim, seed)
-    v = torch.randn(int(z_dim), generator=torch.Generator().manual_seed(int(seed) + 7919))
+    z0 = latent(z_dim, seed, threshold)
+    v = latent(z_dim, int(seed) + 7919, threshold)
     v = v - (v @ z0) / (z0 @ z0) * z0
     v = v / v.norm() * z0.norm()
     k = torch.arange(int(steps), dtype=z0.dtype)[:, None] * float(step_size)
@@ -522,41 +549,52 @@ def generate(G, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
         G.train(was_training)
 
 
-def interpolate(G, z0: torch.Tensor, z1: torch.Tensor, steps: int = 8, method: str = "slerp",
-                psi: float = 1.0) -> torch.Tensor:
+def interpolate(G, z0: torch.Tensor, z1: torch.Tensor, steps: int = 8, method: str = "slerp") -> torch.Tensor:
     """Images along the path from z0 to z1. z0, z1: (z_dim,); returns float (steps, 1, S, S) in [-1, 1].
 
-    method: ``"slerp"`` (great circle, default) or ``"lerp"`` (straight line); psi: truncation applied to
-    every point. The first and last images are G(z0) and G(z1) (for psi=1).
+    method: ``"slerp"`` (great circle, default) or ``"lerp"`` (straight line). The first and last images are
+    G(z0) and G(z1); to interpolate between truncated samples, pass ``latent(z_dim, seed, threshold)``s.
     """
     paths = {"slerp": slerp, "lerp": lerp}
     if method not in paths:
         raise CxrError(f"unknown interpolation {method!r}: choose 'slerp' or 'lerp'")
     t = torch.linspace(0, 1, int(steps))
-    return generate(G, truncate(paths[method](z0.reshape(-1).cpu(), z1.reshape(-1).cpu(), t), psi))
+    return generate(G, paths[method](z0.reshape(-1).cpu(), z1.reshape(-1).cpu(), t))
 
 
-def latent_walk(G, seed: int = 0, steps: int = 16, step_size: float = 0.2, psi: float = 1.0) -> torch.Tensor:
-    """Images along ``walk_latents(G.z_dim, seed, steps, step_size)``: float (steps, 1, S, S) in [-1, 1]."""
-    return generate(G, truncate(walk_latents(G.z_dim, seed, steps, step_size), psi))
+def latent_walk(G, seed: int = 0, steps: int = 16, step_size: float = 0.2,
+                threshold: float = math.inf) -> torch.Tensor:
+    """Images along ``walk_latents(G.z_dim, seed, steps, step_size, threshold)``: float (steps, 1, S, S) in
+    [-1, 1]."""
+    return generate(G, walk_latents(G.z_dim, seed, steps, step_size, threshold))
 
 
-def latent_views(G, seed: int = 0, t: float = 0.5, psi: float = 1.0, walk_step: int = 0,
+def latent_views(G, seed: int = 0, t: float = 0.5, threshold: float = math.inf, walk_step: int = 0,
                  step_size: float = 0.2, method: str = "slerp") -> dict:
     """The four images the latent explorer shows, from one batched forward pass.
 
-    A = latent(seed), B = latent(seed + 1), the point at ``t`` between them, and step ``walk_step`` of the walk
-    from A; all truncated by psi. Returns ``images`` float (4, 1, S, S) in [-1, 1] and their ``titles``.
+    A = latent(seed, threshold), B = latent(seed + 1, threshold), the point at ``t`` between them, and step
+    ``walk_step`` of the walk from A (``truncated_z``: components beyond the threshold resampled; the points
+    between truncated latents are their mixtures). Returns ``images`` float (4, 1, S, S) in [-1, 1] and their
+    ``titles``.
     """
-    z_a, z_b = latent(G.z_dim, seed), latent(G.z_dim, seed + 1)
+    z_a, z_b = latent(G.z_dim, seed, threshold), latent(G.z_dim, seed + 1, threshold)
     z_t = (slerp if method == "slerp" else lerp)(z_a, z_b, float(t))
-    z_w = walk_latents(G.z_dim, seed, walk_step + 1, step_size)[-1]
-    images = generate(G, truncate(torch.stack([z_a, z_t, z_b, z_w]), psi))
+    z_w = walk_latents(G.z_dim, seed, walk_step + 1, step_size, threshold)[-1]
+    images = generate(G, torch.stack([z_a, z_t, z_b, z_w]))
     titles = [f"A (seed {seed})", f"{method} t = {t:.2f}", f"B (seed {seed + 1})", f"walk step {walk_step}"]
     return {"images": images, "titles": titles}
 
 
-def latent_views_png(views: dict, psi: float) -> bytes:
+#: the latent explorer's truncation choices: label → threshold (math.inf = no truncation)
+TRUNCATION_CHOICES = {"off": math.inf, "2.0": 2.0, "1.5": 1.5, "1.0": 1.0, "0.5": 0.5}
+
+
+def _truncation_label(threshold: float) -> str:
+    return "no truncation" if math.isinf(threshold) else f"truncation |z| ≤ {threshold:g}"
+
+
+def latent_views_png(views: dict, threshold: float) -> bytes:
     fig = new_figure(10, 2.9, left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.05)
     axes = fig.subplots(1, 4)
     for ax, img, title in zip(axes, to_uint8(views["images"][:, 0]), views["titles"]):
@@ -564,7 +602,7 @@ def latent_views_png(views: dict, psi: float) -> bytes:
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"truncation ψ = {psi:.2f}", fontsize=10)
+    fig.suptitle(_truncation_label(threshold), fontsize=10)
     return figure_png(fig)
 
 
@@ -572,7 +610,8 @@ def latent_explorer(G, seed: int = 0, walk_steps: int = 64, step_size: float = 0
     """Interpolate between two seeds' samples, truncate, and walk the latent space of a generator.
 
     G: a generator with ``.z_dim`` mapping (B, z_dim) to (B, 1, S, S) in [-1, 1]. Controls: a seed box (A = seed,
-    B = seed + 1), a t slider between them, slerp/lerp, a truncation ψ slider and a "walk" Play button.
+    B = seed + 1), a t slider between them, slerp/lerp, a truncation slider (``TRUNCATION_CHOICES``: the threshold
+    of ``truncated_z``) and a "walk" Play button.
     Returns an ``ipywidgets.VBox``.
     """
     import ipywidgets as W
@@ -581,23 +620,23 @@ def latent_explorer(G, seed: int = 0, walk_steps: int = 64, step_size: float = 0
     seed_box = W.BoundedIntText(seed, min=0, max=2**31 - 2, description="seed A", style=style,
                                 layout=W.Layout(width="170px"))
     t = W.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="t (A→B)", style=style, continuous_update=False)
-    psi = W.FloatSlider(1.0, min=0.0, max=1.0, step=0.05, description="ψ (trunc.)", style=style,
-                        continuous_update=False)
+    truncation = W.SelectionSlider(options=list(TRUNCATION_CHOICES.items()), value=math.inf,
+                                   description="truncation", style=style, continuous_update=False)
     method = W.ToggleButtons(options=["slerp", "lerp"], value="slerp", style={"button_width": "60px"})
     walk = W.Play(0, min=0, max=walk_steps - 1, interval=interval_ms, description="walk", repeat=True)
     walk_label = W.Label("walk")
     t.add_class("cxr-latent-t")
-    psi.add_class("cxr-latent-psi")
+    truncation.add_class("cxr-latent-truncation")
     image = _image_widget()
 
     def redraw(_=None):
-        views = latent_views(G, seed_box.value, t.value, psi.value, walk.value, step_size, method.value)
-        image.value = latent_views_png(views, psi.value)
+        views = latent_views(G, seed_box.value, t.value, truncation.value, walk.value, step_size, method.value)
+        image.value = latent_views_png(views, truncation.value)
 
-    for w in (seed_box, t, psi, method, walk):
+    for w in (seed_box, t, truncation, method, walk):
         w.observe(redraw, names="value")
     redraw()
-    controls = W.HBox([W.VBox([W.HBox([seed_box, method]), W.HBox([walk_label, walk])]), W.VBox([t, psi])])
+    controls = W.HBox([W.VBox([W.HBox([seed_box, method]), W.HBox([walk_label, walk])]), W.VBox([t, truncation])])
     return W.VBox([controls, image])
 
 

@@ -48,11 +48,15 @@ def test_evaluate_writes_json_and_report(folders, tmp_path, capsys):
     assert result["swd"]["avg"] > 0 and {"32px", "16px"} <= set(result["swd"])
     assert result["memorization"]["flagged_fraction"] <= 0.05
     assert result["folders"]["fake"] == str(folders["fake"])
+    pr = result["precision_recall"]
+    assert 0 <= pr["coverage"] <= 1 and pr["density"] >= 0 and {"precision", "recall"} <= set(pr)
+    assert len(result["warnings"]) == 1 and "real 40, fake 40" in result["warnings"][0]  # too few for k-NN
     with Image.open(report) as im:
         assert im.format == "PNG" and im.width > 500
     assert not list(out_json.parent.glob(".*tmp*"))  # written atomically: no temporary file left
     printed = capsys.readouterr().out
     assert "SWD" in printed and "memorisation flagged" in printed and str(out_json) in printed
+    assert "density / coverage" in printed and f"warning: {result['warnings'][0]}" in printed
 
 
 def test_evaluate_flags_a_copying_generator(folders, tmp_path):

@@ -4,12 +4,15 @@ and the exercises of notebook 05 (their checkers catch the classic mistakes)."""
 from __future__ import annotations
 
 import functools
+import math
 
+import pytest
 import torch
 
 from cxrlib import augment
 from cxrlib import exercises as ex
 from cxrlib import metrics as M
+from cxrlib.errors import CxrError
 from cxrlib.phantom import generate
 
 
@@ -42,10 +45,6 @@ def test_seed_augment_images_changes_pixels_but_the_audit_still_sees_copies():
 
 
 def test_seed_augment_images_refuses_float_images():
-    import pytest
-
-    from cxrlib.errors import CxrError
-
     with pytest.raises(CxrError, match="uint8"):
         augment.seed_augment_images(torch.zeros(2, 1, 8, 8))
 
@@ -82,8 +81,55 @@ def test_image_rows_and_metric_bars_draw_one_panel_per_image_and_per_column():
     fig = viz.metric_bars(table, "bars", floor="x")
     assert [ax.get_title() for ax in fig.axes] == ["SWD", "recall"]
     assert [p.get_height() for p in fig.axes[1].patches] == [0.5, 0.25]
-    assert "coverage" in fig.axes[1].get_ylabel()
+    assert fig.axes[1].get_ylabel() == M.COMPARE_COLUMNS["recall"]
     assert fig.axes[1].lines[0].get_ydata()[0] == 0.5  # the floor row as a dashed line
+
+
+# ----------------------------------------------------------------------- truncation
+def test_truncated_z_resamples_only_the_tails_into_a_truncated_normal():
+    from cxrlib.widgets import truncated_z
+
+    plain = torch.randn(400, 128, generator=torch.Generator().manual_seed(3))
+    z = truncated_z(400, 128, 1.0, torch.Generator().manual_seed(3))
+    assert z.shape == (400, 128) and z.abs().max() <= 1.0
+    inside = plain.abs() <= 1.0
+    assert torch.equal(z[inside], plain[inside])  # components already inside keep their first draw
+    # a standard normal truncated to [-1, 1]: mean 0, variance 1 - 2φ(1)/(2Φ(1) - 1) = 0.2911, CDF Φ-shaped
+    normal = torch.distributions.Normal(0.0, 1.0)
+    mass = 2 * normal.cdf(torch.tensor(1.0)) - 1
+    variance = 1 - 2 * normal.log_prob(torch.tensor(1.0)).exp() / mass
+    assert abs(float(z.mean())) < 0.01 and float(z.var()) == pytest.approx(float(variance), abs=0.01)
+    grid = torch.linspace(-0.9, 0.9, 19)
+    expected_cdf = (normal.cdf(grid) - normal.cdf(torch.tensor(-1.0))) / mass
+    empirical_cdf = (z.reshape(-1, 1) <= grid).float().mean(0)
+    assert (empirical_cdf - expected_cdf).abs().max() < 0.01  # Kolmogorov-Smirnov distance on a grid
+
+
+def test_truncated_z_without_a_threshold_is_plain_randn_and_latent_follows_it():
+    from cxrlib import widgets
+
+    z = widgets.truncated_z(5, 16, math.inf, torch.Generator().manual_seed(7))
+    assert torch.equal(z, torch.randn(5, 16, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(widgets.latent(16, 7), torch.randn(16, generator=torch.Generator().manual_seed(7)))
+    assert widgets.latent(16, 7, threshold=0.5).abs().max() <= 0.5
+    with pytest.raises(CxrError, match="threshold"):
+        widgets.truncated_z(2, 16, 0.0)
+
+
+def test_latent_views_truncate_every_latent_they_draw():
+    from cxrlib import models, widgets
+
+    G, _ = models.build_models("course", 32)
+    seen = []
+    forward = G.forward
+    G.forward = lambda z: seen.append(z.clone()) or forward(z)
+    views = widgets.latent_views(G, seed=2, t=0.5, threshold=1.0, walk_step=0)
+    z = seen[0]
+    assert views["images"].shape == (4, 1, 32, 32)
+    assert torch.equal(z[0], widgets.latent(G.z_dim, 2, 1.0)) and torch.equal(z[2], widgets.latent(G.z_dim, 3, 1.0))
+    assert z[[0, 2, 3]].abs().max() <= 1.0  # A, B and the walk's start; the slerp midpoint mixes two of them
+    # slerp's weights at t = 0.5 sum to 1/cos(Ω/2): about √2 for the near-right angle Ω between two latents
+    assert 1.0 < z[1].abs().max() < 1.5
 
 
 # ----------------------------------------------------------------------- exercises of notebook 05

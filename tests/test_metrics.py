@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import socket
 
 import numpy as np
@@ -155,6 +156,59 @@ def test_recall_drops_for_a_collapsed_generator(real, other):
     assert coll["precision"] > 0.5  # every collapsed sample still looks real
 
 
+def scattered(x: torch.Tensor, sigma: float = 0.4, cells: int = 8, seed: int = 0) -> torch.Tensor:
+    """Each image plus its own smooth random field (``cells``² blobs, std ``sigma`` on the [-1, 1] scale): fakes
+    scattered far from the reals and from each other, like a barely trained generator's → float in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    blobs = F.interpolate(torch.randn(x.shape[0], 1, cells, cells, generator=g), size=x.shape[-2:], mode="bilinear")
+    return (M.to_float(x) + sigma * blobs / blobs.std()).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def large_pair():
+    """500 real and 500 fresh phantoms at 32 px: as many as ``MIN_KNN_IMAGES``, where the k-NN figures settle."""
+    pool = generate(2 * M.MIN_KNN_IMAGES, SIZE, seed=11).images
+    return pool[: M.MIN_KNN_IMAGES], pool[M.MIN_KNN_IMAGES :]
+
+
+def test_scattered_fakes_get_high_recall_but_low_coverage_and_density(real, other):
+    fresh, spread = M.precision_recall(real, other), M.precision_recall(real, scattered(other))
+    assert spread["recall"] > 0.9  # the trap: the scattered samples' huge k-NN balls swallow every real image
+    assert spread["precision"] < 0.1 and spread["coverage"] < 0.1 and spread["density"] < 0.1
+    assert fresh["coverage"] > 0.6 and fresh["density"] > 0.5  # fresh phantoms score well on both
+
+
+def test_fakes_drawn_like_the_reals_get_density_near_one_and_the_expected_coverage(large_pair):
+    real, fake = large_pair
+    res = M.precision_recall(real, fake, k=3)
+    assert res["density"] == pytest.approx(1.0, abs=0.2)  # E = 1 for one distribution; 6 subsets: 0.87–1.07
+    n, m, k = len(real), len(fake), 3
+    expected = 1 - math.comb(n - 1, k) / math.comb(n + m - 1, k)  # Naeem et al. 2020, eq. for identical laws
+    assert res["coverage"] == pytest.approx(expected, abs=0.05)  # 0.875
+    assert res["warnings"] == []
+
+
+def test_identical_sets_are_covered_completely(real):
+    res = M.precision_recall(real, real, k=3)
+    assert res["coverage"] == 1.0 and res["precision"] == 1.0 and res["recall"] == 1.0
+    # each real ball holds its own centre and its k nearest neighbours: k + 1 fakes per ball
+    assert res["density"] == pytest.approx(4 / 3)
+
+
+def test_density_rises_above_one_for_fakes_crowded_on_few_reals(real, other):
+    coll = M.precision_recall(real, collapsed(other, 100))
+    assert coll["density"] > 1.5 and coll["coverage"] < 0.2  # all in the same few balls: dense, not covering
+
+
+def test_small_sets_get_a_plain_warning_and_large_ones_none(real, other, large_pair):
+    small = M.precision_recall(real[:40], other[:60])["warnings"]
+    assert len(small) == 1 and "real 40" in small[0] and "fake 60" in small[0]
+    assert str(M.MIN_KNN_IMAGES) in small[0] and "\n" not in small[0]
+    only_fake = M.knn_warnings(M.MIN_KNN_IMAGES, 64)
+    assert len(only_fake) == 1 and "(fake 64 images)" in only_fake[0]
+    assert M.precision_recall(*large_pair)["warnings"] == []
+
+
 # ======================================================================= memorisation audit
 @pytest.fixture(scope="module")
 def audit_sets(pool):
@@ -252,13 +306,17 @@ def test_evaluate_returns_every_metric_as_json(real, other, pool):
     assert set(result["swd"]) == {"avg", "32px", "16px"} and set(result["swd_floor"]) == set(result["swd"])
     assert (result["n_real"], result["n_fake"], result["size"]) == (100, 100, SIZE)
     assert set(result["diversity"]) == {"fake", "real"}
-    assert 0 <= result["precision_recall"]["precision"] <= 1 and 0 <= result["precision_recall"]["recall"] <= 1
+    pr = result["precision_recall"]
+    assert all(0 <= pr[c] <= 1 for c in ("precision", "recall", "coverage")) and pr["density"] >= 0
+    assert "warnings" not in pr and len(result["warnings"]) == 1 and "real 100" in result["warnings"][0]
     assert result["histogram_distance"] >= 0
     assert (result["fid"] is None) == (result["fid_skipped"] is not None)
     mem = result["memorization"]
     assert mem["flagged_fraction"] <= 0.05 and mem["holdout_source"] == "real images not in train"
     assert "per_sample" not in mem
-    assert "SWD" in M.summary_table(result) and "memorisation" in M.summary_table(result)
+    table = M.summary_table(result)
+    assert "SWD" in table and "memorisation" in table and "density / coverage" in table
+    assert table.splitlines()[-1] == f"warning: {result['warnings'][0]}"
 
 
 def test_evaluate_flags_a_generator_that_copies_its_training_set(pool):
