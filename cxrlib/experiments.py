@@ -9,6 +9,13 @@ held-out real images: the sliced Wasserstein distance (``metrics.swd``, ×10³, 
 MS-SSIM diversity (``metrics.diversity``, higher = more alike; mode collapse pushes it towards 1). Give every
 variant the same data, seed and budget, and what differs between two rows of the table is the trick.
 
+One training run gives one number per variant. ``split_half`` measures it twice, on disjoint halves of the
+images, and ``noise_verdict`` says whether a difference between variants stands out from that measurement noise
+(it cannot see what another training seed would do: that needs another run):
+
+    a, b = swd_halves(run, heldout)  # one run's SWD, measured on two disjoint halves of the images
+    print(compare_line("run - other run", run.swd["avg"] - other.swd["avg"], noise=abs(a - b), fmt="+.1f"))
+
 ``dirac_gan`` is the smallest GAN there is (Mescheder et al. 2018): a generator with one number and a
 discriminator with one number, whose training path shows in a plot why GANs oscillate and how averaging
 (EMA) and R1 help.
@@ -95,26 +102,93 @@ def result_of(name: str, trainer: Trainer, heldout, *, log=None, n_eval: int | N
                      scores["ema"], trainer.step, float(trainer.seconds))
 
 
-def results_table(results, *, floor: float | None = None, real_diversity: float | None = None) -> str:
+def results_table(results, *, floor: float | None = None, real_diversity: float | None = None,
+                  halves: dict | None = None) -> str:
     """A fixed-width text table: one row per run with steps, D(x), D(G(z)), SWD and diversity.
 
     floor: ``metrics.swd_floor(heldout)["avg"]`` (real vs real: what sampling noise alone gives), shown as
-    a last row; real_diversity: ``metrics.diversity`` of real images, shown beside it.
+    a last row; real_diversity: ``metrics.diversity`` of real images, shown beside it; halves: {run name:
+    (SWD on half A, SWD on half B)} from :func:`swd_halves`, shown as two more columns (the same score measured
+    twice on disjoint halves: how far apart they are is the noise of the measurement).
     """
     width = max([len(r.name) for r in results] + [len("real vs real (floor)")])
-    lines = [f"{'run':<{width}}  steps   D(x)  D(G(z))   SWD ×10³  diversity",
-             "-" * (width + 46)]
+    extra = "     half A  half B" if halves else ""
+    lines = [f"{'run':<{width}}  steps   D(x)  D(G(z))   SWD ×10³  diversity{extra}",
+             "-" * (width + 46 + len(extra))]
     def number(x: float, width: int) -> str:
         return f"{'—':>{width}}" if math.isnan(x) else f"{x:{width}.2f}"  # — : never logged (e.g. not trained)
 
     for r in results:
-        lines.append(f"{r.name:<{width}}  {r.steps:>5}  {number(r.final('D(x)'), 5)}  {number(r.final('D(G(z))'), 7)}"
-                     f"  {r.swd['avg']:9.1f}  {r.diversity:9.3f}")
+        row = (f"{r.name:<{width}}  {r.steps:>5}  {number(r.final('D(x)'), 5)}  {number(r.final('D(G(z))'), 7)}"
+               f"  {r.swd['avg']:9.1f}  {r.diversity:9.3f}")
+        if halves and r.name in halves:
+            a, b = halves[r.name]
+            row += f"  {a:9.1f}  {b:6.1f}"
+        lines.append(row)
     if floor is not None or real_diversity is not None:
         f = f"{floor:9.1f}" if floor is not None else f"{'':9}"
         d = f"{real_diversity:9.3f}" if real_diversity is not None else ""
-        lines.append(f"{'real vs real (floor)':<{width}}  {'':>5}  {'':5}  {'':7}  {f}  {d}")
+        lines.append(f"{'real vs real (floor)':<{width}}  {'':>5}  {'':5}  {'':7}  {f}  {d}".rstrip())
     return "\n".join(lines)
+
+
+# ======================================================================= is a difference larger than the noise?
+def split_halves(x, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random halves of ``x`` along its first axis, ``N // 2`` items each (an odd last one is left
+    out). x: a tensor (N, ...) or an ``ImageSet`` (its ``images``). The same ``seed`` and N give the same split."""
+    x = getattr(x, "images", x)
+    n = len(x)
+    if n < 2:
+        raise CxrError(f"splitting into two halves needs at least 2 items, got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    half = n // 2
+    return x[perm[:half]], x[perm[half:2 * half]]
+
+
+def split_half(stat, *sets, seed: int = 0) -> tuple[float, float]:
+    """Make one measurement twice, on disjoint random halves of its data: ``(stat(*halves A), stat(*halves B))``.
+
+    stat: a function of one or more image sets that returns a number, e.g. ``lambda x: float(x.float().std())``
+    or ``lambda fake, real: metrics.swd(real, fake)["avg"]``; sets: its arguments (tensors (N, ...) or
+    ``ImageSet``), each split on its own (:func:`split_halves`, seeds ``seed``, ``seed + 1``, …). The two values
+    are independent measurements of the same thing from half the images each: how far apart they are shows how
+    much the number moves by the luck of which images went into it (read it with :func:`noise_verdict`).
+    The global random state is left as it was.
+    """
+    halves = [split_halves(x, seed=seed + k) for k, x in enumerate(sets)]
+    with torch.random.fork_rng(devices=[]):
+        a = float(stat(*(h[0] for h in halves)))
+        b = float(stat(*(h[1] for h in halves)))
+    return a, b
+
+
+def swd_halves(result: RunResult, heldout, seed: int = 0) -> tuple[float, float]:
+    """A run's SWD ×10³ measured twice: half of its samples against half of the held-out images, and the other
+    halves against each other (:func:`split_half`). Scores from fewer images sit a little higher than the full
+    score; what matters is how far apart the two are."""
+    real = getattr(heldout, "images", heldout)
+    return split_half(lambda fake, ref: metrics.swd(ref, fake)["avg"], result.samples, real, seed=seed)
+
+
+def noise_verdict(difference: float, noise: float) -> str:
+    """Whether a difference between two measurements stands out from their noise: "larger than the noise" when
+    ``|difference| > noise``, else "within the noise"; "no noise estimate" when noise is not a finite number.
+
+    noise: a half-to-half difference ``|a - b|`` of :func:`split_half` (take the largest over the measurements
+    compared). For a number whose sampling variance falls as 1/N, a half-to-half difference is typically about
+    1.1 standard deviations of the difference of two full-size measurements, and the largest of three or four
+    about two, so a smaller difference is not resolved. A rule of thumb, not a significance test; and it knows
+    only the noise of which images were measured, not what another training seed would do.
+    """
+    if noise is None or not math.isfinite(noise):
+        return "no noise estimate"
+    return "larger than the noise" if abs(difference) > noise else "within the noise"
+
+
+def compare_line(label: str, difference: float, noise: float, fmt: str = "+.3f") -> str:
+    """One line: ``"<label>: +0.061 (noise 0.008) → larger than the noise"``; fmt formats both numbers."""
+    plain = fmt.lstrip("+- ")
+    return f"{label}: {difference:{fmt}} (noise {noise:{plain}}) → {noise_verdict(difference, noise)}"
 
 
 # ======================================================================= the Dirac-GAN (a toy with two numbers)

@@ -92,3 +92,57 @@ def test_compare_logs_draws_a_panel_per_quantity_a_line_per_run_and_the_mark():
     assert [len(ax.lines) for ax in axes] == [2 + 1 + 1, 2 + 1]  # runs, the mark, (D panels) the 0.5 line
     assert axes[0].get_ylim() == (0, 1) and axes[1].get_xlabel() == "images seen (thousands)"
     assert axes[1].get_ylabel() == "G's learning rate"
+
+
+def test_split_halves_are_disjoint_equal_and_seeded():
+    x = torch.arange(11)
+    a, b = experiments.split_halves(x, seed=3)
+    assert len(a) == len(b) == 5 and not set(a.tolist()) & set(b.tolist())
+    again = experiments.split_halves(x, seed=3)
+    assert torch.equal(a, again[0]) and torch.equal(b, again[1])
+    assert not torch.equal(a, experiments.split_halves(x, seed=4)[0])
+    with pytest.raises(CxrError, match="at least 2"):
+        experiments.split_halves(torch.zeros(1))
+
+
+def test_split_half_measures_each_set_on_its_own_halves_and_leaves_the_global_rng_alone():
+    x, y = torch.arange(20.0), torch.arange(100.0, 120.0)
+    state = torch.get_rng_state()
+
+    def stat(u, v):
+        torch.rand(3)  # a metric that draws random numbers must not move anybody else's stream
+        return float(v.mean() - u.mean())
+
+    a, b = experiments.split_half(stat, x, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a + b == pytest.approx(2 * 100.0)  # the two halves of each set together are the whole set
+
+
+def test_half_to_half_noise_is_about_the_spread_of_a_difference_between_full_measurements():
+    # The mean of N standard normals, measured twice on halves, and two independent full-size measurements.
+    gen = torch.Generator().manual_seed(0)
+    n, trials = 64, 4000
+    halves = torch.randn(trials, n, generator=gen)
+    half_diff = (halves[:, : n // 2].mean(1) - halves[:, n // 2:].mean(1)).abs().mean()
+    full_diff_sd = (torch.randn(trials, n, generator=gen).mean(1) - torch.randn(trials, n, generator=gen).mean(1)).std()
+    assert 1.0 < float(half_diff / full_diff_sd) < 1.25  # ≈ 2·√(2/π)/√2 = 1.13, as noise_verdict's docstring says
+
+
+def test_noise_verdict_and_compare_line_say_which_differences_stand_out():
+    assert experiments.noise_verdict(0.05, 0.01) == "larger than the noise"
+    assert experiments.noise_verdict(-0.005, 0.01) == "within the noise"
+    assert experiments.noise_verdict(1.0, float("nan")) == "no noise estimate"
+    line = experiments.compare_line("offline - control", 0.0612, 0.0081)
+    assert line == "offline - control: +0.061 (noise 0.008) → larger than the noise"
+    assert experiments.compare_line("a - b", -0.4, 1.25, fmt="+.1f").endswith("-0.4 (noise 1.2) → within the noise")
+
+
+def test_swd_halves_score_a_run_twice_and_the_table_shows_both(phantoms):
+    train, heldout = phantoms
+    r = experiments.run_variant("course", tiny(), train, heldout)
+    a, b = experiments.swd_halves(r, heldout)
+    assert math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0 and a != b
+    assert experiments.swd_halves(r, heldout) == (a, b)  # seeded: the same halves every time
+    lines = experiments.results_table([r], floor=12.5, halves={"course": (a, b)}).splitlines()
+    assert lines[0].split()[-4:] == ["half", "A", "half", "B"]
+    assert lines[2].split()[-2:] == [f"{a:.1f}", f"{b:.1f}"]
