@@ -28,6 +28,7 @@ from torch import nn
 
 from cxrlib import losses
 from cxrlib.errors import CxrError
+from cxrlib.train import frozen
 
 
 # ======================================================================= the data
@@ -145,14 +146,11 @@ def d_step(G, D, d_opt, real, z, cfg: ToyConfig, generator=None) -> dict:
 
 def g_step(G, D, g_opt, z) -> dict:
     """One generator update (non-saturating loss); D frozen. Returns g_loss (float)."""
-    D.requires_grad_(False)
-    try:
+    with frozen(D):  # D gets no weight gradients in the G step (cxrlib.train's helper)
         g_loss, _ = losses.g_loss_bce(D(G(z)).flatten())
-        g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        g_opt.step()
-    finally:
-        D.requires_grad_(True)
+    g_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    g_opt.step()
     return {"g_loss": g_loss.item()}
 
 
