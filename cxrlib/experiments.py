@@ -29,7 +29,7 @@ import math
 import torch
 
 from cxrlib import metrics
-from cxrlib.config import TrainConfig
+from cxrlib.config import TrainConfig, make_config
 from cxrlib.errors import CxrError
 from cxrlib.train import Trainer
 
@@ -213,3 +213,40 @@ def dirac_gan(steps: int = 400, lr: float = 0.2, *, r1_gamma: float = 0.0, theta
         theta = theta + lr * psi / (1 + math.exp(psi * theta))
         path[t + 1] = torch.tensor([theta, psi])
     return path
+
+
+# ======================================================================= notebook 01's leak experiment
+LEAK_ARMS = ("offline jitter", "DiffAugment", "clean control")
+
+
+def exposure_spread(x) -> float:
+    """x: (N, 1, H, W) uint8 → the standard deviation of the images' mean brightness (how unevenly exposed)."""
+    return float(metrics.mean_brightness(x).std())
+
+
+def leak_runs(clean, jittered, *, steps: int, size: int, batch: int, p: float, seed: int = 0,
+              minutes: float | None = None, measure_every: int | None = None, n_samples: int = 256,
+              callbacks_for=None) -> dict:
+    """Notebook 01's augmentation-leak experiment: three course runs with the same seed, steps and p.
+
+    clean: uint8 (N, 1, S, S) training images; jittered: the same plus offline-jittered copies. The arms
+    (``LEAK_ARMS``): *offline jitter* (jittered data, DiffAugment ``translation,cutout``), *DiffAugment* (clean data,
+    ``color,translation,cutout``), *clean control* (clean data, ``translation,cutout``); every transform with
+    probability ``p``, ADA off. ``callbacks_for(name)`` may return Trainer callbacks for an arm.
+
+    Returns {arm: {"samples": uint8 (n_samples, 1, S, S) of the EMA generator (z seed 1), "steps", "seconds",
+    "exposure_spread"}}."""
+    policies = {"offline jitter": (jittered, "translation,cutout"), "DiffAugment": (clean, "color,translation,cutout"),
+                "clean control": (clean, "translation,cutout")}
+    out = {}
+    for name in LEAK_ARMS:
+        images, policy = policies[name]
+        cfg = make_config("course", size=size, batch=batch, steps=steps, minutes=minutes, augment=policy, ada=False,
+                          augment_p=p, log_every=measure_every or max(1, steps // 5), seed=seed)
+        trainer = Trainer(cfg, images, callbacks=list(callbacks_for(name)) if callbacks_for else [])
+        trainer.fit(progress=False)
+        x = trainer.sample(n_samples, seed=1)
+        out[name] = {"samples": x, "steps": trainer.step, "seconds": trainer.seconds,
+                     "exposure_spread": exposure_spread(x)}
+        del trainer  # free one arm's networks and optimiser states before the next is built
+    return out

@@ -146,3 +146,22 @@ def test_swd_halves_score_a_run_twice_and_the_table_shows_both(phantoms):
     lines = experiments.results_table([r], floor=12.5, halves={"course": (a, b)}).splitlines()
     assert lines[0].split()[-4:] == ["half", "A", "half", "B"]
     assert lines[2].split()[-2:] == [f"{a:.1f}", f"{b:.1f}"]
+
+
+def test_leak_runs_train_three_arms_with_the_same_steps_and_report_their_exposure_spread():
+    import torch
+
+    from cxrlib import augment
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(60, 200, (16, 1, 32, 32), dtype=torch.uint8, generator=g)
+    jittered = augment.augment_images(clean, copies=1, seed=0, brightness=0.4)
+    calls = []
+    out = experiments.leak_runs(clean, jittered, steps=2, size=32, batch=4, p=0.5, n_samples=8,
+                                callbacks_for=lambda name: [lambda t, r, name=name: calls.append(name)])
+    assert list(out) == list(experiments.LEAK_ARMS)
+    for arm in out.values():
+        assert arm["steps"] == 2 and arm["samples"].shape == (8, 1, 32, 32) and arm["samples"].dtype == torch.uint8
+        assert arm["exposure_spread"] == experiments.exposure_spread(arm["samples"]) > 0
+    assert set(calls) == set(experiments.LEAK_ARMS)  # every arm's callbacks were called
+    assert not torch.equal(out["offline jitter"]["samples"], out["clean control"]["samples"])

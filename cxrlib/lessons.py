@@ -1,0 +1,175 @@
+"""The results bank: lesson experiments run longer and with several seeds than a notebook cell can, stored small.
+
+    python -m cxrlib.lessons run                  # every lesson, 3 seeds (resumable: finished parts are kept)
+    python -m cxrlib.lessons run --only leak      # one lesson
+    python -m cxrlib.lessons show                 # what the bank holds, mean ± std per arm
+
+``make lessons`` runs it. The bank is ``cxrlib/assets/lessons.json``: per lesson its settings, the machine and date,
+and one number per arm and seed. A notebook shows its own short run beside :func:`bank_summary`, which names the
+command that made the figures. Each (lesson, seed) part is written as soon as it finishes (atomically), so an
+interrupted run continues where it stopped; a part made with other settings is redone.
+
+Lessons in the bank:
+
+* ``leak`` (notebook 01): the augmentation-leak experiment (``experiments.leak_runs``) on phantoms, the exposure
+  spread of each arm's samples; 3 seeds × 3 arms at 600 steps, 32 px, batch 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+from cxrlib.errors import CxrError
+
+BANK = Path(__file__).resolve().parent / "assets" / "lessons.json"
+COMMAND = "make lessons"
+
+LESSONS = {
+    "leak": dict(notebook="01", steps=600, size=32, batch=16, n_images=1000, strong=0.4, copies=3, seeds=3),
+}
+
+
+def load_bank(path=BANK) -> dict:
+    """The bank as a dict ({} when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise CxrError(f"'{path}' is not a results bank (not JSON: {e})") from None
+
+
+def _save(bank: dict, path) -> None:
+    from cxrlib.train import atomic_write
+
+    text = json.dumps(bank, indent=1) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def _machine() -> str:
+    import torch
+
+    from cxrlib import config
+
+    return (f"{platform.machine()} {platform.processor() or ''} · {config.cpu_cores()} cores · "
+            f"bf16 {'yes' if config.cpu_has_bf16() else 'no'} · torch {torch.__version__}").replace("  ", " ")
+
+
+def run_leak(seed: int, settings: dict) -> dict:
+    """One seed of the leak lesson: {arm: exposure spread of its samples} plus the held-out references."""
+    from cxrlib import augment, data, experiments
+
+    small = data.load_dataset("phantom", size=settings["size"], n=settings["n_images"])
+    train, _, holdout = small.split((0.8, 0.1, 0.1), seed=0)
+    jittered = augment.augment_images(train.images, copies=settings["copies"], seed=0, brightness=settings["strong"])
+    runs = experiments.leak_runs(train.images, jittered, steps=settings["steps"], size=settings["size"],
+                                 batch=settings["batch"], p=augment.AdaptiveAugment().p_max, seed=seed,
+                                 n_samples=max(len(holdout), 256))
+    return {"arms": {k: v["exposure_spread"] for k, v in runs.items()},
+            "steps": {k: v["steps"] for k, v in runs.items()},
+            "seconds": sum(v["seconds"] for v in runs.values()),
+            "reference": {"clean holdout": experiments.exposure_spread(holdout.images),
+                          "offline-jittered data": experiments.exposure_spread(jittered)}}
+
+
+RUNNERS = {"leak": run_leak}
+BASELINES = {"leak": "clean control"}  # what each lesson's arms are compared with
+
+
+def _arm_order(name: str, arms: list[str]) -> list[str]:
+    if name == "leak":
+        from cxrlib.experiments import LEAK_ARMS
+
+        return [a for a in LEAK_ARMS if a in arms] + [a for a in arms if a not in LEAK_ARMS]
+    return arms
+
+
+def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print) -> dict:
+    """Run the missing parts of the bank (every lesson, or ``only``), writing after each finished part."""
+    if only is not None and only not in LESSONS:
+        raise CxrError(f"unknown lesson {only!r} (the bank has: {', '.join(LESSONS)})")
+    bank = load_bank(path)
+    for name, settings in LESSONS.items():
+        if only and name != only:
+            continue
+        n_seeds = seeds or settings["seeds"]
+        entry = bank.get(name)
+        if entry is None or entry.get("settings") != settings:
+            entry = bank[name] = {"settings": settings, "parts": {}}  # new settings: start this lesson over
+        for seed in range(n_seeds):
+            if str(seed) in entry["parts"]:
+                log(f"{name}, seed {seed}: in the bank already")
+                continue
+            part = RUNNERS[name](seed, settings)
+            part.update(machine=_machine(), date=datetime.datetime.now().isoformat(timespec="minutes"))
+            entry["parts"][str(seed)] = part
+            _save(bank, path)
+            log(f"{name}, seed {seed}: done in {part['seconds']:.0f} s · "
+                + " · ".join(f"{k} {v:.3f}" for k, v in part["arms"].items()))
+    return bank
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, sd
+
+
+def bank_summary(name: str, baseline: str | None = None, path=BANK) -> str:
+    """The bank's figures of one lesson as text: each arm's mean ± seed-to-seed std and, against ``baseline``,
+    whether the difference stands above twice the larger std (default baseline: the lesson's control, ``BASELINES``);
+    the first line says how, when and where the figures were made.
+    Says so in one line when the bank has no such lesson."""
+    entry = load_bank(path).get(name)
+    if not entry or not entry.get("parts"):
+        return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
+    parts = [entry["parts"][k] for k in sorted(entry["parts"], key=int)]
+    arms = _arm_order(name, list(parts[0]["arms"]))
+    baseline = baseline or BASELINES.get(name, arms[-1])
+    stats = {a: _mean_std([p["arms"][a] for p in parts]) for a in arms}
+    s = entry["settings"]
+    lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {s['steps']} steps ({s['size']} px, batch "
+             f"{s['batch']}) — `{COMMAND}`, {parts[0]['date'][:10]}, {parts[0]['machine']}"]
+    for a in arms:
+        m, sd = stats[a]
+        line = f"  {a:<16} {m:.3f} ± {sd:.3f}"
+        if a != baseline:
+            diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
+            line += f"   {diff:+.3f} vs {baseline}: {'above' if abs(diff) > noise else 'within'} twice the spread ({noise:.3f})"
+        lines.append(line)
+    refs = parts[0].get("reference", {})
+    if refs:
+        lines.append("  references: " + " · ".join(f"{k} {v:.3f}" for k, v in refs.items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cxrlib.lessons", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the missing parts of the bank")
+    r.add_argument("--only", help=f"one lesson ({', '.join(LESSONS)})")
+    r.add_argument("--seeds", type=int, help="seeds per lesson (default: the lesson's)")
+    r.add_argument("--bank", default=str(BANK), help="the bank file (default: cxrlib/assets/lessons.json)")
+    s = sub.add_parser("show", help="print the bank's figures")
+    s.add_argument("--bank", default=str(BANK))
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "run":
+            run(args.only, args.seeds, args.bank)
+        for name in LESSONS:
+            print(bank_summary(name, path=args.bank))
+    except CxrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The results bank: resumable runs, settings changes, and the summary notebooks print."""
+
+import json
+
+import pytest
+
+from cxrlib import lessons
+from cxrlib.errors import CxrError
+
+
+def _fake_runner(calls):
+    def run(seed, settings):
+        calls.append(seed)
+        return {"arms": {"offline jitter": 0.08 + 0.001 * seed, "DiffAugment": 0.05 + 0.002 * seed,
+                         "clean control": 0.04 + 0.001 * seed}, "seconds": 1.0,
+                "reference": {"clean holdout": 0.06}}
+    return run
+
+
+def test_run_writes_each_part_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(lessons.RUNNERS, "leak", _fake_runner(calls))
+    bank = tmp_path / "bank.json"
+    lessons.run("leak", seeds=2, path=bank, log=lambda *_: None)
+    assert calls == [0, 1]
+    assert set(json.loads(bank.read_text())["leak"]["parts"]) == {"0", "1"}
+    lessons.run("leak", seeds=3, path=bank, log=lambda *_: None)  # only the missing seed runs
+    assert calls == [0, 1, 2]
+
+
+def test_changed_settings_start_the_lesson_over(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(lessons.RUNNERS, "leak", _fake_runner(calls))
+    bank = tmp_path / "bank.json"
+    lessons.run("leak", seeds=1, path=bank, log=lambda *_: None)
+    monkeypatch.setitem(lessons.LESSONS, "leak", {**lessons.LESSONS["leak"], "steps": 7})
+    lessons.run("leak", seeds=1, path=bank, log=lambda *_: None)
+    assert calls == [0, 0]
+    assert json.loads(bank.read_text())["leak"]["settings"]["steps"] == 7
+
+
+def test_summary_gives_mean_spread_and_verdicts(tmp_path, monkeypatch):
+    monkeypatch.setitem(lessons.RUNNERS, "leak", _fake_runner([]))
+    bank = tmp_path / "bank.json"
+    lessons.run("leak", seeds=3, path=bank, log=lambda *_: None)
+    text = lessons.bank_summary("leak", baseline="clean control", path=bank)
+    assert "3 seeds" in text and "make lessons" in text
+    rows = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert "0.081 ± 0.001" in rows["offline"] and "above twice the spread" in rows["offline"]
+    assert "+0.011 vs clean control" in rows["DiffAugment"]
+    assert "references: clean holdout 0.060" in text
+
+
+def test_summary_says_when_the_bank_is_empty_and_unknown_lessons_are_refused(tmp_path):
+    assert "no 'leak' figures yet" in lessons.bank_summary("leak", path=tmp_path / "none.json")
+    with pytest.raises(CxrError, match="unknown lesson"):
+        lessons.run("nope", path=tmp_path / "b.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CxrError, match="not a results bank"):
+        lessons.load_bank(tmp_path / "bad.json")
+
+
+def test_the_shipped_bank_holds_the_leak_lesson_with_three_seeds():
+    bank = lessons.load_bank()
+    parts = bank["leak"]["parts"]
+    assert bank["leak"]["settings"] == lessons.LESSONS["leak"]  # made with today's settings
+    assert len(parts) >= 3
+    for part in parts.values():
+        assert set(part["arms"]) == {"offline jitter", "DiffAugment", "clean control"}
+        assert all(0 < v < 0.5 for v in part["arms"].values())
