@@ -250,3 +250,45 @@ def leak_runs(clean, jittered, *, steps: int, size: int, batch: int, p: float, s
                      "exposure_spread": exposure_spread(x)}
         del trainer  # free one arm's networks and optimiser states before the next is built
     return out
+
+
+# ======================================================================= notebook 04's continuations
+FINETUNE_ARMS = ("continue", "seed recipe", "adaptive")
+SEED_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the seed's fine-tuning recipe
+
+
+def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int = 8, seed: int = 0) -> dict:
+    """From an exported generator (weights without Adam moments, e.g. the shipped one): ``warmup`` steps of its own
+    recipe rebuild the optimiser state into ``out/base``; then three continuations of ``steps`` each
+    (``FINETUNE_ARMS``): *continue* (``Trainer.resume``: same rates, Adam moments kept), *seed recipe*
+    (``Trainer.finetune`` with the seed's rates ``SEED_FINETUNE_RATES``, fresh moments), *adaptive* (the same plus
+    reduce-on-plateau). Every trainer uses ``seed``. Returns {"before" and each arm: {"swd": SWD ×10³ of the EMA
+    generator against ``heldout`` (``evaluate``), "seconds"}}."""
+    from pathlib import Path
+
+    out = Path(out)
+    base = Trainer.finetune(shipped, train, out=out / "base", lr_scale=1.0, d_lr_scale=1.0,
+                            betas=tuple(shipped["config"]["g_betas"]), steps=warmup, seed=seed,
+                            log_every=max(1, warmup))
+    base.fit(progress=False)
+    ckpt = out / "base" / "checkpoints" / "last.pt"
+    start = base.step
+    log_every = max(1, steps // 10)
+    result = {"before": {"swd": evaluate(base, heldout)["swd"]["avg"], "seconds": 0.0}}
+    arms = {
+        "continue": lambda: Trainer.resume(ckpt, train, out=out / "continue", steps=start + steps, minutes=None,
+                                           log_every=log_every),
+        "seed recipe": lambda: Trainer.finetune(ckpt, train, out=out / "finetune", steps=steps, seed=seed,
+                                                log_every=log_every, **SEED_FINETUNE_RATES),
+        "adaptive": lambda: Trainer.finetune(ckpt, train, out=out / "adaptive", steps=steps, seed=seed,
+                                             log_every=log_every, adaptive=True,
+                                             adaptive_every=max(1, steps // 6), adaptive_patience=1,
+                                             **SEED_FINETUNE_RATES),
+    }
+    for name in FINETUNE_ARMS:
+        trainer = arms[name]()
+        already = trainer.seconds
+        trainer.fit(progress=False)
+        result[name] = {"swd": evaluate(trainer, heldout)["swd"]["avg"], "seconds": trainer.seconds - already}
+        del trainer
+    return result

@@ -13,6 +13,9 @@ Lessons in the bank:
 
 * ``leak`` (notebook 01): the augmentation-leak experiment (``experiments.leak_runs``) on phantoms, the exposure
   spread of each arm's samples; 3 seeds × 3 arms at 600 steps, 32 px, batch 16.
+* ``finetune`` (notebook 04): from the shipped pretrained generator, notebook 04's three continuations
+  (``experiments.finetune_arms``: the same rates with the Adam moments kept, the seed's fine-tuning rates, the
+  adaptive schedule), SWD ×10³ of the EMA generator against 500 unseen phantoms; 3 seeds × 150 steps at 64 px.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ COMMAND = "make lessons"
 
 LESSONS = {
     "leak": dict(notebook="01", steps=600, size=32, batch=16, n_images=1000, strong=0.4, copies=3, seeds=3),
+    "finetune": dict(notebook="04", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3),
 }
 
 
@@ -79,16 +83,36 @@ def run_leak(seed: int, settings: dict) -> dict:
                           "offline-jittered data": experiments.exposure_spread(jittered)}}
 
 
-RUNNERS = {"leak": run_leak}
-BASELINES = {"leak": "clean control"}  # what each lesson's arms are compared with
+def run_finetune(seed: int, settings: dict) -> dict:
+    """One seed of the fine-tuning lesson: {arm: SWD of its EMA generator against unseen phantoms}."""
+    import tempfile
+
+    from cxrlib import assets, data, experiments
+    from cxrlib.train import load_checkpoint
+
+    found = assets.pretrained_checkpoint()
+    if found is None:
+        raise CxrError("the fine-tuning lesson starts from the shipped pretrained generator, which is missing "
+                       "(`make pretrained` rebuilds it)")
+    shipped = load_checkpoint(found)
+    size = shipped["config"]["size"]
+    train = data.load_dataset("phantom", size=size, n=settings["n_images"])
+    heldout = data.load_dataset("phantom", size=size, n=settings["n_heldout"], seed=1)  # patients it never saw
+    with tempfile.TemporaryDirectory() as tmp:
+        arms = experiments.finetune_arms(shipped, train, heldout, out=tmp, steps=settings["steps"],
+                                         warmup=settings["warmup"], seed=seed)
+    return {"arms": {k: v["swd"] for k, v in arms.items()}, "seconds": sum(v["seconds"] for v in arms.values())}
+
+
+RUNNERS = {"leak": run_leak, "finetune": run_finetune}
+BASELINES = {"leak": "clean control", "finetune": "before"}  # what each lesson's arms are compared with
 
 
 def _arm_order(name: str, arms: list[str]) -> list[str]:
-    if name == "leak":
-        from cxrlib.experiments import LEAK_ARMS
+    from cxrlib.experiments import FINETUNE_ARMS, LEAK_ARMS
 
-        return [a for a in LEAK_ARMS if a in arms] + [a for a in arms if a not in LEAK_ARMS]
-    return arms
+    order = {"leak": LEAK_ARMS, "finetune": ("before",) + FINETUNE_ARMS}.get(name, ())
+    return [a for a in order if a in arms] + [a for a in arms if a not in order]
 
 
 def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print) -> dict:
@@ -135,8 +159,9 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK) -> str:
     baseline = baseline or BASELINES.get(name, arms[-1])
     stats = {a: _mean_std([p["arms"][a] for p in parts]) for a in arms}
     s = entry["settings"]
-    lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {s['steps']} steps ({s['size']} px, batch "
-             f"{s['batch']}) — `{COMMAND}`, {parts[0]['date'][:10]}, {parts[0]['machine']}"]
+    shape = f" ({s['size']} px, batch {s['batch']})" if "size" in s and "batch" in s else ""
+    lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {s['steps']} steps{shape} — `{COMMAND}`, "
+             f"{parts[0]['date'][:10]}, {parts[0]['machine']}"]
     for a in arms:
         m, sd = stats[a]
         line = f"  {a:<16} {m:.3f} ± {sd:.3f}"

@@ -165,3 +165,21 @@ def test_leak_runs_train_three_arms_with_the_same_steps_and_report_their_exposur
         assert arm["exposure_spread"] == experiments.exposure_spread(arm["samples"]) > 0
     assert set(calls) == set(experiments.LEAK_ARMS)  # every arm's callbacks were called
     assert not torch.equal(out["offline jitter"]["samples"], out["clean control"]["samples"])
+
+
+def test_finetune_arms_continue_a_shipped_generator_three_ways(tmp_path):
+    from cxrlib import assets
+    from cxrlib.train import load_checkpoint
+
+    found = assets.pretrained_checkpoint()
+    if found is None:
+        pytest.skip("no shipped pretrained generator")
+    shipped = load_checkpoint(found)
+    train = load_dataset("phantom", size=64, n=32)
+    heldout = load_dataset("phantom", size=64, n=16, seed=1)
+    out = experiments.finetune_arms(shipped, train, heldout, out=tmp_path, steps=2, warmup=1, seed=3)
+    assert list(out) == ["before", *experiments.FINETUNE_ARMS]
+    assert all(math.isfinite(v["swd"]) and v["swd"] > 0 for v in out.values())
+    assert len({round(v["swd"], 6) for v in out.values()}) > 1  # the arms trained differently
+    for folder in ("base", "continue", "finetune", "adaptive"):  # every run wrote its checkpoint under out
+        assert (tmp_path / folder / "checkpoints" / "last.pt").is_file()

@@ -68,3 +68,12 @@ def test_the_shipped_bank_holds_the_leak_lesson_with_three_seeds():
     for part in parts.values():
         assert set(part["arms"]) == {"offline jitter", "DiffAugment", "clean control"}
         assert all(0 < v < 0.5 for v in part["arms"].values())
+
+
+def test_the_shipped_bank_holds_the_finetune_lesson_with_three_seeds():
+    entry = lessons.load_bank()["finetune"]
+    assert entry["settings"] == lessons.LESSONS["finetune"] and len(entry["parts"]) >= 3
+    for part in entry["parts"].values():
+        assert set(part["arms"]) == {"before", "continue", "seed recipe", "adaptive"}
+        assert all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³ of a trained generator
+    assert "vs before" in lessons.bank_summary("finetune")
