@@ -151,8 +151,11 @@ class MinibatchStd(nn.Module):
         if g == 1 and B > 1 and self.group_size > 1:
             s = self._ragged_group_std(x)
         else:
-            y = x.float().reshape(B // g, g, C, H, W)  # consecutive samples form a group
-            std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()  # (B//g, C, H, W), in float32 even under bf16
+            # consecutive samples form a group; float32 even under bf16. The variance is written out: on CPU,
+            # Tensor.var over dim 1 of this (channels-last) view took 5× longer than mean/square/mean.
+            y = x.float().contiguous().reshape(B // g, g, C, H, W)
+            var = (y - y.mean(dim=1, keepdim=True)).square().mean(dim=1)  # biased
+            std = (var + 1e-8).sqrt()  # (B//g, C, H, W)
             s = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (B//g,)
             s = s.repeat_interleave(g)
         return torch.cat([x, s.reshape(B, 1, 1, 1).expand(B, 1, H, W)], dim=1)
