@@ -64,7 +64,13 @@ def get_device(device: str | None = "auto"):
 
 
 def cpu_has_bf16() -> bool:
-    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off.
+
+    False as well when ``ONEDNN_MAX_CPU_ISA`` keeps oneDNN below those instructions (e.g. ``AVX2``: how the
+    benchmarks time an AVX2-only laptop on a newer CPU)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and isa not in ("ALL", "DEFAULT") and "BF16" not in isa and "AMX" not in isa:
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()

@@ -292,3 +292,86 @@ def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int
         result[name] = {"swd": evaluate(trainer, heldout)["swd"]["avg"], "seconds": trainer.seconds - already}
         del trainer
     return result
+
+
+# ======================================================================= notebook 02's data volume
+def volume_arm(n: int) -> str:
+    """The row label of a data-volume arm: ``"50 images"``."""
+    return f"{n} images"
+
+
+def data_volume_runs(pool, heldout, *, volumes=(50, 200, 1000), steps: int, batch: int = 32, seed: int = 0,
+                     n_eval: int = 1000, minutes: float | None = None) -> dict:
+    """The same ``course`` recipe, the same steps, on training sets of different sizes.
+
+    pool: uint8 (N, 1, S, S) with N ≥ max(volumes); each arm trains on ``volumes[i]`` images drawn from it by
+    ``seed`` (so the seed-to-seed spread includes which images a small set happens to hold). heldout: uint8 images
+    of other patients. Per arm ({``volume_arm(n)``: ...}): "swd" (×10³, ``n_eval`` EMA samples against ``heldout``),
+    "flagged" (the share of those samples the memorisation audit calls copies of the arm's training images),
+    "chance" (the share of held-out *real* images it flags against the same set: what the audit flags by chance at
+    this set size), "steps", "seconds".
+    """
+    pool = getattr(pool, "images", pool)
+    real = getattr(heldout, "images", heldout)
+    if max(volumes) > len(pool):
+        raise CxrError(f"the largest training set ({max(volumes)}) needs that many images, the pool has {len(pool)}")
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+    out = {}
+    for n in volumes:
+        train = pool[order[:n]]
+        cfg = make_config("course", size=pool.shape[-1], batch=batch, steps=steps, minutes=minutes, seed=seed,
+                          log_every=max(1, steps // 10), sample_every=10**9, checkpoint_every=10**9)
+        trainer = Trainer(cfg, train)
+        trainer.fit(progress=False)
+        scores = evaluate(trainer, real, n=n_eval)
+        audit = metrics.memorization_audit(scores["samples"], train, real[:n_eval], n_top=0)
+        out[volume_arm(n)] = {"swd": scores["swd"]["avg"], "flagged": audit["flagged_fraction"],
+                              "chance": audit["holdout_flagged_fraction"], "steps": trainer.step,
+                              "seconds": trainer.seconds}
+        del trainer
+    return out
+
+
+# ======================================================================= notebook 02's widths at equal compute
+def width_arm(width: float) -> str:
+    """The row label of a width arm: ``"width 0.5"``."""
+    return f"width {width:g}"
+
+
+def width_runs(train, heldout, *, widths=(0.5, 2.0), wide_steps: int, batch: int, seed: int = 0,
+               n_eval: int | None = None, minutes: float | None = None, log=None) -> dict:
+    """Notebook 02's "larger is not better": the ``course`` recipe at several widths for the **same compute**.
+
+    The widest model trains ``wide_steps`` steps; every other as many steps as the same FLOPs buy it
+    (``models.flops_per_image``, forward and backward of a step). train, heldout: uint8 (N, 1, S, S) (or image sets);
+    minutes: a safety net only. ``log(width, result)`` is called after each run. Returns {width: {"params" (G + D),
+    "step_flops", "compute", "steps", "seconds", "fake" (``n_eval`` EMA samples, z seed 1), "swd" (×10³ against
+    ``heldout``), "halves" (the same SWD on two disjoint halves, ``split_half``)}}.
+    """
+    from cxrlib import models
+
+    train = getattr(train, "images", train)
+    real = getattr(heldout, "images", heldout)
+    size = train.shape[-1]
+    step_flops = {w: models.flops_per_image(*models.build_models("course", size, width=w), size)["train_step"] * batch
+                  for w in widths}
+    compute = step_flops[max(widths)] * wide_steps
+
+    def swd(fake, ref):
+        return metrics.swd(ref, fake)["avg"]
+
+    out = {}
+    for w in widths:
+        cfg = make_config("course", size=size, batch=batch, width=w, steps=max(1, round(compute / step_flops[w])),
+                          minutes=minutes, log_every=10, seed=seed, sample_every=10**9, checkpoint_every=10**9)
+        trainer = Trainer(cfg, train)
+        trainer.fit(progress=False)
+        fake = trainer.sample(n_eval or len(real), seed=1)
+        with torch.random.fork_rng(devices=[]):
+            out[w] = dict(params=models.count_params(trainer.G) + models.count_params(trainer.D),
+                          step_flops=step_flops[w], compute=compute, steps=trainer.step, seconds=trainer.seconds,
+                          fake=fake, swd=swd(fake, real), halves=split_half(swd, fake, real))
+        del trainer  # free one run's networks and optimiser states before the next is built
+        if log is not None:
+            log(w, out[w])
+    return out

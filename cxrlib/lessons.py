@@ -16,6 +16,13 @@ Lessons in the bank:
 * ``finetune`` (notebook 04): from the shipped pretrained generator, notebook 04's three continuations
   (``experiments.finetune_arms``: the same rates with the Adam moments kept, the seed's fine-tuning rates, the
   adaptive schedule), SWD ×10³ of the EMA generator against 500 unseen phantoms; 3 seeds × 150 steps at 64 px.
+* ``width`` (notebook 02): the ``course`` recipe at width 0.5 and 2.0 for the same FLOPs (``experiments.width_runs``:
+  the wide model 300 steps, the narrow one as many as the same compute buys), SWD ×10³ against 1,000 held-out
+  phantoms; 3 seeds at 32 px, batch 16.
+* ``volume`` (notebook 02): the same ``course`` recipe and steps on 50, 200 and 1,000 phantoms
+  (``experiments.data_volume_runs``): SWD ×10³ against 1,000 held-out phantoms, and the memorisation audit's share
+  of samples flagged as copies of the arm's training set beside the share of held-out real images it flags by
+  chance; 3 seeds × 1,500 steps at 32 px, batch 32.
 """
 
 from __future__ import annotations
@@ -36,6 +43,18 @@ COMMAND = "make lessons"
 LESSONS = {
     "leak": dict(notebook="01", steps=600, size=32, batch=16, n_images=1000, strong=0.4, copies=3, seeds=3),
     "finetune": dict(notebook="04", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3),
+    "width": dict(notebook="02", wide_steps=300, size=32, batch=16, widths=[0.5, 2.0], n_images=1000,
+                  n_heldout=1000, seeds=3),
+    "volume": dict(notebook="02", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3),
+}
+# what a lesson's numbers are: "arms" is every part's main figure, other keys are extra figures per arm
+METRICS = {
+    "leak": {"arms": "exposure spread of the samples (lower: less leaked jitter)"},
+    "finetune": {"arms": "SWD ×10³ against unseen phantoms"},
+    "width": {"arms": "SWD ×10³ against held-out phantoms, the same compute (FLOPs) for every width"},
+    "volume": {"arms": "SWD ×10³ against held-out phantoms",
+               "flagged": "share of samples the memorisation audit flags as copies of the arm's training images",
+               "chance": "share of held-out real images it flags against the same training images (chance level)"},
 }
 
 
@@ -104,14 +123,45 @@ def run_finetune(seed: int, settings: dict) -> dict:
     return {"arms": {k: v["swd"] for k, v in arms.items()}, "seconds": sum(v["seconds"] for v in arms.values())}
 
 
-RUNNERS = {"leak": run_leak, "finetune": run_finetune}
-BASELINES = {"leak": "clean control", "finetune": "before"}  # what each lesson's arms are compared with
+def run_width(seed: int, settings: dict) -> dict:
+    """One seed of the width lesson: {arm: SWD} of each width at the same compute, plus the steps each got."""
+    from cxrlib import data, experiments
+
+    train = data.load_dataset("phantom", size=settings["size"], n=settings["n_images"])
+    heldout = data.load_dataset("phantom", size=settings["size"], n=settings["n_heldout"], seed=1)
+    runs = experiments.width_runs(train, heldout, widths=settings["widths"], wide_steps=settings["wide_steps"],
+                                  batch=settings["batch"], seed=seed)
+    return {"arms": {experiments.width_arm(w): r["swd"] for w, r in runs.items()},
+            "steps": {experiments.width_arm(w): r["steps"] for w, r in runs.items()},
+            "seconds": sum(r["seconds"] for r in runs.values())}
+
+
+def run_volume(seed: int, settings: dict) -> dict:
+    """One seed of the data-volume lesson: {arm: SWD}, plus the audit's flagged and chance shares per arm."""
+    from cxrlib import data, experiments
+
+    pool = data.load_dataset("phantom", size=settings["size"], n=max(settings["volumes"]))
+    heldout = data.load_dataset("phantom", size=settings["size"], n=settings["n_heldout"], seed=1)
+    arms = experiments.data_volume_runs(pool, heldout, volumes=settings["volumes"], steps=settings["steps"],
+                                        batch=settings["batch"], seed=seed, n_eval=settings["n_heldout"])
+    return {"arms": {k: v["swd"] for k, v in arms.items()},
+            "flagged": {k: v["flagged"] for k, v in arms.items()},
+            "chance": {k: v["chance"] for k, v in arms.items()},
+            "steps": {k: v["steps"] for k, v in arms.items()},
+            "seconds": sum(v["seconds"] for v in arms.values())}
+
+
+RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume}
+# what each lesson's arms are compared with
+BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images"}
 
 
 def _arm_order(name: str, arms: list[str]) -> list[str]:
     from cxrlib.experiments import FINETUNE_ARMS, LEAK_ARMS
 
     order = {"leak": LEAK_ARMS, "finetune": ("before",) + FINETUNE_ARMS}.get(name, ())
+    if name == "volume":  # by training-set size
+        return sorted(arms, key=lambda a: int(a.split()[0]) if a.split()[0].isdigit() else math.inf)
     return [a for a in order if a in arms] + [a for a in arms if a not in order]
 
 
@@ -140,28 +190,45 @@ def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print)
     return bank
 
 
+def run_live(name: str, seeds: int | None = None, log=print) -> Path:
+    """Train one lesson of the bank now, with its settings and seeds, into a new bank file of its own (returned;
+    the shipped bank is left alone): what a notebook does on a GPU budget, where the bank's runs take minutes.
+    ``bank_summary(name, path=run_live(name))`` prints it as it prints the shipped figures."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="cxrlib-live-")) / "lessons.json"
+    run(name, seeds, path=path, log=log)
+    return path
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     m = sum(values) / len(values)
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
     return m, sd
 
 
-def bank_summary(name: str, baseline: str | None = None, path=BANK) -> str:
+def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str = "arms") -> str:
     """The bank's figures of one lesson as text: each arm's mean ± seed-to-seed std and, against ``baseline``,
     whether the difference stands above twice the larger std (default baseline: the lesson's control, ``BASELINES``);
-    the first line says how, when and where the figures were made.
+    the first line says how, when and where the figures were made, and what the numbers are (``METRICS``).
+    ``metric``: the lesson's main figure ("arms") or one of its extra figures (e.g. the volume lesson's "flagged").
     Says so in one line when the bank has no such lesson."""
     entry = load_bank(path).get(name)
     if not entry or not entry.get("parts"):
         return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
     parts = [entry["parts"][k] for k in sorted(entry["parts"], key=int)]
-    arms = _arm_order(name, list(parts[0]["arms"]))
+    if metric not in parts[0]:
+        known = [k for k in parts[0] if isinstance(parts[0][k], dict) and k not in ("steps", "reference")]
+        raise CxrError(f"lesson '{name}' has no figure {metric!r} (it has: {', '.join(known)})")
+    arms = _arm_order(name, list(parts[0][metric]))
     baseline = baseline or BASELINES.get(name, arms[-1])
-    stats = {a: _mean_std([p["arms"][a] for p in parts]) for a in arms}
+    stats = {a: _mean_std([p[metric][a] for p in parts]) for a in arms}
     s = entry["settings"]
     shape = f" ({s['size']} px, batch {s['batch']})" if "size" in s and "batch" in s else ""
-    lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {s['steps']} steps{shape} — `{COMMAND}`, "
-             f"{parts[0]['date'][:10]}, {parts[0]['machine']}"]
+    what = METRICS.get(name, {}).get(metric)
+    steps = f"{s['steps']} steps" if "steps" in s else f"equal compute (widest: {s['wide_steps']} steps)"
+    lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {steps}{shape} — `{COMMAND}`, "
+             f"{parts[0]['date'][:10]}, {parts[0]['machine']}" + (f"\n  figure: {what}" if what else "")]
     for a in arms:
         m, sd = stats[a]
         line = f"  {a:<16} {m:.3f} ± {sd:.3f}"
@@ -189,7 +256,8 @@ def main(argv=None) -> int:
         if args.cmd == "run":
             run(args.only, args.seeds, args.bank)
         for name in LESSONS:
-            print(bank_summary(name, path=args.bank))
+            for metric in METRICS.get(name, {"arms": None}):
+                print(bank_summary(name, path=args.bank, metric=metric))
     except CxrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -183,3 +183,37 @@ def test_finetune_arms_continue_a_shipped_generator_three_ways(tmp_path):
     assert len({round(v["swd"], 6) for v in out.values()}) > 1  # the arms trained differently
     for folder in ("base", "continue", "finetune", "adaptive"):  # every run wrote its checkpoint under out
         assert (tmp_path / folder / "checkpoints" / "last.pt").is_file()
+
+
+def test_data_volume_runs_train_each_set_size_the_same_steps_and_audit_against_its_own_images(monkeypatch):
+    pool = load_dataset("phantom", size=32, n=24).images
+    heldout = load_dataset("phantom", size=32, n=16, seed=1).images
+    seen = []
+    real_audit = experiments.metrics.memorization_audit
+
+    def audit(fake, train, holdout, **kw):
+        seen.append(len(train))
+        return real_audit(fake, train, holdout, **kw)
+
+    monkeypatch.setattr(experiments.metrics, "memorization_audit", audit)
+    runs = experiments.data_volume_runs(pool, heldout, volumes=(4, 24), steps=2, batch=4, n_eval=16)
+    assert list(runs) == ["4 images", "24 images"] and seen == [4, 24]
+    for arm in runs.values():
+        assert arm["steps"] == 2 and math.isfinite(arm["swd"]) and arm["swd"] > 0
+        assert 0 <= arm["flagged"] <= 1 and 0 <= arm["chance"] <= 1
+    with pytest.raises(CxrError, match="the pool has 24"):
+        experiments.data_volume_runs(pool, heldout, volumes=(50,), steps=1)
+
+
+
+def test_width_runs_give_every_width_the_same_compute(phantoms):
+    train, heldout = phantoms
+    logged = []
+    runs = experiments.width_runs(train, heldout, widths=(0.25, 0.5), wide_steps=2, batch=4,
+                                  log=lambda w, r: logged.append(w))
+    narrow, wide = runs[0.25], runs[0.5]
+    assert logged == [0.25, 0.5] and wide["steps"] == 2 and narrow["steps"] > wide["steps"]
+    assert narrow["steps"] == round(wide["compute"] / narrow["step_flops"])  # the FLOPs the wide run spent
+    assert narrow["params"] < wide["params"] and narrow["compute"] == wide["compute"]
+    assert narrow["fake"].shape == (len(heldout.images), 1, 32, 32) and len(narrow["halves"]) == 2
+    assert experiments.width_arm(2.0) == "width 2" and experiments.width_arm(0.5) == "width 0.5"

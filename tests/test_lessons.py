@@ -77,3 +77,32 @@ def test_the_shipped_bank_holds_the_finetune_lesson_with_three_seeds():
         assert set(part["arms"]) == {"before", "continue", "seed recipe", "adaptive"}
         assert all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³ of a trained generator
     assert "vs before" in lessons.bank_summary("finetune")
+
+
+def test_a_lesson_with_extra_figures_summarises_each_and_names_what_it_is(tmp_path, monkeypatch):
+    def run(seed, settings):
+        arms = ("1000 images", "50 images", "200 images")  # stored unordered: printed by size
+        return {"arms": dict(zip(arms, (40.0 + seed, 90.0 + 2 * seed, 60.0))),
+                "flagged": dict(zip(arms, (0.0, 0.30 + 0.01 * seed, 0.02))),
+                "chance": dict(zip(arms, (0.0, 0.05, 0.01))), "seconds": 1.0}
+    monkeypatch.setitem(lessons.RUNNERS, "volume", run)
+    bank = tmp_path / "bank.json"
+    lessons.run("volume", seeds=3, path=bank, log=lambda *_: None)
+    swd = lessons.bank_summary("volume", path=bank)
+    assert "figure: SWD" in swd
+    rows = [line.split()[0] for line in swd.splitlines()[2:]]
+    assert rows == ["50", "200", "1000"]
+    flagged = lessons.bank_summary("volume", path=bank, metric="flagged")
+    assert "memorisation audit" in flagged
+    assert "0.310 ± 0.010" in flagged and "above twice the spread" in flagged and "vs 1000 images" in flagged
+    with pytest.raises(CxrError, match="has no figure 'nope'.*flagged"):
+        lessons.bank_summary("volume", path=bank, metric="nope")
+
+
+def test_run_live_trains_a_lesson_into_its_own_file_and_leaves_the_bank_alone(monkeypatch):
+    calls = []
+    monkeypatch.setitem(lessons.RUNNERS, "leak", _fake_runner(calls))
+    shipped = lessons.BANK.read_bytes()
+    path = lessons.run_live("leak", seeds=2, log=lambda *_: None)
+    assert calls == [0, 1] and path != lessons.BANK and lessons.BANK.read_bytes() == shipped
+    assert "2 seeds" in lessons.bank_summary("leak", path=path)

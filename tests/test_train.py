@@ -350,3 +350,11 @@ def test_cpu_budget_is_a_step_count_with_a_safety_net_of_minutes():
     assert (cpu.size, cpu.batch) == (64, 32) and 1.0 <= expected_min <= 2.0
     assert cpu.minutes >= 3 * expected_min  # the cap only binds on a much slower or busy machine
     assert smoke.steps == 40 and smoke.minutes >= 2.0
+
+
+@pytest.mark.parametrize("isa,allowed", [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True),
+                                         ("AVX512_CORE_AMX", True), ("ALL", True)])
+def test_bf16_autocast_follows_a_onednn_isa_limit(monkeypatch, isa, allowed):
+    monkeypatch.setattr("builtins.open", lambda *a, **k: __import__("io").StringIO("flags : avx2 avx512_bf16"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert config.cpu_has_bf16() is allowed  # AVX2: how the benchmarks time an AVX2-only laptop here
