@@ -301,7 +301,7 @@ def volume_arm(n: int) -> str:
 
 
 def data_volume_runs(pool, heldout, *, volumes=(50, 200, 1000), steps: int, batch: int = 32, seed: int = 0,
-                     n_eval: int = 1000, minutes: float | None = None) -> dict:
+                     n_eval: int = 1000, minutes: float | None = None, **overrides) -> dict:
     """The same ``course`` recipe, the same steps, on training sets of different sizes.
 
     pool: uint8 (N, 1, S, S) with N ≥ max(volumes); each arm trains on ``volumes[i]`` images drawn from it by
@@ -309,7 +309,7 @@ def data_volume_runs(pool, heldout, *, volumes=(50, 200, 1000), steps: int, batc
     of other patients. Per arm ({``volume_arm(n)``: ...}): "swd" (×10³, ``n_eval`` EMA samples against ``heldout``),
     "flagged" (the share of those samples the memorisation audit calls copies of the arm's training images),
     "chance" (the share of held-out *real* images it flags against the same set: what the audit flags by chance at
-    this set size), "steps", "seconds".
+    this set size), "steps", "seconds". ``overrides`` change the recipe (``make_config`` fields, e.g. ``augment=""``).
     """
     pool = getattr(pool, "images", pool)
     real = getattr(heldout, "images", heldout)
@@ -320,7 +320,8 @@ def data_volume_runs(pool, heldout, *, volumes=(50, 200, 1000), steps: int, batc
     for n in volumes:
         train = pool[order[:n]]
         cfg = make_config("course", size=pool.shape[-1], batch=batch, steps=steps, minutes=minutes, seed=seed,
-                          log_every=max(1, steps // 10), sample_every=10**9, checkpoint_every=10**9)
+                          log_every=max(1, steps // 10), sample_every=10**9, checkpoint_every=10**9,
+                          **overrides)
         trainer = Trainer(cfg, train)
         trainer.fit(progress=False)
         scores = evaluate(trainer, real, n=n_eval)

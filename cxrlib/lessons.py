@@ -234,7 +234,11 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
         line = f"  {a:<16} {m:.3f} ± {sd:.3f}"
         if a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
-            line += f"   {diff:+.3f} vs {baseline}: {'above' if abs(diff) > noise else 'within'} twice the spread ({noise:.3f})"
+            if diff == 0 and noise == 0:
+                line += f"   the same as {baseline} in every seed"
+            else:
+                line += (f"   {diff:+.3f} vs {baseline}: {'above' if abs(diff) > noise else 'within'} twice the spread "
+                         f"({noise:.3f})")
         lines.append(line)
     refs = parts[0].get("reference", {})
     if refs:

@@ -83,7 +83,7 @@ def test_a_lesson_with_extra_figures_summarises_each_and_names_what_it_is(tmp_pa
     def run(seed, settings):
         arms = ("1000 images", "50 images", "200 images")  # stored unordered: printed by size
         return {"arms": dict(zip(arms, (40.0 + seed, 90.0 + 2 * seed, 60.0))),
-                "flagged": dict(zip(arms, (0.0, 0.30 + 0.01 * seed, 0.02))),
+                "flagged": dict(zip(arms, (0.0, 0.30 + 0.01 * seed, 0.0))),
                 "chance": dict(zip(arms, (0.0, 0.05, 0.01))), "seconds": 1.0}
     monkeypatch.setitem(lessons.RUNNERS, "volume", run)
     bank = tmp_path / "bank.json"
@@ -95,6 +95,7 @@ def test_a_lesson_with_extra_figures_summarises_each_and_names_what_it_is(tmp_pa
     flagged = lessons.bank_summary("volume", path=bank, metric="flagged")
     assert "memorisation audit" in flagged
     assert "0.310 ± 0.010" in flagged and "above twice the spread" in flagged and "vs 1000 images" in flagged
+    assert "the same as 1000 images in every seed" in flagged  # 0 in every seed of both: no verdict to draw
     with pytest.raises(CxrError, match="has no figure 'nope'.*flagged"):
         lessons.bank_summary("volume", path=bank, metric="nope")
 
@@ -106,3 +107,15 @@ def test_run_live_trains_a_lesson_into_its_own_file_and_leaves_the_bank_alone(mo
     path = lessons.run_live("leak", seeds=2, log=lambda *_: None)
     assert calls == [0, 1] and path != lessons.BANK and lessons.BANK.read_bytes() == shipped
     assert "2 seeds" in lessons.bank_summary("leak", path=path)
+
+
+@pytest.mark.parametrize("name,arms", [("width", {"width 0.5", "width 2"}),
+                                       ("volume", {"50 images", "200 images", "1000 images"})])
+def test_the_shipped_bank_holds_notebook_02s_lessons_with_three_seeds(name, arms):
+    entry = lessons.load_bank()[name]
+    assert entry["settings"] == lessons.LESSONS[name] and len(entry["parts"]) >= 3
+    for part in entry["parts"].values():
+        assert set(part["arms"]) == arms and all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³
+        for extra in set(part) & {"flagged", "chance"}:
+            assert set(part[extra]) == arms and all(0 <= v <= 1 for v in part[extra].values())
+    assert "figure: SWD" in lessons.bank_summary(name)
