@@ -263,7 +263,7 @@ def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int
     (``FINETUNE_ARMS``): *continue* (``Trainer.resume``: same rates, Adam moments kept), *seed recipe*
     (``Trainer.finetune`` with the seed's rates ``SEED_FINETUNE_RATES``, fresh moments), *adaptive* (the same plus
     reduce-on-plateau). Every trainer uses ``seed``. Returns {"before" and each arm: {"swd": SWD ×10³ of the EMA
-    generator against ``heldout`` (``evaluate``), "seconds"}}."""
+    generator against ``heldout`` (``evaluate``), "swd_raw": the same for the raw G, "seconds"}}."""
     from pathlib import Path
 
     out = Path(out)
@@ -274,7 +274,11 @@ def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int
     ckpt = out / "base" / "checkpoints" / "last.pt"
     start = base.step
     log_every = max(1, steps // 10)
-    result = {"before": {"swd": evaluate(base, heldout)["swd"]["avg"], "seconds": 0.0}}
+    def scores(trainer):  # the EMA generator's SWD (what every table uses) and the raw G's, from the same z
+        return {"swd": evaluate(trainer, heldout)["swd"]["avg"],
+                "swd_raw": evaluate(trainer, heldout, ema=False)["swd"]["avg"]}
+
+    result = {"before": {**scores(base), "seconds": 0.0}}
     arms = {
         "continue": lambda: Trainer.resume(ckpt, train, out=out / "continue", steps=start + steps, minutes=None,
                                            log_every=log_every),
@@ -289,7 +293,7 @@ def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int
         trainer = arms[name]()
         already = trainer.seconds
         trainer.fit(progress=False)
-        result[name] = {"swd": evaluate(trainer, heldout)["swd"]["avg"], "seconds": trainer.seconds - already}
+        result[name] = {**scores(trainer), "seconds": trainer.seconds - already}
         del trainer
     return result
 

@@ -15,7 +15,8 @@ Lessons in the bank:
   spread of each arm's samples; 3 seeds × 3 arms at 600 steps, 32 px, batch 16.
 * ``finetune`` (notebook 04): from the shipped pretrained generator, notebook 04's three continuations
   (``experiments.finetune_arms``: the same rates with the Adam moments kept, the seed's fine-tuning rates, the
-  adaptive schedule), SWD ×10³ of the EMA generator against 500 unseen phantoms; 3 seeds × 150 steps at 64 px.
+  adaptive schedule), SWD ×10³ of the EMA generator against 500 unseen phantoms, and of the raw G beside it (the
+  lesson "sample from the EMA"); 3 seeds × 150 steps at 64 px.
 * ``width`` (notebook 02): the ``course`` recipe at width 0.5 and 2.0 for the same FLOPs (``experiments.width_runs``:
   the wide model 300 steps, the narrow one as many as the same compute buys), SWD ×10³ against 1,000 held-out
   phantoms; 3 seeds at 32 px, batch 16.
@@ -42,7 +43,7 @@ COMMAND = "make lessons"
 
 LESSONS = {
     "leak": dict(notebook="01", steps=600, size=32, batch=16, n_images=1000, strong=0.4, copies=3, seeds=3),
-    "finetune": dict(notebook="04", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3),
+    "finetune": dict(notebook="04", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3, raw_g=True),
     "width": dict(notebook="02", wide_steps=300, size=32, batch=16, widths=[0.5, 2.0], n_images=1000,
                   n_heldout=1000, seeds=3),
     "volume": dict(notebook="02", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3),
@@ -50,7 +51,8 @@ LESSONS = {
 # what a lesson's numbers are: "arms" is every part's main figure, other keys are extra figures per arm
 METRICS = {
     "leak": {"arms": "exposure spread of the samples (lower: less leaked jitter)"},
-    "finetune": {"arms": "SWD ×10³ against unseen phantoms"},
+    "finetune": {"arms": "SWD ×10³ of the EMA generator against unseen phantoms",
+                 "raw": "SWD ×10³ of the raw G (no EMA) against the same phantoms, the same latents"},
     "width": {"arms": "SWD ×10³ against held-out phantoms, the same compute (FLOPs) for every width"},
     "volume": {"arms": "SWD ×10³ against held-out phantoms",
                "flagged": "share of samples the memorisation audit flags as copies of the arm's training images",
@@ -120,7 +122,8 @@ def run_finetune(seed: int, settings: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         arms = experiments.finetune_arms(shipped, train, heldout, out=tmp, steps=settings["steps"],
                                          warmup=settings["warmup"], seed=seed)
-    return {"arms": {k: v["swd"] for k, v in arms.items()}, "seconds": sum(v["seconds"] for v in arms.values())}
+    return {"arms": {k: v["swd"] for k, v in arms.items()}, "raw": {k: v["swd_raw"] for k, v in arms.items()},
+            "seconds": sum(v["seconds"] for v in arms.values())}
 
 
 def run_width(seed: int, settings: dict) -> dict:
@@ -243,6 +246,28 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     refs = parts[0].get("reference", {})
     if refs:
         lines.append("  references: " + " · ".join(f"{k} {v:.3f}" for k, v in refs.items()))
+    return "\n".join(lines)
+
+
+def bank_difference(name: str, metric: str, minus: str = "arms", path=BANK) -> str:
+    """Per arm, the seed-by-seed difference ``metric − minus`` (two figures of the same runs, e.g. the fine-tuning
+    lesson's raw G minus its EMA generator) as mean ± std over seeds, and whether the mean stands above twice that
+    std. Paired by seed: each seed's two figures come from the same run, so run-to-run noise partly cancels."""
+    entry = load_bank(path).get(name)
+    if not entry or not entry.get("parts"):
+        return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
+    parts = [entry["parts"][k] for k in sorted(entry["parts"], key=int)]
+    for key in (metric, minus):
+        if key not in parts[0]:
+            raise CxrError(f"lesson '{name}' has no figure {key!r}")
+    what = METRICS.get(name, {})
+    lines = [f"results bank, lesson '{name}', {len(parts)} seeds: {metric} − {minus}, seed by seed"
+             + (f" ({what[metric].split(' against')[0]} minus {what[minus].split(' against')[0]})"
+                if metric in what and minus in what else "")]
+    for a in _arm_order(name, list(parts[0][metric])):
+        m, sd = _mean_std([p[metric][a] - p[minus][a] for p in parts])
+        verdict = "above" if abs(m) > 2 * sd else "within"
+        lines.append(f"  {a:<16} {m:+.3f} ± {sd:.3f}   {verdict} twice the spread ({2 * sd:.3f})")
     return "\n".join(lines)
 
 

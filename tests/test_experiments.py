@@ -181,6 +181,7 @@ def test_finetune_arms_continue_a_shipped_generator_three_ways(tmp_path):
     assert list(out) == ["before", *experiments.FINETUNE_ARMS]
     assert all(math.isfinite(v["swd"]) and v["swd"] > 0 for v in out.values())
     assert len({round(v["swd"], 6) for v in out.values()}) > 1  # the arms trained differently
+    assert all(math.isfinite(v["swd_raw"]) and v["swd_raw"] != v["swd"] for v in out.values())  # raw G ≠ its EMA
     for folder in ("base", "continue", "finetune", "adaptive"):  # every run wrote its checkpoint under out
         assert (tmp_path / folder / "checkpoints" / "last.pt").is_file()
 

@@ -76,7 +76,8 @@ def test_the_shipped_bank_holds_the_finetune_lesson_with_three_seeds():
     for part in entry["parts"].values():
         assert set(part["arms"]) == {"before", "continue", "seed recipe", "adaptive"}
         assert all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³ of a trained generator
-    assert "vs before" in lessons.bank_summary("finetune")
+        assert set(part["raw"]) == set(part["arms"]) and all(5 < v < 300 for v in part["raw"].values())
+    assert "vs before" in lessons.bank_summary("finetune") and "raw G" in lessons.bank_summary("finetune", metric="raw")
 
 
 def test_a_lesson_with_extra_figures_summarises_each_and_names_what_it_is(tmp_path, monkeypatch):
@@ -119,3 +120,20 @@ def test_the_shipped_bank_holds_notebook_02s_lessons_with_three_seeds(name, arms
         for extra in set(part) & {"flagged", "chance"}:
             assert set(part[extra]) == arms and all(0 <= v <= 1 for v in part[extra].values())
     assert "figure: SWD" in lessons.bank_summary(name)
+
+
+def test_bank_difference_pairs_two_figures_of_the_same_runs_seed_by_seed(tmp_path, monkeypatch):
+    def run(seed, settings):  # raw G worse than EMA by 5 ± 0 in "continue"; by −1, 0, +1 in "adaptive"
+        return {"arms": {"before": 20.0 + seed, "continue": 22.0 + 3 * seed, "adaptive": 21.0},
+                "raw": {"before": 20.5 + seed, "continue": 27.0 + 3 * seed, "adaptive": 20.0 + seed},
+                "seconds": 1.0}
+    monkeypatch.setitem(lessons.RUNNERS, "finetune", run)
+    bank = tmp_path / "bank.json"
+    lessons.run("finetune", seeds=3, path=bank, log=lambda *_: None)
+    text = lessons.bank_difference("finetune", "raw", path=bank)
+    rows = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert "+5.000 ± 0.000   above" in rows["continue"]  # paired: the seeds' common drift cancels
+    assert "+0.000 ± 1.000   within" in rows["adaptive"]
+    assert "raw G" in text.splitlines()[0]
+    with pytest.raises(CxrError, match="no figure 'nope'"):
+        lessons.bank_difference("finetune", "nope", path=bank)
