@@ -210,19 +210,29 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+def _lesson_parts(name: str, path, *figures: str) -> tuple[dict | None, list[dict]]:
+    """A lesson's bank entry and its parts in seed order ([] when the bank has none); a figure that the parts do
+    not hold is a one-line error naming the ones they do."""
+    entry = load_bank(path).get(name)
+    if not entry or not entry.get("parts"):
+        return entry, []
+    parts = [entry["parts"][k] for k in sorted(entry["parts"], key=int)]
+    for figure in figures:
+        if figure not in parts[0]:
+            known = [k for k in parts[0] if isinstance(parts[0][k], dict) and k not in ("steps", "reference")]
+            raise CxrError(f"lesson '{name}' has no figure {figure!r} (it has: {', '.join(known)})")
+    return entry, parts
+
+
 def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str = "arms") -> str:
     """The bank's figures of one lesson as text: each arm's mean ± seed-to-seed std and, against ``baseline``,
     whether the difference stands above twice the larger std (default baseline: the lesson's control, ``BASELINES``);
     the first line says how, when and where the figures were made, and what the numbers are (``METRICS``).
     ``metric``: the lesson's main figure ("arms") or one of its extra figures (e.g. the volume lesson's "flagged").
     Says so in one line when the bank has no such lesson."""
-    entry = load_bank(path).get(name)
-    if not entry or not entry.get("parts"):
+    entry, parts = _lesson_parts(name, path, metric)
+    if not parts:
         return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
-    parts = [entry["parts"][k] for k in sorted(entry["parts"], key=int)]
-    if metric not in parts[0]:
-        known = [k for k in parts[0] if isinstance(parts[0][k], dict) and k not in ("steps", "reference")]
-        raise CxrError(f"lesson '{name}' has no figure {metric!r} (it has: {', '.join(known)})")
     arms = _arm_order(name, list(parts[0][metric]))
     baseline = baseline or BASELINES.get(name, arms[-1])
     stats = {a: _mean_std([p[metric][a] for p in parts]) for a in arms}
@@ -253,13 +263,9 @@ def bank_difference(name: str, metric: str, minus: str = "arms", path=BANK) -> s
     """Per arm, the seed-by-seed difference ``metric − minus`` (two figures of the same runs, e.g. the fine-tuning
     lesson's raw G minus its EMA generator) as mean ± std over seeds, and whether the mean stands above twice that
     std. Paired by seed: each seed's two figures come from the same run, so run-to-run noise partly cancels."""
-    entry = load_bank(path).get(name)
-    if not entry or not entry.get("parts"):
+    _, parts = _lesson_parts(name, path, metric, minus)
+    if not parts:
         return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
-    parts = [entry["parts"][k] for k in sorted(entry["parts"], key=int)]
-    for key in (metric, minus):
-        if key not in parts[0]:
-            raise CxrError(f"lesson '{name}' has no figure {key!r}")
     what = METRICS.get(name, {})
     lines = [f"results bank, lesson '{name}', {len(parts)} seeds: {metric} − {minus}, seed by seed"
              + (f" ({what[metric].split(' against')[0]} minus {what[minus].split(' against')[0]})"
