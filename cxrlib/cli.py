@@ -165,6 +165,12 @@ def _cmd_train(args) -> int:
         size = models.check_size(args.size or budget().size)
         if "steps" not in overrides:
             overrides["steps"] = budget().steps
+        if args.conditional:
+            overrides.setdefault("family", "conditional")
+        if args.balanced:
+            if overrides.get("family") != "conditional":
+                raise CxrError("--balanced draws classes of a conditional GAN: add --conditional")
+            overrides["class_sampling"] = "balanced"
         cfg = make_config(args.preset or "course", size=size, **overrides)
         data = _training_data(args.data, size, args.n_images, args.on_error)
         trainer = Trainer(cfg, data, out=out)
@@ -181,7 +187,8 @@ def _announce(trainer, data) -> None:
     length = " and ".join(x for x in (f"{cfg.steps} steps" if cfg.steps is not None else "",
                                       f"{cfg.minutes:g} min" if cfg.minutes else "") if x)
     what = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
-    print(f"training preset {cfg.preset!r} at {cfg.size}px, batch {cfg.batch}, up to {length} on "
+    family = f"{cfg.family} " if cfg.family != "unconditional" else ""
+    print(f"training {family}preset {cfg.preset!r} at {cfg.size}px, batch {cfg.batch}, up to {length} on "
           f"{trainer.device.type} ({amp}) · {what} → {trainer.out}", flush=True)
 
 
@@ -207,7 +214,12 @@ def _cmd_finetune(args) -> int:
 def _cmd_sample(args) -> int:
     from cxrlib.train import write_samples
 
-    print(write_samples(args.ckpt, args.n, args.out, seed=args.seed, ema=not args.no_ema))
+    if args.n is None and args.per_class is None:
+        from cxrlib.errors import CxrError
+
+        raise CxrError("give --n N (images) or --per-class N (N of every class of a conditional generator)")
+    print(write_samples(args.ckpt, args.n, args.out, seed=args.seed, ema=not args.no_ema, label=args.class_,
+                        per_class=args.per_class))
     return 0
 
 
@@ -328,6 +340,10 @@ def _cmd_evaluate(args) -> int:
         images["real"], images["fake"], images.get("train"), holdout=images.get("holdout"), seed=args.seed,
         fid_weights=args.fid_weights,
     )
+    real, fake = sets["real"], sets["fake"]
+    if len(real.classes) > 1 and len(fake.classes) > 1:  # class sub-folders on both sides: SWD per class too
+        result["per_class_swd"] = metrics.per_class_swd(real.images, real.labels, real.classes, fake.images,
+                                                        fake.labels, fake.classes, seed=args.seed)
     result["folders"] = {k: str(getattr(args, k)) for k in sets}
     print(metrics.summary_table(result))
     if args.json:
@@ -407,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
     p.add_argument("--seed", type=int, help="random seed: same seed and data, same run (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints/step_XXXXXX.pt")
+    p.add_argument("--conditional", action="store_true",
+                   help="a conditional GAN: G(z, class) and a projection D; the classes are --data's sub-folders "
+                   "(e.g. normal/ and pneumonia/, or NORMAL/ and PNEUMONIA/)")
+    p.add_argument("--balanced", action="store_true",
+                   help="with --conditional: draw every class equally often (default: the data's class shares)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)
@@ -429,10 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_on_error(p)
 
     p = sub.add_parser("sample", help="write samples from a checkpoint's (EMA) generator as PNGs")
-    p.add_argument("--ckpt", required=True, help="checkpoint file, run directory, or 'pretrained' (the course "
-                   "generator shipped with cxrlib, 64-px phantoms)")
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--out", required=True, help="folder for sample_XXXXX.png")
+    p.add_argument("--ckpt", required=True, help="checkpoint file, run directory, 'pretrained' (the course "
+                   "generator shipped with cxrlib, 64-px phantoms) or 'pretrained-conditional' (its conditional "
+                   "twin: normal / pneumonia)")
+    p.add_argument("--n", type=int, help="number of images")
+    p.add_argument("--out", required=True, help="folder for sample_XXXXX.png (with --per-class: OUT/<class>/)")
+    p.add_argument("--class", dest="class_", metavar="CLASS",
+                   help="conditional generator: draw this class (name, e.g. pneumonia, or index)")
+    p.add_argument("--per-class", type=int, metavar="N", help="conditional generator: N images of every class")
     p.add_argument("--seed", type=int, default=0, help="latent seed: the same seed gives the same images")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
     p.set_defaults(func=_cmd_sample)

@@ -139,11 +139,18 @@ def budget(kind: str | None = None) -> Budget:
 
 AMP_CHOICES = ("auto", "bf16", "off")
 LOSS_CHOICES = ("bce", "hinge")
+FAMILY_CHOICES = ("unconditional", "conditional")  # GAN families of the engine (cxrlib.train.FAMILIES)
+CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs besides the data.
+
+    Family: ``family`` "unconditional" (G(z)) or "conditional" (G(z, y) with a class embedding, a
+    projection D; ``classes`` are the class names, taken from the data's sub-folders and kept in the
+    checkpoint; ``class_sampling`` "frequency" draws the fakes' classes with the training set's class
+    frequencies, "balanced" draws real and fake batches with every class equally often).
 
     Architecture: ``preset`` ("seed", "dcgan", "course") names the networks *and* (through ``PRESETS``)
     their training recipe; ``size`` is the image side in px (a power of two, 32–512); ``z_dim`` None keeps
@@ -186,6 +193,9 @@ class TrainConfig:
     """
 
     preset: str = "course"
+    family: str = "unconditional"
+    classes: tuple[str, ...] = ()
+    class_sampling: str = "frequency"
     size: int = 64
     batch: int = 32
     steps: int | None = 2000
@@ -233,6 +243,7 @@ class TrainConfig:
     def __post_init__(self):
         self.g_betas = tuple(float(b) for b in self.g_betas)
         self.d_betas = tuple(float(b) for b in self.d_betas)
+        self.classes = tuple(str(c) for c in self.classes)
         self.model_kwargs = dict(self.model_kwargs or {})
 
     def validate(self) -> TrainConfig:
@@ -244,6 +255,12 @@ class TrainConfig:
 
         if self.preset not in PRESETS:
             bad("preset", f"unknown preset (choose one of {', '.join(PRESETS)})")
+        if self.family not in FAMILY_CHOICES:
+            bad("family", f"unknown GAN family (choose one of {', '.join(FAMILY_CHOICES)})")
+        if self.class_sampling not in CLASS_SAMPLING_CHOICES:
+            bad("class_sampling", f"choose one of {', '.join(CLASS_SAMPLING_CHOICES)}")
+        if self.family == "unconditional" and self.classes:
+            bad("classes", "class names belong to the conditional family (family='conditional')")
         if self.size < 8 or self.size & (self.size - 1):
             bad("size", "must be a power of two, e.g. 32, 64, …, 512")
         for f in ("batch", "g_steps_per_d_step", "d_steps_per_g_step", "r1_every", "log_every",
@@ -280,6 +297,7 @@ class TrainConfig:
         """Plain JSON-able dict (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["g_betas"], d["d_betas"] = list(self.g_betas), list(self.d_betas)
+        d["classes"] = list(self.classes)
         return d
 
     @classmethod

@@ -942,6 +942,23 @@ def format_table(table: dict[str, dict[str, float]], digits: int = 3) -> str:
     return "\n".join(lines)
 
 
+def per_class_swd(real, real_labels, real_classes, fake, fake_labels, fake_classes, *, seed: int = 0) -> dict:
+    """SWD (avg, ×1e3) of each class the two sets share, matched by name whatever the case (``NORMAL`` =
+    ``normal``): {class: {"swd", "n_real", "n_fake"}}. A class with fewer than 2 images on a side is left out.
+    What it adds to the overall SWD: a conditional generator that draws good X-rays of the *wrong* class
+    mix, or of one class only, can score well overall and badly here."""
+    out = {}
+    fake_index = {c.lower(): i for i, c in enumerate(fake_classes)}
+    for i, name in enumerate(real_classes):
+        j = fake_index.get(name.lower())
+        if j is None:
+            continue
+        r, f = as_images(real)[real_labels == i], as_images(fake)[fake_labels == j]
+        if len(r) >= 2 and len(f) >= 2:
+            out[name] = {"swd": float(swd(r, f, seed=seed)["avg"]), "n_real": len(r), "n_fake": len(f)}
+    return out
+
+
 def summary_table(result: dict) -> str:
     """A short human-readable table of an ``evaluate`` result, then one ``warning: …`` line per warning (what the
     CLI prints)."""
@@ -960,6 +977,8 @@ def summary_table(result: dict) -> str:
          "real-like ≈ 1 / higher = more covered"),
         ("FID", "skipped" if result["fid"] is None else f"{result['fid']:.2f}", result["fid_skipped"] or ""),
     ]
+    for name, v in (result.get("per_class_swd") or {}).items():
+        rows.append((f"  SWD class {name}", f"{v['swd']:.2f}", f"real {v['n_real']} · fake {v['n_fake']}"))
     mem = result.get("memorization")
     if mem:
         hold = mem["holdout_flagged_fraction"]

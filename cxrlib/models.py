@@ -314,7 +314,25 @@ def seed_generator(
     return G
 
 
-class SeedDiscriminator(nn.Module):
+class FeaturesHead(nn.Module):
+    """A discriminator in two parts: ``features`` (convolutions) and ``head`` (Flatten → … → Linear to 1).
+
+    ``phi(x)`` is what the last linear layer reads, ``psi(h)`` that layer: ``D(x) = psi(phi(x))``. A
+    projection discriminator (:class:`ProjectionDiscriminator`) adds ⟨embed(y), phi(x)⟩ to the logit."""
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of the last layer: (B, F)."""
+        return self.head[:-1](self.features(x))
+
+    def psi(self, h: torch.Tensor) -> torch.Tensor:
+        """The last layer: features (B, F) → logits (B,)."""
+        return self.head[-1](h).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.psi(self.phi(x))
+
+
+class SeedDiscriminator(FeaturesHead):
     """The seed's discriminator. x: (B, 1, S, S) → logits (B,).
 
     n × [Conv 5×5 stride 2 'same', filters 32, 64, 128, 256, 512 → LeakyReLU(0.2) → Dropout(0.3)] → Flatten →
@@ -339,9 +357,6 @@ class SeedDiscriminator(nn.Module):
             nn.Flatten(), nn.Linear(c_in * final * final, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1)
         )
         _glorot(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
 
 
 # ----------------------------------------------------------------------------------------------- DCGAN
@@ -420,6 +435,15 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         _dcgan_init(self)
 
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        """The 4×4 map the last convolution reads, flattened: (B, 16·C₄)."""
+        return self.net[:-1](x).flatten(1)
+
+    def psi(self, h: torch.Tensor) -> torch.Tensor:
+        """The last convolution (4×4 → 1×1, i.e. a linear layer on the flattened map): (B, F) → (B,)."""
+        c = self.net[-1].in_channels
+        return self.net[-1](h.view(len(h), c, 4, 4)).flatten()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()
 
@@ -491,7 +515,7 @@ def _he_init(module: nn.Module, slope: float = 0.2) -> None:
             nn.init.zeros_(m.bias)
 
 
-class CourseDiscriminator(nn.Module):
+class CourseDiscriminator(FeaturesHead):
     """The course discriminator. x: (B, 1, S, S) → logits (B,).
 
     from-image Conv 1×1 → LeakyReLU, then per resolution S … 8: [Conv 3×3 → LeakyReLU → Conv 3×3 stride 2
@@ -534,21 +558,80 @@ class CourseDiscriminator(nn.Module):
         self.head = nn.Sequential(
             nn.Flatten(), sn(nn.Linear(c4 * 16, c4)), nn.LeakyReLU(0.2), sn(nn.Linear(c4, 1))
         )
+        self.spectral_norm = spectral_norm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
+
+# ----------------------------------------------------------------------------------------------- conditional
+
+CLASS_DIM = 64  # size of the generator's class embedding, concatenated to z
+
+
+class ConditionalGenerator(nn.Module):
+    """G(z, y): a generator told which class to draw. z: (B, z_dim), y: (B,) class indices → (B, 1, S, S).
+
+    A learned embedding turns the class into a vector e(y) of ``class_dim`` numbers, concatenated to z:
+    the unconditional network ``base`` (built for ``z_dim + class_dim`` inputs) then reads [z, e(y)], so
+    every layer can depend on the class. The same z with another y draws "the same patient" as the other
+    class, as far as the network learnt to keep the two apart. ``y=None`` draws the classes in turn
+    (0, 1, 0, 1, …): code written for unconditional generators (metrics, grids) gets a balanced mix.
+    """
+
+    def __init__(self, base: nn.Module, n_classes: int, z_dim: int, class_dim: int = CLASS_DIM):
+        super().__init__()
+        if n_classes < 2:
+            raise CxrError(f"a conditional generator needs at least 2 classes, got {n_classes}")
+        self.base, self.n_classes, self.z_dim, self.size = base, n_classes, z_dim, base.size
+        self.embed = nn.Embedding(n_classes, class_dim)  # N(0, 1) init: on the scale of z
+
+    def default_labels(self, n: int, device=None) -> torch.Tensor:
+        return torch.arange(n, device=device) % self.n_classes
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, return_levels: bool = False):
+        if y is None:
+            y = self.default_labels(len(z), z.device)
+        return self.base(torch.cat([z, self.embed(y).to(z.dtype)], 1), return_levels=return_levels)
+
+
+class ProjectionDiscriminator(nn.Module):
+    """D(x, y) with a projection head (Miyato & Koyama 2018): logit = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
+
+    φ(x) are the features the base discriminator's last layer reads, ψ that layer (``FeaturesHead``). The
+    first term asks "is this a real X-ray?", the inner product "is it a real X-ray *of class y*?": one
+    learned vector per class, compared with the features. Projecting (instead of concatenating y to the
+    input) is the form that follows from writing the logit as log p_data(x|y) / p_G(x|y), and it trained
+    better in the paper. The embedding is spectrally normalised like the rest of the course D."""
+
+    def __init__(self, base: nn.Module, n_classes: int):
+        super().__init__()
+        self.base, self.n_classes = base, n_classes
+        self.embed = nn.Embedding(n_classes, _feature_dim(base))
+        nn.init.xavier_uniform_(self.embed.weight)
+        if getattr(base, "spectral_norm", False):
+            self.embed = _spectral_norm(self.embed)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.base.phi(x)
+        return self.base.psi(h) + (self.embed(y).to(h.dtype) * h).sum(1)
+
+
+def _feature_dim(D: nn.Module) -> int:
+    """Width F of φ(x): the in-features of the last layer."""
+    last = D.head[-1] if hasattr(D, "head") else D.net[-1]
+    return last.in_features if isinstance(last, nn.Linear) else last.in_channels * 16
 
 
 # ----------------------------------------------------------------------------------------------- build
 
 
 def build_models(
-    preset: str, size: int, *, z_dim: int | None = None, width: float = 1.0, **kw
+    preset: str, size: int, *, z_dim: int | None = None, width: float = 1.0, n_classes: int = 0, **kw
 ) -> tuple[nn.Module, nn.Module]:
     """Build ``(G, D)`` of a preset for ``size``×``size`` grayscale images.
 
     preset: ``"seed"``, ``"dcgan"`` or ``"course"``; size: a power of two from 32 to 512; z_dim: latent size
-    (defaults: seed 256, dcgan 100, course 128); width: multiplies every channel count.
+    (defaults: seed 256, dcgan 100, course 128); width: multiplies every channel count; n_classes ≥ 2: the
+    conditional pair, ``ConditionalGenerator`` around the preset's G and ``ProjectionDiscriminator`` around
+    its D (0: unconditional).
     Extra keywords by preset -- seed: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
     dcgan: ``ngf``, ``ndf``; course: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
     ``down``, ``mbstd_group``, ``spectral_norm``.
@@ -562,18 +645,22 @@ def build_models(
             f"preset {preset!r} does not take {', '.join(sorted(unknown))} "
             f"(it takes {', '.join(PRESET_KEYWORDS[preset])})"
         )
+    z_noise = z_dim or {"seed": SEED_Z_DIM, "dcgan": 100, "course": 128}[preset]
+    z_dim = z_noise + (CLASS_DIM if n_classes else 0)  # the base G reads [z, e(y)] when conditional
     if preset == "seed":
         d_dropout = kw.pop("d_dropout", 0.3)
-        G = seed_generator(size, z_dim=z_dim or SEED_Z_DIM, width=width, **kw)
+        G = seed_generator(size, z_dim=z_dim, width=width, **kw)
         D = SeedDiscriminator(size, width=width, dropout=d_dropout)
     elif preset == "dcgan":
-        G = DCGANGenerator(size, z_dim=z_dim or 100, ngf=scaled(kw.get("ngf", 64), width))
+        G = DCGANGenerator(size, z_dim=z_dim, ngf=scaled(kw.get("ngf", 64), width))
         D = DCGANDiscriminator(size, ndf=scaled(kw.get("ndf", 64), width))
     else:
         d_kw = {k: kw.pop(k) for k in ("down", "mbstd_group", "spectral_norm") if k in kw}
         shared = {k: kw[k] for k in ("ch_out", "ch_max") if k in kw}
-        G = course_generator(size, z_dim=z_dim or 128, width=width, **kw)
+        G = course_generator(size, z_dim=z_dim, width=width, **kw)
         D = CourseDiscriminator(size, width=width, **shared, **d_kw)
+    if n_classes:
+        G, D = ConditionalGenerator(G, n_classes, z_noise), ProjectionDiscriminator(D, n_classes)
     return G, D
 
 

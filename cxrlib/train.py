@@ -4,17 +4,11 @@
     trainer.fit()                       # or, step by step in a notebook:
     trainer.d_step(); trainer.g_step()  # one discriminator update, one generator update
 
-The algorithm (Goodfellow et al. 2014, with the tricks of the seed and of the course):
+The engine is the same for every GAN family (``cfg.family``, ``FAMILIES``); a family supplies its
+networks, how a batch is drawn and its D step and G step -- the whole algorithm of one family is one file:
+``cxrlib.unconditional`` (G(z), the course's start: read ``Unconditional.d_step`` and ``g_step``) and
+``cxrlib.conditional`` (G(z, y) with a class embedding, a projection D). What the engine adds around them:
 
-* **D step** -- show D a batch of real images x and of fakes G(z); D learns to call x real (``d_loss_real``)
-  and G(z) fake (``d_loss_fake``). G is frozen (``no_grad``). Optional R1 penalty on real images.
-* **G step** -- G makes a fresh batch G(z); G learns to make D call it real (``g_loss``, non-saturating).
-  D is frozen (no weight gradients).
-* Both see the *same* DiffAugment (policy and probability p) on real and fake batches, so an augmentation
-  never tells reals from fakes and G is not pushed to reproduce it. Each augmentation is applied with
-  probability p, so D does see clean images: a fraction 1 - p of them per augmentation, and all of them while
-  ADA's p is still 0 (it starts there and rises only once D begins to memorise the reals). ``D(x)`` and
-  ``D(G(z))`` are D's mean probabilities "real": a balanced game keeps them apart but away from 1 and 0.
 * An exponential moving average of G (the EMA generator) is what we sample from: it averages out the last
   steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update; with
   ``cfg.ema_bn_refresh`` they are recomputed for the averaged weights before it is sampled or saved.
@@ -53,9 +47,14 @@ from pathlib import Path
 
 import torch
 
-from cxrlib import augment, config, losses, models
+from cxrlib import augment, config, losses
+from cxrlib.conditional import Conditional, class_labels
 from cxrlib.config import TrainConfig, make_config
 from cxrlib.errors import CxrError
+from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401  (frozen, grad_norm: public here too)
+
+# The GAN families this engine trains (``TrainConfig.family``); each module holds its whole algorithm.
+FAMILIES = {"unconditional": Unconditional, "conditional": Conditional}
 
 CHECKPOINT_FORMAT = "cxrlib-gan-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -78,24 +77,6 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """x: uint8 in [0, 255] → float32 in [-1, 1] (same shape, same device)."""
     return x.float().mul_(2 / 255).sub_(1)
-
-
-def grad_norm(module: torch.nn.Module) -> torch.Tensor:
-    """L2 norm of all of a module's gradients, as a 0-d tensor (no host synchronisation)."""
-    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return torch.stack(norms).norm() if norms else torch.zeros(())
-
-
-@contextlib.contextmanager
-def frozen(module: torch.nn.Module):
-    """Inside the block the module's parameters get no gradients (saves the weight-gradient compute)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -223,24 +204,25 @@ def _save_torch(obj, tmp: Path) -> None:
         os.fsync(f.fileno())  # the rename must not overtake the data on a power cut
 
 
-PRETRAINED_NAME = "pretrained"  # --ckpt pretrained: the generator shipped in cxrlib/assets
 
 
 def load_checkpoint(path) -> dict:
     """Read a checkpoint safely (``torch.load(weights_only=True)``: tensors and plain containers only).
 
     A file with Python objects in it (which could run code when unpickled) or a file that is not a cxrlib
-    checkpoint raises ``CxrError`` with one line naming the file. The name ``"pretrained"`` (when no such
-    file or folder exists here) means the checkpoint shipped with cxrlib (``cxrlib.assets``).
+    checkpoint raises ``CxrError`` with one line naming the file. The names ``"pretrained"`` and
+    ``"pretrained-conditional"`` (when no such file or folder exists here) mean the checkpoints shipped with
+    cxrlib (``cxrlib.assets.SHIPPED``).
     """
-    path = Path(path)
-    if str(path) == PRETRAINED_NAME and not path.exists():
-        from cxrlib import assets
+    from cxrlib import assets
 
-        found = assets.pretrained_checkpoint()
+    path = Path(path)
+    if str(path) in assets.SHIPPED and not path.exists():
+        name, shipped = str(path), assets.SHIPPED[str(path)]
+        found = assets.pretrained_checkpoint(name=name)
         if found is None:
-            why = "its sha256 does not match" if assets.PRETRAINED.is_file() else "it is not installed"
-            raise CxrError(f"no pretrained checkpoint: {why} ('{assets.PRETRAINED}'; `make pretrained` rebuilds it)")
+            why = "its sha256 does not match" if shipped.is_file() else "it is not installed"
+            raise CxrError(f"no {name} checkpoint: {why} ('{shipped}'; `make {name}` rebuilds it)")
         path = found
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
@@ -313,6 +295,8 @@ class Trainer:
             raise CxrError("label_smoothing and flip_prob belong to the BCE loss; set them to 0 with loss='hinge'")
         if data is None:
             raise CxrError("Trainer needs training data: an ImageSet or a uint8 tensor (N, 1, S, S)")
+        family = FAMILIES[cfg.family]
+        self.cfg = cfg = family.configure(cfg, data)
         config.set_threads()
         self.device = config.get_device(cfg.device)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
@@ -320,16 +304,19 @@ class Trainer:
         self.callbacks = list(callbacks)
 
         images = as_images(data, cfg.size)
+        labels = getattr(data, "labels", None)
         self.heldout = None
         if cfg.adaptive_lr:  # the quality signal compares samples with images D never trained on
             k = max(8, min(256, len(images) // 5))
             perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))
             self.heldout, images = images[perm[:k]], images[perm[k:]]
+            labels = None if labels is None else labels[perm[k:]]
         self.images = images.to(self.device)
+        self.labels = None if labels is None else labels.to(self.device)  # class index per image
 
         with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
             torch.manual_seed(cfg.seed)
-            G, D = models.build_models(cfg.preset, cfg.size, z_dim=cfg.z_dim, width=cfg.width, **cfg.model_kwargs)
+            G, D = family.build_models(cfg)
             self.global_rng = {"torch": torch.get_rng_state()}  # dropout's stream (see with_own_global_rng)
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.G, self.D = G.to(self.device, memory_format=fmt), D.to(self.device, memory_format=fmt)
@@ -354,6 +341,7 @@ class Trainer:
             with torch.random.fork_rng(devices=[self.device]):
                 torch.cuda.manual_seed(cfg.seed)
                 self.global_rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        self.family = family(self)  # the D step and G step of this kind of GAN
         self.step = 0
         self.images_seen = 0
         self.seconds = 0.0
@@ -378,6 +366,10 @@ class Trainer:
     def next_batch(self, batch: int | None = None) -> torch.Tensor:
         """B random training images (with replacement): (B, 1, S, S) float in [-1, 1] on the device."""
         idx = torch.randint(len(self.images), (batch or self.cfg.batch,), generator=self.rng, device=self.device)
+        return self.images_at(idx)
+
+    def images_at(self, idx: torch.Tensor) -> torch.Tensor:
+        """Training images by index → (B, 1, S, S) float in [-1, 1] on the device, in the training layout."""
         return to_float(self.images[idx]).contiguous(memory_format=self.memory_format)
 
     def sample_z(self, batch: int | None = None) -> torch.Tensor:
@@ -397,64 +389,35 @@ class Trainer:
             return x
         return augment.diff_augment(x, policy=self.cfg.augment, p=self.aug_p, generator=self.rng)
 
-    def _d_loss(self, real_logits, fake_logits):
+    def d_loss(self, real_logits, fake_logits):
+        """D's loss and statistics from its logits on real and fake images (the config's loss and tricks)."""
         if self.cfg.loss == "bce":
             return self.d_loss_fn(real_logits, fake_logits, label_smoothing=self.cfg.label_smoothing,
                                   flip_prob=self.cfg.flip_prob, generator=self.rng)
         return self.d_loss_fn(real_logits, fake_logits)
 
-    # ------------------------------------------------------------------ the training step
+    def update_ema(self) -> None:
+        """Move the EMA generator toward G (after each G update)."""
+        if self.ema is not None:
+            cfg = self.cfg
+            self.ema.update(self.G, ema_beta(cfg.batch, cfg.ema_half_life_kimg, self.images_seen, cfg.ema_rampup))
+
+    # ------------------------------------------------------------------ the training step (the family's)
     @with_own_global_rng
-    def d_step(self, real: torch.Tensor | None = None) -> dict:
-        """One discriminator update: D learns to call real images real and G(z) fake.
+    def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+        """One discriminator update: D learns to call real images real and G(z) fake (the family's D step,
+        e.g. ``cxrlib.unconditional.Unconditional.d_step``).
 
-        real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch).
-        Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1).
-        """
-        cfg = self.cfg
-        real = self.next_batch() if real is None else real.detach()
-        do_r1 = cfg.r1_gamma > 0 and self.d_updates % cfg.r1_every == 0  # lazy R1: every r1_every steps
-        real.requires_grad_(do_r1)
-        with torch.no_grad(), self.autocast():
-            fake = self.G_fwd(self.sample_z(len(real)))  # G is not trained in the D step
-        with self.autocast():
-            real_logits = self.D_fwd(self.augment(real))
-            fake_logits = self.D_fwd(self.augment(fake))
-        d_loss, stats = self._d_loss(real_logits.float(), fake_logits.float())
-        total = d_loss
-        if do_r1:
-            r1 = losses.r1_penalty(real_logits, real).mean()
-            total = d_loss + losses.r1_weight(cfg.r1_gamma, cfg.r1_every) * r1
-            stats["r1"] = r1.detach()
-        self.d_opt.zero_grad(set_to_none=True)
-        total.backward()
-        stats["d_grad_norm"] = grad_norm(self.D)
-        self.d_opt.step()
-
-        if self.ada is not None:
-            self.ada.update(real_logits.detach())
-            self.ada.step(len(real))
-        self.d_updates += 1
-        self.images_seen += len(real)
-        return {"d_loss": d_loss.detach(), **stats}
+        real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch); labels: their
+        classes (conditional family). Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)),
+        d_grad_norm (+ r1)."""
+        return self.family.d_step(real, labels)
 
     @with_own_global_rng
     def g_step(self) -> dict:
-        """One generator update: G learns to make D call G(z) real. Returns 0-d tensors g_loss, g_grad_norm."""
-        cfg = self.cfg
-        with frozen(self.D), self.autocast():  # D is not trained in the G step
-            fake = self.G_fwd(self.sample_z())
-            fake_logits = self.D_fwd(self.augment(fake))
-        g_loss, stats = self.g_loss_fn(fake_logits.float())
-        self.g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        stats = {k: v for k, v in stats.items() if k not in ("D(x)", "D(G(z))")}  # D's view is logged by d_step
-        stats["g_grad_norm"] = grad_norm(self.G)
-        self.g_opt.step()
-
-        if self.ema is not None:
-            self.ema.update(self.G, ema_beta(cfg.batch, cfg.ema_half_life_kimg, self.images_seen, cfg.ema_rampup))
-        return {"g_loss": g_loss.detach(), **stats}
+        """One generator update: G learns to make D call G(z) real (the family's G step). Returns 0-d tensors
+        g_loss, g_grad_norm."""
+        return self.family.g_step()
 
     def train_step(self) -> dict:
         """One iteration: ``d_steps_per_g_step`` D updates, then ``g_steps_per_d_step`` G updates."""
@@ -592,10 +555,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ samples
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, ema: bool = True) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, ema: bool = True, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images of the EMA generator (or of G with ``ema=False`` or without EMA), eval mode.
 
-        z: (B, z_dim) → (B, 1, S, S) float in [-1, 1] on the device."""
+        z: (B, z_dim) → (B, 1, S, S) float in [-1, 1] on the device; labels: (B,) classes for a conditional
+        G (None: the classes in turn)."""
         if ema and self.ema is not None:
             self.refresh_ema_norm_stats()
         G = self.ema.model if (ema and self.ema is not None) else self.G
@@ -603,7 +567,9 @@ class Trainer:
         G.eval()
         try:
             with self.autocast():
-                return G(z.to(self.device)).float()
+                if labels is None:
+                    return G(z.to(self.device)).float()
+                return G(z.to(self.device), labels.to(self.device)).float()
         finally:
             G.train(was_training)
 
@@ -619,22 +585,27 @@ class Trainer:
             self.ema.refresh_norm_stats(self.z_dim, n_batches=EMA_NORM_BATCHES, batch=EMA_NORM_BATCH,
                                         device=self.device)
 
-    def sample(self, n: int, seed: int = 0, ema: bool = True, batch: int = 64) -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, ema: bool = True, batch: int = 64, label=None) -> torch.Tensor:
         """n images from z drawn with ``seed`` (same seed, same images; training randomness untouched).
 
-        Returns uint8 (n, 1, S, S) on the CPU."""
+        label (conditional family): a class name or index for all n, or a tensor of n indices (None: the
+        classes in turn). Returns uint8 (n, 1, S, S) on the CPU."""
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.z_dim, generator=g)
         if n == 0:
             return torch.zeros((0, 1, self.cfg.size, self.cfg.size), dtype=torch.uint8)
-        return torch.cat([to_uint8(self.generate(zb, ema=ema)).cpu() for zb in z.split(batch)])
+        y = class_labels(self.cfg, label, n)
+        parts = zip(z.split(batch), y.split(batch) if y is not None else [None] * n)
+        return torch.cat([to_uint8(self.generate(zb, ema=ema, labels=yb)).cpu() for zb, yb in parts])
 
     def save_samples(self, path=None) -> Path:
         """A grid of the fixed-z samples → ``RUN/samples/step_XXXXXX.png`` (or ``path``)."""
         from torchvision.utils import save_image
 
         path = Path(path) if path is not None else self.out / "samples" / f"step_{self.step:06d}.png"
-        grid = to_uint8(torch.cat([self.generate(z) for z in self.z_fixed.split(64)])).float() / 255
+        z, y = self.family.grid(self.z_fixed)  # conditional: one row per class
+        parts = zip(z.split(64), y.split(64) if y is not None else [None] * len(z))
+        grid = to_uint8(torch.cat([self.generate(zb, labels=yb) for zb, yb in parts])).float() / 255
         return atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=8, padding=2, format="PNG"))
 
     # ------------------------------------------------------------------ adaptive learning rate
@@ -712,7 +683,8 @@ class Trainer:
                 self.d_opt.load_state_dict(state["d_opt"])
         except (RuntimeError, KeyError) as e:
             first = str(e).strip().splitlines()[0][:160]
-            raise CxrError(f"checkpoint does not fit the {self.cfg.preset!r} {self.cfg.size}px networks: {first}") from None
+            raise CxrError(f"checkpoint does not fit the {self.cfg.family} {self.cfg.preset!r} {self.cfg.size}px "
+                           f"networks: {first}") from None
         if optimizers:
             self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
             self.seconds, self.d_updates = float(state["seconds"]), int(state["d_updates"])
@@ -850,7 +822,7 @@ def load_generator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.
     ckpt: a checkpoint file or a run directory. G maps z: (B, G.z_dim) → (B, 1, S, S) in [-1, 1]."""
     state = load_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(state["config"])
-    G, _ = models.build_models(cfg.preset, cfg.size, z_dim=cfg.z_dim, width=cfg.width, **cfg.model_kwargs)
+    G, _ = FAMILIES[cfg.family].build_models(cfg)
     weights = state["G_ema"] if (ema and "G_ema" in state) else state["G"]
     try:
         G.load_state_dict(weights)
@@ -886,28 +858,47 @@ def export_pretrained(ckpt, dst) -> str:
     return f"wrote '{dst}' ({dst.stat().st_size / 1e6:.1f} MB, step {small['step']}, sha256 {digest[:12]}…)"
 
 
-def write_samples(ckpt, n: int, out, seed: int = 0, ema: bool = True, batch: int = 64) -> str:
+def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, batch: int = 64, label=None,
+                  per_class: int | None = None) -> str:
     """Write n generated images as ``out/sample_XXXXX.png`` (each written to a temp name, then renamed).
 
+    Conditional checkpoints: ``label`` (a class name or index) draws all n as that class; ``per_class`` N
+    writes N of every class to ``out/<class>/sample_XXXXX.png`` (the same latents for each class, so file k
+    of every folder is one z drawn as each class). Without either, the classes come in turn.
     Returns a one-line summary. The same checkpoint and seed give the same images."""
     from PIL import Image
 
-    if n < 1:
-        raise CxrError(f"--n must be at least 1, got {n}")
+    if per_class is not None and label is not None:
+        raise CxrError("give --class or --per-class, not both")
+    count = per_class if per_class is not None else n
+    if count is None or count < 1:
+        raise CxrError(f"--{'per-class' if per_class is not None else 'n'} must be at least 1, got {count}")
     G, cfg = load_generator(ckpt, ema=ema)
+    if per_class is not None and cfg.family != "conditional":
+        raise CxrError("this generator is unconditional (trained without classes), so --per-class has no classes "
+                       "to draw: train one with --conditional")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CxrError(f"cannot write samples into '{out}': it is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    jobs = ([(out / name, class_labels(cfg, k, count)) for k, name in enumerate(cfg.classes)]
+            if per_class is not None else [(out, class_labels(cfg, label, count))])
     device = next(G.parameters()).device
     dtype = amp_dtype(cfg.amp, device)
-    z_all = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    i = 0
+    z_all = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for z in z_all.split(batch):
-            for img in to_uint8(G(z.to(device)).float()).cpu():
-                pic = Image.fromarray(img[0].numpy())  # uint8 (H, W) → mode "L"
-                atomic_write(out / f"sample_{i:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
-                i += 1
+        for folder, y_all in jobs:
+            folder.mkdir(parents=True, exist_ok=True)
+            i = 0
+            for z, y in zip(z_all.split(batch), y_all.split(batch) if y_all is not None else [None] * count):
+                x = G(z.to(device)) if y is None else G(z.to(device), y.to(device))
+                for img in to_uint8(x.float()).cpu():
+                    pic = Image.fromarray(img[0].numpy())  # uint8 (H, W) → mode "L"
+                    atomic_write(folder / f"sample_{i:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
+                    i += 1
     which = "EMA generator" if (ema and cfg.ema_half_life_kimg > 0) else "generator"
-    return f"wrote {n} samples ({which}, {cfg.preset} {cfg.size}px, seed {seed}) to '{out}'"
+    what = f"{cfg.family} {cfg.preset} {cfg.size}px" if cfg.family != "unconditional" else f"{cfg.preset} {cfg.size}px"
+    if per_class is not None:
+        return (f"wrote {count} samples of each class ({', '.join(cfg.classes)}; {which}, {what}, seed {seed}) "
+                f"to '{out}/<class>/'")
+    named = f", class {cfg.classes[class_labels(cfg, label, 1).item()]}" if label is not None else ""
+    return f"wrote {count} samples ({which}, {what}{named}, seed {seed}) to '{out}'"

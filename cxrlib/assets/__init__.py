@@ -1,8 +1,11 @@
-"""Files shipped with cxrlib: the small pretrained ``course`` generator trained on phantoms.
+"""Files shipped with cxrlib: small pretrained ``course`` generators trained on 64-px phantoms.
 
-``pretrained_checkpoint()`` gives its path when the file is present and its sha256 matches the one recorded
-beside it, else ``None`` (notebooks then train their own). ``make pretrained`` reproduces it; the command, seed,
-steps, wall time and final SWD are in ``benchmarks/RESULTS.md``.
+``pretrained_checkpoint()`` gives the unconditional one's path when the file is present and its sha256 matches
+the one recorded beside it, else ``None`` (notebooks then train their own); ``pretrained_checkpoint(name=
+"pretrained-conditional")`` the conditional one (normal / pneumonia). ``make pretrained`` and ``make
+pretrained-conditional`` reproduce them; the commands, seeds, steps, wall times and figures are in
+``benchmarks/RESULTS.md``. On the command line ``--ckpt pretrained`` / ``--ckpt pretrained-conditional``
+name them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PRETRAINED = HERE / "course_phantom_64.pt"
+PRETRAINED_CONDITIONAL = HERE / "conditional_phantom_64.pt"
+SHIPPED = {"pretrained": PRETRAINED, "pretrained-conditional": PRETRAINED_CONDITIONAL}  # --ckpt NAME → file
 
 
 def sha256(path) -> str:
@@ -22,12 +27,14 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
-def pretrained_checkpoint(verify: bool = True) -> Path | None:
-    """Path of the shipped pretrained checkpoint (EMA generator + config), or None when it is absent or altered."""
-    if not PRETRAINED.is_file():
+def pretrained_checkpoint(verify: bool = True, name: str = "pretrained") -> Path | None:
+    """Path of a shipped pretrained checkpoint (EMA generator + config; ``name`` a key of ``SHIPPED``), or None
+    when it is absent or altered."""
+    path = SHIPPED[name]
+    if not path.is_file():
         return None
     if verify:
-        recorded = PRETRAINED.with_suffix(".sha256")
-        if not recorded.is_file() or recorded.read_text().split()[0] != sha256(PRETRAINED):
+        recorded = path.with_suffix(".sha256")
+        if not recorded.is_file() or recorded.read_text().split()[0] != sha256(path):
             return None
-    return PRETRAINED
+    return path

@@ -1,0 +1,136 @@
+"""The conditional GAN family: G(z, y) draws an X-ray *of class y*, D(x, y) judges "a real X-ray of class y?".
+
+The seed lists "conditional GANs for better output control" as future work: instead of whatever chest the
+generator happens to draw, ask it for a normal one or one with pneumonia. What changes against
+``cxrlib.unconditional`` is small, and this file is all of it:
+
+* **the batch** -- real images come with their labels (the class sub-folders, e.g. ``normal/`` and
+  ``pneumonia/``); each fake gets a label too, drawn with the training set's class frequencies
+  (``class_sampling="frequency"``) or uniformly (``"balanced"``, which then draws the real batches
+  class-balanced as well: D must never be able to tell reals from fakes by how often a class comes up);
+* **the networks** -- G reads [z, embed(y)] (``models.ConditionalGenerator``); D has a projection head,
+  logit = ψ(φ(x)) + ⟨embed(y), φ(x)⟩ (``models.ProjectionDiscriminator``, Miyato & Koyama 2018);
+* **the steps** -- exactly the unconditional D and G steps, with y passed along. A fake of class y is
+  judged against reals of class y, so G is rewarded only for a pneumonia image when it was asked for one.
+
+DiffAugment/ADA, R1, EMA, label smoothing and flipping work unchanged: they act on images and logits.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cxrlib import models
+from cxrlib.config import TrainConfig
+from cxrlib.errors import CxrError
+from cxrlib.unconditional import Unconditional
+
+
+def class_names(data, where: str = "the training data") -> list[str]:
+    """The class names of an ``ImageSet`` (its sub-folders), checked to be at least two."""
+    classes = list(getattr(data, "classes", None) or [])
+    if getattr(data, "labels", None) is None or not classes:
+        raise CxrError(f"conditional training needs labelled images: {where} has no classes (give a folder with "
+                       "one sub-folder per class, e.g. normal/ and pneumonia/, or an ImageSet)")
+    present = sorted(set(data.labels.tolist()))
+    if len(present) < 2:
+        only = classes[present[0]] if present else "none"
+        raise CxrError(f"conditional training needs at least 2 classes; {where} holds one ({only!r}): "
+                       "put each class in its own sub-folder, e.g. normal/ and pneumonia/")
+    return classes
+
+
+def same_classes(a, b) -> bool:
+    """Class lists that name the same classes in the same order, whatever the case (``NORMAL`` = ``normal``)."""
+    return [c.lower() for c in a] == [c.lower() for c in b]
+
+
+def class_index(classes, name) -> int:
+    """A class given by name (any case) or index → its index; unknown: one line listing the known ones."""
+    classes = list(classes)
+    if isinstance(name, str) and name.strip().lstrip("-").isdigit():
+        name = int(name)
+    if isinstance(name, int) and not isinstance(name, bool):
+        if 0 <= name < len(classes):
+            return name
+    else:
+        lowered = [c.lower() for c in classes]
+        if str(name).lower() in lowered:
+            return lowered.index(str(name).lower())
+    known = ", ".join(f"{i}={c}" for i, c in enumerate(classes))
+    raise CxrError(f"unknown class {name!r}: this generator knows {known}")
+
+
+def class_labels(cfg: TrainConfig, label, n: int) -> torch.Tensor | None:
+    """Labels for n samples of a generator trained with ``cfg``: ``label`` a class name or index (all n), a
+    sequence/tensor of n indices, or None (None back: unconditional, or the classes in turn)."""
+    if label is None:
+        return None
+    if cfg.family != "conditional":
+        raise CxrError("this generator is unconditional (trained without classes), so it cannot be asked for a "
+                       "class: train one with --conditional (family='conditional')")
+    if isinstance(label, (str, int)):
+        return torch.full((n,), class_index(cfg.classes, label), dtype=torch.long)
+    y = torch.as_tensor(label, dtype=torch.long).flatten()
+    if len(y) != n or (len(y) and (y.min() < 0 or y.max() >= len(cfg.classes))):
+        raise CxrError(f"labels must be {n} class indices in 0…{len(cfg.classes) - 1}")
+    return y
+
+
+class Conditional(Unconditional):
+    """The conditional GAN: G(z, y) and D(x, y) with a projection head."""
+
+    name = "conditional"
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        t = trainer
+        counts = torch.bincount(t.labels, minlength=len(t.cfg.classes)).float()
+        self.frequencies = (counts / counts.sum()).to(t.device)  # class shares of the training set
+        # for class-balanced real batches: row c lists class c's image indices (padded), sizes[c] how many
+        members = [torch.nonzero(t.labels.cpu() == c).flatten() for c in range(len(counts))]
+        self.sizes = counts.long().to(t.device)
+        self.members = torch.nn.utils.rnn.pad_sequence(members, batch_first=True).to(t.device)
+
+    @staticmethod
+    def configure(cfg: TrainConfig, data) -> TrainConfig:
+        """The config with ``classes`` taken from the data (or checked against them when it has some)."""
+        classes = class_names(data)
+        if cfg.classes and not same_classes(cfg.classes, classes):
+            raise CxrError(f"the data's classes {', '.join(classes)} are not the run's {', '.join(cfg.classes)}")
+        return cfg if cfg.classes else cfg.replace(classes=classes)
+
+    @staticmethod
+    def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+        return models.build_models(cfg.preset, cfg.size, z_dim=cfg.z_dim, width=cfg.width,
+                                   n_classes=len(cfg.classes), **cfg.model_kwargs)
+
+    def real_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.t
+        if t.cfg.class_sampling == "balanced":  # a class uniformly, then one of its images
+            y = torch.randint(len(self.sizes), (n,), generator=t.rng, device=t.device)
+            pick = (torch.rand(n, generator=t.rng, device=t.device) * self.sizes[y]).long()
+            idx = self.members[y, pick]
+        else:
+            idx = torch.randint(len(t.images), (n,), generator=t.rng, device=t.device)
+        return t.images_at(idx), t.labels[idx]
+
+    def fake_labels(self, n: int) -> torch.Tensor:
+        t = self.t
+        if t.cfg.class_sampling == "balanced":
+            return torch.randint(len(self.frequencies), (n,), generator=t.rng, device=t.device)
+        return torch.multinomial(self.frequencies, n, replacement=True, generator=t.rng)
+
+    def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.t.G_fwd(z, y)
+
+    def discriminate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.t.D_fwd(x, y)
+
+    def grid(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample grid (rows of 8): one row per class, the same 8 latents in each row of a block of
+        C rows, so a column shows one z drawn as every class."""
+        n_classes, n = len(self.t.cfg.classes), len(z)
+        row = torch.arange(n) // 8
+        z_index = (row // n_classes) * 8 + torch.arange(n) % 8
+        return z[z_index], row % n_classes
