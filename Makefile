@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cxrlib-installed
 
-.PHONY: install test test-unit test-notebooks demo lab exercises badges bench pretrained lessons test-browser lint clean
+.PHONY: install test test-unit test-notebooks demo lab exercises badges bench pretrained pretrained-conditional lessons test-browser lint clean
 
 install: $(STAMP)
 
@@ -51,6 +51,16 @@ pretrained: $(STAMP)
 	$(PY) -m cxrlib train --data phantom --n-images 2000 --size 64 --preset course --steps $(PRETRAINED_STEPS) \
 		--seed 0 --checkpoint-every 500 --sample-every 250 --log-every 50 --out runs/pretrained --quiet
 	$(PY) -c "from cxrlib.train import export_pretrained as e; print(e('runs/pretrained', 'cxrlib/assets/course_phantom_64.pt'))"
+
+## make pretrained-conditional: reproduce cxrlib/assets/conditional_phantom_64.pt -- the same recipe, data, seed and
+## steps as `make pretrained`, as a conditional GAN (normal / pneumonia; notebook 06).
+pretrained-conditional: $(STAMP)
+	rm -rf runs/pretrained-conditional
+	$(PY) -m cxrlib train --data phantom --n-images 2000 --size 64 --preset course --conditional \
+		--steps $(PRETRAINED_STEPS) --seed 0 --checkpoint-every 500 --sample-every 250 --log-every 50 \
+		--out runs/pretrained-conditional --quiet
+	$(PY) -c "from cxrlib.train import export_pretrained as e; \
+		print(e('runs/pretrained-conditional', 'cxrlib/assets/conditional_phantom_64.pt'))"
 
 ## make lessons: the results bank -- lesson experiments with 3 seeds at a longer budget than a notebook cell has,
 ## written to cxrlib/assets/lessons.json (resumable: finished parts are kept). Figures in benchmarks/RESULTS.md.
