@@ -24,6 +24,10 @@ Lessons in the bank:
   (``experiments.data_volume_runs``): SWD ×10³ against 1,000 held-out phantoms, and the memorisation audit's share
   of samples flagged as copies of the arm's training set beside the share of held-out real images it flags by
   chance; 3 seeds × 1,500 steps at 32 px, batch 32.
+* ``synthetic-100`` and ``synthetic-1000`` (notebook 06): ``experiments.synthetic_data_study`` -- a classifier
+  (``cxrlib.classifier``) trained on 100 (or 1,000) real phantoms alone, with 3 offline-augmented copies of each,
+  with 1,000 images of a conditional GAN trained on those same real images, and on the GAN's images alone;
+  ROC-AUC on 1,000 held-out phantoms, plus the GAN's class consistency and SWD; 3 seeds at 64 px, the GAN 600 steps.
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ LESSONS = {
     "width": dict(notebook="02", wide_steps=300, size=32, batch=16, widths=[0.5, 2.0], n_images=1000,
                   n_heldout=1000, seeds=3),
     "volume": dict(notebook="02", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3),
+    # notebook 06: a classifier trained on n real phantoms, with or without a conditional GAN's images
+    "synthetic-100": dict(notebook="06", n_train=100, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
+                          copies=3, n_test=1000, seeds=3),
+    "synthetic-1000": dict(notebook="06", n_train=1000, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
+                           copies=3, n_test=1000, seeds=3),
 }
 # what a lesson's numbers are: "arms" is every part's main figure, other keys are extra figures per arm
 METRICS = {
@@ -54,6 +63,10 @@ METRICS = {
     "finetune": {"arms": "SWD ×10³ of the EMA generator against unseen phantoms",
                  "raw": "SWD ×10³ of the raw G (no EMA) against the same phantoms, the same latents"},
     "width": {"arms": "SWD ×10³ against held-out phantoms, the same compute (FLOPs) for every width"},
+    **{name: {"arms": "ROC-AUC (normal vs pneumonia) on 1,000 held-out real phantoms",
+              "consistency": "share of the GAN's images the real-trained classifier calls their own class",
+              "gan_swd": "SWD ×10³ of the GAN's images against the held-out phantoms"}
+       for name in ("synthetic-100", "synthetic-1000")},
     "volume": {"arms": "SWD ×10³ against held-out phantoms",
                "flagged": "share of samples the memorisation audit flags as copies of the arm's training images",
                "chance": "share of held-out real images it flags against the same training images (chance level)"},
@@ -154,9 +167,25 @@ def run_volume(seed: int, settings: dict) -> dict:
             "seconds": sum(v["seconds"] for v in arms.values())}
 
 
-RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume}
+def run_synthetic(seed: int, settings: dict) -> dict:
+    """One seed of notebook 06's study: {arm: ROC-AUC} of classifiers trained with and without synthetic images,
+    plus the GAN's class consistency and SWD. Each seed draws its own small training set (other patients)."""
+    from cxrlib import data, experiments
+
+    train = data.load_dataset("phantom", size=settings["size"], n=settings["n_train"], seed=100 + seed)
+    test = data.load_dataset("phantom", size=settings["size"], n=settings["n_test"], seed=1)
+    r = experiments.synthetic_data_study(train, test, gan_steps=settings["gan_steps"],
+                                         n_synthetic=settings["n_synthetic"], clf_steps=settings["clf_steps"],
+                                         copies=settings["copies"], seed=seed)
+    return {"arms": r["arms"], "consistency": {"GAN": r["consistency"]}, "gan_swd": {"GAN": r["gan_swd"]},
+            "seconds": r["seconds"]}
+
+
+RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume,
+           "synthetic-100": run_synthetic, "synthetic-1000": run_synthetic}
 # what each lesson's arms are compared with
-BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images"}
+BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images",
+             "synthetic-100": "real", "synthetic-1000": "real"}
 
 
 def _arm_order(name: str, arms: list[str]) -> list[str]:
@@ -239,12 +268,17 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     s = entry["settings"]
     shape = f" ({s['size']} px, batch {s['batch']})" if "size" in s and "batch" in s else ""
     what = METRICS.get(name, {}).get(metric)
-    steps = f"{s['steps']} steps" if "steps" in s else f"equal compute (widest: {s['wide_steps']} steps)"
+    if "steps" in s:
+        steps = f"{s['steps']} steps"
+    elif "gan_steps" in s:
+        steps = f"GAN {s['gan_steps']} steps on {s['n_train']} real images, classifiers {s['clf_steps']} steps"
+    else:
+        steps = f"equal compute (widest: {s['wide_steps']} steps)"
     lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {steps}{shape} — `{COMMAND}`, "
              f"{parts[0]['date'][:10]}, {parts[0]['machine']}" + (f"\n  figure: {what}" if what else "")]
     for a in arms:
         m, sd = stats[a]
-        line = f"  {a:<16} {m:.3f} ± {sd:.3f}"
+        line = f"  {a:<18} {m:.3f} ± {sd:.3f}"
         if a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
             if diff == 0 and noise == 0:
