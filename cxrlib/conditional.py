@@ -77,6 +77,18 @@ def class_labels(cfg: TrainConfig, label, n: int) -> torch.Tensor | None:
     return y
 
 
+def sample_class_labels(labels: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                        balanced: bool = False, n_classes: int | None = None) -> torch.Tensor:
+    """n class labels for fakes: drawn with the class shares of ``labels`` (the training set's), or uniformly
+    when ``balanced``. labels: (N,) int64; n_classes: default ``labels.max() + 1`` → (n,) int64 on
+    ``labels``' device. With the data's shares, D sees each class as often among fakes as among reals."""
+    n_classes = n_classes or int(labels.max()) + 1
+    if balanced:
+        return torch.randint(n_classes, (n,), generator=generator, device=labels.device)
+    shares = torch.bincount(labels, minlength=n_classes).float() / len(labels)
+    return torch.multinomial(shares, n, replacement=True, generator=generator)
+
+
 class Conditional(Unconditional):
     """The conditional GAN: G(z, y) and D(x, y) with a projection head."""
 
@@ -86,7 +98,6 @@ class Conditional(Unconditional):
         super().__init__(trainer)
         t = trainer
         counts = torch.bincount(t.labels, minlength=len(t.cfg.classes)).float()
-        self.frequencies = (counts / counts.sum()).to(t.device)  # class shares of the training set
         # for class-balanced real batches: row c lists class c's image indices (padded), sizes[c] how many
         members = [torch.nonzero(t.labels.cpu() == c).flatten() for c in range(len(counts))]
         self.sizes = counts.long().to(t.device)
@@ -117,9 +128,8 @@ class Conditional(Unconditional):
 
     def fake_labels(self, n: int) -> torch.Tensor:
         t = self.t
-        if t.cfg.class_sampling == "balanced":
-            return torch.randint(len(self.frequencies), (n,), generator=t.rng, device=t.device)
-        return torch.multinomial(self.frequencies, n, replacement=True, generator=t.rng)
+        return sample_class_labels(t.labels, n, t.rng, balanced=t.cfg.class_sampling == "balanced",
+                                   n_classes=len(t.cfg.classes))
 
     def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.t.G_fwd(z, y)

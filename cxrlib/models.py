@@ -611,7 +611,16 @@ class ProjectionDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.base.phi(x)
-        return self.base.psi(h) + (self.embed(y).to(h.dtype) * h).sum(1)
+        return projection_logit(h, self.base.psi(h), self.embed.weight.to(h.dtype), y)
+
+
+def projection_logit(h: torch.Tensor, psi_out: torch.Tensor, class_embedding: torch.Tensor,
+                     y: torch.Tensor) -> torch.Tensor:
+    """The projection head's logit: ``psi_out + ⟨class_embedding[y], h⟩``.
+
+    h: (B, F) features φ(x); psi_out: (B,) the unconditional logit ψ(φ(x)); class_embedding: (C, F), one
+    vector per class; y: (B,) class indices → (B,) logits."""
+    return psi_out + (class_embedding[y] * h).sum(1)
 
 
 def _feature_dim(D: nn.Module) -> int:
