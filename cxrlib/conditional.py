@@ -8,8 +8,9 @@ generator happens to draw, ask it for a normal one or one with pneumonia. What c
   ``pneumonia/``); each fake gets a label too, drawn with the training set's class frequencies
   (``class_sampling="frequency"``) or uniformly (``"balanced"``, which then draws the real batches
   class-balanced as well: D must never be able to tell reals from fakes by how often a class comes up);
-* **the networks** -- G reads [z, embed(y)] (``models.ConditionalGenerator``); D has a projection head,
-  logit = ψ(φ(x)) + ⟨embed(y), φ(x)⟩ (``models.ProjectionDiscriminator``, Miyato & Koyama 2018);
+* **the networks** -- G's BatchNorm layers scale and shift per class (``models.ConditionalGenerator``; a G
+  without BatchNorm reads [z, embed(y)] instead); D has a projection head, logit = ψ(φ(x)) + ⟨embed(y), φ(x)⟩
+  (``models.ProjectionDiscriminator``, Miyato & Koyama 2018);
 * **the steps** -- exactly the unconditional D and G steps, with y passed along. A fake of class y is
   judged against reals of class y, so G is rewarded only for a pneumonia image when it was asked for one.
 

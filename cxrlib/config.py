@@ -147,7 +147,7 @@ CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
 class TrainConfig:
     """Everything a training run needs besides the data.
 
-    Family: ``family`` "unconditional" (G(z)) or "conditional" (G(z, y) with a class embedding, a
+    Family: ``family`` "unconditional" (G(z)) or "conditional" (G(z, y) with class-conditional norms, a
     projection D; ``classes`` are the class names, taken from the data's sub-folders and kept in the
     checkpoint; ``class_sampling`` "frequency" draws the fakes' classes with the training set's class
     frequencies, "balanced" draws real and fake batches with every class equally often).

@@ -563,25 +563,76 @@ class CourseDiscriminator(FeaturesHead):
 
 # ----------------------------------------------------------------------------------------------- conditional
 
-CLASS_DIM = 64  # size of the generator's class embedding, concatenated to z
+CLASS_DIM = 64  # size of the class embedding concatenated to z (generators without BatchNorm)
+
+
+class ClassBatchNorm2d(nn.Module):
+    """Class-conditional BatchNorm (de Vries et al. 2017; the projection paper's generator): normalise as
+    BatchNorm does, then scale and shift with a learned (γ, β) *per class*: ``γ[y] · x̂ + β[y]``.
+
+    The labels ``y`` of the batch are set on the layer by :class:`ConditionalGenerator` before each forward pass
+    (the layers sit inside ``nn.Sequential`` blocks, which pass only the image on). γ starts at 1 and β at 0,
+    i.e. as plain BatchNorm."""
+
+    def __init__(self, bn: nn.BatchNorm2d, n_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=False)
+        self.gamma = nn.Embedding(n_classes, bn.num_features)
+        self.beta = nn.Embedding(n_classes, bn.num_features)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+        self.y: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.norm(x)
+        g, b = self.gamma(self.y).to(out.dtype), self.beta(self.y).to(out.dtype)
+        return out * g[:, :, None, None] + b[:, :, None, None]
+
+
+def _class_norms(module: nn.Module, n_classes: int) -> list[ClassBatchNorm2d]:
+    """Replace every BatchNorm2d inside ``module`` by a :class:`ClassBatchNorm2d`; return the new layers."""
+    made = []
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            cbn = ClassBatchNorm2d(child, n_classes)
+            setattr(module, name, cbn)
+            made.append(cbn)
+        else:
+            made += _class_norms(child, n_classes)
+    return made
 
 
 class ConditionalGenerator(nn.Module):
     """G(z, y): a generator told which class to draw. z: (B, z_dim), y: (B,) class indices → (B, 1, S, S).
 
-    A learned embedding turns the class into a vector e(y) of ``class_dim`` numbers, concatenated to z:
-    the unconditional network ``base`` (built for ``z_dim + class_dim`` inputs) then reads [z, e(y)], so
-    every layer can depend on the class. The same z with another y draws "the same patient" as the other
-    class, as far as the network learnt to keep the two apart. ``y=None`` draws the classes in turn
-    (0, 1, 0, 1, …): code written for unconditional generators (metrics, grids) gets a balanced mix.
+    The class reaches the unconditional network ``base`` in one or both of two ways:
+
+    * ``class_norm`` -- every BatchNorm of ``base`` becomes a :class:`ClassBatchNorm2d`: a learned scale and
+      shift per class and channel, at every resolution (the projection paper's generator). The default where
+      G has BatchNorm;
+    * ``class_dim`` > 0 -- a learned embedding e(y) of ``class_dim`` numbers concatenated to z (``base`` built
+      for ``z_dim + class_dim`` inputs). The default for a G without BatchNorm.
+
+    Why normalisation by default, measured (course preset, 32-px phantoms, 800 steps): with e(y) concatenated to
+    z the samples of one class came out nearly alike -- MS-SSIM diversity 0.93-0.95 against 0.75-0.78 for real
+    images and for the unconditional G, and 0.88 even when D ignored the labels, 0.80 with a zero embedding:
+    a class vector beside z in the first layer crowds z out. With class-conditional BatchNorm the diversity
+    stayed at 0.70-0.82 and the SWD at the unconditional G's.
+
+    The same z with another y draws "the same patient" as the other class, as far as the network learnt to
+    keep the two apart. ``y=None`` draws the classes in turn (0, 1, 0, 1, …): code written for unconditional
+    generators (metrics, grids) gets a balanced mix.
     """
 
-    def __init__(self, base: nn.Module, n_classes: int, z_dim: int, class_dim: int = CLASS_DIM):
+    def __init__(self, base: nn.Module, n_classes: int, z_dim: int, class_dim: int = 0, class_norm: bool = True):
         super().__init__()
         if n_classes < 2:
             raise CxrError(f"a conditional generator needs at least 2 classes, got {n_classes}")
         self.base, self.n_classes, self.z_dim, self.size = base, n_classes, z_dim, base.size
-        self.embed = nn.Embedding(n_classes, class_dim)  # N(0, 1) init: on the scale of z
+        self.embed = nn.Embedding(n_classes, class_dim) if class_dim else None  # N(0, 1) init: on the scale of z
+        self.class_norms = _class_norms(base, n_classes) if class_norm else []
+        if not (self.embed is not None or self.class_norms):
+            raise CxrError("this generator has no BatchNorm to condition: give it a class embedding (class_dim > 0)")
 
     def default_labels(self, n: int, device=None) -> torch.Tensor:
         return torch.arange(n, device=device) % self.n_classes
@@ -589,7 +640,11 @@ class ConditionalGenerator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, return_levels: bool = False):
         if y is None:
             y = self.default_labels(len(z), z.device)
-        return self.base(torch.cat([z, self.embed(y).to(z.dtype)], 1), return_levels=return_levels)
+        for norm in self.class_norms:
+            norm.y = y
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y).to(z.dtype)], 1)
+        return self.base(z, return_levels=return_levels)
 
 
 class ProjectionDiscriminator(nn.Module):
@@ -633,14 +688,17 @@ def _feature_dim(D: nn.Module) -> int:
 
 
 def build_models(
-    preset: str, size: int, *, z_dim: int | None = None, width: float = 1.0, n_classes: int = 0, **kw
+    preset: str, size: int, *, z_dim: int | None = None, width: float = 1.0, n_classes: int = 0,
+    class_norm: bool | None = None, class_dim: int | None = None, **kw
 ) -> tuple[nn.Module, nn.Module]:
     """Build ``(G, D)`` of a preset for ``size``×``size`` grayscale images.
 
     preset: ``"seed"``, ``"dcgan"`` or ``"course"``; size: a power of two from 32 to 512; z_dim: latent size
     (defaults: seed 256, dcgan 100, course 128); width: multiplies every channel count; n_classes ≥ 2: the
     conditional pair, ``ConditionalGenerator`` around the preset's G and ``ProjectionDiscriminator`` around
-    its D (0: unconditional).
+    its D (0: unconditional), G reading the class through class-conditional BatchNorm (``class_norm``, the
+    default where G has BatchNorm) and/or a ``class_dim``-long embedding concatenated to z (the default,
+    ``CLASS_DIM``, for a G without BatchNorm; both can be set through ``model_kwargs``).
     Extra keywords by preset -- seed: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
     dcgan: ``ngf``, ``ndf``; course: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
     ``down``, ``mbstd_group``, ``spectral_norm``.
@@ -655,7 +713,13 @@ def build_models(
             f"(it takes {', '.join(PRESET_KEYWORDS[preset])})"
         )
     z_noise = z_dim or {"seed": SEED_Z_DIM, "dcgan": 100, "course": 128}[preset]
-    z_dim = z_noise + (CLASS_DIM if n_classes else 0)  # the base G reads [z, e(y)] when conditional
+    if n_classes:  # how G reads the class: class-conditional BatchNorm where G has BatchNorm, else [z, e(y)]
+        has_bn = not (preset == "course" and kw.get("norm") == "none")
+        class_norm = has_bn if class_norm is None else class_norm
+        class_dim = (0 if class_norm else CLASS_DIM) if class_dim is None else class_dim
+    else:
+        class_dim = 0
+    z_dim = z_noise + class_dim
     if preset == "seed":
         d_dropout = kw.pop("d_dropout", 0.3)
         G = seed_generator(size, z_dim=z_dim, width=width, **kw)
@@ -669,7 +733,8 @@ def build_models(
         G = course_generator(size, z_dim=z_dim, width=width, **kw)
         D = CourseDiscriminator(size, width=width, **shared, **d_kw)
     if n_classes:
-        G, D = ConditionalGenerator(G, n_classes, z_noise), ProjectionDiscriminator(D, n_classes)
+        G = ConditionalGenerator(G, n_classes, z_noise, class_dim=class_dim, class_norm=class_norm)
+        D = ProjectionDiscriminator(D, n_classes)
     return G, D
 
 

@@ -7,7 +7,7 @@
 The engine is the same for every GAN family (``cfg.family``, ``FAMILIES``); a family supplies its
 networks, how a batch is drawn and its D step and G step -- the whole algorithm of one family is one file:
 ``cxrlib.unconditional`` (G(z), the course's start: read ``Unconditional.d_step`` and ``g_step``) and
-``cxrlib.conditional`` (G(z, y) with a class embedding, a projection D). What the engine adds around them:
+``cxrlib.conditional`` (G(z, y) with class-conditional norms, a projection D). What the engine adds around them:
 
 * An exponential moving average of G (the EMA generator) is what we sample from: it averages out the last
   steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update; with

@@ -53,11 +53,24 @@ def test_conditional_generator_draws_per_class_and_defaults_to_classes_in_turn(p
     G, D = models.build_models(preset, 32, width=0.25, n_classes=2)
     G.eval()
     z = torch.randn(4, G.z_dim)
-    a, b = G(z, torch.zeros(4, dtype=torch.long)), G(z, torch.ones(4, dtype=torch.long))
+    zeros, ones = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    assert G.class_norms and G.embed is None  # these presets' G has BatchNorm: class-conditional norms
+    assert torch.allclose(G(z, zeros), G(z, ones))  # γ = 1, β = 0 for every class: starts as plain BatchNorm
+    for norm in G.class_norms:  # as training would: per-class scales and shifts
+        torch.nn.init.normal_(norm.beta.weight, std=0.5)
+    a, b = G(z, zeros), G(z, ones)
     assert a.shape == (4, 1, 32, 32) and not torch.allclose(a, b)
     assert torch.allclose(G(z), G(z, torch.tensor([0, 1, 0, 1])))
     D.eval()
     assert D(a, torch.zeros(4, dtype=torch.long)).shape == (4,)
+
+
+def test_generator_without_batchnorm_reads_a_class_embedding_beside_z():
+    G, _ = models.build_models("course", 32, width=0.25, n_classes=2, norm="none")
+    assert G.embed is not None and not G.class_norms
+    assert G.base.stem[0].in_features == G.z_dim + models.CLASS_DIM
+    z = torch.randn(3, G.z_dim)
+    assert not torch.allclose(G(z, torch.zeros(3, dtype=torch.long)), G(z, torch.ones(3, dtype=torch.long)))
 
 
 def test_discriminator_split_leaves_unconditional_logits_unchanged():
