@@ -101,6 +101,9 @@ class Conditional(Unconditional):
         counts = torch.bincount(t.labels, minlength=len(t.cfg.classes)).float()
         # for class-balanced real batches: row c lists class c's image indices (padded), sizes[c] how many
         members = [torch.nonzero(t.labels.cpu() == c).flatten() for c in range(len(counts))]
+        if t.cfg.class_sampling == "balanced" and (counts == 0).any():
+            empty = t.cfg.classes[int(torch.nonzero(counts == 0)[0])]
+            raise CxrError(f"class {empty!r} has no training images: balanced sampling needs images of every class")
         self.sizes = counts.long().to(t.device)
         self.members = torch.nn.utils.rnn.pad_sequence(members, batch_first=True).to(t.device)
 

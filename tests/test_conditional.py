@@ -146,6 +146,9 @@ def test_bad_labels_and_classes_are_one_line_errors(tmp_path):
     one = two_class_set(n_bright=0)
     with pytest.raises(CxrError, match="at least 2 classes.*'dark'"):
         Trainer(cfg, one)
+    three = ImageSet(two_class_set().images, two_class_set().labels, ["dark", "bright", "grey"])
+    with pytest.raises(CxrError, match="'grey' has no training images"):
+        Trainer(cfg.replace(class_sampling="balanced"), three)
     with pytest.raises(CxrError, match="knows 0=dark, 1=bright"):
         class_index(["dark", "bright"], "pneumonia")
     assert class_index(["NORMAL", "PNEUMONIA"], "pneumonia") == 1 and class_index(["a", "b"], "1") == 1
