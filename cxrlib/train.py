@@ -218,7 +218,7 @@ def load_checkpoint(path) -> dict:
 
     path = Path(path)
     if str(path) in assets.SHIPPED and not path.exists():
-        name, shipped = str(path), assets.SHIPPED[str(path)]
+        name, shipped = str(path), assets.shipped_path(str(path))
         found = assets.pretrained_checkpoint(name=name)
         if found is None:
             why = "its sha256 does not match" if shipped.is_file() else "it is not installed"

@@ -142,3 +142,22 @@ def test_an_exported_generator_cannot_be_resumed_exactly_and_says_what_to_do(shi
     data = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
     with pytest.raises(CxrError, match="no optimiser state.*finetune"):
         Trainer.resume(shipped, data)
+
+
+def test_shipped_conditional_generator_draws_each_class():
+    """The conditional twin (`make pretrained-conditional`): small, a course generator at 64 px with the phantoms'
+    two classes, and its samples of each class are told apart by a classifier trained on real phantoms."""
+    from cxrlib import classifier
+    from cxrlib.data import load_dataset
+
+    path = assets.pretrained_checkpoint(name="pretrained-conditional")
+    assert path is not None, "cxrlib/assets/conditional_phantom_64.pt is missing or its sha256 does not match"
+    assert path.stat().st_size < 10e6
+    G, cfg = load_generator("pretrained-conditional", device="cpu")
+    assert (cfg.family, cfg.preset, cfg.size, cfg.classes) == ("conditional", "course", 64, ("normal", "pneumonia"))
+    clf = classifier.train_classifier(load_dataset("phantom", size=64, n=300, seed=5), steps=150, seed=0)
+    z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p_normal = classifier.predict_proba(clf, to_uint8(G(z, torch.zeros(64, dtype=torch.long))))[:, 1].mean()
+        p_pneu = classifier.predict_proba(clf, to_uint8(G(z, torch.ones(64, dtype=torch.long))))[:, 1].mean()
+    assert p_pneu - p_normal > 0.3, (float(p_normal), float(p_pneu))  # the label moves the classifier's verdict

@@ -16,7 +16,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PRETRAINED = HERE / "course_phantom_64.pt"
 PRETRAINED_CONDITIONAL = HERE / "conditional_phantom_64.pt"
-SHIPPED = {"pretrained": PRETRAINED, "pretrained-conditional": PRETRAINED_CONDITIONAL}  # --ckpt NAME → file
+# --ckpt NAME → the name of the module attribute that holds its path (looked up at each call, so tests can point
+# an attribute at another file)
+SHIPPED = {"pretrained": "PRETRAINED", "pretrained-conditional": "PRETRAINED_CONDITIONAL"}
+
+
+def shipped_path(name: str = "pretrained") -> Path:
+    """Where the shipped checkpoint ``name`` (a key of ``SHIPPED``) lives, present or not."""
+    return globals()[SHIPPED[name]]
 
 
 def sha256(path) -> str:
@@ -30,7 +37,7 @@ def sha256(path) -> str:
 def pretrained_checkpoint(verify: bool = True, name: str = "pretrained") -> Path | None:
     """Path of a shipped pretrained checkpoint (EMA generator + config; ``name`` a key of ``SHIPPED``), or None
     when it is absent or altered."""
-    path = SHIPPED[name]
+    path = shipped_path(name)
     if not path.is_file():
         return None
     if verify:
