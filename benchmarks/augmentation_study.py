@@ -83,7 +83,9 @@ def main(argv=None) -> int:
         for a, v in stats.items():
             m, sd = statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
             line = f"  {n} real · {a:<18} AUC {m:.3f} ± {sd:.3f}"
-            if a != "real":
+            if a != "real" and len(v) < 2:
+                line += f"   {m - statistics.fmean(base):+.3f} vs real (one seed: no spread to compare with)"
+            elif a != "real":
                 diff = m - statistics.fmean(base)
                 noise = 2 * max(sd, statistics.stdev(base) if len(base) > 1 else 0.0)
                 line += f"   {diff:+.3f} vs real: {'above' if abs(diff) > noise else 'within'} twice the spread ({noise:.3f})"
