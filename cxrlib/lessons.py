@@ -264,6 +264,8 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
         return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
     arms = _arm_order(name, list(parts[0][metric]))
     baseline = baseline or BASELINES.get(name, arms[-1])
+    if baseline not in arms:  # an extra figure of other arms (e.g. the GAN's consistency): no comparison
+        baseline = None
     stats = {a: _mean_std([p[metric][a] for p in parts]) for a in arms}
     s = entry["settings"]
     shape = f" ({s['size']} px, batch {s['batch']})" if "size" in s and "batch" in s else ""
@@ -279,7 +281,7 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     for a in arms:
         m, sd = stats[a]
         line = f"  {a:<18} {m:.3f} ± {sd:.3f}"
-        if a != baseline:
+        if baseline is not None and a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
             if diff == 0 and noise == 0:
                 line += f"   the same as {baseline} in every seed"

@@ -137,3 +137,21 @@ def test_bank_difference_pairs_two_figures_of_the_same_runs_seed_by_seed(tmp_pat
     assert "raw G" in text.splitlines()[0]
     with pytest.raises(CxrError, match="no figure 'nope'"):
         lessons.bank_difference("finetune", "nope", path=bank)
+
+
+def test_bank_summary_of_an_extra_figure_without_the_baseline_arm(tmp_path):
+    """The synthetic lessons' extra figures (the GAN's consistency) have one arm, not the lesson's baseline: they
+    print mean ± std without a verdict instead of failing."""
+    import json
+
+    from cxrlib import lessons
+
+    parts = {str(s): {"arms": {"real": 0.9 + s / 100, "real + synthetic": 0.8}, "consistency": {"GAN": 0.5 + s / 10},
+                      "date": "2026-12-02", "machine": "test"} for s in range(3)}
+    bank = tmp_path / "bank.json"
+    bank.write_text(json.dumps({"synthetic-100": {"settings": lessons.LESSONS["synthetic-100"], "parts": parts}}))
+    text = lessons.bank_summary("synthetic-100", path=bank, metric="consistency")
+    gan_line = [line for line in text.splitlines() if line.strip().startswith("GAN")]
+    assert gan_line == ["  GAN                0.600 ± 0.100"]  # mean ± std, no verdict against a missing arm
+    main = lessons.bank_summary("synthetic-100", path=bank)
+    assert "-0.110 vs real: above twice the spread" in main  # the main figure keeps its verdicts
