@@ -210,6 +210,7 @@ def test_nan_loss_stops_within_one_step_and_keeps_the_last_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------- EMA BatchNorm statistics
 def test_refreshed_ema_norm_stats_are_those_of_the_averaged_weights():
     # Linear → Dropout → BatchNorm: were dropout on during the refresh, it would inflate the variance
+    torch.manual_seed(0)  # the weights (the test must not depend on which tests ran before it)
     G = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(6, momentum=0.3))
     ema = EMA(G)
     with torch.no_grad():
@@ -226,7 +227,8 @@ def test_refreshed_ema_norm_stats_are_those_of_the_averaged_weights():
     with torch.no_grad():
         h = ema.model[0](z)  # what the averaged weights feed the BatchNorm (no dropout)
     bn = ema.model[2]
-    assert torch.allclose(bn.running_mean, h.mean(0), atol=0.15)
+    # two sample means of 1,024 latents each (the refresh's and ours): within 4 standard errors of each other
+    assert ((bn.running_mean - h.mean(0)).abs() < 4 * h.std(0) * (2 / 1024) ** 0.5).all()
     assert torch.allclose(bn.running_var, h.var(0), rtol=0.15)
     assert not torch.allclose(bn.running_mean, G[2].running_mean, atol=0.5)
     before = [b.clone() for b in ema.model.buffers()]
