@@ -10,7 +10,10 @@ the family the course starts with (Goodfellow et al. 2014 with the seed's and th
 * **G step** -- G makes a fresh batch G(z); G learns to make D call it real (``g_loss``, non-saturating).
   D is frozen (no weight gradients).
 * Both see the *same* DiffAugment (policy and probability p) on real and fake batches, so an augmentation
-  never tells reals from fakes and G is not pushed to reproduce it.
+  never tells reals from fakes and G is not pushed to reproduce it. Each augmentation is applied with
+  probability p, so D does see clean images: a fraction 1 - p of them per augmentation, and all of them while
+  ADA's p is still 0 (it starts there and rises only once D begins to memorise the reals). ``D(x)`` and
+  ``D(G(z))`` are D's mean probabilities "real": a balanced game keeps them apart but away from 1 and 0.
 
 A new family subclasses :class:`Unconditional` and replaces what differs: ``build_models`` (its networks),
 ``real_batch`` (images and whatever goes with them), ``fake_labels``, ``generate`` and ``discriminate``
