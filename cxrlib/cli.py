@@ -68,21 +68,41 @@ def _cmd_augment(args) -> int:
 
 
 # --------------------------------------------------------------------------- training commands
-def _training_data(source: str, size: int, n_images: int | None, on_error: str = "raise"):
-    """``--data``: ``phantom`` (generated now, seed 0) or a folder tree of images → ImageSet at ``size`` px."""
+def _data_folder(source, flag: str = "--data"):
     from pathlib import Path
 
-    from cxrlib.data import load_dataset
     from cxrlib.errors import CxrError
 
-    if str(source).lower() == "phantom":
-        return load_dataset("phantom", size=size, n=n_images, seed=0)
     path = Path(source)
     if not path.exists():
         raise CxrError(f"data folder '{source}' does not exist (give a folder of images, or 'phantom')")
     if not path.is_dir():
-        raise CxrError(f"--data '{source}' is not a folder (give a folder of images, or 'phantom')")
-    return _print_warnings(load_dataset, path, size=size, n=n_images, on_error=on_error)
+        raise CxrError(f"{flag} '{source}' is not a folder (give a folder of images, or 'phantom')")
+    return path
+
+
+def _training_data(source: str, size: int, n_images: int | None, on_error: str = "raise", family: str = "",
+                   masks: str | None = None, data_b: str | None = None):
+    """``--data``: ``phantom`` (generated now, seed 0) or a folder tree of images → ImageSet at ``size`` px.
+    pix2pix: with its masks (``--masks``, default DATA/masks); cyclegan with ``--data-b``: two folders."""
+    from cxrlib.data import _take, load_dataset, load_unpaired
+    from cxrlib.errors import CxrError
+
+    paired = family == "pix2pix"
+    if masks is not None and not paired:
+        raise CxrError("--masks gives the input masks of --family pix2pix")
+    if data_b is not None and family != "cyclegan":
+        raise CxrError("--data-b gives the second domain of --family cyclegan")
+    if str(source).lower() == "phantom":
+        if masks is not None or data_b is not None:
+            raise CxrError("phantoms bring their own masks and classes: drop --masks/--data-b with --data phantom")
+        return load_dataset("phantom", size=size, n=n_images, seed=0, **({"masks": True} if paired else {}))
+    path = _data_folder(source)
+    if data_b is not None:
+        data = _print_warnings(load_unpaired, path, _data_folder(data_b, "--data-b"), size=size, on_error=on_error)
+        return _take(data, n_images, 0)
+    kw = {"masks": True, "masks_dir": masks} if paired else {}
+    return _print_warnings(load_dataset, path, size=size, n=n_images, on_error=on_error, **kw)
 
 
 def _parse_sets(pairs) -> dict:
@@ -140,7 +160,7 @@ def _cmd_train(args) -> int:
     from pathlib import Path
 
     from cxrlib import models
-    from cxrlib.config import budget, make_config
+    from cxrlib.config import IMAGE_TO_IMAGE, budget, make_config
     from cxrlib.errors import CxrError
     from cxrlib.train import Trainer
 
@@ -157,7 +177,8 @@ def _cmd_train(args) -> int:
             given = getattr(args, key)
             if given is not None and given != saved[key]:
                 raise CxrError(f"--{key} {given} differs from the run's {key} {saved[key]} in '{out}'")
-        data = _training_data(args.data, saved["size"], args.n_images, args.on_error)
+        data = _training_data(args.data, saved["size"], args.n_images, args.on_error, saved.get("family", ""),
+                              args.masks, args.data_b)
         trainer = Trainer.resume(out, data, **overrides)
         print(f"resuming '{out}' at step {trainer.step}", flush=True)
     else:
@@ -165,14 +186,21 @@ def _cmd_train(args) -> int:
         size = models.check_size(args.size or budget().size)
         if "steps" not in overrides:
             overrides["steps"] = budget().steps
-        if args.conditional:
-            overrides.setdefault("family", "conditional")
+        family = args.family or ("conditional" if args.conditional else overrides.get("family", "unconditional"))
+        if args.conditional and family != "conditional":
+            raise CxrError(f"--conditional and --family {family} contradict each other: give one")
+        overrides["family"] = family
         if args.balanced:
-            if overrides.get("family") != "conditional":
+            if family != "conditional":
                 raise CxrError("--balanced draws classes of a conditional GAN: add --conditional")
             overrides["class_sampling"] = "balanced"
-        cfg = make_config(args.preset or "course", size=size, **overrides)
-        data = _training_data(args.data, size, args.n_images, args.on_error)
+        if args.domains is not None:
+            if family != "cyclegan":
+                raise CxrError("--domains names the two domains of --family cyclegan")
+            overrides["domains"] = tuple(d.strip() for d in args.domains.split(","))
+        preset = args.preset or (family if family in IMAGE_TO_IMAGE else "course")
+        cfg = make_config(preset, size=size, **overrides)
+        data = _training_data(args.data, size, args.n_images, args.on_error, family, args.masks, args.data_b)
         trainer = Trainer(cfg, data, out=out)
     _announce(trainer, data)
     trainer.fit(progress=not args.quiet)
@@ -220,6 +248,14 @@ def _cmd_sample(args) -> int:
         raise CxrError("give --n N (images) or --per-class N (N of every class of a conditional generator)")
     print(write_samples(args.ckpt, args.n, args.out, seed=args.seed, ema=not args.no_ema, label=args.class_,
                         per_class=args.per_class))
+    return 0
+
+
+def _cmd_translate(args) -> int:
+    from cxrlib.translation import translate_folder
+
+    print(_print_warnings(translate_folder, args.ckpt, args.src, args.dst, args.direction, masks_dir=args.masks,
+                          on_error=args.on_error, ema=not args.no_ema))
     return 0
 
 
@@ -381,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cxrlib", description="cxr-gan: synthetic chest X-rays with a GAN, from data to audit."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from cxrlib.config import FAMILY_CHOICES
 
     p = sub.add_parser("phantom", help="write procedural phantom chest X-rays (offline data set)")
     p.add_argument("--out", required=True, help="folder to create (normal/, pneumonia/, manifest.csv)")
@@ -418,7 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of images/DICOMs (class = first sub-folder), or 'phantom'")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument("--size", type=int, help="image side in px, a power of two 32–512 (default: the budget's)")
-    p.add_argument("--preset", choices=("course", "dcgan", "seed"), help="recipe and networks (default course)")
+    p.add_argument("--preset", choices=("course", "dcgan", "seed", "pix2pix", "cyclegan"),
+                   help="recipe and networks (default course; an image-to-image family brings its own)")
+    p.add_argument("--family", choices=FAMILY_CHOICES,
+                   help="GAN family: unconditional (default), conditional, pix2pix (masks → X-ray, needs masks), "
+                        "cyclegan (between two classes or folders, unpaired)")
+    p.add_argument("--masks", metavar="DIR", help="pix2pix: the mask folder, masks/<structure>/<image stem>.png "
+                   "(default DATA/masks)")
+    p.add_argument("--domains", metavar="A,B", help="cyclegan: the two classes of --data to translate between "
+                   "(default: its two classes in sorted order, e.g. normal,pneumonia)")
+    p.add_argument("--data-b", metavar="DIR", help="cyclegan: a second folder as domain B (--data is then A)")
     _add_length(p)
     p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
     p.add_argument("--seed", type=int, help="random seed: same seed and data, same run (default 0)")
@@ -461,6 +507,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="latent seed: the same seed gives the same images")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("translate", help="translate a folder with a pix2pix (masks → X-ray) or cyclegan run")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or run directory of a pix2pix or cyclegan run")
+    p.add_argument("--src", required=True, help="pix2pix: a folder with masks/<structure>/<image stem>.png (and "
+                   "its images, whose names the outputs take); cyclegan: any folder of images (never written to)")
+    p.add_argument("--dst", required=True, help="folder for the translated images (same relative names, .png)")
+    p.add_argument("--direction", choices=("a2b", "b2a"), help="cyclegan: A → B (default, e.g. normal → "
+                   "pneumonia) or B → A")
+    p.add_argument("--masks", metavar="DIR", help="pix2pix: the mask folder (default SRC/masks)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
+    _add_on_error(p)
+    p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("bench", help="training throughput table (images/s, ms/step) of presets × sizes here")
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: checks that it works")

@@ -95,8 +95,8 @@ class Conditional(Unconditional):
 
     name = "conditional"
 
-    def __init__(self, trainer):
-        super().__init__(trainer)
+    def __init__(self, trainer, data=None):
+        super().__init__(trainer, data)
         t = trainer
         counts = torch.bincount(t.labels, minlength=len(t.cfg.classes)).float()
         # for class-balanced real batches: row c lists class c's image indices (padded), sizes[c] how many

@@ -138,8 +138,9 @@ def budget(kind: str | None = None) -> Budget:
 # checkpoints (primitives only, so a checkpoint loads with ``torch.load(weights_only=True)``).
 
 AMP_CHOICES = ("auto", "bf16", "off")
-LOSS_CHOICES = ("bce", "hinge")
-FAMILY_CHOICES = ("unconditional", "conditional")  # GAN families of the engine (cxrlib.train.FAMILIES)
+LOSS_CHOICES = ("bce", "hinge", "lsgan")
+FAMILY_CHOICES = ("unconditional", "conditional", "pix2pix", "cyclegan")  # the engine's GAN families (train.FAMILIES)
+IMAGE_TO_IMAGE = ("pix2pix", "cyclegan")  # families that translate images instead of drawing them from z
 CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
 
 
@@ -150,7 +151,13 @@ class TrainConfig:
     Family: ``family`` "unconditional" (G(z)) or "conditional" (G(z, y) with class-conditional norms, a
     projection D; ``classes`` are the class names, taken from the data's sub-folders and kept in the
     checkpoint; ``class_sampling`` "frequency" draws the fakes' classes with the training set's class
-    frequencies, "balanced" draws real and fake batches with every class equally often).
+    frequencies, "balanced" draws real and fake batches with every class equally often), or one of the
+    image-to-image families (preset of the same name): "pix2pix" translates anatomy masks to an X-ray
+    (``structures``: the mask channels, in order; loss ``gan_weight``·GAN + ``l1_weight``·L1, gan_weight 0
+    is the L1-only ablation), "cyclegan" translates between two unpaired ``domains`` (class names of the
+    data; ``cycle_weight`` λ, ``identity_weight`` × λ for the identity loss, ``pool_size`` earlier fakes
+    shown to D). ``lr_decay_start`` f < 1 decays both learning rates linearly to 0 over the last 1 − f of
+    the run (CycleGAN: 0.5).
 
     Architecture: ``preset`` ("seed", "dcgan", "course") names the networks *and* (through ``PRESETS``)
     their training recipe; ``size`` is the image side in px (a power of two, 32–512); ``z_dim`` None keeps
@@ -162,7 +169,7 @@ class TrainConfig:
     caps the run's *total* training time (over resumes); with ``steps`` it is a safety net, and
     ``Trainer.fit`` warns when it binds. A field missing from an older config dict takes its default here.
 
-    Losses and tricks: ``loss`` "bce" (non-saturating) or "hinge"; ``label_smoothing`` s gives D targets
+    Losses and tricks: ``loss`` "bce" (non-saturating), "hinge" or "lsgan" (least squares); ``label_smoothing`` s gives D targets
     1 - s/2 and s/2 (the seed's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
     seed's "label swapping"); ``r1_gamma`` > 0 adds the R1 gradient penalty on real images, lazily every
     ``r1_every`` D steps; ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
@@ -196,6 +203,8 @@ class TrainConfig:
     family: str = "unconditional"
     classes: tuple[str, ...] = ()
     class_sampling: str = "frequency"
+    structures: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
     size: int = 64
     batch: int = 32
     steps: int | None = 2000
@@ -217,6 +226,12 @@ class TrainConfig:
     ada: bool = False
     ada_target: float = 0.6
     ada_speed_kimg: float = 20.0
+    # image-to-image losses
+    l1_weight: float = 100.0
+    gan_weight: float = 1.0
+    cycle_weight: float = 10.0
+    identity_weight: float = 0.5
+    pool_size: int = 50
     # optimisers
     g_lr: float = 2e-4
     d_lr: float = 2e-4
@@ -226,6 +241,7 @@ class TrainConfig:
     adaptive_every: int = 200
     adaptive_patience: int = 2
     adaptive_factor: float = 0.5
+    lr_decay_start: float = 1.0
     # generator EMA
     ema_half_life_kimg: float = 0.0
     ema_rampup: float = 0.0
@@ -244,6 +260,8 @@ class TrainConfig:
         self.g_betas = tuple(float(b) for b in self.g_betas)
         self.d_betas = tuple(float(b) for b in self.d_betas)
         self.classes = tuple(str(c) for c in self.classes)
+        self.structures = tuple(str(c) for c in self.structures)
+        self.domains = tuple(str(c) for c in self.domains)
         self.model_kwargs = dict(self.model_kwargs or {})
 
     def validate(self) -> TrainConfig:
@@ -261,6 +279,25 @@ class TrainConfig:
             bad("class_sampling", f"choose one of {', '.join(CLASS_SAMPLING_CHOICES)}")
         if self.family == "unconditional" and self.classes:
             bad("classes", "class names belong to the conditional family (family='conditional')")
+        if (self.family in IMAGE_TO_IMAGE or self.preset in IMAGE_TO_IMAGE) and self.family != self.preset:
+            bad("preset", f"the {self.family if self.family in IMAGE_TO_IMAGE else self.preset} family has its own "
+                "networks and recipe: use preset and family of the same name (make_config('pix2pix') or "
+                "make_config('cyclegan'))")
+        if self.family in IMAGE_TO_IMAGE:
+            for f, why in (("augment", "DiffAugment is not implemented for paired/unpaired translation"),
+                           ("r1_gamma", "R1 is not implemented for the image-to-image families"),
+                           ("adaptive_lr", "the adaptive schedule measures samples from z"),
+                           ("ema_bn_refresh", "it recomputes statistics from z")):
+                if getattr(self, f):
+                    bad(f, f"not available for {self.family}: {why}")
+        if self.structures and self.family != "pix2pix":
+            bad("structures", "mask structures are the input of the pix2pix family")
+        if self.domains and (self.family != "cyclegan" or len(self.domains) != 2 or len(set(self.domains)) != 2):
+            bad("domains", "two different domain names, for the cyclegan family")
+        if not 0 < self.lr_decay_start <= 1:
+            bad("lr_decay_start", "the fraction of the run after which the learning rates decay to 0, in (0, 1]")
+        if self.pool_size < 0:
+            bad("pool_size", "must be >= 0 (0: no history pool)")
         if self.size < 8 or self.size & (self.size - 1):
             bad("size", "must be a power of two, e.g. 32, 64, …, 512")
         for f in ("batch", "g_steps_per_d_step", "d_steps_per_g_step", "r1_every", "log_every",
@@ -288,7 +325,8 @@ class TrainConfig:
         for f in ("g_lr", "d_lr"):
             if not getattr(self, f) > 0:
                 bad(f, "must be > 0")
-        for f in ("r1_gamma", "ema_half_life_kimg", "ema_rampup", "width"):
+        for f in ("r1_gamma", "ema_half_life_kimg", "ema_rampup", "width", "l1_weight", "gan_weight",
+                  "cycle_weight", "identity_weight"):
             if getattr(self, f) < 0:
                 bad(f, "must be >= 0")
         return self
@@ -298,6 +336,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["g_betas"], d["d_betas"] = list(self.g_betas), list(self.d_betas)
         d["classes"] = list(self.classes)
+        d["structures"], d["domains"] = list(self.structures), list(self.domains)
         return d
 
     @classmethod
@@ -339,6 +378,21 @@ PRESETS: dict[str, dict] = {
         g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r1_every=16,
         augment="translation,cutout", augment_p=1.0, ada=True, ada_target=0.6, ada_speed_kimg=20.0,
         ema_half_life_kimg=5.0, ema_rampup=0.05,
+    ),
+    # Isola et al. 2017: U-Net G, PatchGAN D on (mask, image) pairs, BCE + 100·L1, Adam 2e-4 with beta1 0.5,
+    # D's loss halved. The paper trained with batch 1-10; batch 16 keeps a 2-core CPU busy at 64 px.
+    "pix2pix": dict(
+        preset="pix2pix", family="pix2pix", batch=16, loss="bce", g_lr=2e-4, d_lr=2e-4,
+        g_betas=(0.5, 0.999), d_betas=(0.5, 0.999), r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
+        l1_weight=100.0, gan_weight=1.0,
+    ),
+    # Zhu et al. 2017: two ResNet-block G, two PatchGAN D, least-squares loss, cycle 10, identity 0.5·10, a
+    # pool of 50 earlier fakes for D, Adam 2e-4 with beta1 0.5 and a linear decay to 0 over the second half.
+    # The paper trained with batch 1; batch 4 suits a CPU (instance norm makes the batch size matter little).
+    "cyclegan": dict(
+        preset="cyclegan", family="cyclegan", batch=4, loss="lsgan", g_lr=2e-4, d_lr=2e-4,
+        g_betas=(0.5, 0.999), d_betas=(0.5, 0.999), r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
+        cycle_weight=10.0, identity_weight=0.5, pool_size=50, lr_decay_start=0.5,
     ),
 }
 

@@ -6,7 +6,7 @@ to call ``backward()`` on; ``stats`` holds detached 0-dim tensors named as in th
 ``d_loss_fake``, ``D(x)``, ``D(G(z))`` = mean sigmoid probabilities). Nothing here calls ``.item()``: the
 trainer reads the stats only at log intervals, so the device never waits for the host.
 
-``LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge)}``.
+``LOSSES = {"bce": …, "hinge": …, "lsgan": …}``: each a pair (D loss, G loss).
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from cxrlib.errors import CxrError
 def _probs(logits: torch.Tensor) -> torch.Tensor:
     """Mean sigmoid probability, detached and in float32: "how real D thinks these are", in [0, 1]."""
     return torch.sigmoid(logits.detach().float()).mean()
+
+
+def _d_stats(d_loss_real, d_loss_fake, d_real, d_fake) -> dict:
+    """The D losses' statistics: both halves of the loss (detached) and D's mean verdict on each side."""
+    return {"d_loss_real": d_loss_real.detach(), "d_loss_fake": d_loss_fake.detach(), "D(x)": d_real, "D(G(z))": d_fake}
 
 
 # ----------------------------------------------------------------------------------------------- BCE
@@ -81,12 +86,7 @@ def d_loss_bce(
     d_loss_real = F.binary_cross_entropy_with_logits(real_logits.float(), t_real)
     d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), t_fake)
     loss = d_loss_real + d_loss_fake
-    stats = {
-        "d_loss_real": d_loss_real.detach(),
-        "d_loss_fake": d_loss_fake.detach(),
-        "D(x)": _probs(real_logits),
-        "D(G(z))": _probs(fake_logits),
-    }
+    stats = _d_stats(d_loss_real, d_loss_fake, _probs(real_logits), _probs(fake_logits))
     return loss, stats
 
 
@@ -123,12 +123,7 @@ def d_loss_hinge(
         raise CxrError("label smoothing and label flipping apply to the 'bce' loss only, not to 'hinge'")
     d_loss_real = F.relu(1.0 - real_logits.float()).mean()
     d_loss_fake = F.relu(1.0 + fake_logits.float()).mean()
-    stats = {
-        "d_loss_real": d_loss_real.detach(),
-        "d_loss_fake": d_loss_fake.detach(),
-        "D(x)": _probs(real_logits),
-        "D(G(z))": _probs(fake_logits),
-    }
+    stats = _d_stats(d_loss_real, d_loss_fake, _probs(real_logits), _probs(fake_logits))
     return d_loss_real + d_loss_fake, stats
 
 
@@ -169,4 +164,31 @@ def r1_weight(gamma: float, every: int = 1) -> float:
     return gamma / 2 * every
 
 
-LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge)}
+# ----------------------------------------------------------------------------------------------- least squares
+def d_loss_lsgan(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    flip_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Least-squares loss for D (Mao et al. 2017; CycleGAN): ``mean((D(x) − 1)²) + mean(D(G(z))²)``.
+
+    D's outputs are scores regressed to 1 (real) and 0 (fake), not logits of a probability; the quadratic
+    keeps pulling samples that D already calls fake but that lie far from the data. The stats ``D(x)`` and
+    ``D(G(z))`` are the mean scores (targets 1 and 0). Smoothing and flipping are refused as for hinge."""
+    if label_smoothing or flip_prob:
+        raise CxrError("label smoothing and label flipping apply to the 'bce' loss only, not to 'lsgan'")
+    d_loss_real = (real_logits.float() - 1).pow(2).mean()
+    d_loss_fake = fake_logits.float().pow(2).mean()
+    stats = _d_stats(d_loss_real, d_loss_fake, real_logits.detach().float().mean(), fake_logits.detach().float().mean())
+    return d_loss_real + d_loss_fake, stats
+
+
+def g_loss_lsgan(fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Least-squares loss for G: ``mean((D(G(z)) − 1)²)``. Returns ``(g_loss, {"D(G(z))": mean score})``."""
+    return (fake_logits.float() - 1).pow(2).mean(), {"D(G(z))": fake_logits.detach().float().mean()}
+
+
+LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge), "lsgan": (d_loss_lsgan, g_loss_lsgan)}

@@ -378,6 +378,17 @@ def _local_means(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.conv2d(out, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
 
 
+def _ssim_maps(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM's local terms of x, y (B, 1, H, W) float in [0, 1] with the 1-D Gaussian window ``g`` (k taps):
+    the luminance and the contrast-structure maps, each (B, H − k + 1, W − k + 1) ('valid' borders).
+    Constants C1 = 0.01², C2 = 0.03² (Wang et al. 2004, data range 1)."""
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y, m_xx, m_yy, m_xy = _local_means(torch.cat([x, y, x * x, y * y, x * y], dim=1), g).unbind(1)
+    var_x, var_y, cov = m_xx - mu_x**2, m_yy - mu_y**2, m_xy - mu_x * mu_y
+    lum = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return lum, (2 * cov + c2) / (var_x + var_y + c2)
+
+
 def ms_ssim_scales(size: int, kernel_size: int = 7, max_scales: int = 5) -> int:
     """How many MS-SSIM scales fit ``size`` px: the coarsest must still hold one ``kernel_size`` window
     (32 px → 3, 64 px → 4, ≥ 112 px → 5)."""
@@ -402,16 +413,14 @@ def ms_ssim(a, b, *, n_scales: int | None = None, kernel_size: int = 7, sigma: f
     betas = torch.tensor(MS_SSIM_BETAS[:n_scales], dtype=torch.float32)
     betas = betas / betas.sum()
     g = _gaussian_1d(kernel_size, sigma, x.device)
-    c1, c2 = 0.01**2, 0.03**2
     factors = []
     for scale in range(n_scales):
         if min(x.shape[-2:]) < kernel_size:
             raise CxrError(f"images too small for {n_scales} MS-SSIM scales with a {kernel_size}px window")
-        mu_x, mu_y, m_xx, m_yy, m_xy = _local_means(torch.cat([x, y, x * x, y * y, x * y], dim=1), g).unbind(1)
-        var_x, var_y, cov = m_xx - mu_x**2, m_yy - mu_y**2, m_xy - mu_x * mu_y
-        cs = ((2 * cov + c2) / (var_x + var_y + c2)).mean(dim=(1, 2))
+        lum_map, cs_map = _ssim_maps(x, y, g)
+        cs = cs_map.mean(dim=(1, 2))
         if scale == n_scales - 1:
-            lum = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)).mean(dim=(1, 2))
+            lum = lum_map.mean(dim=(1, 2))
             factors.append((lum * cs).clamp_min(0))
         else:
             factors.append(cs.clamp_min(0))
@@ -987,3 +996,229 @@ def summary_table(result: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{a:<{width}}  {b:<14} {c}".rstrip() for a, b, c in rows]
     return "\n".join(lines + [f"warning: {w}" for w in result.get("warnings", [])])
+
+
+# ======================================================================= image-to-image translation
+# Paired scores (Pix2Pix: a prediction against its ground truth) and translation checks (CycleGAN: a
+# normal → pneumonia translation against its source and, with phantoms, the patient's ill twin). Images follow
+# the module's convention — (N, 1, S, S) uint8 in [0, 255] or float in [-1, 1], tensors or numpy arrays — and
+# every figure is computed on the [0, 1] scale (uint8: x / 255). Paired sets must hold the same N and size.
+_LAPLACIAN_3x3 = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+_MAX_PSNR = 100.0  # dB: what identical images score (mean squared error floored at 1e-10)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) uint8 [0, 255] or float [-1, 1] → float32 in [0, 1] (uint8: x / 255)."""
+    return (to_float(x) + 1.0) / 2.0
+
+
+def _paired(a, b, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two image sets that are compared image by image: same N and same size (CxrError otherwise)."""
+    a, b = as_images(a), as_images(b)
+    _check_same_size(a, b, what)
+    if a.shape[0] != b.shape[0]:
+        raise CxrError(f"{what} sets must hold the same number of images, got {a.shape[0]} and {b.shape[0]}")
+    return a, b
+
+
+def _per_image(fn: Callable[..., torch.Tensor], *sets: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to aligned slices of ``_CHUNK`` images of each set (all (N, …)); its (B,) results
+    concatenated to (N,) float32 on the CPU. Bounds memory: no set becomes one big float tensor."""
+    n = sets[0].shape[0]
+    return torch.cat([fn(*(s[i : i + _CHUNK] for s in sets)).float().cpu() for i in range(0, n, _CHUNK)])
+
+
+def _broadcast_map(m, like: torch.Tensor, what: str) -> torch.Tensor:
+    """A per-pixel map (tensor or array: (H, W), (1, H, W), (N or 1, 1, H, W)) expanded, without a copy,
+    to the shape of the image set ``like`` (N, 1, H, W)."""
+    m = torch.as_tensor(getattr(m, "images", m), device=like.device)
+    if m.dim() == 2:
+        m = m[None, None]
+    elif m.dim() == 3:
+        m = m.unsqueeze(1)
+    try:
+        return torch.broadcast_to(m, like.shape)
+    except RuntimeError:
+        raise CxrError(f"{what} shaped {tuple(m.shape)} does not fit images shaped {tuple(like.shape)}") from None
+
+
+def _as_mask(mask, like: torch.Tensor) -> torch.Tensor:
+    """A mask (bool, or numbers where > 0 is inside, e.g. uint8 0/255) as bool shaped like ``like``."""
+    m = _broadcast_map(mask, like, "mask")
+    return m if m.dtype == torch.bool else m > 0
+
+
+def ssim(a, b, *, kernel_size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Single-scale SSIM of image pairs (Wang et al. 2004): a, b (N, 1, H, W) → (N,) float32, 1 = identical.
+
+    Mean over the 'valid' window positions of the product of the luminance and contrast-structure maps
+    (``_ssim_maps``, the terms ``ms_ssim`` uses), with a ``kernel_size``² Gaussian window of std ``sigma`` on
+    the [0, 1] scale. ``kernel_size=11`` reproduces ``skimage.metrics.structural_similarity(gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=1)``; the default 7 (as in ``ms_ssim``, for small images)
+    differs from it by a few thousandths. Not clipped: it can be negative for anti-correlated pairs.
+    """
+    a, b = _paired(a, b, "ssim")
+    if min(a.shape[-2:]) < kernel_size:
+        raise CxrError(f"images of {a.shape[-1]}x{a.shape[-2]} px are smaller than the {kernel_size}px SSIM window")
+    g = _gaussian_1d(kernel_size, sigma, a.device)
+
+    def one(x, y):
+        lum, cs = _ssim_maps(_unit(x), _unit(y), g)
+        return (lum * cs).mean(dim=(1, 2))
+
+    return _per_image(one, a, b)
+
+
+def _reference_unit(reference, like: torch.Tensor) -> torch.Tensor:
+    """A reference image on the 0..255 scale (uint8, or float such as a mean of uint8 images) → [0, 1],
+    through the same arithmetic as ``_unit`` (so a uint8 image and its float copy give identical values)."""
+    r = torch.as_tensor(getattr(reference, "images", reference), device=like.device)
+    r = to_float(r) if r.dtype == torch.uint8 else r.float() / 127.5 - 1.0
+    return (r + 1.0) / 2.0
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each image's pixel vector: x, y (B, …) → (B,) float64. A (nearly) constant
+    vector (RMS deviation < 1e-6, far below one uint8 step of 1/255) gives 0, not NaN."""
+    x, y = x.flatten(1).double(), y.flatten(1).double()
+    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    sx, sy = x.pow(2).mean(1).sqrt(), y.pow(2).mean(1).sqrt()
+    r = (x * y).mean(1) / (sx * sy).clamp_min(1e-300)
+    return torch.where((sx < 1e-6) | (sy < 1e-6), torch.zeros_like(r), r.clamp(-1.0, 1.0))
+
+
+def pixel_correlation(pred, true, reference=None) -> torch.Tensor:
+    """Per-image Pearson correlation of the pixels of ``pred`` and ``true`` (N, 1, H, W): (N,) float32 in [−1, 1].
+
+    ``reference``: an image on the 0..255 scale — uint8, or float such as ``true.float().mean(0)`` — shaped
+    (H, W), (1, 1, H, W) or (N, 1, H, W). With it the deviations pred − reference and true − reference are
+    correlated instead: how much of what makes this patient differ from the average the prediction got (a
+    prediction equal to the reference scores 0, however well the average image itself correlates).
+    A constant vector (e.g. a prediction equal to the reference) gives 0, never NaN.
+    """
+    pred, true = _paired(pred, true, "predicted and true")
+    if reference is None:
+        return _per_image(lambda p, t: _pearson(_unit(p), _unit(t)), pred, true)
+    ref = _broadcast_map(_reference_unit(reference, pred), pred, "reference")
+    return _per_image(lambda p, t, r: _pearson(_unit(p) - r, _unit(t) - r), pred, true, ref)
+
+
+def _abs_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (_unit(a) - _unit(b)).abs()
+
+
+def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image mean |a − b| on the [0, 1] scale: (B,)."""
+    return _abs_error(a, b).mean(dim=(1, 2, 3))
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for data range 1: −10 log10(MSE), capped at ``_MAX_PSNR`` for identical images."""
+    mse = (_unit(a) - _unit(b)).pow(2).mean(dim=(1, 2, 3))
+    return -10.0 * torch.log10(mse.clamp_min(10 ** (-_MAX_PSNR / 10)))
+
+
+def _mean_sd(v: torch.Tensor) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0.0 for a single value) of per-image values (N,)."""
+    return float(v.mean()), (float(v.std()) if v.numel() > 1 else 0.0)
+
+
+def paired_scores(pred, true, reference=None) -> dict:
+    """Paired image-to-image scores (e.g. Pix2Pix predictions against their ground truth), as a JSON-ready dict.
+
+    pred, true: (N, 1, H, W), same N and size. Means over the N images, each with ``<key>_sd`` (sample standard
+    deviation over images): ``l1`` (mean |pred − true| on the [0, 1] scale), ``psnr`` (dB, data range 1,
+    identical images capped at 100 dB), ``ssim`` (``ssim``, 7 px window), ``corr`` (``pixel_correlation``);
+    with ``reference`` also ``dev_corr`` and ``dev_corr_sd`` (``pixel_correlation`` of the deviations from
+    it). ``n``: N.
+    """
+    pred, true = _paired(pred, true, "predicted and true")
+    per_image = {
+        "l1": _per_image(_l1, pred, true),
+        "psnr": _per_image(_psnr, pred, true),
+        "ssim": ssim(pred, true),
+        "corr": pixel_correlation(pred, true),
+    }
+    if reference is not None:
+        per_image["dev_corr"] = pixel_correlation(pred, true, reference)
+    out: dict = {}
+    for key, v in per_image.items():
+        out[key], out[f"{key}_sd"] = _mean_sd(v)
+    out["n"] = int(pred.shape[0])
+    return out
+
+
+def sharpness(images) -> float:
+    """Mean over images of the variance of the 3×3 Laplacian response ([0, 1] scale, 'valid' borders).
+
+    images: (N, 1, H, W), H, W ≥ 3. The classic blur measure (variance of the Laplacian): it falls as fine
+    detail is lost, so the blurry outputs of an L1-only Pix2Pix score below the real images they imitate.
+    """
+    x = as_images(images)
+    if min(x.shape[-2:]) < 3:
+        raise CxrError(f"images of {x.shape[-1]}x{x.shape[-2]} px are too small for a 3x3 Laplacian")
+    kernel = torch.tensor(_LAPLACIAN_3x3, device=x.device)[None, None]
+    return float(_per_image(lambda c: F.conv2d(_unit(c), kernel).var(dim=(1, 2, 3), correction=0), x).mean())
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image mean of ``values`` (B, 1, H, W) over the pixels where ``mask`` (bool, same shape) is true:
+    (B,), NaN where the mask is empty."""
+    count = mask.sum(dim=(1, 2, 3)).float()
+    total = torch.where(mask, values, torch.zeros_like(values)).sum(dim=(1, 2, 3))
+    return torch.where(count > 0, total / count.clamp_min(1.0), torch.full_like(total, float("nan")))
+
+
+def masked_l1(a, b, mask) -> torch.Tensor:
+    """Per-image mean |a − b| over the pixels inside ``mask``, on the [0, 1] scale: (N,) float32.
+
+    a, b: (N, 1, H, W); mask: bool, or numbers where > 0 is inside (uint8 0/255), shaped (N, 1, H, W) or
+    broadcastable to it ((H, W), (1, 1, H, W)). An image whose mask is empty gives NaN. E.g. ``mask=~lungs``:
+    how much a translation changed outside the lung fields.
+    """
+    a, b = _paired(a, b, "masked")
+    m = _as_mask(mask, a)
+    return _per_image(lambda x, y, k: _masked_mean(_abs_error(x, y), k), a, b, m)
+
+
+def masked_mean_change(before, after, mask) -> torch.Tensor:
+    """Per-image mean of after − before over the pixels inside ``mask``, signed, on the [0, 1] scale: (N,) float32.
+
+    Shapes and mask as in ``masked_l1`` (an empty mask gives NaN). Positive = brighter after, e.g. the
+    lung-field opacity a normal → pneumonia translation adds.
+    """
+    before, after = _paired(before, after, "before and after")
+    m = _as_mask(mask, before)
+    return _per_image(lambda x, y, k: _masked_mean(_unit(y) - _unit(x), k), before, after, m)
+
+
+def translation_report(source, translated, *, lungs, twin=None, round_trip=None) -> dict:
+    """What a normal → pneumonia translation changed, as a JSON-ready dict.
+
+    source, translated (and twin, round_trip): (N, 1, H, W), same N and size; lungs: (N, 1, H, W) bool or
+    uint8 0/255 (the source's lung fields). Means over images (images with an empty mask region left out),
+    on the [0, 1] scale:
+
+    * ``outside_l1`` — mean ``masked_l1(source, translated, ~lungs)``: should be near 0 (the patient kept);
+    * ``lung_change`` — mean ``masked_mean_change(source, translated, lungs)``: > 0 when the lungs whitened;
+    * with ``twin`` (the same patient ill, e.g. a phantom drawn with ``pneumonia_fraction=1`` and the same
+      seed): ``twin_lung_change`` (the same for twin) and ``change_ratio`` = lung_change / twin_lung_change
+      (1 = as much opacity as the real disease adds; NaN when the twin's change is 0);
+    * with ``round_trip`` (source → pneumonia → normal): ``round_trip_l1`` = mean |round_trip − source|;
+    * ``n``: N.
+    """
+    source, translated = _paired(source, translated, "source and translated")
+    inside = _as_mask(lungs, source)
+    out: dict = {
+        "outside_l1": float(torch.nanmean(masked_l1(source, translated, ~inside))),
+        "lung_change": float(torch.nanmean(masked_mean_change(source, translated, inside))),
+    }
+    if twin is not None:
+        twin_change = float(torch.nanmean(masked_mean_change(source, twin, inside)))
+        out["twin_lung_change"] = twin_change
+        out["change_ratio"] = out["lung_change"] / twin_change if twin_change != 0 else float("nan")
+    if round_trip is not None:
+        src, back = _paired(source, round_trip, "source and round-trip")
+        out["round_trip_l1"] = float(_per_image(_l1, src, back).mean())
+    out["n"] = int(source.shape[0])
+    return out

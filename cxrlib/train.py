@@ -7,7 +7,9 @@
 The engine is the same for every GAN family (``cfg.family``, ``FAMILIES``); a family supplies its
 networks, how a batch is drawn and its D step and G step -- the whole algorithm of one family is one file:
 ``cxrlib.unconditional`` (G(z), the course's start: read ``Unconditional.d_step`` and ``g_step``) and
-``cxrlib.conditional`` (G(z, y) with class-conditional norms, a projection D). What the engine adds around them:
+``cxrlib.conditional`` (G(z, y) with class-conditional norms, a projection D), and the image-to-image
+families ``cxrlib.pix2pix`` (masks → X-ray: U-Net, PatchGAN, L1) and ``cxrlib.cyclegan`` (normal ↔ pneumonia
+from unpaired images: two G, two D, cycle and identity losses, an image pool). What the engine adds around them:
 
 * An exponential moving average of G (the EMA generator) is what we sample from: it averages out the last
   steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update; with
@@ -49,12 +51,14 @@ import torch
 
 from cxrlib import augment, config, losses
 from cxrlib.conditional import Conditional, class_labels
-from cxrlib.config import TrainConfig, make_config
+from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
+from cxrlib.cyclegan import CycleGAN
 from cxrlib.errors import CxrError
+from cxrlib.pix2pix import Pix2Pix
 from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401  (frozen, grad_norm: public here too)
 
 # The GAN families this engine trains (``TrainConfig.family``); each module holds its whole algorithm.
-FAMILIES = {"unconditional": Unconditional, "conditional": Conditional}
+FAMILIES = {"unconditional": Unconditional, "conditional": Conditional, "pix2pix": Pix2Pix, "cyclegan": CycleGAN}
 
 CHECKPOINT_FORMAT = "cxrlib-gan-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -321,7 +325,7 @@ class Trainer:
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.G, self.D = G.to(self.device, memory_format=fmt), D.to(self.device, memory_format=fmt)
         self.memory_format = fmt
-        self.z_dim = G.z_dim
+        self.z_dim = getattr(G, "z_dim", 0)  # 0: an image-to-image G, which takes no latent
         self.ema = EMA(self.G) if cfg.ema_half_life_kimg > 0 else None
         # torch.compile wraps the forward passes; state dicts stay those of G and D
         self.G_fwd = torch.compile(self.G) if cfg.compile else self.G
@@ -341,13 +345,15 @@ class Trainer:
             with torch.random.fork_rng(devices=[self.device]):
                 torch.cuda.manual_seed(cfg.seed)
                 self.global_rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        self.family = family(self)  # the D step and G step of this kind of GAN
+        self.family = family(self, data)  # the D step and G step of this kind of GAN
+        self.logged_stats = LOGGED_STATS + tuple(self.family.extra_stats)  # e.g. pix2pix's l1
         self.step = 0
         self.images_seen = 0
         self.seconds = 0.0
         self.d_updates = 0
         self.target_step, self.stopped_by_time = cfg.steps, False  # set by fit()
         self.lr_scale = 1.0  # changed by the adaptive (reduce-on-plateau) schedule
+        self.lr_decay = 1.0  # the linear decay of cfg.lr_decay_start (CycleGAN), recomputed every step
         self.plateau = {"best": math.inf, "bad": 0}
         n_grid = 64 if cfg.size <= 128 else 16
         self.z_fixed = torch.randn(n_grid, self.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
@@ -419,8 +425,27 @@ class Trainer:
         g_loss, g_grad_norm."""
         return self.family.g_step()
 
+    def lr_decay_factor(self) -> float:
+        """The learning rates' linear decay: 1 until ``cfg.lr_decay_start`` of the run (by steps, or by the
+        time cap for a run without a step count), then linearly to 0 at its end (CycleGAN's schedule)."""
+        start = self.cfg.lr_decay_start
+        if start >= 1:
+            return 1.0
+        if self.cfg.steps:
+            done = self.step / self.cfg.steps
+        elif self.cfg.minutes:
+            done = self.seconds / (60 * self.cfg.minutes)
+        else:
+            return 1.0
+        return float(min(1.0, max(0.0, (1 - done) / (1 - start))))
+
     def train_step(self) -> dict:
         """One iteration: ``d_steps_per_g_step`` D updates, then ``g_steps_per_d_step`` G updates."""
+        if self.cfg.lr_decay_start < 1:
+            decay = self.lr_decay_factor()
+            if decay != self.lr_decay:
+                self.lr_decay = decay
+                self.set_lr_scale(self.lr_scale)
         for _ in range(self.cfg.d_steps_per_g_step):
             d_stats = self.d_step()
         for _ in range(self.cfg.g_steps_per_d_step):
@@ -490,7 +515,7 @@ class Trainer:
     def _accumulate(self, stats: dict) -> None:
         """Add this step's statistics to the running sums (tensors: no host synchronisation)."""
         row = torch.stack([stats[k].detach().float().reshape(()) if k in stats else torch.zeros((), device=self.device)
-                           for k in LOGGED_STATS])
+                           for k in self.logged_stats])
         self._sums = row if self._sums is None else self._sums + row
         self._n_summed += 1
         if "r1" in stats:
@@ -502,9 +527,9 @@ class Trainer:
         now = time.perf_counter()
         self.seconds = now - getattr(self, "_clock", now - self.seconds)
         t_prev, seen_prev = self._last_log or (now, self.images_seen)
-        means = (self._sums / max(1, self._n_summed)).tolist() if self._sums is not None else [math.nan] * len(LOGGED_STATS)
+        means = (self._sums / max(1, self._n_summed)).tolist() if self._sums is not None else [math.nan] * len(self.logged_stats)
         record = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 3)}
-        record.update({k: float(v) for k, v in zip(LOGGED_STATS, means)})
+        record.update({k: float(v) for k, v in zip(self.logged_stats, means)})
         if self.cfg.r1_gamma > 0 and hasattr(self, "_last_r1"):
             record["r1"] = float(self._last_r1)
         record["aug_p"] = float(self.aug_p)
@@ -590,6 +615,9 @@ class Trainer:
 
         label (conditional family): a class name or index for all n, or a tensor of n indices (None: the
         classes in turn). Returns uint8 (n, 1, S, S) on the CPU."""
+        if self.cfg.family in IMAGE_TO_IMAGE:
+            raise CxrError(f"a {self.cfg.family} generator translates images rather than drawing them from z: "
+                           "use trainer.family.translate(x) or `python -m cxrlib translate`")
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.z_dim, generator=g)
         if n == 0:
@@ -603,10 +631,9 @@ class Trainer:
         from torchvision.utils import save_image
 
         path = Path(path) if path is not None else self.out / "samples" / f"step_{self.step:06d}.png"
-        z, y = self.family.grid(self.z_fixed)  # conditional: one row per class
-        parts = zip(z.split(64), y.split(64) if y is not None else [None] * len(z))
-        grid = to_uint8(torch.cat([self.generate(zb, labels=yb) for zb, yb in parts])).float() / 255
-        return atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=8, padding=2, format="PNG"))
+        grid, nrow = self.family.sample_grid()  # conditional: one row per class; image-to-image: strips
+        grid = to_uint8(grid).float() / 255
+        return atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=nrow, padding=2, format="PNG"))
 
     # ------------------------------------------------------------------ adaptive learning rate
     def set_lr_scale(self, scale: float) -> None:
@@ -614,7 +641,7 @@ class Trainer:
         self.lr_scale = float(scale)
         for opt, lr, betas in ((self.g_opt, self.cfg.g_lr, self.cfg.g_betas), (self.d_opt, self.cfg.d_lr, self.cfg.d_betas)):
             for group in opt.param_groups:
-                group["lr"], group["betas"] = lr * self.lr_scale, tuple(betas)
+                group["lr"], group["betas"] = lr * self.lr_scale * self.lr_decay, tuple(betas)
 
     def quality(self, n: int = 256) -> float:
         """Sliced Wasserstein distance (average over pyramid levels) of n EMA samples to the held-out images."""
@@ -664,6 +691,9 @@ class Trainer:
         if self.ada is not None:
             state["ada"] = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
                             for k, v in self.ada.state_dict().items()}
+        family_state = self.family.state_dict()  # e.g. CycleGAN's image pools
+        if family_state:
+            state["family"] = family_state
         return state
 
     def load_state_dict(self, state: dict, optimizers: bool = True, rng: bool = True) -> None:
@@ -692,6 +722,9 @@ class Trainer:
             self.plateau = dict(state.get("plateau", {"best": math.inf, "bad": 0}))
             if self.ada is not None and "ada" in state:
                 self.ada.load_state_dict(state["ada"])
+        if optimizers and "family" in state:
+            self.family.load_state_dict(state["family"])
+        self.lr_decay = self.lr_decay_factor()
         self.set_lr_scale(self.lr_scale)  # the config is the truth for lr and betas
         if rng:
             self.rng.set_state(state["rng"]["trainer"])
@@ -874,6 +907,9 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
     if count is None or count < 1:
         raise CxrError(f"--{'per-class' if per_class is not None else 'n'} must be at least 1, got {count}")
     G, cfg = load_generator(ckpt, ema=ema)
+    if cfg.family in IMAGE_TO_IMAGE:
+        raise CxrError(f"'{ckpt}' is a {cfg.family} run, which translates images rather than drawing them: use "
+                       "`python -m cxrlib translate --ckpt RUN --src DIR --dst DIR`")
     if per_class is not None and cfg.family != "conditional":
         raise CxrError("this generator is unconditional (trained without classes), so --per-class has no classes "
                        "to draw: train one with --conditional")

@@ -55,9 +55,10 @@ class Unconditional:
     generator (``t.rng``), augmentation and counters the steps use."""
 
     name = "unconditional"
+    extra_stats: tuple[str, ...] = ()  # statistics a family logs besides the engine's LOGGED_STATS
 
-    def __init__(self, trainer):
-        self.t = trainer
+    def __init__(self, trainer, data=None):
+        self.t = trainer  # data: what the trainer was given (a family may keep more of it, e.g. masks)
 
     # ------------------------------------------------------------------ what differs between families
     @staticmethod
@@ -137,7 +138,21 @@ class Unconditional:
         t.update_ema()
         return {"g_loss": g_loss.detach(), **stats}
 
-    # ------------------------------------------------------------------ samples
+    # ------------------------------------------------------------------ samples and state
     def grid(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
         """The fixed-z sample grid's latents and labels (None: G takes no labels)."""
         return z, None
+
+    def sample_grid(self) -> tuple[torch.Tensor, int]:
+        """The images of ``RUN/samples/step_XXXXXX.png`` (float in [-1, 1]) and the grid's row length."""
+        t = self.t
+        z, y = self.grid(t.z_fixed)
+        parts = zip(z.split(64), y.split(64) if y is not None else [None] * len(z))
+        return torch.cat([t.generate(zb, labels=yb) for zb, yb in parts]), 8
+
+    def state_dict(self) -> dict:
+        """What the family itself must keep for an exact resume, besides networks and optimisers (none here)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -49,7 +49,12 @@ def test_presets_hold_the_seed_and_dcgan_hyper_parameters():
     assert (dcgan.g_lr, dcgan.g_betas, dcgan.batch) == (2e-4, (0.5, 0.999), 64)
     course = make_config("course")
     assert course.preset == "course" and course.ema_half_life_kimg > 0 and course.augment and course.ada
-    assert set(PRESETS) == {"seed", "dcgan", "course"}
+    pix = make_config("pix2pix")
+    assert (pix.family, pix.loss, pix.l1_weight, pix.g_betas, pix.lr_decay_start) == ("pix2pix", "bce", 100, (0.5, 0.999), 1)
+    cyc = make_config("cyclegan")
+    assert (cyc.family, cyc.loss, cyc.cycle_weight, cyc.identity_weight, cyc.pool_size, cyc.lr_decay_start) == (
+        "cyclegan", "lsgan", 10, 0.5, 50, 0.5)
+    assert set(PRESETS) == {"seed", "dcgan", "course", "pix2pix", "cyclegan"}
 
 
 def test_config_round_trips_through_json():

@@ -952,3 +952,13 @@ def largest_singular_value(weight: torch.Tensor) -> float:
     """
     w = weight.detach().float().reshape(weight.shape[0], -1)
     return float(torch.linalg.matrix_norm(w, ord=2))
+
+
+# ----------------------------------------------------------------------------------------------- image-to-image
+from cxrlib.models.image_to_image import (  # noqa: E402, F401  (the Pix2Pix / CycleGAN networks, one file)
+    PatchDiscriminator,
+    ResnetGenerator,
+    UNetGenerator,
+    patch_layers,
+    receptive_field,
+)

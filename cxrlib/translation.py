@@ -1,0 +1,159 @@
+"""Using a trained image-to-image generator: translate tensors or a whole folder (``python -m cxrlib translate``).
+
+* Pix2Pix: the source is a folder laid out for training (images, and ``masks/<structure>/<image stem>.png``;
+  a folder of masks alone works too); each output is the X-ray the generator draws for one image's masks,
+  named after that image (``normal/cxr_00003.png`` → ``DST/normal/cxr_00003.png``).
+* CycleGAN: the source is any folder of images; each is translated A → B (``direction="a2b"``, e.g.
+  normal → pneumonia) or B → A and written under the same relative name (as PNG).
+
+The source is never written to; every file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig
+from cxrlib.errors import CxrError
+
+
+def load_translator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
+    """The generator(s) of a pix2pix or cyclegan checkpoint (eval mode) and its config; any other family's
+    checkpoint is a one-line error."""
+    from cxrlib.train import load_generator
+
+    G, cfg = load_generator(ckpt, ema=ema, device=device)
+    if cfg.family not in IMAGE_TO_IMAGE:
+        raise CxrError(f"'{ckpt}' holds a {cfg.family} {cfg.preset} generator, which draws images from noise: "
+                       "translate needs a pix2pix or cyclegan checkpoint (use `sample` for this one)")
+    return G, cfg
+
+
+def translate(G: torch.nn.Module, cfg: TrainConfig, x: torch.Tensor, direction: str | None = None,
+              batch: int = 32) -> torch.Tensor:
+    """Translate a batch: pix2pix x = masks (N, C, S, S) uint8 0/255; cyclegan x = images (N, 1, S, S) uint8
+    (``direction`` "a2b", the default, or "b2a"). Returns uint8 (N, 1, S, S) on the CPU."""
+    from cxrlib.cyclegan import CycleGAN
+    from cxrlib.pix2pix import Pix2Pix
+    from cxrlib.train import to_uint8
+
+    if cfg.family == "pix2pix":
+        if direction not in (None, "a2b"):
+            raise CxrError("a pix2pix generator translates masks → X-ray only: drop --direction")
+        step = lambda xb: Pix2Pix.apply(G, xb)  # noqa: E731
+    else:
+        step = lambda xb: CycleGAN.apply(G, xb, direction or "a2b")  # noqa: E731
+    parts = [to_uint8(step(xb)).cpu() for xb in x.split(batch)]
+    return torch.cat(parts) if parts else torch.zeros((0, 1, cfg.size, cfg.size), dtype=torch.uint8)
+
+
+def _relative_png(path: str, root: Path) -> Path:
+    p = Path(path)
+    try:
+        rel = p.resolve().relative_to(root.resolve())
+    except ValueError:
+        rel = Path(p.name)
+    return rel.with_suffix(".png")
+
+
+def translate_folder(ckpt, src, dst, direction: str | None = None, *, masks_dir=None, on_error: str = "raise",
+                     crop: str = "center", ema: bool = True, batch: int = 32) -> str:
+    """Translate every image (cyclegan) or every image's masks (pix2pix) of ``src`` into ``dst`` under the
+    same relative names, as PNG. Returns a one-line summary."""
+    from PIL import Image
+
+    from cxrlib import data as datalib
+    from cxrlib.train import atomic_write
+
+    src, dst = datalib.check_separate(src, dst)
+    G, cfg = load_translator(ckpt, ema=ema)
+    if cfg.family == "pix2pix":
+        mask_root = Path(masks_dir) if masks_dir is not None else src / "masks"
+        # images beside the masks give the outputs their names; a folder of masks alone works too
+        have_images = mask_root.is_dir() and bool(datalib.list_images(src, ignore_dirs=("masks", mask_root.name)).files)
+        pairs = datalib.load_pairs(src, cfg.size, masks_dir=masks_dir, structures=list(cfg.structures), crop=crop,
+                                   on_error=on_error, cache=False, need_images=have_images)
+        inputs, paths, skipped = pairs.masks, pairs.paths, pairs.skipped
+        what = f"masks ({', '.join(cfg.structures)}) → X-ray"
+    else:
+        images = datalib.load_images(src, cfg.size, crop=crop, on_error=on_error, cache=False)
+        inputs, paths, skipped = images.images, images.paths, images.skipped
+        a, b = cfg.domains
+        what = f"{a} → {b}" if (direction or "a2b") == "a2b" else f"{b} → {a}"
+    out = translate(G, cfg, inputs, direction, batch)
+    if dst.exists() and not dst.is_dir():
+        raise CxrError(f"cannot write translations into '{dst}': it is a file, not a folder")
+    for img, path in zip(out, paths):
+        target = dst / _relative_png(path, src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pic = Image.fromarray(img[0].numpy())
+        atomic_write(target, lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
+    skip = f" ({len(skipped)} skipped)" if skipped else ""
+    return f"translated {len(out)} images, {what} ({cfg.family} {cfg.size}px), into '{dst}'{skip}"
+
+
+# =========================================================================== evaluation on held-out phantoms
+def pixel_linear_baseline(train_masks: torch.Tensor, train_images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """What a per-pixel linear model of the masks predicts: at every pixel, least squares of the intensity on
+    [1, mask channels] over the training pairs, applied to ``masks``. The baseline Pix2Pix must beat.
+    train_masks (N, C, S, S) uint8 0/255, train_images (N, 1, S, S) uint8 → uint8 (M, 1, S, S)."""
+    n, c, h, w = train_masks.shape
+
+    def design(m):
+        x = (m.float() / 255).permute(2, 3, 0, 1).reshape(h * w, len(m), c)  # (pixels, images, channels)
+        return torch.cat([torch.ones(h * w, len(m), 1), x], 2).double()
+
+    y = train_images.double().permute(2, 3, 0, 1).reshape(h * w, n, 1)
+    coef = torch.linalg.lstsq(design(train_masks), y, driver="gelsd").solution  # (pixels, 1 + C, 1)
+    pred = (design(masks) @ coef).reshape(h, w, len(masks)).permute(2, 0, 1).unsqueeze(1)
+    return pred.round().clamp(0, 255).to(torch.uint8)
+
+
+def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0) -> dict:
+    """Scores of a Pix2Pix generator on held-out pairs ``test`` (an ImageSet with masks), with ``train`` (its
+    training pairs) for the baselines: paired scores (L1, PSNR, SSIM, pixel correlation, correlation of the
+    deviations from the training mean image), SWD ×10³ against the true images, sharpness; and the same for the
+    training mean image and the per-pixel linear model of the masks."""
+    from cxrlib import metrics
+
+    mean = train.images.float().mean(0, keepdim=True)  # 0..255
+    outputs = {
+        "pix2pix": translate(G, cfg, test.masks),
+        "mean image": mean.round().to(torch.uint8).expand(len(test), -1, -1, -1).contiguous(),
+        "linear model": pixel_linear_baseline(train.masks, train.images, test.masks),
+    }
+    out = {}
+    for name, pred in outputs.items():
+        row = metrics.paired_scores(pred, test.images, reference=mean)
+        row["swd"] = float(metrics.swd(test.images, pred, seed=swd_seed)["avg"]) if name != "mean image" else None
+        row["sharpness"] = metrics.sharpness(pred)
+        out[name] = row
+    out["real sharpness"] = metrics.sharpness(test.images)
+    out["swd floor"] = float(metrics.swd_floor(test.images, seed=swd_seed)["avg"])
+    return out
+
+
+def evaluate_cyclegan(G, cfg: TrainConfig, normals, twins, judge, *, judge_fn=None) -> dict:
+    """Scores of a normal → pneumonia CycleGAN on held-out patients: ``normals`` (ImageSet with masks, all
+    normal) and ``twins`` (the same patients with pneumonia: same seed, ``pneumonia_fraction=1``).
+
+    Returns the share of translations ``judge`` calls pneumonia (``judge_fn(judge, images)`` → P(pneumonia)
+    per image; default ``classifier.predict_proba``), and the same share for the real normals and the real
+    twins; ``metrics.translation_report`` of the translations (change outside the lungs, brightening inside
+    against the twins', the round trip A → B → A)."""
+    from cxrlib import classifier, metrics
+
+    if judge_fn is None:
+        judge_fn = lambda net, x: classifier.predict_proba(net, x)[:, 1]  # noqa: E731
+    ab = "a2b" if cfg.domains[0].lower().startswith("normal") else "b2a"
+    ba = "b2a" if ab == "a2b" else "a2b"
+    fake = translate(G, cfg, normals.images, ab)
+    back = translate(G, cfg, fake, ba)
+    lungs = normals.masks[:, list(normals.structures).index("lungs")].unsqueeze(1) > 127
+    report = metrics.translation_report(normals.images, fake, lungs=lungs, twin=twins.images, round_trip=back)
+    for name, x in (("translated", fake), ("real normals", normals.images), ("ill twins", twins.images)):
+        report[f"judged pneumonia: {name}"] = float((judge_fn(judge, x) > 0.5).float().mean())
+    report["direction"] = ab
+    return report
