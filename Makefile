@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cxrlib-installed
 
-.PHONY: install test test-unit test-notebooks demo lab exercises badges bench pretrained pretrained-conditional lessons test-browser lint clean
+.PHONY: install test test-unit test-notebooks demo lab exercises badges bench pretrained pretrained-conditional pretrained-cyclegan lessons test-browser lint clean
 
 install: $(STAMP)
 
@@ -61,6 +61,19 @@ pretrained-conditional: $(STAMP)
 		--out runs/pretrained-conditional --quiet
 	$(PY) -c "from cxrlib.train import export_pretrained as e; \
 		print(e('runs/pretrained-conditional', 'cxrlib/assets/conditional_phantom_64.pt'))"
+
+## make pretrained-cyclegan: reproduce cxrlib/assets/cyclegan_phantom_64.pt -- CycleGAN normal ↔ pneumonia on 1,000
+## 64-px phantoms (the cyclegan preset at width 0.25 with U-Net generators and 32-channel PatchGANs, fixed seed and
+## steps, ~10 min on a 2-core AVX2 CPU; notebook 07, figures in RESULTS.md).
+CYCLEGAN_STEPS ?= 1600
+pretrained-cyclegan: $(STAMP)
+	rm -rf runs/pretrained-cyclegan
+	$(PY) -m cxrlib train --family cyclegan --data phantom --n-images 1000 --size 64 --steps $(CYCLEGAN_STEPS) \
+		--seed 0 --checkpoint-every 800 --sample-every 400 --log-every 50 --set width=0.25 \
+		--set 'model_kwargs={"generator": "unet", "ndf": 128}' \
+		--out runs/pretrained-cyclegan --quiet
+	$(PY) -c "from cxrlib.train import export_pretrained as e; \
+		print(e('runs/pretrained-cyclegan', 'cxrlib/assets/cyclegan_phantom_64.pt', discriminator=False))"
 
 ## make lessons: the results bank -- lesson experiments with 3 seeds at a longer budget than a notebook cell has,
 ## written to cxrlib/assets/lessons.json (resumable: finished parts are kept). Figures in benchmarks/RESULTS.md.

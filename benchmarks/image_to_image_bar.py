@@ -9,8 +9,9 @@ Training data: 1,000 phantoms (seed 0, half with pneumonia) with their masks. He
 (seed 11). Pix2Pix is scored on their (mask, image) pairs against the training mean image and a per-pixel
 linear model of the masks (``translation.evaluate_pix2pix``); the *L1 only* arm (``gan_weight=0``) trains for
 the same wall-clock. CycleGAN translates the 200 held-out patients' normal X-rays and is compared with the
-same patients' ill twins (``pneumonia_fraction=1``); the judge is torchvision's ResNet-18 trained here from
-scratch on 2,000 other real phantoms (seed 7), see ``conditional_bar.py``.
+same patients' ill twins (``pneumonia_fraction=1``); the judge is trained here on 2,000 other real phantoms
+(seed 7): the course classifier with three seeds (default; the spread over them is reported), or torchvision's
+ResNet-18 from scratch (``--judge resnet18``, see ``conditional_bar.py``; ~12 min on a 2-core AVX2 CPU).
 
 Goals: Pix2Pix correlation ≥ 0.88, deviation correlation ≥ 0.3, SWD(L1 + GAN) < SWD(L1 only) at equal time;
 CycleGAN ≥ 70 % judged pneumonia, outside-lung L1 ≤ 0.05, lung brightening 0.5–2× the twins'.
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conditional_bar import judge_proba, train_judge  # noqa: E402
 
-from cxrlib import config  # noqa: E402
+from cxrlib import classifier, config  # noqa: E402
 from cxrlib.config import make_config  # noqa: E402
 from cxrlib.data import load_dataset  # noqa: E402
 from cxrlib.train import Trainer  # noqa: E402
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="keep the runs under this folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="other config fields (JSON values)")
     p.add_argument("--json", help="write the figures here")
+    p.add_argument("--judge", choices=("course", "resnet18"), default="course",
+                   help="cyclegan: the independent classifier (default: the course classifier, 3 seeds)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     n_train, n_test, minutes, judge_steps = N_TRAIN, N_TEST, args.minutes, 600
@@ -121,11 +124,15 @@ def main(argv=None) -> int:
         twins = load_dataset("phantom", size=SIZE, n=n_test, seed=TEST_SEED, masks=True, pneumonia_fraction=1.0)
         t0 = time.perf_counter()
         judge_set = load_dataset("phantom", size=SIZE, n=200 if args.quick else 2000, seed=7)
-        judge = train_judge(judge_set.images, judge_set.labels, judge_steps)
-        print(f"  judge trained in {time.perf_counter() - t0:.0f} s", flush=True)
+        if args.judge == "resnet18":  # torchvision's ResNet-18 from scratch (slow on a CPU: ~12 min)
+            judges = [train_judge(judge_set.images, judge_set.labels, judge_steps)]
 
-        def judge_fn(net, x):
-            return judge_proba(net, x)[:, 1]
+            def judge_fn(net, x):
+                return judge_proba(net, x)[:, 1]
+        else:  # the course classifier, three seeds: its spread is the judge's
+            judges = [classifier.train_classifier(judge_set, steps=judge_steps // 2, seed=s) for s in range(3)]
+            judge_fn = None
+        print(f"  {len(judges)} {args.judge} judge(s) trained in {time.perf_counter() - t0:.0f} s", flush=True)
 
         for seed in args.seeds:
             if args.ckpt:
@@ -135,10 +142,14 @@ def main(argv=None) -> int:
                 out = Path(args.out) / f"cyclegan_s{seed}" if args.out else None
                 t = train("cyclegan", minutes, seed, out, train_set, width=width, **extra)
                 G, cfg, steps = t.G, t.cfg, t.step
-            rep = evaluate_cyclegan(G, cfg, normals, twins, judge, judge_fn=judge_fn)
+            reps = [evaluate_cyclegan(G, cfg, normals, twins, j, judge_fn=judge_fn) for j in judges]
+            rep = dict(reps[0])
+            for k in [k for k in rep if k.startswith("judged")]:
+                v = torch.tensor([r[k] for r in reps])
+                rep[k], rep[k + " sd"] = float(v.mean()), float(v.std()) if len(v) > 1 else 0.0
             rep["steps"] = steps
             result["runs"][f"seed {seed}"] = rep
-            print(f"seed {seed}: judged pneumonia {rep['judged pneumonia: translated']:.1%} (real normals "
+            print(f"seed {seed}: judged pneumonia {rep['judged pneumonia: translated']:.1%} ± {rep['judged pneumonia: translated sd']:.1%} (real normals "
                   f"{rep['judged pneumonia: real normals']:.1%}, twins {rep['judged pneumonia: ill twins']:.1%}); "
                   f"outside-lung L1 {rep['outside_l1']:.4f}; lung change {rep['lung_change']:.4f} vs twins "
                   f"{rep['twin_lung_change']:.4f} (×{rep['change_ratio']:.2f}); round trip L1 {rep['round_trip_l1']:.4f}"

@@ -1107,5 +1107,48 @@ register(
 )
 
 
+# ----------------------------------------------------------------------- notebook 07: image-to-image
+def _receptive_field_cases():
+    return [
+        case([(3, 1)], label="one 3×3 convolution"),
+        case([(3, 1), (3, 1)], label="two 3×3 convolutions, stride 1"),
+        case([(4, 2), (4, 2), (4, 2), (4, 1), (4, 1)], label="the 70×70 PatchGAN of Pix2Pix"),
+        case([(4, 2), (4, 1), (4, 1)], label="the one-layer PatchGAN used at 64 px"),
+        case([(7, 1), (3, 2), (3, 2), (3, 1)], label="a ResNet generator's first layers"),
+        case([], label="no layers: one pixel sees itself"),
+    ]
+
+
+register(
+    "07.receptive_field",
+    reference="cxrlib.models.receptive_field_of",
+    checker=compare_outputs(_receptive_field_cases),
+    hint="start with field = 1 and jump = 1; for each (kernel, stride): field += (kernel - 1) * jump, then "
+    "jump *= stride",
+)
+
+
+def _cycle_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1, torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    return [
+        case(a, b, lambda x: x, lambda x: x, label="identity generators: every image comes back, loss 0"),
+        case(a, b, lambda x: -x, lambda x: -x, label="two inversions undo each other: loss 0 again"),
+        case(a, b, lambda x: 0.5 * x, lambda x: x, label="G_ab halves, G_ba keeps: nothing comes back whole"),
+        case(a, b, lambda x: x + 0.1, lambda x: x.clamp(-0.5, 0.5), label="a shift and a clamp"),
+    ]
+
+
+register(
+    "07.cycle_loss",
+    reference="cxrlib.cyclegan.cycle_loss",
+    checker=compare_outputs(_cycle_cases),
+    hint="translate a there and back, g_ba(g_ab(real_a)), and compare with real_a by the mean absolute "
+    "difference; the same for b the other way round; add the two",
+)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

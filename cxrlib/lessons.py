@@ -56,6 +56,9 @@ LESSONS = {
                           copies=3, n_test=1000, seeds=3),
     "synthetic-1000": dict(notebook="06", n_train=1000, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
                            copies=3, n_test=1000, seeds=3),
+    # notebook 07: Pix2Pix with its GAN term and without it (L1 only), about the same training time each
+    "pix2pix": dict(notebook="07", size=64, n_train=1000, n_test=200, width=0.5, gan_steps=300,
+                    l1_steps=600, seeds=3),
 }
 # what a lesson's numbers are: "arms" is every part's main figure, other keys are extra figures per arm
 METRICS = {
@@ -67,6 +70,11 @@ METRICS = {
               "consistency": "share of the GAN's images the real-trained classifier calls their own class",
               "gan_swd": "SWD ×10³ of the GAN's images against the held-out phantoms"}
        for name in ("synthetic-100", "synthetic-1000")},
+    "pix2pix": {"arms": "SWD ×10³ of the translations of 200 held-out patients' masks against their true images",
+                "corr": "mean pixel correlation with the true image (the training mean image alone: see its row)",
+                "dev_corr": "correlation of the deviations from the training mean image (what is the patient's own)",
+                "sharpness": "variance of the Laplacian (real images: see its row; lower = blurrier)",
+                "train_seconds": "training seconds of each arm on the machine that made the bank"},
     "volume": {"arms": "SWD ×10³ against held-out phantoms",
                "flagged": "share of samples the memorisation audit flags as copies of the arm's training images",
                "chance": "share of held-out real images it flags against the same training images (chance level)"},
@@ -181,11 +189,45 @@ def run_synthetic(seed: int, settings: dict) -> dict:
             "seconds": r["seconds"]}
 
 
+def run_pix2pix(seed: int, settings: dict) -> dict:
+    """One seed of notebook 07's ablation: Pix2Pix with L1 + GAN and with L1 only (``gan_weight=0``, cheaper per
+    step, so it gets more steps for about the same time), scored on held-out (mask, image) pairs; the training
+    mean image and the per-pixel linear model of the masks as reference rows."""
+    import time
+
+    from cxrlib import data, translation
+    from cxrlib.config import make_config
+    from cxrlib.train import Trainer
+
+    size = settings["size"]
+    train = data.load_dataset("phantom", size=size, n=settings["n_train"], seed=0, masks=True)
+    test = data.load_dataset("phantom", size=size, n=settings["n_test"], seed=11, masks=True)
+    out = {"arms": {}, "corr": {}, "dev_corr": {}, "sharpness": {}, "train_seconds": {}}
+    t_all = time.perf_counter()
+    for arm, steps, kw in (("L1 + GAN", settings["gan_steps"], {}), ("L1 only", settings["l1_steps"], {"gan_weight": 0.0})):
+        cfg = make_config("pix2pix", size=size, steps=steps, seed=seed, width=settings["width"], log_every=steps,
+                          sample_every=10**9, checkpoint_every=10**9, **kw)
+        t = Trainer(cfg, train)
+        t.fit(progress=False)
+        scores = translation.evaluate_pix2pix(t.G, t.cfg, test, train)
+        out["arms"][arm] = scores["pix2pix"]["swd"]
+        for k in ("corr", "dev_corr", "sharpness"):
+            out[k][arm] = scores["pix2pix"][k]
+        out["train_seconds"][arm] = t.seconds
+    for ref in ("mean image", "linear model"):
+        for k in ("corr", "dev_corr", "sharpness"):
+            out[k][ref] = scores[ref][k]
+    out["sharpness"]["real images"] = scores["real sharpness"]
+    out["arms"]["linear model"] = scores["linear model"]["swd"]
+    out["seconds"] = time.perf_counter() - t_all
+    return out
+
+
 RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume,
-           "synthetic-100": run_synthetic, "synthetic-1000": run_synthetic}
+           "synthetic-100": run_synthetic, "synthetic-1000": run_synthetic, "pix2pix": run_pix2pix}
 # what each lesson's arms are compared with
 BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images",
-             "synthetic-100": "real", "synthetic-1000": "real"}
+             "synthetic-100": "real", "synthetic-1000": "real", "pix2pix": "L1 only"}
 
 
 def _arm_order(name: str, arms: list[str]) -> list[str]:
@@ -272,6 +314,8 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     what = METRICS.get(name, {}).get(metric)
     if "steps" in s:
         steps = f"{s['steps']} steps"
+    elif "l1_steps" in s:
+        steps = f"L1 + GAN {s['gan_steps']} steps, L1 only {s['l1_steps']} steps, {s['n_train']} training pairs"
     elif "gan_steps" in s:
         steps = f"GAN {s['gan_steps']} steps on {s['n_train']} real images, classifiers {s['clf_steps']} steps"
     else:

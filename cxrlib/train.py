@@ -864,25 +864,28 @@ def load_generator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.
     return G.to(config.get_device(device)).eval().requires_grad_(False), cfg
 
 
-def export_pretrained(ckpt, dst) -> str:
-    """Write a small shippable checkpoint from a run: the EMA generator (as both G and G_ema, stored once) and D,
+def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
+    """Write a small shippable checkpoint from a run: the EMA generator (as both G and G_ema, stored once; an
+    image-to-image run, trained without EMA: its G) and D,
     in float16, with the config and counters, plus ``<dst>.sha256`` beside it — loadable by
     ``load_generator`` and ``Trainer.finetune`` (which starts fresh optimiser moments anyway).
 
     float16 halves the file (the course preset at 64 px: ~7 MB instead of ~18 MB with fp32 G, EMA-G and D);
-    ``load_state_dict`` casts the weights back to float32."""
+    ``load_state_dict`` casts the weights back to float32. ``discriminator=False`` leaves D out (a translator
+    that is only applied, like the shipped CycleGAN: ``load_generator`` works, fine-tuning from it does not)."""
     from cxrlib.assets import sha256
 
     state = load_checkpoint(ckpt)
-    if "G_ema" not in state:
+    translator = state["config"].get("family") in IMAGE_TO_IMAGE  # trained without EMA: G itself is exported
+    if "G_ema" not in state and not translator:
         raise CxrError(f"'{ckpt}' has no EMA generator to export (train with an EMA half-life > 0)")
 
     def half(weights: dict) -> dict:
         return {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
 
-    g = half(state["G_ema"])
+    g = half(state["G_ema"] if "G_ema" in state else state["G"])
     small = {k: state[k] for k in ("format", "version", "config", "step", "images_seen", "seconds", "d_updates")}
-    small.update(G=g, G_ema=g, D=half(state["D"]))
+    small.update(G=g, **({"D": half(state["D"])} if discriminator else {}), **({"G_ema": g} if "G_ema" in state else {}))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dst, lambda tmp: _save_torch(small, tmp))

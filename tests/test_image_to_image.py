@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cxrlib import cli, models
+from cxrlib import cli, models, translation
 from cxrlib.config import make_config
 from cxrlib.cyclegan import CycleGAN, ImagePool
 from cxrlib.data import load_dataset
@@ -290,3 +290,41 @@ def test_pix2pix_translates_a_folder_of_masks_alone(tmp_path, phantom_dir, pairs
     msg = translate_folder(tmp_path / "p", src, tmp_path / "o")
     stems = sorted(p.stem for p in (phantom_dir / "masks" / "lungs").glob("*.png"))
     assert sorted(p.stem for p in (tmp_path / "o").rglob("*.png")) == stems and "translated 10" in msg
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def test_pixel_linear_baseline_recovers_an_image_that_is_linear_in_the_masks(pairs):
+    w = torch.tensor([40.0, 80.0, 30.0, 20.0])
+    truth = (10 + (pairs.masks.float() / 255 * w.view(1, 4, 1, 1)).sum(1, keepdim=True)).round().to(torch.uint8)
+    pred = translation.pixel_linear_baseline(pairs.masks[:16], truth[:16], pairs.masks[16:])
+    assert pred.dtype == torch.uint8 and pred.shape == truth[16:].shape
+    # pixels where the training pairs vary enough to fit all weights are reproduced exactly
+    assert (pred.int() - truth[16:].int()).abs().float().mean() < 2.0
+
+
+def test_evaluate_pix2pix_scores_the_true_image_perfectly_and_the_baselines_below(pairs):
+    class Oracle(torch.nn.Module):  # "translates" by looking the true image up
+        def forward(self, x):
+            hit = (pairs.masks.float() / 127.5 - 1 - x[:, None]).abs().flatten(2).sum(2).argmin(1)
+            return pairs.images[hit].float() / 127.5 - 1
+
+    cfg = make_config("pix2pix", size=32, structures=MASK_NAMES)
+    scores = translation.evaluate_pix2pix(Oracle(), cfg, pairs, pairs)
+    assert scores["pix2pix"]["corr"] > 0.999 and scores["pix2pix"]["l1"] < 1e-3
+    assert scores["mean image"]["dev_corr"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["linear model"]["corr"] < scores["pix2pix"]["corr"]
+
+
+def test_evaluate_cyclegan_of_an_identity_translation_changes_nothing():
+    from cxrlib import phantom
+
+    normals = load_dataset("phantom", size=32, n=6, seed=4, masks=True, pneumonia_fraction=0.0)
+    twins = load_dataset("phantom", size=32, n=6, seed=4, masks=True, pneumonia_fraction=1.0)
+    G = torch.nn.ModuleDict({"a2b": torch.nn.Identity(), "b2a": torch.nn.Identity()})
+    G.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))  # a device to run on
+    cfg = make_config("cyclegan", size=32, domains=("normal", "pneumonia"), classes=phantom.CLASSES)
+    always_ill = lambda net, x: torch.ones(len(x))  # noqa: E731
+    rep = translation.evaluate_cyclegan(G, cfg, normals, twins, None, judge_fn=always_ill)
+    assert rep["outside_l1"] == pytest.approx(0, abs=1e-6) and rep["lung_change"] == pytest.approx(0, abs=1e-6)
+    assert rep["twin_lung_change"] > 0 and rep["change_ratio"] == pytest.approx(0, abs=1e-6)
+    assert rep["round_trip_l1"] == pytest.approx(0, abs=1e-6) and rep["judged pneumonia: translated"] == 1.0

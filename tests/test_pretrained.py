@@ -161,3 +161,25 @@ def test_shipped_conditional_generator_draws_each_class():
         p_normal = classifier.predict_proba(clf, to_uint8(G(z, torch.zeros(64, dtype=torch.long))))[:, 1].mean()
         p_pneu = classifier.predict_proba(clf, to_uint8(G(z, torch.ones(64, dtype=torch.long))))[:, 1].mean()
     assert p_pneu - p_normal > 0.3, (float(p_normal), float(p_pneu))  # the label moves the classifier's verdict
+
+
+def test_shipped_cyclegan_adds_pneumonia_and_keeps_the_patient():
+    """The shipped CycleGAN (`make pretrained-cyclegan`): small, normal ↔ pneumonia at 64 px; its normal → pneumonia
+    translations move a real-trained classifier's verdict and change little outside the lungs."""
+    from cxrlib import classifier, metrics
+    from cxrlib.data import load_dataset
+    from cxrlib.translation import load_translator, translate
+
+    path = assets.pretrained_checkpoint(name="pretrained-cyclegan")
+    assert path is not None, "cxrlib/assets/cyclegan_phantom_64.pt is missing or its sha256 does not match"
+    assert path.stat().st_size < 10e6
+    G, cfg = load_translator("pretrained-cyclegan", device="cpu")
+    assert (cfg.family, cfg.size, cfg.domains) == ("cyclegan", 64, ("normal", "pneumonia"))
+    normals = load_dataset("phantom", size=64, n=48, seed=11, masks=True, pneumonia_fraction=0.0)
+    ill = translate(G, cfg, normals.images, "a2b")
+    clf = classifier.train_classifier(load_dataset("phantom", size=64, n=300, seed=5), steps=150, seed=0)
+    p_before = classifier.predict_proba(clf, normals.images)[:, 1].mean()
+    p_after = classifier.predict_proba(clf, ill)[:, 1].mean()
+    assert p_after - p_before > 0.3, (float(p_before), float(p_after))
+    lungs = normals.masks[:, :1] > 127
+    assert float(metrics.masked_l1(normals.images, ill, ~lungs).mean()) < 0.08

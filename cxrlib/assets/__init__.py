@@ -16,9 +16,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PRETRAINED = HERE / "course_phantom_64.pt"
 PRETRAINED_CONDITIONAL = HERE / "conditional_phantom_64.pt"
+PRETRAINED_CYCLEGAN = HERE / "cyclegan_phantom_64.pt"  # normal ↔ pneumonia (notebook 07)
 # --ckpt NAME → the name of the module attribute that holds its path (looked up at each call, so tests can point
 # an attribute at another file)
-SHIPPED = {"pretrained": "PRETRAINED", "pretrained-conditional": "PRETRAINED_CONDITIONAL"}
+SHIPPED = {"pretrained": "PRETRAINED", "pretrained-conditional": "PRETRAINED_CONDITIONAL",
+           "pretrained-cyclegan": "PRETRAINED_CYCLEGAN"}
 
 
 def shipped_path(name: str = "pretrained") -> Path:

@@ -961,4 +961,5 @@ from cxrlib.models.image_to_image import (  # noqa: E402, F401  (the Pix2Pix / C
     UNetGenerator,
     patch_layers,
     receptive_field,
+    receptive_field_of,
 )

@@ -162,18 +162,20 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-def receptive_field(module: nn.Module) -> int:
-    """How many input pixels (per side) one output of a plain stack of convolutions sees.
-
-    Walk the convolutions in order: each adds (kernel − 1) × the current *jump* (the product of the strides so
-    far, i.e. how far apart neighbouring outputs are in the input) to the field."""
+def receptive_field_of(layers) -> int:
+    """How many input pixels (per side) one output of a stack of convolutions sees; layers: (kernel, stride)
+    pairs in order. Each layer adds (kernel − 1) × the current *jump* -- the product of the strides before it,
+    i.e. how far apart neighbouring outputs of that layer lie in the input -- to the field."""
     field, jump = 1, 1
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            k, s = m.kernel_size[0], m.stride[0]
-            field += (k - 1) * jump
-            jump *= s
+    for kernel, stride in layers:
+        field += (kernel - 1) * jump
+        jump *= stride
     return field
+
+
+def receptive_field(module: nn.Module) -> int:
+    """The receptive field of a plain stack of convolutions (e.g. a PatchGAN), from its Conv2d layers in order."""
+    return receptive_field_of((m.kernel_size[0], m.stride[0]) for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
 def patch_layers(size: int, max_layers: int = 5) -> int:
