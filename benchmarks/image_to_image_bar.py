@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--judge", choices=("course", "resnet18"), default="course",
                    help="cyclegan: the independent classifier (default: the course classifier, 3 seeds)")
+    p.add_argument("--arms", type=lambda s: s.split(","), default=["gan", "l1"], help="pix2pix: gan, l1 or both")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     n_train, n_test, minutes, judge_steps = N_TRAIN, N_TEST, args.minutes, 600
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     if args.family == "pix2pix":
         test = load_dataset("phantom", size=SIZE, n=n_test, seed=TEST_SEED, masks=True)
         arms = {"L1 + GAN": {}, "L1 only": {"gan_weight": 0.0}}
+        arms = {k: v for k, v in arms.items() if {"L1 + GAN": "gan", "L1 only": "l1"}[k] in args.arms}
         for seed in args.seeds:
             for arm, kw in arms.items():
                 if args.ckpt:

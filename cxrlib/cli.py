@@ -509,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("translate", help="translate a folder with a pix2pix (masks → X-ray) or cyclegan run")
-    p.add_argument("--ckpt", required=True, help="checkpoint file or run directory of a pix2pix or cyclegan run")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or run directory of a pix2pix or cyclegan run, or "
+                   "'pretrained-cyclegan' (the shipped normal ↔ pneumonia CycleGAN, 64 px)")
     p.add_argument("--src", required=True, help="pix2pix: a folder with masks/<structure>/<image stem>.png (and "
                    "its images, whose names the outputs take); cyclegan: any folder of images (never written to)")
     p.add_argument("--dst", required=True, help="folder for the translated images (same relative names, .png)")

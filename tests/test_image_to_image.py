@@ -304,6 +304,10 @@ def test_pixel_linear_baseline_recovers_an_image_that_is_linear_in_the_masks(pai
 
 def test_evaluate_pix2pix_scores_the_true_image_perfectly_and_the_baselines_below(pairs):
     class Oracle(torch.nn.Module):  # "translates" by looking the true image up
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))  # a device to run on
+
         def forward(self, x):
             hit = (pairs.masks.float() / 127.5 - 1 - x[:, None]).abs().flatten(2).sum(2).argmin(1)
             return pairs.images[hit].float() / 127.5 - 1
@@ -311,7 +315,7 @@ def test_evaluate_pix2pix_scores_the_true_image_perfectly_and_the_baselines_belo
     cfg = make_config("pix2pix", size=32, structures=MASK_NAMES)
     scores = translation.evaluate_pix2pix(Oracle(), cfg, pairs, pairs)
     assert scores["pix2pix"]["corr"] > 0.999 and scores["pix2pix"]["l1"] < 1e-3
-    assert scores["mean image"]["dev_corr"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["mean image"]["dev_corr"] == pytest.approx(0.0, abs=0.01)  # the mean rounded to uint8
     assert scores["linear model"]["corr"] < scores["pix2pix"]["corr"]
 
 
@@ -320,8 +324,15 @@ def test_evaluate_cyclegan_of_an_identity_translation_changes_nothing():
 
     normals = load_dataset("phantom", size=32, n=6, seed=4, masks=True, pneumonia_fraction=0.0)
     twins = load_dataset("phantom", size=32, n=6, seed=4, masks=True, pneumonia_fraction=1.0)
-    G = torch.nn.ModuleDict({"a2b": torch.nn.Identity(), "b2a": torch.nn.Identity()})
-    G.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))  # a device to run on
+    class Same(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))  # a device to run on
+
+        def forward(self, x):
+            return x
+
+    G = torch.nn.ModuleDict({"a2b": Same(), "b2a": Same()})
     cfg = make_config("cyclegan", size=32, domains=("normal", "pneumonia"), classes=phantom.CLASSES)
     always_ill = lambda net, x: torch.ones(len(x))  # noqa: E731
     rep = translation.evaluate_cyclegan(G, cfg, normals, twins, None, judge_fn=always_ill)
