@@ -247,7 +247,8 @@ def _cmd_sample(args) -> int:
 
         raise CxrError("give --n N (images) or --per-class N (N of every class of a conditional generator)")
     print(write_samples(args.ckpt, args.n, args.out, seed=args.seed, ema=not args.no_ema, label=args.class_,
-                        per_class=args.per_class))
+                        per_class=args.per_class, truncation=args.truncation, mix_seed=args.mix_seed,
+                        mix_layers=args.mix_layers))
     return 0
 
 
@@ -455,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of images/DICOMs (class = first sub-folder), or 'phantom'")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument("--size", type=int, help="image side in px, a power of two 32–512 (default: the budget's)")
-    p.add_argument("--preset", choices=("course", "dcgan", "seed", "pix2pix", "cyclegan"),
+    p.add_argument("--preset", choices=("course", "dcgan", "seed", "style", "modern", "pix2pix", "cyclegan"),
                    help="recipe and networks (default course; an image-to-image family brings its own)")
     p.add_argument("--family", choices=FAMILY_CHOICES,
                    help="GAN family: unconditional (default), conditional, pix2pix (masks → X-ray, needs masks), "
@@ -506,6 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, metavar="N", help="conditional generator: N images of every class")
     p.add_argument("--seed", type=int, default=0, help="latent seed: the same seed gives the same images")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
+    p.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                   help="style generator: the truncation trick, w = w_avg + PSI·(w − w_avg), PSI in (0, 1] "
+                   "(lower: more typical, less varied images; default 1 = off)")
+    p.add_argument("--mix-seed", type=int, metavar="K",
+                   help="style generator: style mixing -- the layers of --mix-layers take their w from latents of "
+                   "seed K (image i mixes latent i of --seed with latent i of K)")
+    p.add_argument("--mix-layers", metavar="I-J",
+                   help="style layers taken from --mix-seed, e.g. 0-2 (coarse: anatomy) or 7-9 (fine: texture at "
+                   "64 px); default with --mix-seed: the coarse layers")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("translate", help="translate a folder with a pix2pix (masks → X-ray) or cyclegan run")

@@ -138,7 +138,7 @@ def budget(kind: str | None = None) -> Budget:
 # checkpoints (primitives only, so a checkpoint loads with ``torch.load(weights_only=True)``).
 
 AMP_CHOICES = ("auto", "bf16", "off")
-LOSS_CHOICES = ("bce", "hinge", "lsgan")
+LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan")
 FAMILY_CHOICES = ("unconditional", "conditional", "pix2pix", "cyclegan")  # the engine's GAN families (train.FAMILIES)
 IMAGE_TO_IMAGE = ("pix2pix", "cyclegan")  # families that translate images instead of drawing them from z
 CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
@@ -159,7 +159,7 @@ class TrainConfig:
     shown to D). ``lr_decay_start`` f < 1 decays both learning rates linearly to 0 over the last 1 − f of
     the run (CycleGAN: 0.5).
 
-    Architecture: ``preset`` ("seed", "dcgan", "course") names the networks *and* (through ``PRESETS``)
+    Architecture: ``preset`` ("seed", "dcgan", "course", "style", "modern" = the course networks) names the networks *and* (through ``PRESETS``)
     their training recipe; ``size`` is the image side in px (a power of two, 32–512); ``z_dim`` None keeps
     the preset's latent size; ``width`` scales every layer's channels; ``model_kwargs`` go to
     ``models.build_models``.
@@ -169,10 +169,11 @@ class TrainConfig:
     caps the run's *total* training time (over resumes); with ``steps`` it is a safety net, and
     ``Trainer.fit`` warns when it binds. A field missing from an older config dict takes its default here.
 
-    Losses and tricks: ``loss`` "bce" (non-saturating), "hinge" or "lsgan" (least squares); ``label_smoothing`` s gives D targets
+    Losses and tricks: ``loss`` "bce" (non-saturating), "hinge", "lsgan" (least squares) or "rpgan" (the
+    relativistic pairing loss of R3GAN); ``label_smoothing`` s gives D targets
     1 - s/2 and s/2 (the seed's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
-    seed's "label swapping"); ``r1_gamma`` > 0 adds the R1 gradient penalty on real images, lazily every
-    ``r1_every`` D steps; ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
+    seed's "label swapping"; both for bce and rpgan); ``r1_gamma`` > 0 adds the R1 gradient penalty on real
+    images and ``r2_gamma`` > 0 the R2 penalty on fakes, both lazily every ``r1_every`` D steps; ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
     applied with probability ``augment_p`` to real and fake alike, or with an adaptive p when ``ada``
     (raised while the sign of D's real logits, r_t = E[sign D(x)], is above ``ada_target``; p can move
     from 0 to 1 in ``ada_speed_kimg`` thousand images).
@@ -221,6 +222,7 @@ class TrainConfig:
     d_steps_per_g_step: int = 1
     r1_gamma: float = 0.0
     r1_every: int = 16
+    r2_gamma: float = 0.0
     augment: str = ""
     augment_p: float = 1.0
     ada: bool = False
@@ -286,6 +288,7 @@ class TrainConfig:
         if self.family in IMAGE_TO_IMAGE:
             for f, why in (("augment", "DiffAugment is not implemented for paired/unpaired translation"),
                            ("r1_gamma", "R1 is not implemented for the image-to-image families"),
+                           ("r2_gamma", "R2 is not implemented for the image-to-image families"),
                            ("adaptive_lr", "the adaptive schedule measures samples from z"),
                            ("ema_bn_refresh", "it recomputes statistics from z")):
                 if getattr(self, f):
@@ -325,7 +328,9 @@ class TrainConfig:
         for f in ("g_lr", "d_lr"):
             if not getattr(self, f) > 0:
                 bad(f, "must be > 0")
-        for f in ("r1_gamma", "ema_half_life_kimg", "ema_rampup", "width", "l1_weight", "gan_weight",
+        if self.family in IMAGE_TO_IMAGE and self.loss == "rpgan":
+            bad("loss", "the relativistic pairing loss is for GANs drawing from z (pairs of reals and fakes)")
+        for f in ("r1_gamma", "r2_gamma", "ema_half_life_kimg", "ema_rampup", "width", "l1_weight", "gan_weight",
                   "cycle_weight", "identity_weight"):
             if getattr(self, f) < 0:
                 bad(f, "must be >= 0")
@@ -376,6 +381,25 @@ PRESETS: dict[str, dict] = {
     "course": dict(
         preset="course", batch=32, loss="bce", g_lr=2e-4, d_lr=2e-4,
         g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r1_every=16,
+        augment="translation,cutout", augment_p=1.0, ada=True, ada_target=0.6, ada_speed_kimg=20.0,
+        ema_half_life_kimg=5.0, ema_rampup=0.05,
+    ),
+    # Karras et al. 2019/2020: the style-based G (mapping network, modulated convolutions, noise inputs, skip
+    # to-image outputs, style mixing 0.9) with the course D, trained with the course recipe -- which is
+    # StyleGAN2's in small (non-saturating loss, lazy R1, Adam beta1 0, EMA, ADA).
+    "style": dict(
+        preset="style", batch=32, loss="bce", g_lr=2e-4, d_lr=2e-4,
+        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r1_every=16,
+        augment="translation,cutout", augment_p=1.0, ada=True, ada_target=0.6, ada_speed_kimg=20.0,
+        ema_half_life_kimg=5.0, ema_rampup=0.05,
+    ),
+    # Huang et al. 2025 (R3GAN) at our scale, on the course networks: the relativistic pairing loss with R1
+    # *and* R2 (same gamma, lazily every 16 D steps as the course's R1), no label tricks, EMA, Adam beta1 0.
+    # ADA stays on as in R3GAN's own runs. Everything else as "course", so the two differ only in the loss.
+    "modern": dict(
+        preset="modern", batch=32, loss="rpgan", g_lr=2e-4, d_lr=2e-4,
+        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r2_gamma=0.1, r1_every=16,
+        label_smoothing=0.0, flip_prob=0.0,
         augment="translation,cutout", augment_p=1.0, ada=True, ada_target=0.6, ada_speed_kimg=20.0,
         ema_half_life_kimg=5.0, ema_rampup=0.05,
     ),

@@ -6,7 +6,9 @@ to call ``backward()`` on; ``stats`` holds detached 0-dim tensors named as in th
 ``d_loss_fake``, ``D(x)``, ``D(G(z))`` = mean sigmoid probabilities). Nothing here calls ``.item()``: the
 trainer reads the stats only at log intervals, so the device never waits for the host.
 
-``LOSSES = {"bce": …, "hinge": …, "lsgan": …}``: each a pair (D loss, G loss).
+``LOSSES = {"bce": …, "hinge": …, "lsgan": …, "rpgan": …}``: each a pair (D loss, G loss). The relativistic
+loss (``RELATIVISTIC``) compares each fake with a real image, so its G loss takes the real logits as well:
+``g_loss(fake_logits, real_logits)``.
 """
 
 from __future__ import annotations
@@ -191,4 +193,52 @@ def g_loss_lsgan(fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
     return (fake_logits.float() - 1).pow(2).mean(), {"D(G(z))": fake_logits.detach().float().mean()}
 
 
-LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge), "lsgan": (d_loss_lsgan, g_loss_lsgan)}
+# ----------------------------------------------------------------------------------------------- relativistic pairing
+def d_loss_rpgan(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    flip_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Relativistic pairing loss for D (Jolicoeur-Martineau 2019; Huang et al. 2025, R3GAN):
+    ``mean(softplus(-(D(x_i) − D(G(z_i)))))`` -- D learns that each real image looks *more real than its paired
+    fake*, not that reals score high and fakes low in absolute terms. With R1 and R2 the game has a single
+    well-behaved equilibrium (R3GAN's argument for dropping the bag of tricks).
+
+    It is BCE on the difference logit with target 1, so the seed's tricks carry over for the experiment of
+    notebook 08: ``label_smoothing`` s makes the target 1 − s/2, ``flip_prob`` reverses a pair's target.
+    Pairs real_logits[i] with fake_logits[i] (equal batch sizes). Stats as for :func:`d_loss_bce`
+    (``d_loss_real`` = the pairs' loss, ``d_loss_fake`` = 0: the loss has only one term)."""
+    if real_logits.shape != fake_logits.shape:
+        raise CxrError(f"the pairing loss needs as many fakes as reals, got {real_logits.shape[0]} and "
+                       f"{fake_logits.shape[0]}")
+    diff = real_logits.float() - fake_logits.float()
+    target, _ = bce_targets(len(diff), 0, label_smoothing=label_smoothing, flip_prob=flip_prob,
+                            generator=generator, device=diff.device)
+    loss = F.binary_cross_entropy_with_logits(diff, target)
+    return loss, _d_stats(loss, torch.zeros_like(loss), _probs(real_logits), _probs(fake_logits))
+
+
+def g_loss_rpgan(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Relativistic pairing loss for G: ``mean(softplus(-(D(G(z_i)) − D(x_i))))``: each fake should look more
+    real than its paired real image. ``real_logits`` need no gradient (G cannot change them)."""
+    diff = fake_logits.float() - real_logits.detach().float()
+    return F.softplus(-diff).mean(), {"D(G(z))": _probs(fake_logits)}
+
+
+def r2_penalty(fake_logits: torch.Tensor, fake_images: torch.Tensor) -> torch.Tensor:
+    """R2 gradient penalty: ``‖∇ₓ D(x)‖²`` on *fake* images, shape (B,) -- R1's twin on the other side of the
+    game (R3GAN uses both: R1 alone still lets D grow sharp around the fakes). ``fake_images`` need
+    ``requires_grad`` before D runs on them, as for :func:`r1_penalty`; the same weight rule (:func:`r1_weight`)."""
+    if not fake_images.requires_grad:
+        raise CxrError("r2_penalty needs fake_images.requires_grad_() before D is run on them")
+    (grad,) = torch.autograd.grad(fake_logits.float().sum(), fake_images, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1)
+
+
+LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge), "lsgan": (d_loss_lsgan, g_loss_lsgan),
+          "rpgan": (d_loss_rpgan, g_loss_rpgan)}
+RELATIVISTIC = ("rpgan",)  # losses whose G loss also reads D's logits on real images
+TRICK_LOSSES = ("bce", "rpgan")  # losses that take label smoothing and flipping

@@ -295,8 +295,9 @@ class Trainer:
         if isinstance(cfg, dict):
             cfg = TrainConfig.from_dict(cfg)
         self.cfg = cfg = cfg.validate()
-        if cfg.loss == "hinge" and (cfg.label_smoothing or cfg.flip_prob):
-            raise CxrError("label_smoothing and flip_prob belong to the BCE loss; set them to 0 with loss='hinge'")
+        if cfg.loss not in losses.TRICK_LOSSES and (cfg.label_smoothing or cfg.flip_prob):
+            raise CxrError(f"label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with "
+                           f"loss='{cfg.loss}'")
         if data is None:
             raise CxrError("Trainer needs training data: an ImageSet or a uint8 tensor (N, 1, S, S)")
         family = FAMILIES[cfg.family]
@@ -397,7 +398,7 @@ class Trainer:
 
     def d_loss(self, real_logits, fake_logits):
         """D's loss and statistics from its logits on real and fake images (the config's loss and tricks)."""
-        if self.cfg.loss == "bce":
+        if self.cfg.loss in losses.TRICK_LOSSES:
             return self.d_loss_fn(real_logits, fake_logits, label_smoothing=self.cfg.label_smoothing,
                                   flip_prob=self.cfg.flip_prob, generator=self.rng)
         return self.d_loss_fn(real_logits, fake_logits)
@@ -416,7 +417,7 @@ class Trainer:
 
         real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch); labels: their
         classes (conditional family). Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)),
-        d_grad_norm (+ r1)."""
+        d_grad_norm (+ r1, r2)."""
         return self.family.d_step(real, labels)
 
     @with_own_global_rng
@@ -518,8 +519,9 @@ class Trainer:
                            for k in self.logged_stats])
         self._sums = row if self._sums is None else self._sums + row
         self._n_summed += 1
-        if "r1" in stats:
-            self._last_r1 = stats["r1"]
+        for k in ("r1", "r2"):
+            if k in stats:
+                setattr(self, f"_last_{k}", stats[k])
 
     def log(self) -> dict:
         """Average the statistics since the last line into a record; append it to ``log.jsonl``; call the callbacks."""
@@ -530,8 +532,9 @@ class Trainer:
         means = (self._sums / max(1, self._n_summed)).tolist() if self._sums is not None else [math.nan] * len(self.logged_stats)
         record = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 3)}
         record.update({k: float(v) for k, v in zip(self.logged_stats, means)})
-        if self.cfg.r1_gamma > 0 and hasattr(self, "_last_r1"):
-            record["r1"] = float(self._last_r1)
+        for k in ("r1", "r2"):
+            if getattr(self.cfg, f"{k}_gamma") > 0 and hasattr(self, f"_last_{k}"):
+                record[k] = float(getattr(self, f"_last_{k}"))
         record["aug_p"] = float(self.aug_p)
         record["g_lr"] = self.g_opt.param_groups[0]["lr"]
         record["d_lr"] = self.d_opt.param_groups[0]["lr"]
@@ -895,14 +898,20 @@ def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
 
 
 def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, batch: int = 64, label=None,
-                  per_class: int | None = None) -> str:
+                  per_class: int | None = None, truncation: float = 1.0, mix_seed: int | None = None,
+                  mix_layers=None) -> str:
     """Write n generated images as ``out/sample_XXXXX.png`` (each written to a temp name, then renamed).
 
     Conditional checkpoints: ``label`` (a class name or index) draws all n as that class; ``per_class`` N
     writes N of every class to ``out/<class>/sample_XXXXX.png`` (the same latents for each class, so file k
     of every folder is one z drawn as each class). Without either, the classes come in turn.
-    Returns a one-line summary. The same checkpoint and seed give the same images."""
+    Style generators (preset "style"): ``truncation`` ψ < 1 pulls every w toward the running mean of w;
+    ``mix_seed`` K with ``mix_layers`` (e.g. "0-2"; default: the coarse layers) takes those layers' w from
+    latent i of seed K for image i (style mixing). Either asked of a generator without a mapping network is a
+    one-line error. Returns a one-line summary. The same checkpoint and seed give the same images."""
     from PIL import Image
+
+    from cxrlib.models import style
 
     if per_class is not None and label is not None:
         raise CxrError("give --class or --per-class, not both")
@@ -921,15 +930,37 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
         raise CxrError(f"cannot write samples into '{out}': it is a file, not a folder")
     jobs = ([(out / name, class_labels(cfg, k, count)) for k, name in enumerate(cfg.classes)]
             if per_class is not None else [(out, class_labels(cfg, label, count))])
+    if mix_layers is not None and mix_seed is None:
+        raise CxrError("--mix-layers needs --mix-seed K (the latents the mixed layers come from)")
+    styled = truncation != 1 or mix_seed is not None
+    if styled:
+        net = style.style_network(G)  # a one-line error for a generator without a mapping network
+        style.check_psi(truncation)
+        mixed = style.parse_layers(mix_layers if mix_layers is not None else style.style_layer_groups(G)["coarse"],
+                                   net.num_ws) if mix_seed is not None else []
     device = next(G.parameters()).device
     dtype = amp_dtype(cfg.amp, device)
     z_all = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    z_mix = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(mix_seed)) if mix_seed is not None else None
+
+    def draw(z, y, k):
+        if not styled:
+            return G(z) if y is None else G(z, y)
+        zs = [z] if z_mix is None else [z, z_mix[k:k + len(z)].to(device)]
+        if cfg.family == "conditional":  # the class embedding goes in beside z, as ConditionalGenerator does
+            zs = [torch.cat([zz, G.embed(y).to(zz.dtype)], 1) for zz in zs]
+        ws = [net.ws(zz, truncation) for zz in zs]
+        if len(ws) == 2:
+            ws[0] = ws[0].clone()
+            ws[0][:, mixed] = ws[1][:, mixed]
+        return net.synthesis(ws[0])
+
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         for folder, y_all in jobs:
             folder.mkdir(parents=True, exist_ok=True)
             i = 0
             for z, y in zip(z_all.split(batch), y_all.split(batch) if y_all is not None else [None] * count):
-                x = G(z.to(device)) if y is None else G(z.to(device), y.to(device))
+                x = draw(z.to(device), None if y is None else y.to(device), i)
                 for img in to_uint8(x.float()).cpu():
                     pic = Image.fromarray(img[0].numpy())  # uint8 (H, W) → mode "L"
                     atomic_write(folder / f"sample_{i:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
@@ -940,4 +971,9 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
         return (f"wrote {count} samples of each class ({', '.join(cfg.classes)}; {which}, {what}, seed {seed}) "
                 f"to '{out}/<class>/'")
     named = f", class {cfg.classes[class_labels(cfg, label, 1).item()]}" if label is not None else ""
+    if truncation != 1:
+        named += f", truncation ψ={truncation:g}"
+    if mix_seed is not None:
+        named += f", style layers {mixed[0]}-{mixed[-1]} from seed {mix_seed}" if mixed == list(
+            range(mixed[0], mixed[-1] + 1)) else f", style layers {mixed} from seed {mix_seed}"
     return f"wrote {count} samples ({which}, {what}{named}, seed {seed}) to '{out}'"

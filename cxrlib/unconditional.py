@@ -6,9 +6,10 @@ differs -- its networks, how a batch is drawn, its D step and its G step. This f
 the family the course starts with (Goodfellow et al. 2014 with the seed's and the course's tricks):
 
 * **D step** -- show D a batch of real images x and of fakes G(z); D learns to call x real (``d_loss_real``)
-  and G(z) fake (``d_loss_fake``). G is frozen (``no_grad``). Optional R1 penalty on real images.
+  and G(z) fake (``d_loss_fake``). G is frozen (``no_grad``). Optional R1 penalty on real images, R2 on fakes.
 * **G step** -- G makes a fresh batch G(z); G learns to make D call it real (``g_loss``, non-saturating).
-  D is frozen (no weight gradients).
+  D is frozen (no weight gradients). With the relativistic loss ("rpgan") D also scores a fresh real batch,
+  and each fake must look more real than its paired real image.
 * Both see the *same* DiffAugment (policy and probability p) on real and fake batches, so an augmentation
   never tells reals from fakes and G is not pushed to reproduce it. Each augmentation is applied with
   probability p, so D does see clean images: a fraction 1 - p of them per augmentation, and all of them while
@@ -96,11 +97,13 @@ class Unconditional:
         if real is None:
             real, labels = self.real_batch(cfg.batch)
         real = real.detach()
-        do_r1 = cfg.r1_gamma > 0 and t.d_updates % cfg.r1_every == 0  # lazy R1: every r1_every steps
+        lazy = t.d_updates % cfg.r1_every == 0  # lazy R1/R2: every r1_every steps
+        do_r1, do_r2 = cfg.r1_gamma > 0 and lazy, cfg.r2_gamma > 0 and lazy
         real.requires_grad_(do_r1)
         with torch.no_grad(), t.autocast():
             y_fake = self.fake_labels(len(real))
             fake = self.generate(t.sample_z(len(real)), y_fake)  # G is not trained in the D step
+        fake.requires_grad_(do_r2)
         with t.autocast():
             real_logits = self.discriminate(t.augment(real), labels)
             fake_logits = self.discriminate(t.augment(fake), y_fake)
@@ -110,6 +113,10 @@ class Unconditional:
             r1 = losses.r1_penalty(real_logits, real).mean()
             total = d_loss + losses.r1_weight(cfg.r1_gamma, cfg.r1_every) * r1
             stats["r1"] = r1.detach()
+        if do_r2:
+            r2 = losses.r2_penalty(fake_logits, fake).mean()
+            total = total + losses.r1_weight(cfg.r2_gamma, cfg.r1_every) * r2
+            stats["r2"] = r2.detach()
         t.d_opt.zero_grad(set_to_none=True)
         total.backward()
         stats["d_grad_norm"] = grad_norm(t.D)
@@ -129,7 +136,13 @@ class Unconditional:
             y_fake = self.fake_labels(cfg.batch)
             fake = self.generate(t.sample_z(cfg.batch), y_fake)
             fake_logits = self.discriminate(t.augment(fake), y_fake)
-        g_loss, stats = t.g_loss_fn(fake_logits.float())
+        if cfg.loss in losses.RELATIVISTIC:  # each fake is judged against a real image
+            real, labels = self.real_batch(cfg.batch)
+            with torch.no_grad(), t.autocast():
+                real_logits = self.discriminate(t.augment(real), labels)
+            g_loss, stats = t.g_loss_fn(fake_logits.float(), real_logits.float())
+        else:
+            g_loss, stats = t.g_loss_fn(fake_logits.float())
         t.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         stats = {k: v for k, v in stats.items() if k not in ("D(x)", "D(G(z))")}  # D's view is logged by d_step

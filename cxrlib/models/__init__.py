@@ -29,7 +29,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from cxrlib.errors import CxrError
 
-PRESETS = ("seed", "dcgan", "course")
+PRESETS = ("seed", "dcgan", "course", "style", "modern")  # modern: the course networks
 MIN_SIZE, MAX_SIZE = 32, 512
 
 PRESET_NOTES: dict[str, str] = {
@@ -61,6 +61,20 @@ PRESET_NOTES: dict[str, str] = {
         "useful to G) and a minibatch-standard-deviation channel before its last block (D can see when a "
         "batch lacks variety, which fights mode collapse). EMA of G, R1 and DiffAugment are added by the "
         "trainer."
+    ),
+    "style": (
+        "The style-based generator of StyleGAN/StyleGAN2 (Karras et al. 2019, 2020) with the course "
+        "discriminator. A mapping network (4 fully connected layers, learning 10× slower) turns z into a "
+        "style vector w; synthesis starts from a learned 4×4 constant, and every convolution is modulated by "
+        "its own copy of w (per-channel scales, then demodulated to unit variance), with per-pixel noise of a "
+        "learned strength after it and a to-image output at every resolution. Separate styles per layer allow "
+        "style mixing (coarse anatomy from one w, fine texture from another) and a running mean of w the "
+        "truncation trick. Trained with the course recipe plus style-mixing regularisation."
+    ),
+    "modern": (
+        "The course networks trained with the modern recipe (Huang et al. 2025, R3GAN, at our scale): the "
+        "relativistic pairing loss with R1 and R2 penalties, no label tricks, EMA of G, Adam with beta1 = 0. The "
+        "paper's claim is that a well-posed loss makes the bag of tricks unnecessary; notebook 08 tests it."
     ),
 }
 
@@ -637,14 +651,15 @@ class ConditionalGenerator(nn.Module):
     def default_labels(self, n: int, device=None) -> torch.Tensor:
         return torch.arange(n, device=device) % self.n_classes
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, return_levels: bool = False):
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, return_levels: bool = False, **kw):
+        """``kw`` goes to the base network (a style G's ``truncation`` and ``noise_mode``)."""
         if y is None:
             y = self.default_labels(len(z), z.device)
         for norm in self.class_norms:
             norm.y = y
         if self.embed is not None:
             z = torch.cat([z, self.embed(y).to(z.dtype)], 1)
-        return self.base(z, return_levels=return_levels)
+        return self.base(z, return_levels=return_levels, **kw)
 
 
 class ProjectionDiscriminator(nn.Module):
@@ -693,14 +708,16 @@ def build_models(
 ) -> tuple[nn.Module, nn.Module]:
     """Build ``(G, D)`` of a preset for ``size``×``size`` grayscale images.
 
-    preset: ``"seed"``, ``"dcgan"`` or ``"course"``; size: a power of two from 32 to 512; z_dim: latent size
+    preset: ``"seed"``, ``"dcgan"``, ``"course"``, ``"style"`` (the style-based G of ``cxrlib.models.style``
+    with the course D) or ``"modern"`` (the course networks; the preset differs in its recipe); size: a power of two from 32 to 512; z_dim: latent size
     (defaults: seed 256, dcgan 100, course 128); width: multiplies every channel count; n_classes ≥ 2: the
     conditional pair, ``ConditionalGenerator`` around the preset's G and ``ProjectionDiscriminator`` around
     its D (0: unconditional), G reading the class through class-conditional BatchNorm (``class_norm``, the
     default where G has BatchNorm) and/or a ``class_dim``-long embedding concatenated to z (the default,
     ``CLASS_DIM``, for a G without BatchNorm; both can be set through ``model_kwargs``).
     Extra keywords by preset -- seed: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
-    dcgan: ``ngf``, ``ndf``; course: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
+    dcgan: ``ngf``, ``ndf``; style: ``ch_out``, ``ch_max``, ``w_dim``, ``mapping_layers``, ``lr_mul``,
+    ``mixing_prob`` and the D's; course and modern: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
     ``down``, ``mbstd_group``, ``spectral_norm``.
     """
     check_size(size)
@@ -712,9 +729,9 @@ def build_models(
             f"preset {preset!r} does not take {', '.join(sorted(unknown))} "
             f"(it takes {', '.join(PRESET_KEYWORDS[preset])})"
         )
-    z_noise = z_dim or {"seed": SEED_Z_DIM, "dcgan": 100, "course": 128}[preset]
+    z_noise = z_dim or {"seed": SEED_Z_DIM, "dcgan": 100}.get(preset, 128)
     if n_classes:  # how G reads the class: class-conditional BatchNorm where G has BatchNorm, else [z, e(y)]
-        has_bn = not (preset == "course" and kw.get("norm") == "none")
+        has_bn = preset != "style" and not (preset in ("course", "modern") and kw.get("norm") == "none")
         class_norm = has_bn if class_norm is None else class_norm
         class_dim = (0 if class_norm else CLASS_DIM) if class_dim is None else class_dim
     else:
@@ -727,10 +744,15 @@ def build_models(
     elif preset == "dcgan":
         G = DCGANGenerator(size, z_dim=z_dim, ngf=scaled(kw.get("ngf", 64), width))
         D = DCGANDiscriminator(size, ndf=scaled(kw.get("ndf", 64), width))
-    else:
+    else:  # course and modern: the course networks; style: the style-based G with the course D
         d_kw = {k: kw.pop(k) for k in ("down", "mbstd_group", "spectral_norm") if k in kw}
         shared = {k: kw[k] for k in ("ch_out", "ch_max") if k in kw}
-        G = course_generator(size, z_dim=z_dim, width=width, **kw)
+        if preset == "style":
+            from cxrlib.models.style import StyleGenerator
+
+            G = StyleGenerator(size, z_dim=z_dim, width=width, label_dim=class_dim, **kw)
+        else:
+            G = course_generator(size, z_dim=z_dim, width=width, **kw)
         D = CourseDiscriminator(size, width=width, **shared, **d_kw)
     if n_classes:
         G = ConditionalGenerator(G, n_classes, z_noise, class_dim=class_dim, class_norm=class_norm)
@@ -742,7 +764,10 @@ PRESET_KEYWORDS = {
     "seed": ("skips", "dropout", "dropout_mode", "d_dropout"),
     "dcgan": ("ngf", "ndf"),
     "course": ("ch_out", "ch_max", "norm", "convs_per_block", "skips", "down", "mbstd_group", "spectral_norm"),
+    "style": ("ch_out", "ch_max", "w_dim", "mapping_layers", "lr_mul", "mixing_prob", "down", "mbstd_group",
+              "spectral_norm"),
 }
+PRESET_KEYWORDS["modern"] = PRESET_KEYWORDS["course"]  # the modern recipe trains the course networks
 
 
 # ----------------------------------------------------------------------------------------------- inspect
@@ -778,12 +803,14 @@ def layer_table(
     example: an input batch (default: 2 random latents for a generator, 2 random (1, size, size) images for a
     discriminator). output_shape excludes the batch dimension. Runs one forward pass in eval mode with
     forward hooks; the module's train/eval mode is restored. The ``params`` column sums to
-    :func:`count_params`.
+    :func:`count_params`. A module that holds parameters of its own besides its children (the style generator's
+    modulated convolutions, noise strengths and constant input; the generator itself for its constant: name
+    "(own)") gets a row with those only.
     """
     x = _example_input(module, example, size)
     rows, hooks = [], []
 
-    def hook(name):
+    def hook(name, own=False):
         def record(m, inputs, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
             rows.append(
@@ -791,15 +818,19 @@ def layer_table(
                     "name": name,
                     "type": type(m).__name__,
                     "output_shape": tuple(out.shape[1:]),
-                    "params": count_params(m),
+                    "params": sum(p.numel() for p in m.parameters(recurse=False)) if own else count_params(m),
                 }
             )
 
         return record
 
     for name, m in module.named_modules():
-        if name and _is_layer(m) and ".parametrizations." not in name:
+        if ".parametrizations." in name or name.endswith("parametrizations"):
+            continue
+        if name and _is_layer(m):
             hooks.append(m.register_forward_hook(hook(name)))
+        elif any(True for _ in m.parameters(recurse=False)):
+            hooks.append(m.register_forward_hook(hook(name or "(own)", own=True)))
     was_training = module.training
     module.eval()
     try:
@@ -813,6 +844,8 @@ def layer_table(
 
 def _macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     """Multiply-adds of one layer call for the whole batch (bias additions are not counted)."""
+    if hasattr(m, "macs"):  # the style generator's layers count themselves
+        return m.macs(inp, out)
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0] * m.kernel_size[1]
         return out.numel() * (m.in_channels // m.groups) * k
@@ -827,10 +860,11 @@ def _macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
 
 @torch.no_grad()
 def forward_flops(module: nn.Module, example: torch.Tensor) -> int:
-    """Forward FLOPs per sample of Conv2d / ConvTranspose2d / Linear layers (1 multiply-add = 2 FLOPs)."""
+    """Forward FLOPs per sample of Conv2d / ConvTranspose2d / Linear layers and of layers with a ``macs``
+    method (the style generator's modulated convolutions) (1 multiply-add = 2 FLOPs)."""
     total, hooks = [0], []
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) or hasattr(m, "macs"):
             hooks.append(
                 m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, i[0], o)))
             )
