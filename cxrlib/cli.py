@@ -533,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="training throughput table (images/s, ms/step) of presets × sizes here")
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: checks that it works")
-    p.add_argument("--presets", type=lambda s: s.split(","), default=["seed", "dcgan", "course"],
-                   help="comma-separated presets (default seed,dcgan,course)")
+    p.add_argument("--presets", type=lambda s: s.split(","), default=["seed", "dcgan", "course", "style"],
+                   help="comma-separated presets (default seed,dcgan,course,style)")
     p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], help="comma-separated sizes")
     p.add_argument("--batch", type=int, help="batch (default: each preset's)")
     p.add_argument("--steps", type=int, help="timed steps per row")

@@ -149,9 +149,14 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
 
     The graph is kept (``create_graph=True``) so the penalty can be back-propagated into D's weights.
     """
-    if not real_images.requires_grad:
-        raise CxrError("r1_penalty needs real_images.requires_grad_() before D is run on them")
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
+    return _grad_sq(real_logits, real_images, "r1_penalty needs real_images")
+
+
+def _grad_sq(logits: torch.Tensor, images: torch.Tensor, what: str) -> torch.Tensor:
+    """‖∇ₓ Σ logits‖² per image (B,), float32, graph kept; ``what`` names the missing requires_grad."""
+    if not images.requires_grad:
+        raise CxrError(f"{what}.requires_grad_() before D is run on them")
+    (grad,) = torch.autograd.grad(logits.float().sum(), images, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(1)
 
 
@@ -232,10 +237,7 @@ def r2_penalty(fake_logits: torch.Tensor, fake_images: torch.Tensor) -> torch.Te
     """R2 gradient penalty: ``‖∇ₓ D(x)‖²`` on *fake* images, shape (B,) -- R1's twin on the other side of the
     game (R3GAN uses both: R1 alone still lets D grow sharp around the fakes). ``fake_images`` need
     ``requires_grad`` before D runs on them, as for :func:`r1_penalty`; the same weight rule (:func:`r1_weight`)."""
-    if not fake_images.requires_grad:
-        raise CxrError("r2_penalty needs fake_images.requires_grad_() before D is run on them")
-    (grad,) = torch.autograd.grad(fake_logits.float().sum(), fake_images, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1)
+    return _grad_sq(fake_logits, fake_images, "r2_penalty needs fake_images")
 
 
 LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge), "lsgan": (d_loss_lsgan, g_loss_lsgan),
