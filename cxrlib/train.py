@@ -947,8 +947,8 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
         if not styled:
             return G(z) if y is None else G(z, y)
         zs = [z] if z_mix is None else [z, z_mix[k:k + len(z)].to(device)]
-        if cfg.family == "conditional":  # the class embedding goes in beside z, as ConditionalGenerator does
-            zs = [torch.cat([zz, G.embed(y).to(zz.dtype)], 1) for zz in zs]
+        if cfg.family == "conditional":
+            zs = [G.latent(zz, y) for zz in zs]
         ws = [net.ws(zz, truncation) for zz in zs]
         if len(ws) == 2:
             ws[0] = ws[0].clone()

@@ -657,9 +657,11 @@ class ConditionalGenerator(nn.Module):
             y = self.default_labels(len(z), z.device)
         for norm in self.class_norms:
             norm.y = y
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(y).to(z.dtype)], 1)
-        return self.base(z, return_levels=return_levels, **kw)
+        return self.base(self.latent(z, y), return_levels=return_levels, **kw)
+
+    def latent(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the base network reads: z with the class embedding e(y) beside it (z itself without one)."""
+        return z if self.embed is None else torch.cat([z, self.embed(y).to(z.dtype)], 1)
 
 
 class ProjectionDiscriminator(nn.Module):
