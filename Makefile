@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cxrlib-installed
 
-.PHONY: install test test-unit test-notebooks demo lab exercises badges bench pretrained pretrained-conditional pretrained-cyclegan lessons test-browser lint clean
+.PHONY: install test test-unit test-notebooks demo lab exercises badges bench pretrained pretrained-conditional pretrained-cyclegan pretrained-style lessons test-browser lint clean
 
 install: $(STAMP)
 
@@ -74,6 +74,17 @@ pretrained-cyclegan: $(STAMP)
 		--out runs/pretrained-cyclegan --quiet
 	$(PY) -c "from cxrlib.train import export_pretrained as e; \
 		print(e('runs/pretrained-cyclegan', 'cxrlib/assets/cyclegan_phantom_64.pt', discriminator=False))"
+
+## make pretrained-style: reproduce cxrlib/assets/style_phantom_64.pt -- the style preset (mapping network, modulated
+## convolutions, noise inputs, style mixing; course D and recipe) at width 0.5 on the same 2,000 64-px phantoms, seed
+## and steps as `make pretrained` (~26 min on a 2-core AVX2 CPU; notebook 08's mixing and truncation, RESULTS.md).
+pretrained-style: $(STAMP)
+	rm -rf runs/pretrained-style
+	$(PY) -m cxrlib train --data phantom --n-images 2000 --size 64 --preset style --set width=0.5 \
+		--steps $(PRETRAINED_STEPS) --seed 0 --checkpoint-every 500 --sample-every 250 --log-every 50 \
+		--out runs/pretrained-style --quiet
+	$(PY) -c "from cxrlib.train import export_pretrained as e; \
+		print(e('runs/pretrained-style', 'cxrlib/assets/style_phantom_64.pt'))"
 
 ## make lessons: the results bank -- lesson experiments with 3 seeds at a longer budget than a notebook cell has,
 ## written to cxrlib/assets/lessons.json (resumable: finished parts are kept). Figures in benchmarks/RESULTS.md.

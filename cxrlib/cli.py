@@ -498,8 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="write samples from a checkpoint's (EMA) generator as PNGs")
     p.add_argument("--ckpt", required=True, help="checkpoint file, run directory, 'pretrained' (the course "
-                   "generator shipped with cxrlib, 64-px phantoms) or 'pretrained-conditional' (its conditional "
-                   "twin: normal / pneumonia)")
+                   "generator shipped with cxrlib, 64-px phantoms), 'pretrained-conditional' (its conditional "
+                   "twin: normal / pneumonia) or 'pretrained-style' (a style-based generator: --truncation, --mix-*)")
     p.add_argument("--n", type=int, help="number of images")
     p.add_argument("--out", required=True, help="folder for sample_XXXXX.png (with --per-class: OUT/<class>/)")
     p.add_argument("--class", dest="class_", metavar="CLASS",

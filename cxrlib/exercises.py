@@ -1150,5 +1150,50 @@ register(
 )
 
 
+
+# ----------------------------------------------------------------------- notebook 08: StyleGAN ideas
+def _modulated_weights_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(8)
+    weight = torch.randn(4, 3, 3, 3, generator=g)
+    s = torch.rand(2, 3, generator=g) + 0.5
+    return [
+        case(weight, s, False, label="modulation only: each input channel's weights scaled by its style"),
+        case(weight, s, True, label="modulation and demodulation"),
+        case(weight, torch.ones(1, 3), True, label="styles of 1: demodulated weights of unit norm per output"),
+        case(weight[:, :1, :1, :1], 10 * s[:, :1], True, label="1×1 kernels, one input channel, large styles"),
+    ]
+
+
+register(
+    "08.modulated_weights",
+    reference="cxrlib.models.style.modulated_weights",
+    checker=compare_outputs(_modulated_weights_cases, atol=1e-5),
+    hint="w = weight[None] * s[:, None, :, None, None] gives (B, C_out, C_in, k, k); to demodulate divide by "
+    "(w ** 2).sum(dim=(2, 3, 4), keepdim=True).add(eps).sqrt()",
+)
+
+
+def _truncate_cases():
+    import torch
+
+    g = torch.Generator().manual_seed(9)
+    w, w_avg = torch.randn(5, 6, generator=g), torch.randn(6, generator=g)
+    return [
+        case(w, w_avg, 1.0, label="ψ = 1: w itself"),
+        case(w, w_avg, 0.5, label="ψ = 0.5: half-way to the average"),
+        case(w, w_avg, 0.0, label="ψ = 0: every w becomes w_avg"),
+        case(torch.randn(2, 10, 6, generator=g), w_avg, 0.7, label="per-layer ws (B, num_ws, w_dim), ψ = 0.7"),
+    ]
+
+
+register(
+    "08.truncate",
+    reference="cxrlib.models.style.truncate_toward",
+    checker=compare_outputs(_truncate_cases, atol=1e-6),
+    hint="w_avg + psi * (w - w_avg): w_avg (w_dim,) broadcasts against w's last dimension",
+)
+
 if __name__ == "__main__":
     raise SystemExit(main())

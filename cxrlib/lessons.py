@@ -28,6 +28,9 @@ Lessons in the bank:
   (``cxrlib.classifier``) trained on 100 (or 1,000) real phantoms alone, with 3 offline-augmented copies of each,
   with 1,000 images of a conditional GAN trained on those same real images, and on the GAN's images alone;
   ROC-AUC on 1,000 held-out phantoms, plus the GAN's class consistency and SWD; 3 seeds at 64 px, the GAN 600 steps.
+* ``modern`` (notebook 08): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
+  1,000 64-px phantoms for about 10 minutes each on a 2-core CPU (2,300 and 2,000 steps: the ratio of their step
+  times), SWD ×10³ of the EMA generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ LESSONS = {
     # notebook 07: Pix2Pix with its GAN term and without it (L1 only), about the same training time each
     "pix2pix": dict(notebook="07", size=64, n_train=1000, n_test=200, width=0.5, gan_steps=300,
                     l1_steps=540, seeds=3),
+    # notebook 08: the course recipe (BCE + R1) against the modern one (RpGAN + R1 + R2) for ~10 minutes each on a
+    # 2-core CPU: steps in the ratio of their step times (a modern step also scores a real batch in the G step and
+    # adds R2), so the arms get the same wall-clock (train_seconds shows it) and the bank stays reproducible
+    "modern": dict(notebook="08", size=64, batch=32, n_images=1000, n_heldout=1000,
+                   arms={"course": {"preset": "course", "steps": 2300}, "modern": {"preset": "modern", "steps": 2000}},
+                   seeds=3),
 }
 # what a lesson's numbers are: "arms" is every part's main figure, other keys are extra figures per arm
 METRICS = {
@@ -75,6 +84,8 @@ METRICS = {
                 "dev_corr": "correlation of the deviations from the training mean image (what is the patient's own)",
                 "sharpness": "variance of the Laplacian ×10³ (real images: see its row; lower = blurrier)",
                 "train_seconds": "training seconds of each arm on the machine that made the bank"},
+    "modern": {"arms": "SWD ×10³ of the EMA generator against 1,000 held-out phantoms, ~10 min of training each",
+               "train_seconds": "training seconds of each arm on the machine that made the bank"},
     "volume": {"arms": "SWD ×10³ against held-out phantoms",
                "flagged": "share of samples the memorisation audit flags as copies of the arm's training images",
                "chance": "share of held-out real images it flags against the same training images (chance level)"},
@@ -225,11 +236,41 @@ def run_pix2pix(seed: int, settings: dict) -> dict:
     return out
 
 
+def run_recipes(seed: int, settings: dict) -> dict:
+    """One seed of a recipe comparison: every arm ({name: {"preset", "steps", "set": {option: value}}}) trained on
+    the same phantoms for its steps, its EMA generator scored by SWD against held-out phantoms (as
+    ``benchmarks/quality_bar.py`` scores), with the training seconds it took."""
+    import time
+
+    from cxrlib import data, experiments
+    from cxrlib.config import make_config
+    from cxrlib.train import Trainer
+
+    size = settings["size"]
+    train = data.load_dataset("phantom", size=size, n=settings["n_images"])
+    heldout = data.load_dataset("phantom", size=size, n=settings["n_heldout"], seed=1)
+    out = {"arms": {}, "train_seconds": {}}
+    t_all = time.perf_counter()
+    for arm, spec in settings["arms"].items():
+        steps = spec["steps"]
+        cfg = make_config(spec["preset"], size=size, batch=settings["batch"], steps=steps, seed=seed,
+                          log_every=max(1, steps // 10), sample_every=10**9, checkpoint_every=10**9,
+                          **spec.get("set", {}))
+        t = Trainer(cfg, train)
+        t.fit(progress=False)
+        out["arms"][arm] = experiments.evaluate(t, heldout)["swd"]["avg"]
+        out["train_seconds"][arm] = t.seconds
+    out["seconds"] = time.perf_counter() - t_all
+    return out
+
+
 RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume,
-           "synthetic-100": run_synthetic, "synthetic-1000": run_synthetic, "pix2pix": run_pix2pix}
+           "synthetic-100": run_synthetic, "synthetic-1000": run_synthetic, "pix2pix": run_pix2pix,
+           "modern": run_recipes}
 # what each lesson's arms are compared with
 BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images",
-             "synthetic-100": "real", "synthetic-1000": "real", "pix2pix": "L1 only"}
+             "synthetic-100": "real", "synthetic-1000": "real", "pix2pix": "L1 only",
+             "modern": "course"}
 
 
 def _arm_order(name: str, arms: list[str]) -> list[str]:

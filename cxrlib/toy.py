@@ -93,6 +93,9 @@ def toy_models(runs: int, z_dim: int = 2, hidden: int = 64, depth: int = 2, seed
 class ToyConfig:
     """One toy recipe. The tricks have the names and meaning of ``cxrlib.config.TrainConfig``'s.
 
+    loss: "bce" (the course's non-saturating loss) or "rpgan" (the relativistic pairing loss of notebook 08,
+    ``cxrlib.losses.d_loss_rpgan``; smoothing and flipping apply to its paired difference); r2_gamma: R2 penalty
+    on G's points (R1's twin; RpGAN + R1 + R2 is R3GAN's recipe);
     steps: training iterations (each ``d_steps_per_g_step`` D updates then ``g_steps_per_d_step`` G updates);
     batch: points per batch; g_lr, d_lr, betas: Adam; label_smoothing s: D's targets 1 - s/2 and s/2;
     flip_prob: each D target swapped with this probability; r1_gamma: R1 penalty on real points;
@@ -114,6 +117,8 @@ class ToyConfig:
     g_steps_per_d_step: int = 1
     d_steps_per_g_step: int = 1
     r1_gamma: float = 0.0
+    r2_gamma: float = 0.0
+    loss: str = "bce"
     ema_half_life: float = 0.0
     modes: int = 8
     std: float = 0.05
@@ -126,28 +131,50 @@ class ToyConfig:
 def d_step(G, D, d_opt, real, z, cfg: ToyConfig, generator=None) -> dict:
     """One discriminator update on real points and G(z); G frozen. Returns d_loss, D(x), D(G(z)) (floats).
 
-    The loss is ``cxrlib.losses.d_loss_bce`` -- the image trainer's, with its smoothing and flipping -- on the
-    logits of all runs at once; R1 is ``cxrlib.losses.r1_penalty`` on the real points."""
+    The loss is the image trainer's (``cxrlib.losses.d_loss_bce`` or ``d_loss_rpgan``, with their smoothing and
+    flipping) on the logits of all runs at once; R1 is ``cxrlib.losses.r1_penalty`` on the real points, R2
+    ``cxrlib.losses.r2_penalty`` on G's."""
+    d_loss_fn = _loss(cfg)[0]
     with torch.no_grad():
         fake = G(z)
     runs = real.shape[0]
     real = real.detach().reshape(-1, 2).requires_grad_(cfg.r1_gamma > 0)  # (runs·B, 2): one row per point
-    real_logits, fake_logits = D(real.view(runs, -1, 2)).flatten(), D(fake).flatten()
-    d_loss, stats = losses.d_loss_bce(real_logits, fake_logits, label_smoothing=cfg.label_smoothing,
-                                      flip_prob=cfg.flip_prob, generator=generator)
+    fake = fake.reshape(-1, 2).requires_grad_(cfg.r2_gamma > 0)
+    real_logits, fake_logits = D(real.view(runs, -1, 2)).flatten(), D(fake.view(runs, -1, 2)).flatten()
+    d_loss, stats = d_loss_fn(real_logits, fake_logits, label_smoothing=cfg.label_smoothing,
+                              flip_prob=cfg.flip_prob, generator=generator)
     total = d_loss
     if cfg.r1_gamma > 0:  # (γ/2)·E‖∇ₓD(x)‖² on real points
         total = total + losses.r1_weight(cfg.r1_gamma) * losses.r1_penalty(real_logits, real).mean()
+    if cfg.r2_gamma > 0:  # the same on G's points
+        total = total + losses.r1_weight(cfg.r2_gamma) * losses.r2_penalty(fake_logits, fake).mean()
     d_opt.zero_grad(set_to_none=True)
     total.backward()
     d_opt.step()
     return {"d_loss": d_loss.item(), "D(x)": stats["D(x)"].item(), "D(G(z))": stats["D(G(z))"].item()}
 
 
-def g_step(G, D, g_opt, z) -> dict:
-    """One generator update (non-saturating loss); D frozen. Returns g_loss (float)."""
+def _loss(cfg: ToyConfig):
+    if cfg.loss not in losses.TRICK_LOSSES:
+        raise CxrError(f"toy loss must be one of {', '.join(losses.TRICK_LOSSES)} (got {cfg.loss!r})")
+    return losses.LOSSES[cfg.loss]
+
+
+def g_step(G, D, g_opt, z, cfg: ToyConfig | None = None, real=None) -> dict:
+    """One generator update (non-saturating loss; with ``cfg.loss == "rpgan"`` the relativistic one against the
+    real points ``real`` (runs, B, 2)); D frozen. Returns g_loss (float)."""
+    cfg = cfg or ToyConfig()
+    g_loss_fn = _loss(cfg)[1]
     with frozen(D):  # D gets no weight gradients in the G step (cxrlib.train's helper)
-        g_loss, _ = losses.g_loss_bce(D(G(z)).flatten())
+        fake_logits = D(G(z)).flatten()
+        if cfg.loss in losses.RELATIVISTIC:
+            if real is None:
+                raise CxrError("a relativistic G step needs a batch of real points")
+            with torch.no_grad():
+                real_logits = D(real).flatten()
+            g_loss, _ = g_loss_fn(fake_logits, real_logits)
+        else:
+            g_loss, _ = g_loss_fn(fake_logits)
     g_opt.zero_grad(set_to_none=True)
     g_loss.backward()
     g_opt.step()
@@ -173,7 +200,9 @@ def train_step(G, D, g_opt, d_opt, cfg: ToyConfig, generator=None, train_points=
         z = torch.randn(runs, cfg.batch, cfg.z_dim, generator=generator)
         stats.update(d_step(G, D, d_opt, real, z, cfg, generator))
     for _ in range(cfg.g_steps_per_d_step):
-        stats.update(g_step(G, D, g_opt, torch.randn(runs, cfg.batch, cfg.z_dim, generator=generator)))
+        z = torch.randn(runs, cfg.batch, cfg.z_dim, generator=generator)
+        real = real_batch(cfg, runs, generator, train_points) if cfg.loss in losses.RELATIVISTIC else None
+        stats.update(g_step(G, D, g_opt, z, cfg, real))
     return stats
 
 
@@ -400,6 +429,22 @@ def trick_variants(steps: int = 2000) -> dict[str, ToyConfig]:
         "both learning rates ÷4": base.replace(g_lr=base.g_lr / 4, d_lr=base.d_lr / 4),
         "R1 (γ = 1)": base.replace(r1_gamma=1.0),
         "EMA of G (half-life 100)": base.replace(ema_half_life=100),
+    }
+
+
+def modern_variants(steps: int = 2000) -> dict[str, ToyConfig]:
+    """Notebook 08's grid: the modern recipe (RpGAN + R1 + R2, Adam β₁ = 0, no tricks) first, then the seed's tricks
+    added to it one at a time, then the course's BCE without and with the seed's tricks -- does a trick still help
+    once the loss is well posed?"""
+    base = ToyConfig(steps=steps)
+    modern = base.replace(loss="rpgan", r1_gamma=1.0, r2_gamma=1.0, betas=(0.0, 0.99))
+    return {
+        "RpGAN + R1 + R2": modern,
+        "  + label smoothing 0.1": modern.replace(label_smoothing=0.1),
+        "  + label flipping 5 %": modern.replace(flip_prob=0.05),
+        "  + 3 G steps per D step": modern.replace(g_steps_per_d_step=3),
+        "BCE, no tricks": base,
+        "BCE + the seed's 3 tricks": base.replace(label_smoothing=0.1, flip_prob=0.05, g_steps_per_d_step=3),
     }
 
 

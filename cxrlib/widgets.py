@@ -9,6 +9,7 @@ making it the last expression of a cell::
     dash = widgets.TrainingDashboard(every=5)        # notebook 03: trainer callback
     dash.widget
     widgets.latent_explorer(G)                       # notebook 05
+    widgets.truncation_explorer(G)                   # notebook 08: a style generator
     widgets.turing_test(real, fake, n_rounds=10)     # notebook 05
 
 Figures are drawn by matplotlib's Agg renderer (no pyplot, so no stray inline figures) into PNG bytes shown by
@@ -638,6 +639,66 @@ def latent_explorer(G, seed: int = 0, walk_steps: int = 64, step_size: float = 0
     redraw()
     controls = W.HBox([W.VBox([W.HBox([seed_box, method]), W.HBox([walk_label, walk])]), W.VBox([t, truncation])])
     return W.VBox([controls, image])
+
+
+# ======================================================================= 3b. truncation in W (notebook 08)
+
+
+def truncation_views(G, psi: float, seed: int = 0, n: int = 8) -> torch.Tensor:
+    """n images of a style generator at truncation ψ (w = w_avg + ψ·(w − w_avg)), the same latents (``seed``)
+    for every ψ, with the stored noise maps: float (n, 1, S, S) in [-1, 1]."""
+    from cxrlib.models.style import style_network
+
+    net = style_network(G)
+    was_training = net.training
+    net.eval()
+    try:
+        z = torch.randn(n, net.z_dim, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            return net(z, truncation=psi)
+    finally:
+        net.train(was_training)
+
+
+def truncation_views_png(images, psi: float, average=None) -> bytes:
+    """One row of images at ψ (and the image of w_avg itself, ``average``, at the left when given) as PNG."""
+    imgs = list(to_uint8(images[:, 0]))
+    titles = [f"seed image {i}" for i in range(len(imgs))]
+    if average is not None:
+        imgs, titles = [to_uint8(average[0, 0])] + imgs, ["w_avg (ψ = 0)"] + titles
+    fig = new_figure(1.3 * len(imgs), 1.75, left=0.01, right=0.99, bottom=0.02, top=0.78, wspace=0.05)
+    for ax, img, title in zip(fig.subplots(1, len(imgs)), imgs, titles):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"truncation ψ = {psi:.2f}: the same 8 latents, pulled toward the average w", fontsize=9)
+    return figure_png(fig)
+
+
+def truncation_explorer(G, seed: int = 0, n: int = 8):
+    """A ψ slider (0.05–1) over n images of a style generator from the same latents, with the image of w_avg.
+    Returns an ``ipywidgets.VBox``."""
+    import ipywidgets as W
+
+    from cxrlib.models.style import style_network
+
+    net = style_network(G)
+    with torch.no_grad():
+        was_training = net.training
+        average = net.eval().synthesis(net.w_avg[None, None].expand(1, net.num_ws, -1), "const")
+        net.train(was_training)
+    psi = W.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="ψ", continuous_update=False,
+                        style={"description_width": "30px"})
+    psi.add_class("cxr-truncation-psi")
+    image = _image_widget()
+
+    def redraw(_=None):
+        image.value = truncation_views_png(truncation_views(G, psi.value, seed, n), psi.value, average)
+
+    psi.observe(redraw, names="value")
+    redraw()
+    return W.VBox([psi, image])
 
 
 # ======================================================================= 4. visual Turing test (notebook 05)

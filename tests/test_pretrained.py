@@ -183,3 +183,24 @@ def test_shipped_cyclegan_adds_pneumonia_and_keeps_the_patient():
     assert p_after - p_before > 0.3, (float(p_before), float(p_after))
     lungs = normals.masks[:, :1] > 127
     assert float(metrics.masked_l1(normals.images, ill, ~lungs).mean()) < 0.08
+
+
+def test_shipped_style_generator_mixes_anatomy_in_coarse_layers_and_truncates_toward_typical():
+    """The shipped style generator (`make pretrained-style`, notebook 08): small, a StyleGenerator at 64 px whose
+    coarse layers carry the layout (outline, diaphragm, heart) and fine ones only detail; lower ψ gives images
+    more alike each other."""
+    from cxrlib.models import style
+
+    path = assets.pretrained_checkpoint(name="pretrained-style")
+    assert path is not None, "cxrlib/assets/style_phantom_64.pt is missing or its sha256 does not match"
+    assert path.stat().st_size < 10e6
+    recipe = (REPO / "Makefile").read_text().split("\npretrained-style:", 1)[1].split("\n\n", 1)[0]
+    assert "--preset style" in recipe and "--seed 0" in recipe and "cxrlib/assets/style_phantom_64.pt" in recipe
+    G, cfg = load_generator("pretrained-style", device="cpu")
+    assert (cfg.preset, cfg.size, type(G).__name__) == ("style", 64, "StyleGenerator")
+    effect = style.mixing_effect(G, n=32)
+    assert effect["coarse"]["layout_from_b"] > 0.8 and effect["fine"]["layout_from_b"] < 0.2, effect
+    assert effect["coarse"]["share"] > 2 * effect["fine"]["share"], effect
+    real = phantom.generate(64, size=64, seed=12345, workers=1).images
+    sweep = {r["psi"]: r for r in style.truncation_sweep(G, real, psis=(0.5, 1.0), n=64, n_pairs=100)}
+    assert sweep[0.5]["ms_ssim"] > sweep[1.0]["ms_ssim"] + 0.05, sweep

@@ -273,3 +273,79 @@ def test_a_conditional_style_run_samples_a_class_with_truncation_and_mixing(tmp_
         pics.append(np.array(Image.open(out / "sample_00000.png")))
     assert "class pneumonia, truncation ψ=0.5, style layers 0-2 from seed 3" in capsys.readouterr().out
     assert not np.array_equal(*pics)
+
+
+def test_modulated_weights_is_the_per_sample_form_the_layer_computes_fast():
+    from cxrlib.models.style import modulated_weights
+
+    torch.manual_seed(2)
+    conv = ModulatedConv2d(3, 4, 3, w_dim=5)
+    x, w = torch.randn(2, 3, 6, 6), torch.randn(2, 5)
+    s = conv.affine(w)
+    weights = modulated_weights(conv.weight, s)  # (B, C_out, C_in, k, k)
+    assert weights.shape == (2, 4, 3, 3, 3)
+    assert torch.allclose(weights.pow(2).sum((2, 3, 4)), torch.ones(2, 4), atol=1e-5)  # unit norm per output
+    grouped = F.conv2d(x.reshape(1, 6, 6, 6), weights.reshape(8, 3, 3, 3), padding=1, groups=2).reshape(2, 4, 6, 6)
+    assert torch.allclose(grouped + conv.bias[None, :, None, None], conv(x, w), atol=1e-5)
+    plain = modulated_weights(conv.weight, s, demodulate=False)
+    assert torch.allclose(plain[1, :, 2], conv.weight[:, 2] * s[1, 2], atol=1e-6)
+
+
+def test_truncate_toward_is_the_lerp_to_w_avg():
+    from cxrlib.models.style import truncate_toward
+
+    w, w_avg = torch.randn(3, 2, 4), torch.randn(4)
+    assert torch.allclose(truncate_toward(w, w_avg, 0.0), w_avg.expand(3, 2, 4))
+    assert torch.allclose(truncate_toward(w, w_avg, 0.25), w_avg + 0.25 * (w - w_avg), atol=1e-6)
+
+
+def test_mixing_effect_measures_what_a_group_of_layers_takes_from_b():
+    """Swapping every layer gives parent B itself (share 1, layout from B in every pair); swapping none of them
+    changes nothing; a conditional generator is refused with a one-line pointer."""
+    from cxrlib.models.style import mixing_effect
+
+    torch.manual_seed(0)
+    G = StyleGenerator(32, width=0.25).eval()
+    out = mixing_effect(G, n=8, groups={"all": list(range(G.num_ws)), "first": [0]})
+    assert out["all"]["share"] == pytest.approx(1.0, abs=1e-5) and out["all"]["layout_from_b"] == 1.0
+    assert out["all"]["change"] == pytest.approx(out["parents"]["change"], rel=1e-5)
+    assert 0 < out["first"]["share"] < 1
+    with pytest.raises(CxrError, match="unconditional"):
+        mixing_effect(build_models("style", 32, n_classes=2, width=0.25)[0], n=2)
+
+
+def test_truncation_sweep_and_the_explorer_pull_images_together_as_psi_falls():
+    from cxrlib import widgets
+    from cxrlib.models.style import truncation_sweep
+
+    torch.manual_seed(0)
+    G = StyleGenerator(32, width=0.25)
+    with torch.no_grad():
+        G.w_avg.copy_(G.mapping(torch.randn(256, G.z_dim)).mean(0))
+    real = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    rows = truncation_sweep(G, real, psis=(0.1, 1.0), n=16, n_pairs=40)
+    assert [r["psi"] for r in rows] == [0.1, 1.0] and G.training  # mode restored
+    assert rows[0]["ms_ssim"] > rows[1]["ms_ssim"]
+    views = widgets.truncation_views(G, 0.1, n=4), widgets.truncation_views(G, 1.0, n=4)
+    assert views[0].shape == (4, 1, 32, 32) and views[0].std(0).mean() < views[1].std(0).mean()
+    box = widgets.truncation_explorer(G, n=3)
+    slider, image = box.children
+    first = image.value
+    slider.value = 0.3
+    assert image.value[:4] == b"\x89PNG" and image.value != first
+
+
+def test_path_lengths_and_noise_share_measure_the_generator():
+    """A W path is measured in W (lerp), a Z path in Z (slerp) then mapped; noise with zero strength changes
+    nothing, and with a strength its share of the image's variation grows."""
+    from cxrlib.models.style import noise_share, path_lengths
+
+    torch.manual_seed(0)
+    G = StyleGenerator(32, width=0.25)
+    lengths = path_lengths(G, n=16)
+    assert lengths["z"] > 0 and lengths["w"] > 0 and set(lengths) == {"z", "w", "z_median", "w_median"}
+    assert noise_share(G, n=4, draws=3)["noise_std"] == 0
+    with torch.no_grad():
+        for layer in G.layers:
+            layer.noise_strength.fill_(1.0)
+    assert noise_share(G, n=4, draws=3)["share"] > 0.1

@@ -213,3 +213,52 @@ def test_data_volume_table_compares_data_and_width_against_the_spread():
     assert "more data (16 points → unlimited): distance 0.400 → 0.140 (-0.260), above" in table
     assert "wider networks on 16 points: distance 0.400 → 0.407 (+0.007), within" in table
     assert "25 ± 5 % (25 %)" in table
+
+
+def test_rpgan_toy_step_is_the_pairing_loss_with_r2_on_g_points():
+    """The toy's D step with loss="rpgan" is mean softplus(-(D(x) - D(G(z)))) on paired points, and R2 pulls
+    on D's gradient at G's points (a different update than without it)."""
+    cfg = toy.ToyConfig(loss="rpgan")
+    G, D = toy.toy_models(1, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    real, z = toy.ring(16, generator=gen, shape=(1,)), torch.randn(1, 16, 2, generator=gen)
+    with torch.no_grad():
+        expected = F.softplus(-(D(real).flatten() - D(G(z)).flatten())).mean()
+    d_opt = torch.optim.SGD(D.parameters(), lr=0.1)
+    assert toy.d_step(G, D, d_opt, real, z, cfg)["d_loss"] == pytest.approx(float(expected), rel=1e-5)
+    after = {}
+    for r2 in (0.0, 10.0):
+        G, D = toy.toy_models(1, seed=0)
+        toy.d_step(G, D, torch.optim.SGD(D.parameters(), lr=0.1), real, z, cfg.replace(r2_gamma=r2))
+        after[r2] = torch.cat([p.flatten() for p in D.parameters()])
+    assert not torch.allclose(after[0.0], after[10.0])
+
+
+def test_modern_toy_recipe_keeps_every_mode_where_bce_with_three_g_steps_collapses():
+    """Notebook 08's toy lesson in small: with RpGAN + R1 + R2 the seed's "3 G steps per D step" no longer
+    collapses the ring (it does under BCE: the test above)."""
+    grid = toy.modern_variants(1200)
+    greedy = toy.train(grid["  + 3 G steps per D step"], seeds=2)
+    assert float(greedy.modes_covered.float().min()) >= 7, greedy.modes_covered
+    assert float(greedy.good_share.mean()) > 0.4
+
+
+def test_modern_grid_adds_one_trick_at_a_time_to_the_modern_recipe():
+    grid = toy.modern_variants(100)
+    names = list(grid)
+    modern = grid[names[0]]
+    assert (modern.loss, modern.r1_gamma > 0, modern.r2_gamma > 0, modern.betas[0]) == ("rpgan", True, True, 0.0)
+    for name in names[1:4]:
+        changed = {f.name for f in dataclasses.fields(modern) if getattr(grid[name], f.name) != getattr(modern, f.name)}
+        assert len(changed) == 1 and changed <= {"label_smoothing", "flip_prob", "g_steps_per_d_step"}, name
+    assert grid["BCE, no tricks"] == toy.ToyConfig(steps=100)
+
+
+def test_toy_refuses_a_loss_without_tricks_and_a_relativistic_g_step_without_reals():
+    from cxrlib.errors import CxrError
+
+    with pytest.raises(CxrError, match="toy loss must be one of"):
+        toy.train(toy.ToyConfig(steps=1, loss="hinge"), seeds=1)
+    G, D = toy.toy_models(1)
+    with pytest.raises(CxrError, match="needs a batch of real points"):
+        toy.g_step(G, D, torch.optim.SGD(G.parameters(), lr=0.1), torch.randn(1, 4, 2), toy.ToyConfig(loss="rpgan"))

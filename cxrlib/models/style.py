@@ -246,13 +246,30 @@ def check_psi(psi: float) -> float:
     return psi
 
 
+def truncate_toward(w: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:
+    """w' = w_avg + ψ·(w − w_avg): w (..., w_dim), w_avg (w_dim,) → the same shape as w (notebook 08's exercise)."""
+    return w_avg.to(w.dtype).lerp(w, float(psi))
+
+
 def truncate(G: nn.Module, w: torch.Tensor, psi: float) -> torch.Tensor:
-    """The truncation trick: w' = w_avg + ψ·(w − w_avg), for w (B, w_dim) or ws (B, num_ws, w_dim)."""
+    """The truncation trick: w' = w_avg + ψ·(w − w_avg), for w (B, w_dim) or ws (B, num_ws, w_dim), with G's
+    running mean of w."""
     psi = check_psi(psi)
     if psi == 1:
         return w
-    w_avg = style_network(G).w_avg.to(w.dtype)
-    return w_avg.lerp(w, psi)
+    return truncate_toward(w, style_network(G).w_avg, psi)
+
+
+def modulated_weights(weight: torch.Tensor, s: torch.Tensor, demodulate: bool = True,
+                      eps: float = 1e-8) -> torch.Tensor:
+    """StyleGAN2's modulated weights, one set per sample (the textbook form, notebook 08's exercise):
+    weight (C_out, C_in, k, k), styles s (B, C_in) → (B, C_out, C_in, k, k) with w'_oik = s_i·w_oik, and with
+    ``demodulate`` each output channel's weights divided by √(Σ_ik w'_oik² + eps). ``ModulatedConv2d`` computes the
+    same convolution without building them (x·s → shared conv → ·1/‖w'_o‖)."""
+    w = weight[None] * s[:, None, :, None, None]
+    if demodulate:
+        w = w * torch.rsqrt(w.pow(2).sum((2, 3, 4), keepdim=True) + eps)
+    return w
 
 
 def parse_layers(spec, num_ws: int) -> list[int]:
@@ -293,3 +310,136 @@ def style_layer_groups(G: nn.Module) -> dict[str, list[int]]:
     return {"coarse": [i for i, r in enumerate(res) if r <= 8],
             "middle": [i for i, r in enumerate(res) if 16 <= r <= 32],
             "fine": [i for i, r in enumerate(res) if r >= 64]}
+
+
+def _unconditional(G: nn.Module, what: str) -> StyleGenerator:
+    net = style_network(G)
+    if net.mapping.label_dim or net is not G:
+        raise CxrError(f"{what} measures an unconditional style generator; for a conditional one map (z, class) "
+                       "with G.latent and use mix()/truncate()")
+    return net
+
+
+@torch.no_grad()
+def mixing_effect(G: nn.Module, n: int = 64, seed: int = 0, groups: dict | None = None) -> dict[str, dict]:
+    """How much of an image a group of style layers controls, in numbers: for ``n`` pairs of parents (A, B) from
+    ``seed``, each group of layers (default :func:`style_layer_groups`) is swapped from B into A, and per group
+
+    * ``change``: the mean absolute grey-level difference (0–255) between the mixed image and parent A;
+    * ``share``: that change as a share of the difference between B and A (0 = the swap changed nothing, 1 = as
+      much as B itself);
+    * ``layout_from_b``: the share of pairs whose mixed image, shrunk to 8×8 pixels (the layout: outline,
+      diaphragm, heart, where the lungs are), is nearer to B's than to A's -- near 1 when the group carries the
+      anatomy, near 0 when it carries only detail.
+
+    Also ``"parents"``: B against A. Noise is the stored constant maps, so the swapped styles are the only
+    difference between the images. Returns {group: {"change", "share", "layout_from_b"}}."""
+    net = _unconditional(G, "mixing_effect")
+    was_training = net.training
+    net.eval()
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        z_a, z_b = (torch.randn(n, net.z_dim, generator=gen) for _ in range(2))
+        w_a, w_b = net.mapping(z_a), net.mapping(z_b)
+        a = net.synthesis(w_a[:, None].expand(-1, net.num_ws, -1), "const")
+        b = net.synthesis(w_b[:, None].expand(-1, net.num_ws, -1), "const")
+        full = float((b - a).abs().mean()) * 127.5
+
+        def layout(x):
+            return F.adaptive_avg_pool2d(x.float(), 8).flatten(1)
+
+        la, lb = layout(a), layout(b)
+        out = {}
+        for name, layers in (groups or style_layer_groups(G)).items():
+            m = mix(G, w_a, w_b, layers)
+            change = float((m - a).abs().mean()) * 127.5
+            lm = layout(m)
+            nearer_b = ((lm - lb).pow(2).sum(1) < (lm - la).pow(2).sum(1)).float().mean()
+            out[name] = {"change": change, "share": change / max(full, 1e-12), "layout_from_b": float(nearer_b)}
+        out["parents"] = {"change": full, "share": 1.0, "layout_from_b": 1.0}
+        return out
+    finally:
+        net.train(was_training)
+
+
+@torch.no_grad()
+def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int = 500, seed: int = 0,
+                     n_pairs: int = 500) -> list[dict]:
+    """The truncation trick's trade-off in numbers: for each ψ, ``n`` images from the same latents (``seed``),
+    their **diversity** (mean MS-SSIM of ``n_pairs`` random pairs: higher = more alike; compare with the real
+    set's) and their **SWD ×10³** against ``real`` (N, 1, S, S). Returns [{"psi", "ms_ssim", "swd"}] in ψ order;
+    the real set's own MS-SSIM is ``cxrlib.metrics.diversity(real)``."""
+    from cxrlib import metrics
+
+    net = _unconditional(G, "truncation_sweep")
+    was_training = net.training
+    net.eval()
+    try:
+        z = torch.randn(n, net.z_dim, generator=torch.Generator().manual_seed(seed))
+        rows = []
+        for psi in psis:
+            x = torch.cat([net(z[i:i + 100], truncation=psi) for i in range(0, n, 100)])
+            rows.append({"psi": float(psi), "ms_ssim": metrics.diversity(x, n_pairs=n_pairs, seed=seed),
+                         "swd": metrics.swd(real, x, seed=seed)["avg"]})
+        return rows
+    finally:
+        net.train(was_training)
+
+
+@torch.no_grad()
+def path_lengths(G: nn.Module, n: int = 256, eps: float = 1e-2, seed: int = 0) -> dict[str, float]:
+    """How smoothly images change along straight paths in Z and in W (a pixel version of Karras et al.'s
+    perceptual path length, which uses LPIPS): for ``n`` random pairs and a random t, the squared change of
+    the image (mean over pixels, images in [-1, 1]) for a step ε along the path, divided by ε². Paths in Z are
+    spherical (slerp, z is Gaussian), in W linear. A shorter W path means that walking in W changes the picture
+    more evenly -- the sign of a less entangled space. Returns {"z": mean, "w": mean, "z_median", "w_median"}."""
+    def slerp(a, b, t):  # row-wise: t (n, 1)
+        cos = (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7)
+        omega = torch.acos(cos)
+        return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+    net = _unconditional(G, "path_lengths")
+    was_training = net.training
+    net.eval()
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        z0, z1 = (torch.randn(n, net.z_dim, generator=gen) for _ in range(2))
+        t = torch.rand(n, 1, generator=gen) * (1 - eps)
+
+        def image(w):
+            return net.synthesis(w[:, None].expand(-1, net.num_ws, -1), "const")
+
+        def change(a, b):
+            return (image(a) - image(b)).pow(2).flatten(1).mean(1) / eps**2
+
+        dz = change(net.mapping(slerp(z0, z1, t)), net.mapping(slerp(z0, z1, t + eps)))
+        w0, w1 = net.mapping(z0), net.mapping(z1)
+        dw = change(w0.lerp(w1, t), w0.lerp(w1, t + eps))
+        return {"z": float(dz.mean()), "w": float(dw.mean()), "z_median": float(dz.median()),
+                "w_median": float(dw.median())}
+    finally:
+        net.train(was_training)
+
+
+@torch.no_grad()
+def noise_share(G: nn.Module, n: int = 16, draws: int = 8, seed: int = 0) -> dict[str, float]:
+    """What the noise inputs decide: for ``n`` latents, ``draws`` images each with fresh noise maps. Returns
+    {"noise_std": per-pixel std over the noise draws at a fixed w, "latent_std": per-pixel std over the n
+    latents with the stored noise, "share": their ratio} in grey levels (0–255), averaged over pixels: the
+    share is small when the noise only adds detail and w decides the picture."""
+    net = _unconditional(G, "noise_share")
+    was_training = net.training
+    net.eval()
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        w = net.mapping(torch.randn(n, net.z_dim, generator=gen))
+        ws = w[:, None].expand(-1, net.num_ws, -1)
+        fixed = net.synthesis(ws, "const") * 127.5
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            redrawn = torch.stack([net.synthesis(ws, "random") for _ in range(draws)]) * 127.5  # (draws, n, ...)
+        noise_std = float(redrawn.std(0).mean())
+        latent_std = float(fixed.std(0).mean())
+        return {"noise_std": noise_std, "latent_std": latent_std, "share": noise_std / max(latent_std, 1e-12)}
+    finally:
+        net.train(was_training)
