@@ -363,25 +363,32 @@ def mixing_effect(G: nn.Module, n: int = 64, seed: int = 0, groups: dict | None 
 
 
 @torch.no_grad()
-def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int = 500, seed: int = 0,
+def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int = 500, seeds=(0,),
                      n_pairs: int = 500) -> list[dict]:
-    """The truncation trick's trade-off in numbers: for each ψ, ``n`` images from the same latents (``seed``),
-    their **diversity** (mean MS-SSIM of ``n_pairs`` random pairs: higher = more alike; compare with the real
-    set's) and their **SWD ×10³** against ``real`` (N, 1, S, S). Returns [{"psi", "ms_ssim", "swd"}] in ψ order;
-    the real set's own MS-SSIM is ``cxrlib.metrics.diversity(real)``."""
+    """The truncation trick's trade-off in numbers: for each ψ and each latent seed in ``seeds``, ``n`` images
+    (the same latents for every ψ), their **diversity** (mean MS-SSIM of ``n_pairs`` random pairs: higher = more
+    alike; compare with the real set's, ``cxrlib.metrics.diversity(real)``) and their **SWD ×10³** against
+    ``real`` (N, 1, S, S). Returns [{"psi", "ms_ssim", "swd", "ms_ssim_std", "swd_std"}] in ψ order: means over
+    the seeds and their seed-to-seed standard deviations (0 for one seed)."""
     from cxrlib import metrics
 
     net = _unconditional(G, "truncation_sweep")
     was_training = net.training
     net.eval()
     try:
-        z = torch.randn(n, net.z_dim, generator=torch.Generator().manual_seed(seed))
-        rows = []
-        for psi in psis:
-            x = torch.cat([net(z[i:i + 100], truncation=psi) for i in range(0, n, 100)])
-            rows.append({"psi": float(psi), "ms_ssim": metrics.diversity(x, n_pairs=n_pairs, seed=seed),
-                         "swd": metrics.swd(real, x, seed=seed)["avg"]})
-        return rows
+        per_seed = []
+        for seed in seeds:
+            z = torch.randn(n, net.z_dim, generator=torch.Generator().manual_seed(seed))
+            rows = []
+            for psi in psis:
+                x = torch.cat([net(z[i:i + 100], truncation=psi) for i in range(0, n, 100)])
+                rows.append((metrics.diversity(x, n_pairs=n_pairs, seed=seed), metrics.swd(real, x, seed=seed)["avg"]))
+            per_seed.append(rows)
+        values = torch.tensor(per_seed, dtype=torch.float64)  # (seeds, psis, 2)
+        mean = values.mean(0)
+        std = values.std(0) if len(seeds) > 1 else torch.zeros_like(mean)
+        return [{"psi": float(p), "ms_ssim": float(mean[k, 0]), "swd": float(mean[k, 1]),
+                 "ms_ssim_std": float(std[k, 0]), "swd_std": float(std[k, 1])} for k, p in enumerate(psis)]
     finally:
         net.train(was_training)
 
