@@ -155,3 +155,35 @@ def test_bank_summary_of_an_extra_figure_without_the_baseline_arm(tmp_path):
     assert gan_line == ["  GAN                0.600 ± 0.100"]  # mean ± std, no verdict against a missing arm
     main = lessons.bank_summary("synthetic-100", path=bank)
     assert "-0.110 vs real: above twice the spread" in main  # the main figure keeps its verdicts
+
+
+def test_the_shipped_bank_holds_notebook_08s_recipes_with_three_seeds():
+    name, arms = "modern", {"course", "modern"}
+    entry = lessons.load_bank()[name]
+    assert entry["settings"] == lessons.LESSONS[name] and len(entry["parts"]) >= 3
+    for part in entry["parts"].values():
+        assert set(part["arms"]) == arms and all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³
+        assert set(part["train_seconds"]) == arms and all(v > 0 for v in part["train_seconds"].values())
+    assert "figure: SWD" in lessons.bank_summary(name)
+
+
+def test_run_recipes_trains_every_arm_for_its_steps_with_its_options(monkeypatch):
+    """A recipe lesson's arm gets its own preset, steps and options (here two tiny arms, 2 and 3 steps)."""
+    settings = {"size": 32, "batch": 8, "n_images": 16, "n_heldout": 16,
+                "arms": {"a": {"preset": "course", "steps": 2, "set": {"width": 0.25}},
+                         "b": {"preset": "modern", "steps": 3, "set": {"width": 0.25, "label_smoothing": 0.1}}}}
+    seen = {}
+    from cxrlib import train
+
+    real_fit = train.Trainer.fit
+
+    def fit(self, *a, **k):
+        out = real_fit(self, *a, **k)
+        seen[self.cfg.preset] = (self.step, self.cfg.loss, self.cfg.label_smoothing, self.cfg.width)
+        return out
+
+    monkeypatch.setattr(train.Trainer, "fit", fit)
+    part = lessons.run_recipes(0, settings)
+    assert seen == {"course": (2, "bce", 0.0, 0.25), "modern": (3, "rpgan", 0.1, 0.25)}
+    assert set(part["arms"]) == {"a", "b"} and all(v > 0 for v in part["arms"].values())
+    assert set(part["train_seconds"]) == {"a", "b"}
