@@ -540,14 +540,12 @@ def generate(G, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
 
     z: (N, z_dim) → float (N, 1, S, S) in [-1, 1] on the CPU. G's train/eval mode is restored afterwards.
     """
-    was_training = G.training
+    from cxrlib.models import evaluating
+
     device = next(G.parameters()).device
-    G.eval()
-    try:
+    with evaluating(G):
         z = z.reshape(-1, G.z_dim)
         return torch.cat([G(z[i : i + batch].to(device)).float().cpu() for i in range(0, len(z), batch)])
-    finally:
-        G.train(was_training)
 
 
 def interpolate(G, z0: torch.Tensor, z1: torch.Tensor, steps: int = 8, method: str = "slerp") -> torch.Tensor:
@@ -647,17 +645,11 @@ def latent_explorer(G, seed: int = 0, walk_steps: int = 64, step_size: float = 0
 def truncation_views(G, psi: float, seed: int = 0, n: int = 8) -> torch.Tensor:
     """n images of a style generator at truncation ψ (w = w_avg + ψ·(w − w_avg)), the same latents (``seed``)
     for every ψ, with the stored noise maps: float (n, 1, S, S) in [-1, 1]."""
+    from cxrlib.models import evaluating
     from cxrlib.models.style import style_network
 
-    net = style_network(G)
-    was_training = net.training
-    net.eval()
-    try:
-        z = torch.randn(n, net.z_dim, generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            return net(z, truncation=psi)
-    finally:
-        net.train(was_training)
+    with evaluating(style_network(G)) as net, torch.no_grad():
+        return net(torch.randn(n, net.z_dim, generator=torch.Generator().manual_seed(seed)), truncation=psi)
 
 
 def truncation_views_png(images, psi: float, average=None) -> bytes:
@@ -681,13 +673,11 @@ def truncation_explorer(G, seed: int = 0, n: int = 8):
     Returns an ``ipywidgets.VBox``."""
     import ipywidgets as W
 
+    from cxrlib.models import evaluating
     from cxrlib.models.style import style_network
 
-    net = style_network(G)
-    with torch.no_grad():
-        was_training = net.training
-        average = net.eval().synthesis(net.w_avg[None, None].expand(1, net.num_ws, -1), "const")
-        net.train(was_training)
+    with evaluating(style_network(G)) as net, torch.no_grad():
+        average = net.synthesis(net.w_avg[None, None].expand(1, net.num_ws, -1), "const")
     psi = W.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="ψ", continuous_update=False,
                         style={"description_width": "30px"})
     psi.add_class("cxr-truncation-psi")

@@ -20,6 +20,7 @@ Tools for the architecture notebook: :func:`count_params`, :func:`layer_table`, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -80,6 +81,19 @@ PRESET_NOTES: dict[str, str] = {
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """``with evaluating(G): ...`` runs the block with ``module`` in eval mode (BatchNorm statistics, no dropout,
+    the style generator's stored noise) and restores its train/eval mode afterwards, also on an error."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def check_size(size: int) -> int:
@@ -833,14 +847,12 @@ def layer_table(
             hooks.append(m.register_forward_hook(hook(name)))
         elif any(True for _ in m.parameters(recurse=False)):
             hooks.append(m.register_forward_hook(hook(name or "(own)", own=True)))
-    was_training = module.training
-    module.eval()
-    try:
-        module(x)
-    finally:
-        module.train(was_training)
-        for h in hooks:
-            h.remove()
+    with evaluating(module):
+        try:
+            module(x)
+        finally:
+            for h in hooks:
+                h.remove()
     return rows
 
 
@@ -870,14 +882,12 @@ def forward_flops(module: nn.Module, example: torch.Tensor) -> int:
             hooks.append(
                 m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, i[0], o)))
             )
-    was_training = module.training
-    module.eval()
-    try:
-        module(example)
-    finally:
-        module.train(was_training)
-        for h in hooks:
-            h.remove()
+    with evaluating(module):
+        try:
+            module(example)
+        finally:
+            for h in hooks:
+                h.remove()
     return 2 * total[0] // example.shape[0]
 
 

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cxrlib.errors import CxrError
+from cxrlib.models import evaluating
 
 MIXING_PROB = 0.9  # StyleGAN2's style-mixing probability
 W_AVG_BETA = 0.995  # the running mean of w: decay per training forward pass (StyleGAN2)
@@ -334,10 +335,7 @@ def mixing_effect(G: nn.Module, n: int = 64, seed: int = 0, groups: dict | None 
 
     Also ``"parents"``: B against A. Noise is the stored constant maps, so the swapped styles are the only
     difference between the images. Returns {group: {"change", "share", "layout_from_b"}}."""
-    net = _unconditional(G, "mixing_effect")
-    was_training = net.training
-    net.eval()
-    try:
+    with evaluating(_unconditional(G, "mixing_effect")) as net:
         gen = torch.Generator().manual_seed(seed)
         z_a, z_b = (torch.randn(n, net.z_dim, generator=gen) for _ in range(2))
         w_a, w_b = net.mapping(z_a), net.mapping(z_b)
@@ -358,8 +356,6 @@ def mixing_effect(G: nn.Module, n: int = 64, seed: int = 0, groups: dict | None 
             out[name] = {"change": change, "share": change / max(full, 1e-12), "layout_from_b": float(nearer_b)}
         out["parents"] = {"change": full, "share": 1.0, "layout_from_b": 1.0}
         return out
-    finally:
-        net.train(was_training)
 
 
 @torch.no_grad()
@@ -372,10 +368,7 @@ def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int
     the seeds and their seed-to-seed standard deviations (0 for one seed)."""
     from cxrlib import metrics
 
-    net = _unconditional(G, "truncation_sweep")
-    was_training = net.training
-    net.eval()
-    try:
+    with evaluating(_unconditional(G, "truncation_sweep")) as net:
         per_seed = []
         for seed in seeds:
             z = torch.randn(n, net.z_dim, generator=torch.Generator().manual_seed(seed))
@@ -389,8 +382,6 @@ def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int
         std = values.std(0) if len(seeds) > 1 else torch.zeros_like(mean)
         return [{"psi": float(p), "ms_ssim": float(mean[k, 0]), "swd": float(mean[k, 1]),
                  "ms_ssim_std": float(std[k, 0]), "swd_std": float(std[k, 1])} for k, p in enumerate(psis)]
-    finally:
-        net.train(was_training)
 
 
 @torch.no_grad()
@@ -405,10 +396,7 @@ def path_lengths(G: nn.Module, n: int = 256, eps: float = 1e-2, seed: int = 0) -
         omega = torch.acos(cos)
         return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
-    net = _unconditional(G, "path_lengths")
-    was_training = net.training
-    net.eval()
-    try:
+    with evaluating(_unconditional(G, "path_lengths")) as net:
         gen = torch.Generator().manual_seed(seed)
         z0, z1 = (torch.randn(n, net.z_dim, generator=gen) for _ in range(2))
         t = torch.rand(n, 1, generator=gen) * (1 - eps)
@@ -424,8 +412,6 @@ def path_lengths(G: nn.Module, n: int = 256, eps: float = 1e-2, seed: int = 0) -
         dw = change(w0.lerp(w1, t), w0.lerp(w1, t + eps))
         return {"z": float(dz.mean()), "w": float(dw.mean()), "z_median": float(dz.median()),
                 "w_median": float(dw.median())}
-    finally:
-        net.train(was_training)
 
 
 @torch.no_grad()
@@ -434,10 +420,7 @@ def noise_share(G: nn.Module, n: int = 16, draws: int = 8, seed: int = 0) -> dic
     {"noise_std": per-pixel std over the noise draws at a fixed w, "latent_std": per-pixel std over the n
     latents with the stored noise, "share": their ratio} in grey levels (0–255), averaged over pixels: the
     share is small when the noise only adds detail and w decides the picture."""
-    net = _unconditional(G, "noise_share")
-    was_training = net.training
-    net.eval()
-    try:
+    with evaluating(_unconditional(G, "noise_share")) as net:
         gen = torch.Generator().manual_seed(seed)
         w = net.mapping(torch.randn(n, net.z_dim, generator=gen))
         ws = w[:, None].expand(-1, net.num_ws, -1)
@@ -448,5 +431,3 @@ def noise_share(G: nn.Module, n: int = 16, draws: int = 8, seed: int = 0) -> dic
         noise_std = float(redrawn.std(0).mean())
         latent_std = float(fixed.std(0).mean())
         return {"noise_std": noise_std, "latent_std": latent_std, "share": noise_std / max(latent_std, 1e-12)}
-    finally:
-        net.train(was_training)
