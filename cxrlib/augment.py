@@ -427,8 +427,15 @@ class AdaptiveAugment:
         self._iters += 1
         self._n_images += int(batch_size)
         if self._iters % self.interval == 0 and self._n_logits > 0:
-            self._r_t = self._sign_sum / self._n_logits
-            adjust = torch.sign(self._r_t - self.target) * (self._n_images / (self.speed_kimg * 1000))
+            sign_sum, n_logits, n_images = self._sign_sum, self._n_logits, self._n_images
+            from cxrlib import distributed
+
+            if distributed.is_active():  # several processes (torchrun): r_t and N over all their images
+                total = distributed.all_sum(torch.stack([sign_sum.double(), torch.tensor(float(n_logits), dtype=torch.float64, device=sign_sum.device),
+                                                         torch.tensor(float(n_images), dtype=torch.float64, device=sign_sum.device)]))
+                sign_sum, n_logits, n_images = total[0].float(), float(total[1]), float(total[2])
+            self._r_t = sign_sum / n_logits
+            adjust = torch.sign(self._r_t - self.target) * (n_images / (self.speed_kimg * 1000))
             self._p = (self._p + adjust).clamp(0.0, self.p_max)
             self._sign_sum.zero_()
             self._n_logits = self._n_images = 0

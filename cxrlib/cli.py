@@ -82,9 +82,25 @@ def _data_folder(source, flag: str = "--data"):
 
 
 def _training_data(source: str, size: int, n_images: int | None, on_error: str = "raise", family: str = "",
-                   masks: str | None = None, data_b: str | None = None):
+                   masks: str | None = None, data_b: str | None = None, mmap=None, progress: bool = False):
     """``--data``: ``phantom`` (generated now, seed 0) or a folder tree of images → ImageSet at ``size`` px.
-    pix2pix: with its masks (``--masks``, default DATA/masks); cyclegan with ``--data-b``: two folders."""
+    pix2pix: with its masks (``--masks``, default DATA/masks); cyclegan with ``--data-b``: two folders.
+    mmap: ``--memmap`` (True) or None (memory-mapped when large). Under torchrun rank 0 decodes and caches
+    the data first; the other processes then read its cache."""
+    from cxrlib import distributed
+
+    def load():
+        return _load_training_data(source, size, n_images, on_error, family, masks, data_b, mmap,
+                                   progress and distributed.is_writer())
+
+    if distributed.world_size() == 1:
+        return load()
+    data = load() if distributed.is_writer() else None
+    distributed.barrier()
+    return data if data is not None else load()
+
+
+def _load_training_data(source, size, n_images, on_error, family, masks, data_b, mmap, progress):
     from cxrlib.data import _take, load_dataset, load_unpaired
     from cxrlib.errors import CxrError
 
@@ -96,12 +112,12 @@ def _training_data(source: str, size: int, n_images: int | None, on_error: str =
     if str(source).lower() == "phantom":
         if masks is not None or data_b is not None:
             raise CxrError("phantoms bring their own masks and classes: drop --masks/--data-b with --data phantom")
-        return load_dataset("phantom", size=size, n=n_images, seed=0, **({"masks": True} if paired else {}))
+        return load_dataset("phantom", size=size, n=n_images, seed=0, mmap=mmap, **({"masks": True} if paired else {}))
     path = _data_folder(source)
     if data_b is not None:
         data = _print_warnings(load_unpaired, path, _data_folder(data_b, "--data-b"), size=size, on_error=on_error)
         return _take(data, n_images, 0)
-    kw = {"masks": True, "masks_dir": masks} if paired else {}
+    kw = {"masks": True, "masks_dir": masks} if paired else {"mmap": mmap, "progress": progress}
     return _print_warnings(load_dataset, path, size=size, n=n_images, on_error=on_error, **kw)
 
 
@@ -159,11 +175,12 @@ def _check_fresh(out) -> None:
 def _cmd_train(args) -> int:
     from pathlib import Path
 
-    from cxrlib import models
+    from cxrlib import distributed, models
     from cxrlib.config import IMAGE_TO_IMAGE, budget, make_config
     from cxrlib.errors import CxrError
     from cxrlib.train import Trainer
 
+    distributed.init(args.device or "auto")  # under torchrun: join the other processes first
     out = Path(args.out)
     overrides = {**_parse_sets(args.set), **_length(args)}
     for key in ("batch", "seed", "checkpoint_every", "log_every", "sample_every", "amp", "device"):
@@ -178,9 +195,10 @@ def _cmd_train(args) -> int:
             if given is not None and given != saved[key]:
                 raise CxrError(f"--{key} {given} differs from the run's {key} {saved[key]} in '{out}'")
         data = _training_data(args.data, saved["size"], args.n_images, args.on_error, saved.get("family", ""),
-                              args.masks, args.data_b)
+                              args.masks, args.data_b, _memmap(args), not args.quiet)
         trainer = Trainer.resume(out, data, **overrides)
-        print(f"resuming '{out}' at step {trainer.step}", flush=True)
+        if trainer.writer:
+            print(f"resuming '{out}' at step {trainer.step}", flush=True)
     else:
         _check_fresh(out)
         size = models.check_size(args.size or budget().size)
@@ -200,42 +218,60 @@ def _cmd_train(args) -> int:
             overrides["domains"] = tuple(d.strip() for d in args.domains.split(","))
         preset = args.preset or (family if family in IMAGE_TO_IMAGE else "course")
         cfg = make_config(preset, size=size, **overrides)
-        data = _training_data(args.data, size, args.n_images, args.on_error, family, args.masks, args.data_b)
+        data = _training_data(args.data, size, args.n_images, args.on_error, family, args.masks, args.data_b,
+                              _memmap(args), not args.quiet)
         trainer = Trainer(cfg, data, out=out)
     _announce(trainer, data)
     trainer.fit(progress=not args.quiet)
-    print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
-          f" · log {out / 'log.jsonl'}")
+    if trainer.writer:
+        print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
+              f" · log {out / 'log.jsonl'}")
     return 0
 
 
+def _memmap(args):
+    """``--memmap``: True (keep the decoded pixels memory-mapped); absent: None (chosen by size)."""
+    return True if getattr(args, "memmap", False) else None
+
+
 def _announce(trainer, data) -> None:
+    if not trainer.writer:
+        return
     cfg = trainer.cfg
     amp = "bf16" if trainer.amp_dtype is not None else "fp32"
     length = " and ".join(x for x in (f"{cfg.steps} steps" if cfg.steps is not None else "",
                                       f"{cfg.minutes:g} min" if cfg.minutes else "") if x)
     what = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
     family = f"{cfg.family} " if cfg.family != "unconditional" else ""
+    where = trainer.device.type
+    if trainer.world > 1:
+        where = f"{trainer.world} processes ({trainer.device.type}, {trainer.batch} images each)"
+    elif trainer.on_host:
+        where += ", batches copied from host memory"
     print(f"training {family}preset {cfg.preset!r} at {cfg.size}px, batch {cfg.batch}, up to {length} on "
-          f"{trainer.device.type} ({amp}) · {what} → {trainer.out}", flush=True)
+          f"{where} ({amp}) · {what} → {trainer.out}", flush=True)
 
 
 def _cmd_finetune(args) -> int:
     from pathlib import Path
 
+    from cxrlib import distributed
     from cxrlib.config import budget
     from cxrlib.train import Trainer, load_checkpoint
 
+    distributed.init("auto")
     out = Path(args.out)
     state = load_checkpoint(args.ckpt)
     _check_fresh(out)
     length = _length(args) or {"steps": budget().steps, "minutes": None}
-    data = _training_data(args.data, state["config"]["size"], args.n_images, args.on_error)
+    data = _training_data(args.data, state["config"]["size"], args.n_images, args.on_error, mmap=_memmap(args),
+                          progress=not args.quiet)
     trainer = Trainer.finetune(state, data, out=out, lr_scale=args.lr_scale, d_lr_scale=args.d_lr_scale,
                                adaptive=args.adaptive, **length, **_parse_sets(args.set))
     _announce(trainer, data)
     trainer.fit(progress=not args.quiet)
-    print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}")
+    if trainer.writer:
+        print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}")
     return 0
 
 
@@ -402,6 +438,9 @@ def _add_length(p: argparse.ArgumentParser) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-images", type=int, help="use N images (phantom: generate N; default: the budget's)")
+    p.add_argument("--memmap", action="store_true",
+                   help="keep the decoded images memory-mapped in the cache file instead of in memory (data larger "
+                   "than memory; default: chosen by size, see $CXRLIB_MEMMAP_BYTES)")
     p.add_argument("--log-every", type=int, help="steps between lines of log.jsonl")
     p.add_argument("--sample-every", type=int, help="steps between sample grids")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast: auto (where fast), bf16, off")
@@ -467,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: its two classes in sorted order, e.g. normal,pneumonia)")
     p.add_argument("--data-b", metavar="DIR", help="cyclegan: a second folder as domain B (--data is then A)")
     _add_length(p)
-    p.add_argument("--batch", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--batch", type=int, help="batch size (default: the preset's); under torchrun the global batch, "
+                   "shared out among the processes")
     p.add_argument("--seed", type=int, help="random seed: same seed and data, same run (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints/step_XXXXXX.pt")
     p.add_argument("--conditional", action="store_true",
@@ -492,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_length(p)
     p.set_defaults(func=_cmd_finetune)
     p.add_argument("--n-images", type=int, help="use N images (phantom: generate N; default: the budget's)")
+    p.add_argument("--memmap", action="store_true",
+                   help="keep the decoded images memory-mapped in the cache file instead of in memory (data larger "
+                   "than memory; default: chosen by size, see $CXRLIB_MEMMAP_BYTES)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other training option")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_on_error(p)

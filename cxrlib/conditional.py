@@ -127,7 +127,7 @@ class Conditional(Unconditional):
             pick = (torch.rand(n, generator=t.rng, device=t.device) * self.sizes[y]).long()
             idx = self.members[y, pick]
         else:
-            idx = torch.randint(len(t.images), (n,), generator=t.rng, device=t.device)
+            idx = torch.randint(t.n_train, (n,), generator=t.rng, device=t.device)
         return t.images_at(idx), t.labels[idx]
 
     def fake_labels(self, n: int) -> torch.Tensor:

@@ -161,11 +161,11 @@ class CycleGAN(Unconditional):
     def d_step(self, real=None, labels=None) -> dict:
         """Update D_a and D_b (least squares, each halved): real images against pooled fakes. The fakes are
         the last G step's (the first step makes its own)."""
-        t, cfg = self.t, self.t.cfg
+        t = self.t
         if self.pending is not None:
             real_a, real_b, fake_a, fake_b = self.pending
         else:
-            real_a, real_b = self.real_batch(cfg.batch)
+            real_a, real_b = self.real_batch(t.batch)
             with torch.no_grad(), t.autocast():
                 fake_b, fake_a = t.G["a2b"](real_a).float(), t.G["b2a"](real_b).float()
         fake_a, fake_b = self.pools["a"].query(fake_a), self.pools["b"].query(fake_b)
@@ -185,7 +185,7 @@ class CycleGAN(Unconditional):
         """Update both generators: GAN loss through the frozen Ds + λ·cycle + λ·λ_id·identity (L1 in [-1, 1]
         units). Returns g_loss (the total), g_gan, cycle, identity, g_grad_norm."""
         t, cfg = self.t, self.t.cfg
-        real_a, real_b = self.real_batch(cfg.batch)
+        real_a, real_b = self.real_batch(t.batch)
         G, lam = t.G, cfg.cycle_weight
         with frozen(t.D), t.autocast():
             fake_b, fake_a = G["a2b"](real_a), G["b2a"](real_b)
@@ -203,7 +203,7 @@ class CycleGAN(Unconditional):
                  "identity": identity.detach(), "g_grad_norm": grad_norm(t.G)}
         t.g_opt.step()
         t.update_ema()
-        t.images_seen += len(real_a)
+        t.count_images(len(real_a))
         self.pending = (real_a, real_b, fake_a.detach().float(), fake_b.detach().float())
         return stats
 

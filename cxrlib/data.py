@@ -89,6 +89,7 @@ class ImageSet:
     notes: list[str] = dataclasses.field(default_factory=list)  # e.g. "multi-frame DICOM, first frame used"
     masks: torch.Tensor | None = None
     structures: list[str] = dataclasses.field(default_factory=list)
+    memmap: str = ""  # the cache file ``images`` is memory-mapped from ("" : the pixels are in memory)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -117,13 +118,16 @@ class ImageSet:
                 line += f" ({len(self.skipped)} left out: unreadable or without masks)"
         elif self.skipped:
             line += f" ({len(self.skipped)} unreadable file{'s' if len(self.skipped) > 1 else ''} skipped)"
+        if self.memmap:
+            line += f", memory-mapped ({self.images.numel() / 1e9:.2f} GB on disk)"
         return line
 
     def __repr__(self) -> str:
         return f"ImageSet({self.describe()})"
 
     def subset(self, idx) -> ImageSet:
-        """The images at ``idx`` (ints, a bool mask, a numpy array or a tensor), in that order."""
+        """The images at ``idx`` (ints, a bool mask, a numpy array or a tensor), in that order (a copy in
+        memory, also of a memory-mapped set)."""
         import torch
 
         idx = torch.as_tensor(np.asarray(idx))
@@ -526,14 +530,30 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _cache_read(base: Path, root: Path) -> ImageSet | None:
-    """The cached set at ``base`` (.npy pixels + .json facts), or None when missing, partial or corrupt."""
+def use_memmap(mmap, nbytes: int) -> bool:
+    """Whether a decoded set of ``nbytes`` pixels is memory-mapped from its cache file instead of read into
+    memory: ``mmap`` True/False decides; ``None``/"auto": when it is larger than
+    :func:`cxrlib.config.memmap_threshold` (a quarter of the available memory, or ``$CXRLIB_MEMMAP_BYTES``)."""
+    if mmap is None or mmap == "auto":
+        from cxrlib.config import memmap_threshold
+
+        return nbytes > memmap_threshold()
+    if isinstance(mmap, bool):
+        return mmap
+    raise CxrError(f"mmap must be True, False or 'auto', got {mmap!r}")
+
+
+def _cache_read(base: Path, root: Path, mmap=False) -> ImageSet | None:
+    """The cached set at ``base`` (.npy pixels + .json facts), or None when missing, partial or corrupt.
+    With ``mmap`` (see :func:`use_memmap`) the pixels stay in the file, read page by page when indexed."""
     import torch
 
     try:
         meta = json.loads(base.with_suffix(".json").read_text())
-        images = np.load(base.with_suffix(".npy"), allow_pickle=False)
         n, s = meta["n"], meta["size"]
+        mapped = use_memmap(mmap, n * s * s)
+        # copy-on-write: a writable array for torch, and nothing is ever written back to the cache file
+        images = np.load(base.with_suffix(".npy"), mmap_mode="c" if mapped else None, allow_pickle=False)
         if images.dtype != np.uint8 or images.shape != (n, 1, s, s) or len(meta["labels"]) != n:
             return None
         return ImageSet(
@@ -543,24 +563,97 @@ def _cache_read(base: Path, root: Path) -> ImageSet | None:
             [str(root / r) for r in meta["rels"]],
             [(str(root / r), why) for r, why in meta["skipped"]],
             notes=list(meta.get("notes", [])),
+            memmap=str(base.with_suffix(".npy")) if mapped else "",
         )
+    except CxrError:  # a bad mmap setting, not a bad cache entry
+        raise
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, EOFError):  # corrupt: ignore it, it will be rebuilt
         return None
 
 
-def _cache_write(base: Path, images: np.ndarray, labels, classes, rels, skipped, notes=()) -> None:
-    base.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.save(buf, images, allow_pickle=False)
-    _atomic_write(base.with_suffix(".npy"), buf.getbuffer())
+class RowReader:
+    """Images of a memory-mapped set's ``.npy`` file read by index with ``os.preadv`` into a fresh buffer.
+
+    Faulting pages of a memory map in counts them in the process's resident memory (the kernel maps whole
+    page-cache folios, up to megabytes per image touched), so after a few hundred random batches a mapped
+    set looks as if it were in memory. Reading the rows with ``pread`` leaves them in the page cache, which
+    the kernel can drop, and the process holds only the batch. path: a uint8 (N, 1, S, S) ``.npy``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        with open(self.path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if dtype != np.uint8 or fortran or len(shape) != 4 or shape[1] != 1:
+            raise CxrError(f"'{self.path}' is not a uint8 (N, 1, S, S) image cache")
+        self.shape = tuple(shape)
+        self.row = int(np.prod(shape[1:]))
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __del__(self):
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, idx) -> torch.Tensor:
+        """uint8 (len(idx), 1, S, S) tensor of the rows ``idx`` (ints, an array or a CPU tensor)."""
+        import torch
+
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        out = np.empty((len(idx), self.row), dtype=np.uint8)
+        for k, i in enumerate(idx.tolist()):
+            if not 0 <= i < self.shape[0]:
+                raise IndexError(f"row {i} of {self.shape[0]}")
+            if os.preadv(self.fd, [out[k]], self.offset + i * self.row) != self.row:
+                raise CxrError(f"'{self.path}' is shorter than its header says (row {i}): delete it to rebuild the cache")
+        return torch.from_numpy(out.reshape((len(idx),) + self.shape[1:]))
+
+
+def _check_disk(folder: Path, nbytes: int) -> None:
+    """Raise ``CxrError`` before decoding when the cache folder's disk cannot hold ``nbytes`` more."""
+    import shutil
+
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if nbytes > free:
+        raise CxrError(
+            f"not enough disk space for the decoded data: {nbytes / 1e9:.2f} GB needed in the cache folder '{folder}', "
+            f"{free / 1e9:.2f} GB free there (point $CXRLIB_CACHE at a larger disk)"
+        )
+
+
+def _cache_meta(images_shape, labels, classes, rels, skipped, notes=()) -> bytes:
     meta = {
-        "format": CACHE_FORMAT, "n": int(images.shape[0]), "size": int(images.shape[-1]),
+        "format": CACHE_FORMAT, "n": int(images_shape[0]), "size": int(images_shape[-1]),
         "labels": [int(v) for v in labels], "classes": classes, "rels": rels, "skipped": skipped,
         "notes": list(notes),
     }  # fmt: skip
-    _atomic_write(base.with_suffix(".json"), json.dumps(meta).encode())  # written last: marks the entry complete
+    return json.dumps(meta).encode()
+
+
+def _cache_write(base: Path, images: np.ndarray, labels, classes, rels, skipped, notes=()) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(f".{base.name}.npy.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, images, allow_pickle=False)
+        os.replace(tmp, base.with_suffix(".npy"))
+    finally:
+        tmp.unlink(missing_ok=True)
+    # the .json is written last: it marks the entry complete
+    _atomic_write(base.with_suffix(".json"), _cache_meta(images.shape, labels, classes, rels, skipped, notes))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -600,10 +693,14 @@ def _cache_folder(cache_dir, sources: Sequence[Path], stacklevel: int) -> Path |
 
 def _decode_listing(
     listing: _Listing, size: int, crop: str, on_error: str, cache: bool, cache_dir, progress: bool,
-    workers: int | None, *, warn_skipped: bool = True, stacklevel: int = 3,
+    workers: int | None, *, warn_skipped: bool = True, stacklevel: int = 3, mmap=None,
 ) -> ImageSet:  # fmt: skip
     """Decode (or read from the cache) every file of ``listing``; ``stacklevel`` points warnings at the caller
-    of the public function. With ``warn_skipped=False`` skipped files are only returned in ``.skipped``."""
+    of the public function. With ``warn_skipped=False`` skipped files are only returned in ``.skipped``.
+
+    With the cache on, the files are decoded straight into the cache file (a memory map), so a set larger
+    than memory never has to fit in it; ``mmap`` (:func:`use_memmap`) then says whether the result stays
+    memory-mapped or is read into memory."""
     root = listing.root
     origin = f"from '{root}'"
     base = None
@@ -611,7 +708,7 @@ def _decode_listing(
         folder = _cache_folder(cache_dir, [root], stacklevel)
         if folder is not None:
             base = folder / "images" / _cache_key(listing, size, crop)
-            hit = _cache_read(base, root)
+            hit = _cache_read(base, root, mmap)
             if hit is not None:
                 if hit.skipped and on_error == "raise":
                     path, reason = hit.skipped[0]
@@ -623,32 +720,68 @@ def _decode_listing(
                 hit.origin = origin
                 return hit
 
-    images = np.empty((len(listing.files), 1, size, size), dtype=np.uint8)
-    kept, skipped, notes = [], [], []
-    decode = lambda p: decode_square(p, size, crop)  # noqa: E731
-    for i, res, err in _map_files(decode, listing.files, on_error, workers, progress):
-        if err is not None:
-            skipped.append((listing.rels[i], err.reason))
-            continue
-        images[len(kept), 0] = res[0]
-        notes += res[1]
-        kept.append(i)
-    for note in notes:
-        warnings.warn(note, stacklevel=stacklevel)
-    if warn_skipped:
-        _warn_skipped([(str(root / r), why) for r, why in skipped], len(listing.files), stacklevel=stacklevel + 1)
-    if not kept:
-        raise CxrError(f"no readable images in '{root}': all {len(listing.files)} files failed (first: {skipped[0][0]}: {skipped[0][1]})")
+    n_files = len(listing.files)
+    shape = (n_files, 1, size, size)
+    tmp = None
+    if base is not None:
+        _check_disk(base.parent, n_files * size * size)
+        tmp = base.with_name(f".{base.name}.npy.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            base.parent.mkdir(parents=True, exist_ok=True)
+            images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        except OSError as e:  # a read-only home must not stop training
+            warnings.warn(f"could not write the data cache under '{base.parent}': {e}", stacklevel=stacklevel)
+            base, tmp = None, None
+    if base is None:
+        images = np.empty(shape, dtype=np.uint8)
+    try:
+        kept, skipped, notes = [], [], []
+        decode = lambda p: decode_square(p, size, crop)  # noqa: E731
+        for i, res, err in _map_files(decode, listing.files, on_error, workers, progress):
+            if err is not None:
+                skipped.append((listing.rels[i], err.reason))
+                continue
+            images[len(kept), 0] = res[0]
+            notes += res[1]
+            kept.append(i)
+        for note in notes:
+            warnings.warn(note, stacklevel=stacklevel)
+        if warn_skipped:
+            _warn_skipped([(str(root / r), why) for r, why in skipped], n_files, stacklevel=stacklevel + 1)
+        if not kept:
+            raise CxrError(f"no readable images in '{root}': all {n_files} files failed (first: {skipped[0][0]}: {skipped[0][1]})")
+        labels = [listing.labels[i] for i in kept]
+        rels = [listing.rels[i] for i in kept]
+        if tmp is not None:
+            if len(kept) < n_files:  # the .npy header must hold the kept count: copy the rows into a shorter file
+                short = tmp.with_name(tmp.name + "-kept")
+                try:
+                    out = np.lib.format.open_memmap(short, mode="w+", dtype=np.uint8, shape=(len(kept), 1, size, size))
+                    for j in range(0, len(kept), 4096):
+                        out[j : j + 4096] = images[j : min(j + 4096, len(kept))]
+                    out.flush()
+                    del out
+                    del images
+                    os.replace(short, tmp)
+                finally:
+                    short.unlink(missing_ok=True)
+            else:
+                images.flush()
+                del images
+            os.replace(tmp, base.with_suffix(".npy"))
+            _atomic_write(base.with_suffix(".json"),
+                          _cache_meta((len(kept), 1, size, size), labels, listing.classes, rels, skipped, notes))
+            hit = _cache_read(base, root, mmap)
+            if hit is None:
+                raise CxrError(f"the data cache '{base.with_suffix('.npy')}' could not be read back after writing it")
+            hit.origin = origin
+            return hit
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     import torch
 
     images = images[: len(kept)]
-    labels = [listing.labels[i] for i in kept]
-    rels = [listing.rels[i] for i in kept]
-    if base is not None:
-        try:
-            _cache_write(base, images, labels, listing.classes, rels, skipped, notes)
-        except OSError as e:  # a read-only home must not stop training
-            warnings.warn(f"could not write the data cache under '{base.parent}': {e}", stacklevel=stacklevel)
     return ImageSet(
         torch.from_numpy(images),
         torch.tensor(labels, dtype=torch.int64),
@@ -671,6 +804,7 @@ def load_images(
     progress: bool = False,
     workers: int | None = None,
     ignore_dirs: Iterable[str] = IGNORE_DIRS,
+    mmap=None,
 ) -> ImageSet:
     """Decode every image under ``root`` into an :class:`ImageSet` of ``size`` x ``size`` grayscale images.
 
@@ -678,12 +812,17 @@ def load_images(
     a top-level ``masks/`` folder is ignored). crop: "center" | "pad" | "stretch". on_error: "raise" stops at
     the first unreadable file naming it; "skip" leaves such files out, lists them in ``.skipped`` and warns
     once. cache: reuse/save the decoded tensor under ``cache_dir`` (default ``cxrlib.config.cache_dir()``),
-    keyed by the files' names, mtimes and sizes, ``size`` and ``crop``; never inside ``root``."""
+    keyed by the files' names, mtimes and sizes, ``size`` and ``crop``; never inside ``root``. The files are
+    decoded by a thread pool straight into the cache file; a cache folder without room for the set is a
+    one-line error before decoding starts. mmap: True keeps the pixels in the cache file (``.memmap`` names
+    it; batches are read page by page: data larger than memory), False reads them into memory, None/"auto"
+    memory-maps sets larger than :func:`cxrlib.config.memmap_threshold`."""
     _check_load_args(size, crop, on_error)
     listing = list_images(root, ignore_dirs)
     if not listing.files:
         raise CxrError(f"no images found in '{listing.root}' (looked for {', '.join(sorted(PIL_EXTS | DICOM_EXTS))})")
-    return _decode_listing(listing, size, crop, on_error, cache, cache_dir, progress, workers, stacklevel=3)
+    return _decode_listing(listing, size, crop, on_error, cache, cache_dir, progress, workers, stacklevel=3,
+                           mmap=mmap)
 
 
 # =========================================================================== paired (mask, image) and unpaired sets
@@ -1175,7 +1314,8 @@ def load_medmnist(
 
 # =========================================================================== the notebooks' one switch
 def _phantom_set(
-    n: int, size: int, seed: int, cache: bool = True, cache_dir=None, masks: bool = False, structures=None, **kw
+    n: int, size: int, seed: int, cache: bool = True, cache_dir=None, masks: bool = False, structures=None,
+    mmap=None, **kw
 ) -> ImageSet:
     """n phantoms as an ImageSet, cached like decoded folders: the key holds the arguments and the bytes of
     ``phantom.py`` itself, so a changed generator never serves stale images. masks=True: with the anatomy
@@ -1203,7 +1343,7 @@ def _phantom_set(
     mask_file = base.with_name(base.name + ".masks.npy")
     root = Path("phantom:")
     if cache:
-        hit = _cache_read(base, root)
+        hit = _cache_read(base, root, mmap)
         if hit is not None and masks:
             try:
                 m = np.load(mask_file, allow_pickle=False)
@@ -1234,6 +1374,11 @@ def _phantom_set(
             _cache_write(base, images.numpy(), labels.tolist(), list(ph.classes), [str(i) for i in range(n)], [])
         except OSError:  # a read-only home folder: the set is still returned, just not cached
             pass
+        else:
+            hit = _cache_read(base, root, True) if not masks and use_memmap(mmap, images.numel()) else None
+            if hit is not None:  # the pixels from the cache file, as a later load would give them
+                hit.paths, hit.origin = [f"phantom:{i}" for i in range(len(hit))], "phantom"
+                return hit
     ds = ImageSet(images, labels, list(ph.classes), [f"phantom:{i}" for i in range(n)], [], "phantom")
     if mask_t is not None:
         ds.masks, ds.structures = mask_t, list(phantom.MASK_NAMES)
@@ -1266,10 +1411,15 @@ def load_dataset(source="phantom", size: int = 64, n: int | None = None, seed: i
     seeded random subset. MedMNIST: keywords ``root`` (a .npz or its folder) and ``split``. Prints nothing:
     call ``.describe()`` on the result.
 
+    mmap (phantom or folder): True keeps the pixels memory-mapped in the cache file (data larger than memory;
+    ``.memmap`` names the file), False reads them into memory, None (default) memory-maps sets larger than
+    :func:`cxrlib.config.memmap_threshold`.
+
     masks=True (Pix2Pix): paired anatomy masks in ``.masks``/``.structures``. phantom: the generator's own
     (lungs, heart, ribs, clavicles; ``structures=[...]`` picks some); folder: :func:`load_pairs` with
     ``masks_dir`` (default ``<folder>/masks``) and ``structures``."""
     masks = bool(kw.pop("masks", False))
+    mmap = kw.pop("mmap", None)
     mask_kw = {k: kw.pop(k) for k in ("masks_dir", "structures") if kw.get(k) is not None}
     kw.pop("masks_dir", None), kw.pop("structures", None)
     if mask_kw and not masks:
@@ -1283,7 +1433,7 @@ def load_dataset(source="phantom", size: int = 64, n: int | None = None, seed: i
             raise CxrError("masks_dir is for a folder of images; phantoms bring their own masks")
         if masks:
             kw.update(masks=True, **mask_kw)
-        return _phantom_set(int(n), size, seed, **kw)
+        return _phantom_set(int(n), size, seed, mmap=mmap, **kw)
     if masks and isinstance(source, str) and source.lower() in MEDMNIST_CLASSES:
         raise CxrError(f"{source} has no anatomy masks: use 'phantom' or a folder with masks/ for masks=True")
     if isinstance(source, str) and source.lower() in MEDMNIST_CLASSES:
@@ -1297,7 +1447,7 @@ def load_dataset(source="phantom", size: int = 64, n: int | None = None, seed: i
     if path.is_dir():
         if masks:
             return _take(load_pairs(path, size, **mask_kw, **kw), n, seed)
-        return _take(load_images(path, size, **kw), n, seed)
+        return _take(load_images(path, size, mmap=mmap, **kw), n, seed)
     raise CxrError(
         f"unknown data source {str(source)!r}: use 'phantom', 'pneumoniamnist', 'chestmnist', a folder of images "
         "or a MedMNIST .npz"

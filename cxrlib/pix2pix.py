@@ -141,9 +141,9 @@ class Pix2Pix(Unconditional):
         the G step and the statistics are 0."""
         t, cfg = self.t, self.t.cfg
         if real is None:
-            real, masks = self.real_batch(cfg.batch)
+            real, masks = self.real_batch(t.batch)
         self._pair = (real, masks)
-        t.images_seen += len(real)
+        t.count_images(len(real))
         if cfg.gan_weight == 0:
             zero = torch.zeros((), device=t.device)
             return {"d_loss": zero, "d_loss_real": zero, "d_loss_fake": zero, "D(x)": zero, "D(G(z))": zero,
@@ -165,7 +165,7 @@ class Pix2Pix(Unconditional):
         """One G update: fool D on the same pairs (``gan_weight``) and match the true image (``l1_weight`` × L1).
         Returns g_loss (the total), l1 (mean |G(m) − x| in [-1, 1] units), g_gan and g_grad_norm."""
         t, cfg = self.t, self.t.cfg
-        real, masks = self._pair if self._pair is not None else self.real_batch(cfg.batch)
+        real, masks = self._pair if self._pair is not None else self.real_batch(t.batch)
         self._pair = None
         with frozen(t.D), t.autocast():
             fake = t.G_fwd(masks)

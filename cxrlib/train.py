@@ -18,11 +18,18 @@ from unpaired images: two G, two D, cycle and identity losses, an image pool). W
 Engineering (why the loop looks the way it does):
 
 * the whole data set is a uint8 tensor on the training device; a batch is ``images[randint(...)]`` turned
-  into floats there (no DataLoader, no PIL);
+  into floats there (no DataLoader, no PIL). A set too large for the GPU (``device_data_limit``) or
+  memory-mapped from its cache file (``ImageSet.memmap``) stays on the host: batches are read by index
+  (``cxrlib.data.RowReader``) and, on a GPU, staged one ahead in pinned memory (``HostBatches``);
 * every random draw (batch indices, z, augmentation, label flips) comes from the trainer's own
   ``torch.Generator``; dropout draws from torch's global generator, which the D and G steps set to the
-  trainer's own saved stream (``with_own_global_rng``). Both states go into the checkpoint, so a resumed
-  run continues *exactly* as if it had never stopped;
+  trainer's own saved stream (``with_own_global_rng``). Each stream has its own seed derived from
+  ``cfg.seed`` (``distributed.stream_seed``; the initialisation uses ``cfg.seed`` itself). The states go
+  into the checkpoint, so a resumed run continues *exactly* as if it had never stopped -- bit for bit on a
+  CPU; on CUDA statistically the same (upsampling's backward and cuDNN's default algorithms are not
+  deterministic);
+* under ``torchrun`` one model trains on N processes (``cxrlib.distributed``): ``cfg.batch`` is the global
+  batch, gradients are averaged before every optimiser step, rank 0 writes the files;
 * ``cfg.steps`` is the length of a run; ``cfg.minutes`` is a safety net on its total training time (kept in
   the checkpoint, so a resumed run does not get it again), and ``fit`` warns when the net cut a run short;
 * statistics stay tensors between log lines (no ``.item()``, no host synchronisation per step);
@@ -49,7 +56,7 @@ from pathlib import Path
 
 import torch
 
-from cxrlib import augment, config, losses
+from cxrlib import augment, config, distributed, losses
 from cxrlib.conditional import Conditional, class_labels
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN
@@ -89,11 +96,92 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         return None
     if amp == "bf16":
         return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cuda":  # native bf16 only (Ampere, sm_80, and newer): a T4 would emulate it, slowly
+        return torch.bfloat16 if cuda_has_native_bf16(device) else None
     if device.type == "cpu":
         return torch.bfloat16 if config.cpu_has_bf16() else None
     return None
+
+
+def cuda_has_native_bf16(device=None) -> bool:
+    """True on GPUs that compute in bf16 natively (compute capability 8.0 or newer: A100, L4, H100, …).
+
+    ``torch.cuda.is_bf16_supported()`` also says True where bf16 is only emulated (a Colab T4, sm_75), where
+    autocast to bf16 is slower than fp32; there ``amp="auto"`` trains in fp32."""
+    if not torch.cuda.is_available():
+        return False
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+# A data set larger than this share of the GPU's free memory stays in host memory (or memory-mapped) and is
+# copied to the GPU batch by batch; ``$CXRLIB_DEVICE_DATA_BYTES`` sets the limit in bytes instead.
+DEVICE_DATA_SHARE = 0.5
+
+
+def device_data_limit(device: torch.device) -> int:
+    """Bytes of training images that may go onto ``device`` whole (the fast path); more stay on the host."""
+    value = os.environ.get("CXRLIB_DEVICE_DATA_BYTES", "").strip()
+    if value:
+        try:
+            return int(float(value))
+        except ValueError:
+            raise CxrError(f"$CXRLIB_DEVICE_DATA_BYTES must be a number of bytes, got {value!r}") from None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(DEVICE_DATA_SHARE * free)
+    return 2**62  # the CPU trains from host memory anyway (the variable above still forces staged batches)
+
+
+class HostBatches:
+    """Random training batches of a data set that stays in host memory or in its memory-mapped cache file,
+    one batch ahead: when a batch is taken, the next one's indices are drawn (from this object's own CPU
+    generator, so resume is exact), a background thread gathers those images into pinned memory, and the
+    copy to the device is ``non_blocking`` -- the GPU does not wait for the disk or the page cache.
+
+    images: uint8 (N, 1, S, S) on the CPU, or a ``cxrlib.data.RowReader`` of a memory-mapped set's file; rows:
+    the training rows of it (None: all); seed: the index stream's."""
+
+    def __init__(self, images, device: torch.device, seed: int, rows: torch.Tensor | None = None):
+        import concurrent.futures
+
+        self.images, self.rows, self.device = images, rows, torch.device(device)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrlib-batches")
+        self.pending = None  # (batch size, index-stream state before drawing it, future of the pinned batch)
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.images)
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.images.read(idx) if hasattr(self.images, "read") else self.images[idx]
+        return x.pin_memory() if self.device.type == "cuda" else x
+
+    def _launch(self, n: int) -> None:
+        state = self.gen.get_state()
+        idx = torch.randint(len(self), (n,), generator=self.gen)
+        if self.rows is not None:
+            idx = self.rows[idx]
+        self.pending = (n, state, self.pool.submit(self._gather, idx))
+
+    def take(self, n: int) -> torch.Tensor:
+        """n random training images, uint8 (n, 1, S, S) on the device."""
+        if self.pending is not None and self.pending[0] != n:  # another size: draw it from the same state
+            self.gen.set_state(self.pending[1])
+            self.pending = None
+        if self.pending is None:
+            self._launch(n)
+        batch = self.pending[2].result()
+        self._launch(n)
+        return batch.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        """The index stream as it was before the batch now being prefetched (that batch is drawn again)."""
+        return {"gen": self.pending[1] if self.pending is not None else self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = None
+        self.gen.set_state(state["gen"])
 
 
 def as_images(data, size: int | None = None) -> torch.Tensor:
@@ -302,32 +390,59 @@ class Trainer:
             raise CxrError("Trainer needs training data: an ImageSet or a uint8 tensor (N, 1, S, S)")
         family = FAMILIES[cfg.family]
         self.cfg = cfg = family.configure(cfg, data)
+        # under torchrun: one process of several (cxrlib.distributed); otherwise rank 0 of 1
+        dist_device = distributed.init(cfg.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.writer = self.rank == 0  # the process that writes the run's files
+        if cfg.batch % self.world:
+            raise CxrError(f"--batch {cfg.batch} is the global batch and must divide among the {self.world} "
+                           f"processes (e.g. {max(1, cfg.batch // self.world) * self.world})")
+        self.batch = cfg.batch // self.world  # images per process and step
         config.set_threads()
-        self.device = config.get_device(cfg.device)
+        self.device = dist_device or config.get_device(cfg.device)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.out = Path(out) if out is not None else None
         self.callbacks = list(callbacks)
 
         images = as_images(data, cfg.size)
         labels = getattr(data, "labels", None)
-        self.heldout = None
+        mapped = bool(getattr(data, "memmap", ""))  # pixels in a memory-mapped cache file: never copy them all
+        self.heldout, self.rows = None, None  # rows: the training rows of a memory-mapped set (None: all)
         if cfg.adaptive_lr:  # the quality signal compares samples with images D never trained on
             k = max(8, min(256, len(images) // 5))
             perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))
-            self.heldout, images = images[perm[:k]], images[perm[k:]]
+            if mapped:
+                self.heldout, self.rows = images[perm[:k]], perm[k:]
+            else:
+                self.heldout, images = images[perm[:k]], images[perm[k:]]
             labels = None if labels is None else labels[perm[k:]]
-        self.images = images.to(self.device)
-        self.labels = None if labels is None else labels.to(self.device)  # class index per image
+        # the fast path: the whole set on the training device; too large (or memory-mapped): batches from the host
+        self.on_host = (self.device.type != "cpu" and mapped) or images.numel() > device_data_limit(self.device)
+        self.images = images if (self.on_host or mapped) else images.to(self.device)
+        # a mapped set's batches are read from its file (not faulted in through the map: see RowReader)
+        self.reader = None
+        if mapped:
+            from cxrlib.data import RowReader
+
+            self.reader = RowReader(data.memmap)
+        self.labels = None if labels is None else labels.to(self.device)  # class index per training image
 
         with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
             torch.manual_seed(cfg.seed)
             G, D = family.build_models(cfg)
+            torch.manual_seed(distributed.stream_seed(cfg.seed, "dropout", self.rank))
             self.global_rng = {"torch": torch.get_rng_state()}  # dropout's stream (see with_own_global_rng)
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.G, self.D = G.to(self.device, memory_format=fmt), D.to(self.device, memory_format=fmt)
         self.memory_format = fmt
         self.z_dim = getattr(G, "z_dim", 0)  # 0: an image-to-image G, which takes no latent
-        self.ema = EMA(self.G) if cfg.ema_half_life_kimg > 0 else None
+        distributed.broadcast_module(self.G)  # every process starts from rank 0's weights
+        distributed.broadcast_module(self.D)
+        self.ema = EMA(self.G) if cfg.ema_half_life_kimg > 0 else None  # plain BatchNorm: no collectives
+        if self.world > 1 and self.device.type == "cuda" and cfg.family in ("unconditional", "conditional"):
+            # BatchNorm statistics over the global batch (torch's SyncBatchNorm is CUDA-only)
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
         # torch.compile wraps the forward passes; state dicts stay those of G and D
         self.G_fwd = torch.compile(self.G) if cfg.compile else self.G
         self.D_fwd = torch.compile(self.D) if cfg.compile else self.D
@@ -335,17 +450,25 @@ class Trainer:
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.g_opt = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.g_betas, **fused)
         self.d_opt = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.d_betas, **fused)
+        if self.world > 1:  # every optimiser step first averages the gradients over the processes
+            distributed.sync_gradients_before_step(self.g_opt)
+            distributed.sync_gradients_before_step(self.d_opt)
         self.d_loss_fn, self.g_loss_fn = losses.LOSSES[cfg.loss]
         self.ada = None
         if cfg.ada and cfg.augment:  # p starts at 0 and follows D's overfitting signal r_t
             self.ada = augment.AdaptiveAugment(target=cfg.ada_target, speed_kimg=cfg.ada_speed_kimg, device=self.device)
 
-        # every other random draw of training comes from here (checkpointed → exact resume)
-        self.rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        # every other random draw of training comes from here (checkpointed → exact resume); each stream and
+        # each process gets its own seed derived from cfg.seed, so no two streams draw the same numbers
+        self.rng = torch.Generator(self.device).manual_seed(distributed.stream_seed(cfg.seed, "trainer", self.rank))
         if self.device.type == "cuda":  # dropout on the GPU draws from the device's global generator
             with torch.random.fork_rng(devices=[self.device]):
-                torch.cuda.manual_seed(cfg.seed)
+                torch.cuda.manual_seed(distributed.stream_seed(cfg.seed, "cuda", self.rank))
                 self.global_rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        self.host_batches = None  # a GPU run whose data stays on the host: batches staged one ahead
+        if self.on_host:
+            self.host_batches = HostBatches(self.reader or self.images, self.device,
+                                            distributed.stream_seed(cfg.seed, "batches", self.rank), self.rows)
         self.family = family(self, data)  # the D step and G step of this kind of GAN
         self.logged_stats = LOGGED_STATS + tuple(self.family.extra_stats)  # e.g. pix2pix's l1
         self.step = 0
@@ -360,10 +483,34 @@ class Trainer:
         self.z_fixed = torch.randn(n_grid, self.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
         self._sums, self._n_summed, self._last_log = None, 0, None
         self._pending_finite = None
-        if self.out is not None:
+        if self.out is not None and self.writer:
             self._write_config()
 
     # ------------------------------------------------------------------ building blocks
+    @property
+    def n_train(self) -> int:
+        """How many training images batches are drawn from."""
+        return len(self.rows) if self.rows is not None else len(self.images)
+
+    def count_images(self, n: int) -> None:
+        """Count n real images shown to D by this process (``images_seen`` counts those of all processes)."""
+        self.images_seen += int(n) * self.world
+
+    def on_device(self):
+        """CUDA calls inside go to the training device (not the current one; matters with ``cuda:1``)."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def eager_D(self, on: bool = True):
+        """Inside the block ``D_fwd`` is the uncompiled D (R1's double backward cannot pass a compiled module)."""
+        compiled = self.D_fwd
+        if on:
+            self.D_fwd = self.D
+        try:
+            yield
+        finally:
+            self.D_fwd = compiled
+
     def autocast(self):
         """bf16 autocast on the training device when ``cfg.amp`` allows it, else a no-op."""
         if self.amp_dtype is None:
@@ -371,17 +518,29 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def next_batch(self, batch: int | None = None) -> torch.Tensor:
-        """B random training images (with replacement): (B, 1, S, S) float in [-1, 1] on the device."""
-        idx = torch.randint(len(self.images), (batch or self.cfg.batch,), generator=self.rng, device=self.device)
+        """B random training images (with replacement; default this process's share of ``cfg.batch``):
+        (B, 1, S, S) float in [-1, 1] on the device."""
+        n = batch or self.batch
+        if self.host_batches is not None:
+            return to_float(self.host_batches.take(n)).contiguous(memory_format=self.memory_format)
+        idx = torch.randint(self.n_train, (n,), generator=self.rng, device=self.device)
         return self.images_at(idx)
 
     def images_at(self, idx: torch.Tensor) -> torch.Tensor:
-        """Training images by index → (B, 1, S, S) float in [-1, 1] on the device, in the training layout."""
-        return to_float(self.images[idx]).contiguous(memory_format=self.memory_format)
+        """Training images by index (0 … ``n_train`` - 1) → (B, 1, S, S) float in [-1, 1] on the device, in
+        the training layout. Images kept on the host are gathered there and copied over."""
+        if self.rows is not None:
+            idx = self.rows[idx.cpu()]
+        if self.reader is not None or self.images.device != self.device:
+            x = self.reader.read(idx.cpu()) if self.reader is not None else self.images[idx.cpu()]
+            x = (x.pin_memory() if self.device.type == "cuda" else x).to(self.device, non_blocking=True)
+        else:
+            x = self.images[idx]
+        return to_float(x).contiguous(memory_format=self.memory_format)
 
     def sample_z(self, batch: int | None = None) -> torch.Tensor:
-        """Latent vectors z ~ N(0, I): (B, z_dim) on the device."""
-        return torch.randn(batch or self.cfg.batch, self.z_dim, generator=self.rng, device=self.device)
+        """Latent vectors z ~ N(0, I): (B, z_dim) on the device (default B: this process's batch)."""
+        return torch.randn(batch or self.batch, self.z_dim, generator=self.rng, device=self.device)
 
     @property
     def aug_p(self) -> float | torch.Tensor:
@@ -447,10 +606,11 @@ class Trainer:
             if decay != self.lr_decay:
                 self.lr_decay = decay
                 self.set_lr_scale(self.lr_scale)
-        for _ in range(self.cfg.d_steps_per_g_step):
-            d_stats = self.d_step()
-        for _ in range(self.cfg.g_steps_per_d_step):
-            g_stats = self.g_step()
+        with self.on_device():
+            for _ in range(self.cfg.d_steps_per_g_step):
+                d_stats = self.d_step()
+            for _ in range(self.cfg.g_steps_per_d_step):
+                g_stats = self.g_step()
         self.step += 1
         stats = {**g_stats, **d_stats}
         self._check_finite(stats)
@@ -482,10 +642,15 @@ class Trainer:
         records: list[dict] = []
         self._clock = time.perf_counter() - self.seconds
         self._last_log = (time.perf_counter(), self.images_seen)
-        bar = tqdm(total=None if target is None else max(0, target - self.step), disable=not progress,
+        bar = tqdm(total=None if target is None else max(0, target - self.step), disable=not progress or not self.writer,
                    desc="training", unit="step", leave=False)
+
+        def past_deadline() -> bool:  # with several processes: when it is past in any of them, in all
+            late = deadline is not None and time.perf_counter() >= deadline
+            return distributed.any_true(late)[0] if self.world > 1 and deadline is not None else late
+
         try:
-            while (target is None or self.step < target) and (deadline is None or time.perf_counter() < deadline):
+            while (target is None or self.step < target) and not past_deadline():
                 self.train_step()
                 self.seconds = time.perf_counter() - self._clock
                 bar.update(1)
@@ -494,10 +659,10 @@ class Trainer:
                     bar.set_postfix(d_loss=f"{records[-1]['d_loss']:.3f}", g_loss=f"{records[-1]['g_loss']:.3f}")
                 if cfg.adaptive_lr and self.step % cfg.adaptive_every == 0:
                     self.adapt_lr()
-                if self.out is not None and self.step % cfg.sample_every == 0:
+                if self.out is not None and self.writer and self.step % cfg.sample_every == 0:
                     self.save_samples()
                 if self.out is not None and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint(periodic=True)
+                    self.save_checkpoint(periodic=True)  # every process: the checkpoint holds all their streams
         finally:
             bar.close()
         if target is not None and self.step < target:  # the loop only ends early at the deadline
@@ -508,8 +673,10 @@ class Trainer:
         if self._n_summed:
             records.append(self.log())
         if self.out is not None and self.step > 0:
-            self.save_samples()
+            if self.writer:
+                self.save_samples()
             self.save_checkpoint()
+        distributed.check_in_sync(self.G, self.D)  # several processes: they must end with the same weights
         return records
 
     # ------------------------------------------------------------------ logging
@@ -529,7 +696,10 @@ class Trainer:
         now = time.perf_counter()
         self.seconds = now - getattr(self, "_clock", now - self.seconds)
         t_prev, seen_prev = self._last_log or (now, self.images_seen)
-        means = (self._sums / max(1, self._n_summed)).tolist() if self._sums is not None else [math.nan] * len(self.logged_stats)
+        sums = self._sums
+        if self.world > 1:  # every process logs at the same steps: average the statistics over them
+            sums = distributed.all_mean(sums if sums is not None else torch.full((len(self.logged_stats),), math.nan))
+        means = (sums / max(1, self._n_summed)).tolist() if sums is not None else [math.nan] * len(self.logged_stats)
         record = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 3)}
         record.update({k: float(v) for k, v in zip(self.logged_stats, means)})
         for k in ("r1", "r2"):
@@ -540,7 +710,7 @@ class Trainer:
         record["d_lr"] = self.d_opt.param_groups[0]["lr"]
         record["images_per_s"] = round((self.images_seen - seen_prev) / max(now - t_prev, 1e-9), 2)
         self._sums, self._n_summed, self._last_log = None, 0, (now, self.images_seen)
-        if self.out is not None:
+        if self.out is not None and self.writer:
             self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -562,15 +732,20 @@ class Trainer:
         """Stop within one step when a loss is NaN/Inf. On CUDA the check reads the previous step's flag, which
         the GPU has (almost always) finished, so the loop never waits for the current step."""
         finite = torch.isfinite(torch.stack([stats["d_loss"].float(), stats["g_loss"].float()])).all()
+        if self.world > 1:  # all processes stop together (their gradients are averaged: a NaN reaches all)
+            if distributed.any_true(not bool(finite))[0]:
+                raise self._nan_error(self.step, stats)
+            return
         if self.device.type != "cuda":
             if not bool(finite):
                 raise self._nan_error(self.step, stats)
             return
         self._flush_finite()
-        host = torch.empty((), dtype=torch.bool, pin_memory=True)
-        host.copy_(finite, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
+        with self.on_device():  # the event belongs to the training device's stream, not the current device's
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(finite, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
         self._pending_finite = (self.step, host, event)
 
     def _flush_finite(self) -> None:
@@ -657,7 +832,8 @@ class Trainer:
     def adapt_lr(self) -> dict:
         """Reduce on plateau: measure ``quality()``; when it has not improved by 1 % for ``adaptive_patience``
         measurements, multiply both learning rates by ``adaptive_factor``. Returns {"swd", "lr_scale"}."""
-        d = self.quality()
+        d = self.quality() if self.writer else math.nan
+        d = distributed.broadcast_object(d)  # rank 0 measures; every process takes the same decision
         if d < self.plateau["best"] * 0.99:
             self.plateau = {"best": d, "bad": 0}
         else:
@@ -666,7 +842,7 @@ class Trainer:
                 self.set_lr_scale(self.lr_scale * self.cfg.adaptive_factor)
                 self.plateau["bad"] = 0
         info = {"step": self.step, "swd": d, "lr_scale": self.lr_scale}
-        if self.out is not None:
+        if self.out is not None and self.writer:
             with open(self.out / "adaptive_lr.jsonl", "a") as f:
                 f.write(json.dumps(info) + "\n")
         return info
@@ -687,8 +863,10 @@ class Trainer:
             "plateau": {"best": float(self.plateau["best"]), "bad": int(self.plateau["bad"])},
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-            "rng": {"trainer": self.rng.get_state(), **self.global_rng},
+            "rng": self._streams(),
         }
+        if self.world > 1:  # every process's random streams (rank 0's are also "rng")
+            state["rng_ranks"] = distributed.gather_objects(state["rng"])
         if self.ema is not None:
             state["G_ema"] = self.ema.model.state_dict()
         if self.ada is not None:
@@ -730,13 +908,48 @@ class Trainer:
         self.lr_decay = self.lr_decay_factor()
         self.set_lr_scale(self.lr_scale)  # the config is the truth for lr and betas
         if rng:
-            self.rng.set_state(state["rng"]["trainer"])
-            self.global_rng = {k: v for k, v in state["rng"].items() if k != "trainer"}
+            self._restore_streams(state)
+
+    def _streams(self) -> dict:
+        """This process's random streams: the trainer's generator, dropout's global stream(s), the host batch
+        indices, and the device type they belong to (a CUDA generator's state does not fit a CPU one)."""
+        streams = {"trainer": self.rng.get_state(), **self.global_rng, "device": self.device.type}
+        if self.host_batches is not None:
+            streams["batches"] = self.host_batches.state_dict()["gen"]
+        return streams
+
+    def _restore_streams(self, state: dict) -> None:
+        """Continue the checkpoint's random streams exactly -- or, when they cannot be (written on another
+        device type, or by another number of processes), start fresh ones derived from the seed and the step,
+        with a one-line notice: the run goes on, statistically the same but no longer bit-exact."""
+        saved = state["rng"]
+        if self.world > 1 or "rng_ranks" in state:
+            ranks = state.get("rng_ranks", [saved])
+            saved = ranks[self.rank] if len(ranks) == self.world else None
+            why = None if saved is not None else f"{len(ranks)} process(es) wrote the checkpoint, {self.world} resume it"
+        else:
+            why = None
+        if saved is not None:
+            device = saved.get("device") or ("cpu" if saved["trainer"].numel() > 64 else "cuda")  # older files
+            if device != self.device.type:
+                why = f"the checkpoint's random streams are {device} ones and this run is on {self.device.type}"
+        if why is not None:
+            if self.writer:
+                warnings.warn(f"resuming with fresh random streams ({why}): the run continues, but not bit-exactly "
+                              "as it would have", RuntimeWarning, stacklevel=3)
+            self.rng.manual_seed(distributed.stream_seed(self.cfg.seed, f"trainer-resumed-{self.step}", self.rank))
+            return
+        self.rng.set_state(saved["trainer"])
+        self.global_rng = {k: v for k, v in saved.items() if k in ("torch", "cuda")}
+        if self.host_batches is not None and "batches" in saved:
+            self.host_batches.load_state_dict({"gen": saved["batches"]})
 
     def save_checkpoint(self, path=None, periodic: bool = False) -> Path:
         """Write the state to ``path`` (default ``RUN/checkpoints/last.pt``; ``periodic`` also keeps
         ``step_XXXXXX.pt``), atomically: a temporary file in the same folder, then a rename."""
-        state = self.state_dict()
+        state = self.state_dict()  # with several processes: every one calls this (it gathers their streams)
+        if not self.writer:
+            return Path(path) if path is not None else self.out / "checkpoints" / "last.pt"
         if path is None:
             if self.out is None:
                 raise CxrError("save_checkpoint needs a path (this trainer has no run directory)")
@@ -752,7 +965,7 @@ class Trainer:
 
     def _truncate_log(self) -> None:
         """Drop log lines written after the checkpoint we resume from (a killed run logged past it)."""
-        log = self.out / "log.jsonl" if self.out is not None else None
+        log = self.out / "log.jsonl" if self.out is not None and self.writer else None
         if log is None or not log.exists():
             return
         keep = []

@@ -95,7 +95,7 @@ class Unconditional:
         """
         t, cfg = self.t, self.t.cfg
         if real is None:
-            real, labels = self.real_batch(cfg.batch)
+            real, labels = self.real_batch(t.batch)
         real = real.detach()
         lazy = t.d_updates % cfg.r1_every == 0  # lazy R1/R2: every r1_every steps
         do_r1, do_r2 = cfg.r1_gamma > 0 and lazy, cfg.r2_gamma > 0 and lazy
@@ -104,7 +104,8 @@ class Unconditional:
             y_fake = self.fake_labels(len(real))
             fake = self.generate(t.sample_z(len(real)), y_fake)  # G is not trained in the D step
         fake.requires_grad_(do_r2)
-        with t.autocast():
+        # R1/R2 differentiate twice, which a compiled D cannot: those steps run the uncompiled D (both passes)
+        with t.autocast(), t.eager_D(do_r1 or do_r2):
             real_logits = self.discriminate(t.augment(real), labels)
             fake_logits = self.discriminate(t.augment(fake), y_fake)
         d_loss, stats = t.d_loss(real_logits.float(), fake_logits.float())
@@ -126,18 +127,18 @@ class Unconditional:
             t.ada.update(real_logits.detach())
             t.ada.step(len(real))
         t.d_updates += 1
-        t.images_seen += len(real)
+        t.count_images(len(real))
         return {"d_loss": d_loss.detach(), **stats}
 
     def g_step(self) -> dict:
         """One generator update: G learns to make D call G(z) real. Returns 0-d tensors g_loss, g_grad_norm."""
         t, cfg = self.t, self.t.cfg
         with frozen(t.D), t.autocast():  # D is not trained in the G step
-            y_fake = self.fake_labels(cfg.batch)
-            fake = self.generate(t.sample_z(cfg.batch), y_fake)
+            y_fake = self.fake_labels(t.batch)
+            fake = self.generate(t.sample_z(t.batch), y_fake)
             fake_logits = self.discriminate(t.augment(fake), y_fake)
         if cfg.loss in losses.RELATIVISTIC:  # each fake is judged against a real image
-            real, labels = self.real_batch(cfg.batch)
+            real, labels = self.real_batch(t.batch)
             with torch.no_grad(), t.autocast():
                 real_logits = self.discriminate(t.augment(real), labels)
             g_loss, stats = t.g_loss_fn(fake_logits.float(), real_logits.float())
