@@ -574,14 +574,15 @@ def _cache_read(base: Path, root: Path, mmap=False) -> ImageSet | None:
 
 
 class RowReader:
-    """Images of a memory-mapped set's ``.npy`` file read by index with ``os.preadv`` into a fresh buffer.
+    """Images of a memory-mapped set's ``.npy`` file read by index with ``os.preadv`` into a fresh buffer
+    (and, with ``writable``, written by row with ``os.pwrite``: how the first decode fills the cache file).
 
     Faulting pages of a memory map in counts them in the process's resident memory (the kernel maps whole
     page-cache folios, up to megabytes per image touched), so after a few hundred random batches a mapped
     set looks as if it were in memory. Reading the rows with ``pread`` leaves them in the page cache, which
     the kernel can drop, and the process holds only the batch. path: a uint8 (N, 1, S, S) ``.npy``."""
 
-    def __init__(self, path):
+    def __init__(self, path, writable: bool = False):
         self.path = str(path)
         with open(self.path, "rb") as f:
             major, _ = np.lib.format.read_magic(f)
@@ -592,15 +593,40 @@ class RowReader:
             raise CxrError(f"'{self.path}' is not a uint8 (N, 1, S, S) image cache")
         self.shape = tuple(shape)
         self.row = int(np.prod(shape[1:]))
-        self.fd = os.open(self.path, os.O_RDONLY)
+        self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+
+    @classmethod
+    def create(cls, path, shape) -> RowReader:
+        """A new uint8 ``.npy`` of ``shape`` (its header written, the pixels zero until written), writable."""
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": tuple(shape)})
+            f.truncate(f.tell() + int(np.prod(shape)))
+        return cls(path, writable=True)
+
+    def write(self, i: int, pixels: np.ndarray) -> None:
+        """Store row i (an (S, S) or (1, S, S) uint8 array)."""
+        data = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1)
+        if os.pwrite(self.fd, data, self.offset + i * self.row) != self.row:
+            raise OSError(f"short write to '{self.path}'")
+
+    def copy_rows(self, dst: RowReader, n: int, chunk: int = 2**26) -> None:
+        """Copy the first n rows into ``dst`` (a file of the same row size), a chunk at a time."""
+        total, done = n * self.row, 0
+        while done < total:
+            data = os.pread(self.fd, min(chunk, total - done), self.offset + done)
+            os.pwrite(dst.fd, data, dst.offset + done)
+            done += len(data)
+
+    def close(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __del__(self):
-        fd = getattr(self, "fd", None)
-        if fd is not None:
-            os.close(fd)
+        self.close()
 
     def read(self, idx) -> torch.Tensor:
         """uint8 (len(idx), 1, S, S) tensor of the rows ``idx`` (ints, an array or a CPU tensor)."""
@@ -726,11 +752,12 @@ def _decode_listing(
     if base is not None:
         _check_disk(base.parent, n_files * size * size)
         tmp = base.with_name(f".{base.name}.npy.tmp-{os.getpid()}-{threading.get_ident()}")
-        try:
+        try:  # rows are written into the file as they are decoded (never all of them in memory)
             base.parent.mkdir(parents=True, exist_ok=True)
-            images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            rows = RowReader.create(tmp, shape)
         except OSError as e:  # a read-only home must not stop training
             warnings.warn(f"could not write the data cache under '{base.parent}': {e}", stacklevel=stacklevel)
+            tmp.unlink(missing_ok=True)
             base, tmp = None, None
     if base is None:
         images = np.empty(shape, dtype=np.uint8)
@@ -741,7 +768,10 @@ def _decode_listing(
             if err is not None:
                 skipped.append((listing.rels[i], err.reason))
                 continue
-            images[len(kept), 0] = res[0]
+            if tmp is not None:
+                rows.write(len(kept), res[0])
+            else:
+                images[len(kept), 0] = res[0]
             notes += res[1]
             kept.append(i)
         for note in notes:
@@ -756,18 +786,14 @@ def _decode_listing(
             if len(kept) < n_files:  # the .npy header must hold the kept count: copy the rows into a shorter file
                 short = tmp.with_name(tmp.name + "-kept")
                 try:
-                    out = np.lib.format.open_memmap(short, mode="w+", dtype=np.uint8, shape=(len(kept), 1, size, size))
-                    for j in range(0, len(kept), 4096):
-                        out[j : j + 4096] = images[j : min(j + 4096, len(kept))]
-                    out.flush()
-                    del out
-                    del images
+                    out = RowReader.create(short, (len(kept), 1, size, size))
+                    rows.copy_rows(out, len(kept))
+                    out.close()
+                    rows.close()
                     os.replace(short, tmp)
                 finally:
                     short.unlink(missing_ok=True)
-            else:
-                images.flush()
-                del images
+            rows.close()
             os.replace(tmp, base.with_suffix(".npy"))
             _atomic_write(base.with_suffix(".json"),
                           _cache_meta((len(kept), 1, size, size), labels, listing.classes, rels, skipped, notes))
@@ -778,6 +804,7 @@ def _decode_listing(
             return hit
     finally:
         if tmp is not None:
+            rows.close()
             tmp.unlink(missing_ok=True)
     import torch
 
