@@ -431,8 +431,9 @@ class AdaptiveAugment:
             from cxrlib import distributed
 
             if distributed.is_active():  # several processes (torchrun): r_t and N over all their images
-                total = distributed.all_sum(torch.stack([sign_sum.double(), torch.tensor(float(n_logits), dtype=torch.float64, device=sign_sum.device),
-                                                         torch.tensor(float(n_images), dtype=torch.float64, device=sign_sum.device)]))
+                counts = torch.tensor([0.0, n_logits, n_images], dtype=torch.float64, device=sign_sum.device)
+                counts[0] = sign_sum
+                total = distributed.all_sum(counts)
                 sign_sum, n_logits, n_images = total[0].float(), float(total[1]), float(total[2])
             self._r_t = sign_sum / n_logits
             adjust = torch.sign(self._r_t - self.target) * (n_images / (self.speed_kimg * 1000))

@@ -75,13 +75,6 @@ def is_writer() -> bool:
     return rank() == 0
 
 
-def local_world_size() -> int:
-    try:
-        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
 def init(device: str | None = "auto") -> torch.device | None:
     """Join torchrun's process group (once; later calls return the same device) and return this process's
     device: ``cuda:LOCAL_RANK`` with NCCL when CUDA is there and ``device`` allows it, else the CPU with gloo.
