@@ -76,9 +76,10 @@ def main(argv=None) -> int:
     p.add_argument("--judge", choices=("course", "resnet18"), default="course",
                    help="cyclegan: the independent classifier (default: the course classifier, 3 seeds)")
     p.add_argument("--arms", type=lambda s: s.split(","), default=["gan", "l1"], help="pix2pix: gan, l1 or both")
+    p.add_argument("--n-train", type=int, default=N_TRAIN, help=f"training phantoms (default {N_TRAIN:,})")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    n_train, n_test, minutes, judge_steps = N_TRAIN, N_TEST, args.minutes, 600
+    n_train, n_test, minutes, judge_steps = args.n_train, N_TEST, args.minutes, 600
     if args.quick:
         n_train, n_test, minutes, judge_steps = 64, 16, 0.05, 3
     width = args.width or (0.5 if args.family == "pix2pix" else 0.25)
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
             if args.ckpt:
                 break
         base = next(iter(result["runs"].values()))
-        for name in ("mean image", "linear model"):
+        for name in ("mean image", "linear model", "nearest anatomy"):
             row = base[name]
             print(f"{name:12s}: corr {row['corr']:.3f} dev_corr {row['dev_corr']:.3f} L1 {row['l1']:.4f} "
                   f"SWD {row['swd'] if row['swd'] is None else round(row['swd'], 1)} sharpness {row['sharpness']:.5f}")

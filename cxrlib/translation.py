@@ -111,11 +111,28 @@ def pixel_linear_baseline(train_masks: torch.Tensor, train_images: torch.Tensor,
     return pred.round().clamp(0, 255).to(torch.uint8)
 
 
+def nearest_anatomy_baseline(train_masks: torch.Tensor, train_images: torch.Tensor, masks: torch.Tensor,
+                             chunk: int = 256) -> torch.Tensor:
+    """A real film for every query: the training image whose masks disagree with ``masks`` in the fewest
+    pixels (all channels together). Realistic by construction (it *is* an X-ray), right about the anatomy only
+    as far as the nearest training patient is — the baseline that shows what a realistic answer costs in
+    pixel correlation. train_masks (N, C, S, S) uint8 0/255, train_images (N, 1, S, S) uint8 → (M, 1, S, S)."""
+    if train_masks.shape[1:] != masks.shape[1:]:
+        raise CxrError(f"masks of shape {tuple(masks.shape[1:])} cannot be matched with training masks of shape "
+                       f"{tuple(train_masks.shape[1:])}")
+    ref = (train_masks.flatten(1) > 127).float().mul_(2).sub_(1)  # ±1: the dot product = pixels − 2 × mismatches
+    best = []
+    for q in (masks.flatten(1) > 127).float().mul_(2).sub_(1).split(chunk):
+        best.append((q @ ref.T).argmax(1))
+    return train_images[torch.cat(best)].clone()
+
+
 def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0) -> dict:
     """Scores of a Pix2Pix generator on held-out pairs ``test`` (an ImageSet with masks), with ``train`` (its
     training pairs) for the baselines: paired scores (L1, PSNR, SSIM, pixel correlation, correlation of the
     deviations from the training mean image), SWD ×10³ against the true images, sharpness; and the same for the
-    training mean image and the per-pixel linear model of the masks."""
+    training mean image, the per-pixel linear model of the masks and the nearest anatomy (the real training
+    film whose masks match best: realistic, but another patient)."""
     from cxrlib import metrics
 
     mean = train.images.float().mean(0, keepdim=True)  # 0..255
@@ -123,6 +140,7 @@ def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0) -> 
         "pix2pix": translate(G, cfg, test.masks),
         "mean image": mean.round().to(torch.uint8).expand(len(test), -1, -1, -1).contiguous(),
         "linear model": pixel_linear_baseline(train.masks, train.images, test.masks),
+        "nearest anatomy": nearest_anatomy_baseline(train.masks, train.images, test.masks),
     }
     out = {}
     for name, pred in outputs.items():

@@ -301,6 +301,20 @@ def test_pixel_linear_baseline_recovers_an_image_that_is_linear_in_the_masks(pai
     assert (pred.int() - truth[16:].int()).abs().float().mean() < 2.0
 
 
+def test_nearest_anatomy_baseline_returns_the_training_film_with_the_closest_masks(pairs):
+    train_m, train_x = pairs.masks[:16], pairs.images[:16]
+    # a query equal to training patient 5's masks except a few flipped pixels still finds patient 5
+    q = train_m[[5, 11]].clone()
+    q[:, 0, :2, :3] = 255 - q[:, 0, :2, :3]
+    pred = translation.nearest_anatomy_baseline(train_m, train_x, q, chunk=1)
+    assert torch.equal(pred, train_x[[5, 11]])
+    other = translation.nearest_anatomy_baseline(train_m, train_x, pairs.masks[16:])
+    assert other.shape == pairs.images[16:].shape and other.dtype == torch.uint8
+    assert all(any(torch.equal(o, x) for x in train_x) for o in other)  # every answer is a real training film
+    with pytest.raises(CxrError, match="cannot be matched"):
+        translation.nearest_anatomy_baseline(train_m, train_x, train_m[:, :2])
+
+
 def test_evaluate_pix2pix_scores_the_true_image_perfectly_and_the_baselines_below(pairs):
     class Oracle(torch.nn.Module):  # "translates" by looking the true image up
         def __init__(self):
@@ -316,6 +330,7 @@ def test_evaluate_pix2pix_scores_the_true_image_perfectly_and_the_baselines_belo
     assert scores["pix2pix"]["corr"] > 0.999 and scores["pix2pix"]["l1"] < 1e-3
     assert scores["mean image"]["dev_corr"] == pytest.approx(0.0, abs=0.01)  # the mean rounded to uint8
     assert scores["linear model"]["corr"] < scores["pix2pix"]["corr"]
+    assert scores["nearest anatomy"]["corr"] > 0.999  # test = train here: the nearest anatomy is the patient's own film
 
 
 def test_evaluate_cyclegan_of_an_identity_translation_changes_nothing():
