@@ -80,7 +80,7 @@ class Phantoms:
 # ======================================================================= public API
 def generate(
     n: int, size: int = 256, seed: int = 0, pneumonia_fraction: float = 0.5, masks: bool = False,
-    workers: int | None = None,
+    workers: int | None = None, anatomy_seed: int | None = None,
 ) -> Phantoms:
     """``n`` phantom PA chest radiographs of ``size`` x ``size`` px (32–1024).
 
@@ -88,9 +88,14 @@ def generate(
     sequence; which images they are depends on ``seed``. Same arguments → same bytes, and
     ``generate(10, ...)[:5]`` equals ``generate(5, ...)``. ``workers``: chunks of images rendered in
     parallel (default: the usable CPU cores); it changes the speed, never the images.
+
+    ``anatomy_seed``: image i keeps the parameters that shape the masks (geometry, lungs, diaphragm, heart, ribs,
+    clavicles: ``MASK_PARAMETERS``) of image i of ``anatomy_seed`` and draws everything else — body outline, soft
+    tissue, bones' density, vessels, film, pneumonia — from ``seed``: another film that fits the same masks (all
+    but ~0.1 % of their pixels), i.e. a sample of "X-rays given these masks" (the ideal Pix2Pix, notebook 07).
     """
     _check_args(n, size, pneumonia_fraction)
-    return _generate_range(0, n, size, seed, pneumonia_fraction, masks, workers)
+    return _generate_range(0, n, size, seed, pneumonia_fraction, masks, workers, anatomy_seed)
 
 
 def write_phantoms(
@@ -176,13 +181,14 @@ def _chunk_size(size: int) -> int:
     return int(max(1, min(16, _WORK_ELEMENTS // _coarse_size(size) ** 2)))
 
 
-def _generate_range(start, stop, size, seed, fraction, masks, workers=None) -> Phantoms:
+def _generate_range(start, stop, size, seed, fraction, masks, workers=None, anatomy_seed=None) -> Phantoms:
     labels = _labels(start, stop, seed, fraction)
     B = _chunk_size(size)
     starts = list(range((start // B) * B, stop, B))
 
     def render(c0):
-        img, m = _render_chunk(range(c0, c0 + B), _labels(c0, c0 + B, seed, fraction), size, seed, masks)
+        img, m = _render_chunk(range(c0, c0 + B), _labels(c0, c0 + B, seed, fraction), size, seed, masks,
+                               anatomy_seed)
         lo, hi = max(start, c0) - c0, min(stop, c0 + B) - c0
         return img[lo:hi], None if m is None else {k: v[lo:hi] for k, v in m.items()}
 
@@ -364,6 +370,15 @@ def _anatomy_and_film(r: _Draw) -> dict[str, float]:
     for side in ("top", "bottom", "left", "right"):
         p[f"col_{side}"] = r.p(0.12) * r.u(0.01, 0.05)
     return p
+
+
+# the parameters of _anatomy_and_film that shape the masks (names, or prefixes ending in "_")
+MASK_PARAMETERS = ("cos", "sin", "scale", "tx", "ty", "lung_", "apex_y", "med_", "dome_", "lv_", "ra_", "heart_extra",
+                   "rib_", "ant_", "cl_")
+
+
+def _shapes_masks(key: str) -> bool:
+    return any(key == p or (p.endswith("_") and key.startswith(p)) for p in MASK_PARAMETERS)
 
 
 def _pneumonia(r: _Draw, a: dict[str, float], ill: bool) -> dict[str, float]:
@@ -602,13 +617,16 @@ _CH = {"extra": 0, "body": 1, "lung": 2, "vessel_vis": 3, "bronchus_vis": 4, "th
 _CH_MASKS = {"heart": 6, "ribs": 7, "clavicles": 8}
 
 
-def _render_chunk(indices, labels, size: int, seed: int, want_masks: bool):
+def _render_chunk(indices, labels, size: int, seed: int, want_masks: bool, anatomy_seed: int | None = None):
     """Render images ``indices`` (with their labels) → ((B, 1, S, S) uint8, masks dict or None)."""
     S, R = size, _coarse_size(size)
     params, vessels, bronchi, markers, small, offsets = [], [], [], [], [], []
     for i, lab in zip(indices, labels):
         ra, rp = _Draw(_rng(seed, i, 0)), _Draw(_rng(seed, i, 1))
         a = _anatomy_and_film(ra)
+        if anatomy_seed is not None:
+            kept = _anatomy_and_film(_Draw(_rng(anatomy_seed, i, 0)))
+            a.update({k: v for k, v in kept.items() if _shapes_masks(k)})
         pn = _pneumonia(rp, a, bool(lab))
         params.append({**a, **pn})
         vessels.append(_splat(a, S, _vessels(ra.rng, a)))
