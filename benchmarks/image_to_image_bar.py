@@ -5,10 +5,11 @@
     python benchmarks/image_to_image_bar.py cyclegan --ckpt runs/cyc            # judge an existing run
     python benchmarks/image_to_image_bar.py pix2pix --quick                     # seconds: checks that it runs
 
-Training data: 1,000 phantoms (seed 0, half with pneumonia) with their masks. Held out: 200 other patients
-(seed 11). Pix2Pix is scored on their (mask, image) pairs against the training mean image and a per-pixel
-linear model of the masks (``translation.evaluate_pix2pix``); the *L1 only* arm (``gan_weight=0``) trains for
-the same wall-clock. CycleGAN translates the 200 held-out patients' normal X-rays and is compared with the
+Training data: 1,000 phantoms (``--n-train``; seed 0, half with pneumonia) with their masks. Held out: 200 other
+patients (seed 11). Pix2Pix is scored on their (mask, image) pairs against the training mean image, a per-pixel
+linear model of the masks, the nearest training anatomy and what an ideal model would answer (another film of the
+same masks, and the average of 16 such films: ``translation.evaluate_pix2pix``, ``ideal_translations``); the
+*L1 only* arm (``gan_weight=0``) trains for the same wall-clock. CycleGAN translates the 200 held-out patients' normal X-rays and is compared with the
 same patients' ill twins (``pneumonia_fraction=1``); the judge is trained here on 2,000 other real phantoms
 (seed 7): the course classifier with three seeds (default; the spread over them is reported), or torchvision's
 ResNet-18 from scratch (``--judge resnet18``, see ``conditional_bar.py``; ~12 min on a 2-core AVX2 CPU).
@@ -38,7 +39,7 @@ from cxrlib import classifier, config  # noqa: E402
 from cxrlib.config import make_config  # noqa: E402
 from cxrlib.data import load_dataset  # noqa: E402
 from cxrlib.train import Trainer  # noqa: E402
-from cxrlib.translation import evaluate_cyclegan, evaluate_pix2pix, load_translator  # noqa: E402
+from cxrlib.translation import evaluate_cyclegan, evaluate_pix2pix, ideal_translations, load_translator  # noqa: E402
 
 SIZE, N_TRAIN, N_TEST, TEST_SEED = 64, 1000, 200, 11
 
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
 
     if args.family == "pix2pix":
         test = load_dataset("phantom", size=SIZE, n=n_test, seed=TEST_SEED, masks=True)
+        ideal = ideal_translations(n_test, SIZE, TEST_SEED, draws=16)  # what a perfect model would answer
         arms = {"L1 + GAN": {}, "L1 only": {"gan_weight": 0.0}}
         arms = {k: v for k, v in arms.items() if {"L1 + GAN": "gan", "L1 only": "l1"}[k] in args.arms}
         for seed in args.seeds:
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
                     out = Path(args.out) / f"pix2pix_{arm.replace(' ', '').replace('+', '_')}_s{seed}" if args.out else None
                     t = train("pix2pix", minutes, seed, out, train_set, width=width, **kw, **extra)
                     G, cfg, steps = t.G, t.cfg, t.step
-                scores = evaluate_pix2pix(G, cfg, test, train_set)
+                scores = evaluate_pix2pix(G, cfg, test, train_set, extra=ideal)
                 scores["steps"] = steps
                 result["runs"][f"{arm} seed {seed}"] = scores
                 row = scores["pix2pix"]
@@ -117,9 +119,9 @@ def main(argv=None) -> int:
             if args.ckpt:
                 break
         base = next(iter(result["runs"].values()))
-        for name in ("mean image", "linear model", "nearest anatomy"):
+        for name in ("mean image", "linear model", "nearest anatomy", *ideal):
             row = base[name]
-            print(f"{name:12s}: corr {row['corr']:.3f} dev_corr {row['dev_corr']:.3f} L1 {row['l1']:.4f} "
+            print(f"{name:15s}: corr {row['corr']:.3f} dev_corr {row['dev_corr']:.3f} L1 {row['l1']:.4f} "
                   f"SWD {row['swd'] if row['swd'] is None else round(row['swd'], 1)} sharpness {row['sharpness']:.5f}")
         print(f"real images sharpness {base['real sharpness']:.5f}, SWD floor {base['swd floor']:.1f}")
     else:

@@ -127,12 +127,34 @@ def nearest_anatomy_baseline(train_masks: torch.Tensor, train_images: torch.Tens
     return train_images[torch.cat(best)].clone()
 
 
-def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0) -> dict:
+def ideal_translations(n: int, size: int, seed: int, draws: int = 8) -> dict[str, torch.Tensor]:
+    """What an *ideal* masks → X-ray model would answer for phantoms 0..n-1 of ``seed`` (phantom test sets only:
+    the generator's parameters are known). ``"ideal sample"``: another film of the same masks — the patient's
+    mask-shaping anatomy kept, body, bone density, vessels, exposure and pneumonia drawn afresh
+    (``phantom.generate(anatomy_seed=seed)``) — a draw from "X-rays given these masks", as real as the data.
+    ``"ideal mean"``: the pixel average of ``draws`` such films, about what the best L1/L2 predictor outputs.
+    Both (n, 1, size, size) uint8."""
+    films = ideal_samples(n, size, seed, draws)
+    mean = torch.stack([f.float() for f in films]).mean(0).round().to(torch.uint8)
+    return {"ideal sample": films[0], "ideal mean": mean}
+
+
+def ideal_samples(n: int, size: int, seed: int, draws: int) -> list[torch.Tensor]:
+    """``draws`` independent films of the masks of phantoms 0..n-1 of ``seed`` (see :func:`ideal_translations`)."""
+    from cxrlib import phantom
+
+    if draws < 1:
+        raise CxrError(f"draws must be at least 1, got {draws!r}")
+    return [phantom.generate(n, size=size, seed=seed + 7919 * d, anatomy_seed=seed).images for d in range(1, draws + 1)]
+
+
+def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0, extra: dict | None = None) -> dict:
     """Scores of a Pix2Pix generator on held-out pairs ``test`` (an ImageSet with masks), with ``train`` (its
     training pairs) for the baselines: paired scores (L1, PSNR, SSIM, pixel correlation, correlation of the
     deviations from the training mean image), SWD ×10³ against the true images, sharpness; and the same for the
-    training mean image, the per-pixel linear model of the masks and the nearest anatomy (the real training
-    film whose masks match best: realistic, but another patient)."""
+    training mean image, the per-pixel linear model of the masks, the nearest anatomy (the real training
+    film whose masks match best: realistic, but another patient) and every ``extra`` {name: (N, 1, S, S) uint8}
+    prediction (e.g. :func:`ideal_translations`)."""
     from cxrlib import metrics
 
     mean = train.images.float().mean(0, keepdim=True)  # 0..255
@@ -141,6 +163,7 @@ def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0) -> 
         "mean image": mean.round().to(torch.uint8).expand(len(test), -1, -1, -1).contiguous(),
         "linear model": pixel_linear_baseline(train.masks, train.images, test.masks),
         "nearest anatomy": nearest_anatomy_baseline(train.masks, train.images, test.masks),
+        **(extra or {}),
     }
     out = {}
     for name, pred in outputs.items():

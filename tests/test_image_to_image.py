@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cxrlib import cli, models, translation
+from cxrlib import cli, metrics, models, translation
 from cxrlib.config import make_config
 from cxrlib.cyclegan import ImagePool
 from cxrlib.data import load_dataset
@@ -326,11 +326,25 @@ def test_evaluate_pix2pix_scores_the_true_image_perfectly_and_the_baselines_belo
             return pairs.images[hit].float() / 127.5 - 1
 
     cfg = make_config("pix2pix", size=32, structures=MASK_NAMES)
-    scores = translation.evaluate_pix2pix(Oracle(), cfg, pairs, pairs)
+    scores = translation.evaluate_pix2pix(Oracle(), cfg, pairs, pairs, extra={"blank": torch.zeros_like(pairs.images)})
     assert scores["pix2pix"]["corr"] > 0.999 and scores["pix2pix"]["l1"] < 1e-3
     assert scores["mean image"]["dev_corr"] == pytest.approx(0.0, abs=0.01)  # the mean rounded to uint8
     assert scores["linear model"]["corr"] < scores["pix2pix"]["corr"]
     assert scores["nearest anatomy"]["corr"] > 0.999  # test = train here: the nearest anatomy is the patient's own film
+    assert scores["blank"]["corr"] == 0.0 and scores["blank"]["l1"] > 0.1  # an extra prediction is scored too
+
+
+def test_ideal_translations_fit_the_masks_and_average_into_a_blur():
+    test = load_dataset("phantom", size=32, n=12, seed=21, masks=True)
+    ideal = translation.ideal_translations(12, 32, 21, draws=6)
+    assert set(ideal) == {"ideal sample", "ideal mean"}
+    sample, mean = (metrics.paired_scores(ideal[k], test.images) for k in ("ideal sample", "ideal mean"))
+    assert 0.5 < sample["corr"] < 0.99  # another film of the same anatomy: close, never the patient's own
+    assert mean["corr"] > sample["corr"] + 0.02  # averaging the draws wins on correlation ...
+    assert metrics.sharpness(ideal["ideal mean"]) < 0.8 * metrics.sharpness(ideal["ideal sample"])  # ... by blurring
+    assert not torch.equal(translation.ideal_samples(12, 32, 21, 2)[1], ideal["ideal sample"])  # draws differ
+    with pytest.raises(CxrError, match="draws must be at least 1"):
+        translation.ideal_samples(4, 32, 21, 0)
 
 
 def test_evaluate_cyclegan_of_an_identity_translation_changes_nothing():
