@@ -85,6 +85,23 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+SAMPLE_BATCH = 16  # rows per generator call when sampling (every call exactly this many: see fixed_batches)
+
+
+def fixed_batches(n: int, batch: int, *tensors):
+    """Chunks of rows 0..n-1 of ``tensors`` (None entries pass through), each exactly ``batch`` rows: the last
+    is padded by repeating its last row. Yields ``(start, rows, chunks)``; keep the first ``rows`` outputs.
+    Every row is then computed in a call of the same shape, so its result does not depend on n: the CPU and
+    GPU libraries pick other kernels for other batch sizes (batch 1 vs 5 differs by ~1e-6 on an AVX2 CPU,
+    enough to flip a rounded grey level)."""
+    for start in range(0, n, batch):
+        chunks = [None if t is None else t[start:start + batch] for t in tensors]
+        rows = min(batch, n - start)
+        if rows < batch:
+            chunks = [None if c is None else torch.cat([c, c[-1:].expand(batch - rows, *c.shape[1:])]) for c in chunks]
+        yield start, rows, chunks
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """x: uint8 in [0, 255] → float32 in [-1, 1] (same shape, same device)."""
     return x.float().mul_(2 / 255).sub_(1)
@@ -788,8 +805,9 @@ class Trainer:
             self.ema.refresh_norm_stats(self.z_dim, n_batches=EMA_NORM_BATCHES, batch=EMA_NORM_BATCH,
                                         device=self.device)
 
-    def sample(self, n: int, seed: int = 0, ema: bool = True, batch: int = 64, label=None) -> torch.Tensor:
-        """n images from z drawn with ``seed`` (same seed, same images; training randomness untouched).
+    def sample(self, n: int, seed: int = 0, ema: bool = True, batch: int = SAMPLE_BATCH, label=None) -> torch.Tensor:
+        """n images from z drawn with ``seed`` (same seed, same images, whatever n: image i is always computed
+        in a call of ``batch`` rows; training randomness untouched).
 
         label (conditional family): a class name or index for all n, or a tensor of n indices (None: the
         classes in turn). Returns uint8 (n, 1, S, S) on the CPU."""
@@ -801,8 +819,8 @@ class Trainer:
         if n == 0:
             return torch.zeros((0, 1, self.cfg.size, self.cfg.size), dtype=torch.uint8)
         y = class_labels(self.cfg, label, n)
-        parts = zip(z.split(batch), y.split(batch) if y is not None else [None] * n)
-        return torch.cat([to_uint8(self.generate(zb, ema=ema, labels=yb)).cpu() for zb, yb in parts])
+        return torch.cat([to_uint8(self.generate(zb, ema=ema, labels=yb)[:rows]).cpu()
+                          for _, rows, (zb, yb) in fixed_batches(n, batch, z, y)])
 
     def save_samples(self, path=None) -> Path:
         """A grid of the fixed-z samples → ``RUN/samples/step_XXXXXX.png`` (or ``path``)."""
@@ -1110,7 +1128,7 @@ def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
     return f"wrote '{dst}' ({dst.stat().st_size / 1e6:.1f} MB, step {small['step']}, sha256 {digest[:12]}…)"
 
 
-def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, batch: int = 64, label=None,
+def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, batch: int = SAMPLE_BATCH, label=None,
                   per_class: int | None = None, truncation: float = 1.0, mix_seed: int | None = None,
                   mix_layers=None) -> str:
     """Write n generated images as ``out/sample_XXXXX.png`` (each written to a temp name, then renamed).
@@ -1156,10 +1174,10 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
     z_all = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed))
     z_mix = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(mix_seed)) if mix_seed is not None else None
 
-    def draw(z, y, k):
+    def draw(z, y, zm):
         if not styled:
             return G(z) if y is None else G(z, y)
-        zs = [z] if z_mix is None else [z, z_mix[k:k + len(z)].to(device)]
+        zs = [z] if zm is None else [z, zm.to(device)]
         if cfg.family == "conditional":
             zs = [G.latent(zz, y) for zz in zs]
         ws = [net.ws(zz, truncation) for zz in zs]
@@ -1171,13 +1189,11 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         for folder, y_all in jobs:
             folder.mkdir(parents=True, exist_ok=True)
-            i = 0
-            for z, y in zip(z_all.split(batch), y_all.split(batch) if y_all is not None else [None] * count):
-                x = draw(z.to(device), None if y is None else y.to(device), i)
-                for img in to_uint8(x.float()).cpu():
+            for i, rows, (z, y, zm) in fixed_batches(count, batch, z_all, y_all, z_mix):
+                x = draw(z.to(device), None if y is None else y.to(device), zm)[:rows]
+                for j, img in enumerate(to_uint8(x.float()).cpu()):
                     pic = Image.fromarray(img[0].numpy())  # uint8 (H, W) → mode "L"
-                    atomic_write(folder / f"sample_{i:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
-                    i += 1
+                    atomic_write(folder / f"sample_{i + j:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
     which = "EMA generator" if (ema and cfg.ema_half_life_kimg > 0) else "generator"
     what = f"{cfg.family} {cfg.preset} {cfg.size}px" if cfg.family != "unconditional" else f"{cfg.preset} {cfg.size}px"
     if per_class is not None:

@@ -143,6 +143,25 @@ def test_samples_come_from_the_ema_generator():
     assert torch.equal(rng, t.rng.get_state())  # sampling leaves training's randomness alone
 
 
+def test_sampled_image_i_does_not_depend_on_how_many_are_drawn():
+    t = Trainer(tiny("course", augment=""), images())
+    t.fit(2, progress=False)
+    many = t.sample(21, seed=4)  # 16 + 5 rows (the second call padded to 16)
+    assert torch.equal(t.sample(1, seed=4), many[:1]) and torch.equal(t.sample(5, seed=4), many[:5])
+    other = t.sample(21, seed=4, batch=4)  # other call shapes: the same images up to rounding
+    assert (other.int() - many.int()).abs().max() <= 1
+
+
+def test_fixed_batches_pads_the_last_chunk_to_full_size():
+    from cxrlib.train import fixed_batches
+
+    a, b = torch.arange(10).view(5, 2), torch.arange(5)
+    got = list(fixed_batches(5, 3, a, None, b))
+    assert [(s, r) for s, r, _ in got] == [(0, 3), (3, 2)]
+    last = got[1][2]
+    assert last[1] is None and last[0].shape == (3, 2) and last[2].tolist() == [3, 4, 4]  # padded with row 4
+
+
 def test_same_augmentation_policy_and_p_for_real_and_fake(monkeypatch):
     calls = []
     real_fn = augment.diff_augment
