@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -19,7 +20,9 @@ from cxrlib.models import (
     count_params,
     flops_per_image,
     forward_flops,
+    in_layout,
     layer_table,
+    layout_of,
 )
 
 
@@ -345,6 +348,71 @@ def test_models_run_channels_last_under_bf16_autocast_and_backpropagate(preset):
     logits.float().mean().backward()
     grads = [p.grad for p in G.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_in_layout_restrides_a_one_channel_image_that_contiguous_leaves_in_nchw():
+    x = torch.randn(4, 1, 16, 16)
+    assert x.contiguous(memory_format=torch.channels_last).stride(1) != 1  # the trap: a no-op for C = 1
+    y = in_layout(x, torch.channels_last)
+    assert y.stride(1) == 1 and torch.equal(y, x)
+    assert in_layout(x, torch.contiguous_format) is x
+    z = torch.randn(4, 8, 16, 16).to(memory_format=torch.channels_last)
+    assert in_layout(z, torch.channels_last) is z  # already laid out: no copy
+
+
+def test_layout_of_reads_the_format_a_module_was_put_in():
+    _, D = build_models("course", 32, width=0.5)
+    assert layout_of(D) == torch.contiguous_format
+    assert layout_of(D.to(memory_format=torch.channels_last)) == torch.channels_last
+    assert layout_of(nn.Linear(3, 2)) == torch.contiguous_format  # no 4-D weight at all
+
+
+def _inputs_of(module: nn.Module, call) -> list[torch.Tensor]:
+    seen = []
+    handle = module.register_forward_pre_hook(lambda m, i: seen.append(i[0]))
+    try:
+        call()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("preset", ["course", "seed"])
+def test_channels_last_networks_keep_every_convolution_on_the_channels_last_path(preset):
+    """G's stem map (from Unflatten), D's one-channel input image and minibatch-std's cat would otherwise reach
+    their convolutions with NCHW strides (oneDNN's slower path)."""
+    torch.manual_seed(0)
+    G, D = (m.to(memory_format=torch.channels_last) for m in build_models(preset, 32))
+    x = torch.randn(4, 1, 32, 32)  # NCHW strides, as G's tanh output and the data batches have them
+    for net, call in ((G, lambda: G(torch.randn(4, G.z_dim))), (D, lambda: D(x))):
+        for conv in convs(net):
+            if conv.in_channels > 1 or net is D:
+                (inp,) = _inputs_of(conv, call)
+                assert inp.stride(1) == 1, f"{preset}: {conv} got NCHW strides {inp.stride()}"
+    D.eval()  # the seed D's dropout off
+    flat = copy.deepcopy(D).to(memory_format=torch.contiguous_format)
+    assert torch.allclose(flat(x), D(x), atol=1e-5)  # the layout changes the speed, not the logits
+
+
+def test_course_activations_run_in_place_and_still_give_the_same_logits_and_r1():
+    torch.manual_seed(0)
+    G, D = build_models("course", 32, width=0.5)
+    relus = [m for m in list(G.modules()) + list(D.modules()) if isinstance(m, nn.LeakyReLU)]
+    assert relus and all(m.inplace for m in relus)
+    x = torch.randn(4, 1, 32, 32, requires_grad=True)
+    D.eval()  # spectral norm's power iteration off: both calls see the same weights
+
+    def r1_and_grads():
+        D.zero_grad()
+        (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+        g.square().sum().backward()  # R1 differentiates through the in-place activations twice
+        return g.detach(), [p.grad.clone() for p in D.parameters() if p.grad is not None]
+
+    g_in, grads_in = r1_and_grads()
+    for m in relus:
+        m.inplace = False
+    g_out, grads_out = r1_and_grads()
+    assert torch.equal(g_in, g_out) and all(torch.equal(a, b) for a, b in zip(grads_in, grads_out))
 
 
 # ------------------------------------------------------------------------------------------- counting

@@ -384,3 +384,39 @@ def test_bf16_autocast_follows_a_onednn_isa_limit(monkeypatch, isa, allowed):
     monkeypatch.setattr("builtins.open", lambda *a, **k: __import__("io").StringIO("flags : avx2 avx512_bf16"))
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     assert config.cpu_has_bf16() is allowed  # AVX2: how the benchmarks time an AVX2-only laptop here
+
+
+# ------------------------------------------------------------------------------------------- the optimiser
+def test_adam_is_fused_where_torch_has_the_kernel_and_updates_as_plain_adam():
+    from cxrlib.train import adam
+
+    torch.manual_seed(0)
+    w = [torch.randn(8, 3, requires_grad=True), torch.randn(5, requires_grad=True)]
+    ref = [p.detach().clone().requires_grad_(True) for p in w]
+    ours, plain = adam(w, lr=1e-2, betas=(0.0, 0.99)), torch.optim.Adam(ref, lr=1e-2, betas=(0.0, 0.99))
+    for _ in range(3):
+        g = [torch.randn_like(p) for p in w]
+        for p, q, gi in zip(w, ref, g):
+            p.grad, q.grad = gi.clone(), gi.clone()
+        ours.step()
+        plain.step()
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(w, ref))
+    assert ours.param_groups[0]["fused"] or ours.param_groups[0]["foreach"]
+    cfg = make_config("course", size=32, batch=4, width=0.5)
+    t = Trainer(cfg, torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8))
+    assert t.d_opt.param_groups[0]["fused"] == ours.param_groups[0]["fused"]
+
+
+def test_adam_falls_back_to_the_multi_tensor_form_without_a_fused_kernel(monkeypatch):
+    from cxrlib import train
+
+    real = torch.optim.Adam
+
+    def no_fused(params, fused=None, **kw):  # an older torch: fused only on CUDA
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused)
+    opt = train.adam([torch.zeros(3, requires_grad=True)], lr=1e-3)
+    assert opt.param_groups[0]["foreach"] and not opt.param_groups[0]["fused"]
