@@ -107,7 +107,7 @@ test-browser: $(STAMP)
 	$(PY) tests/browser/check_notebook.py $(NOTEBOOK)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cxrlib tests benchmarks
+	$(VENV)/bin/ruff check cxrlib tests benchmarks tools notebooks
 
 clean:
 	rm -rf runs .cache .pytest_cache
