@@ -3,6 +3,7 @@
     python benchmarks/flop_rate.py            # 64 px, batch 32, bf16 autocast where the CPU has it, then fp32
     python benchmarks/flop_rate.py --widths   # also wider / reshaped course networks: does width buy FLOP rate?
     python benchmarks/flop_rate.py --split    # then where each step's time goes: convolutions vs everything else
+    python benchmarks/flop_rate.py --layers   # course networks without spectral norm / BatchNorm / skips: their cost
 
 Interleaves dcgan / course / dcgan / course so both see the same machine; FLOPs per step from
 ``models.flops_per_image`` (forward + backward of a training step, the whole batch).
@@ -25,6 +26,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--widths", action="store_true", help="then course variants with more channels (amp auto)")
+    ap.add_argument("--layers", action="store_true",
+                    help="then the course networks without spectral norm, BatchNorm, skip outputs (amp auto)")
     ap.add_argument("--split", action="store_true",
                     help="then torch.profiler per preset (fp32): convolution time and FLOP rate vs the rest of the step")
     args = ap.parse_args()
@@ -42,14 +45,15 @@ def main() -> None:
                   f"{rate[preset][-1]:>8.1f}", flush=True)
         ratio = [c / d for c, d in zip(rate["course"], rate["dcgan"])]
         print(f"{amp}: course / dcgan FLOP rate {min(ratio):.2f}–{max(ratio):.2f}")
-    if args.widths:
-        print(f"\n{'preset':<7} {'model_kwargs':<40} {'ms/step':>8} {'GFLOP/step':>11} {'GFLOP/s':>8}")
-        for preset, kw in VARIANTS:
-            r = throughput(preset, size=args.size, batch=args.batch, steps=args.steps, warmup=2, model_kwargs=kw)
-            G, D = models.build_models(preset, args.size, **kw)
-            flops = models.flops_per_image(G, D, args.size)["train_step"] * args.batch
-            print(f"{preset:<7} {str(kw):<40} {r['ms_per_step']:>8.0f} {flops / 1e9:>11.1f} "
-                  f"{flops / (r['ms_per_step'] / 1000) / 1e9:>8.1f}", flush=True)
+    for flag, variants in ((args.widths, VARIANTS), (args.layers, LAYER_VARIANTS)):
+        if flag:
+            print(f"\n{'preset':<7} {'model_kwargs':<40} {'ms/step':>8} {'GFLOP/step':>11} {'GFLOP/s':>8}")
+            for preset, kw in variants:
+                r = throughput(preset, size=args.size, batch=args.batch, steps=args.steps, warmup=2, model_kwargs=kw)
+                G, D = models.build_models(preset, args.size, **kw)
+                flops = models.flops_per_image(G, D, args.size)["train_step"] * args.batch
+                print(f"{preset:<7} {str(kw):<40} {r['ms_per_step']:>8.0f} {flops / 1e9:>11.1f} "
+                      f"{flops / (r['ms_per_step'] / 1000) / 1e9:>8.1f}", flush=True)
     if args.split:
         print(f"\n{'preset':<7} {'step ms':>8} {'conv ms':>8} {'other ms':>9} {'conv GFLOP/s':>13} {'top other ops (ms/step)'}")
         for preset in ("dcgan", "course", "dcgan", "course"):
@@ -87,6 +91,10 @@ def split_step(preset: str, size: int, batch: int, steps: int) -> None:
 VARIANTS = [("dcgan", {}), ("course", {}), ("course", {"ch_out": 24}), ("course", {"ch_out": 32}),
             ("course", {"ch_out": 32, "ch_max": 256}), ("course", {"ch_out": 32, "convs_per_block": 1}),
             ("dcgan", {}), ("course", {})]
+# the course networks without the layers whose per-element work the FLOP count does not see (the same convolutions)
+LAYER_VARIANTS = [("dcgan", {}), ("course", {}), ("course", {"spectral_norm": False}), ("course", {"norm": "none"}),
+                  ("course", {"skips": False}), ("course", {"spectral_norm": False, "norm": "none", "skips": False}),
+                  ("dcgan", {}), ("course", {})]
 
 
 if __name__ == "__main__":

@@ -1038,7 +1038,9 @@ class Trainer:
         an EMA generator is switched on when the run had none (the seed's 0.999 per step).
         ``adaptive``: reduce-on-plateau of the SWD quality signal (see ``adapt_lr``), held-out images taken
         from ``data``. steps: iterations to add; minutes: wall-clock cap of the fine-tuning, on its own clock
-        (``seconds`` starts at 0). ADA's p and its statistics carry over when both runs use ADA.
+        (``seconds`` starts at 0); with neither, the budget's step count (``config.budget().steps``, as the CLI's
+        ``finetune``), not the checkpoint's own total, which it has already reached. ADA's p and its statistics
+        carry over when both runs use ADA.
         """
         state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
         base = TrainConfig.from_dict(state["config"])
@@ -1046,8 +1048,9 @@ class Trainer:
         start = int(state["step"])
         changes = dict(g_lr=base.g_lr * lr_scale, d_lr=base.d_lr * d_lr_scale, g_betas=tuple(betas),
                        d_betas=tuple(betas), ema_half_life_kimg=half_life, adaptive_lr=adaptive)
-        if steps is not None or minutes is not None:
-            changes.update(steps=None if steps is None else start + int(steps), minutes=minutes)
+        if steps is None and minutes is None:
+            steps = config.budget().steps
+        changes.update(steps=None if steps is None else start + int(steps), minutes=minutes)
         cfg = base.replace(**{**changes, **overrides})
         trainer = cls(cfg, data, out=out, callbacks=callbacks)
         trainer.load_state_dict(state, optimizers=False, rng=False)  # G_ema, or G when the run had no EMA

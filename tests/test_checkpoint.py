@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import signal
@@ -178,6 +180,19 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- fine-tuning
+def test_finetune_without_a_length_trains_the_budgets_steps_not_zero(tmp_path, monkeypatch):
+    from cxrlib import config
+
+    cfg = make_config("seed", steps=2, **{**TRICKY, "width": 0.125, "augment": "", "r1_gamma": 0.0,
+                                          "ema_half_life_kimg": 0.0})
+    Trainer(cfg, images(), out=tmp_path / "run").fit(progress=False)
+    small = dataclasses.replace(config.budget("smoke"), steps=3)
+    monkeypatch.setattr(config, "budget", lambda kind=None: small)
+    ft = Trainer.finetune(tmp_path / "run", images(), out=tmp_path / "ft")
+    ft.fit(progress=False)
+    assert ft.step == 2 + 3 and not ft.stopped_by_time  # before: the checkpoint's own total, i.e. 0 more steps
+
+
 def test_finetune_uses_the_seeds_learning_rates_and_switches_on_ema(tmp_path):
     cfg = make_config("seed", steps=2, **{**TRICKY, "width": 0.125, "augment": "", "r1_gamma": 0.0,
                                           "ema_half_life_kimg": 0.0})
