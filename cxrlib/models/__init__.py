@@ -128,7 +128,7 @@ def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
 def _lrelu() -> nn.LeakyReLU:
     """LeakyReLU(0.2) in place, as DCGAN's: no new tensor per call (the layers before it -- convolution, linear,
     BatchNorm -- do not keep their outputs for the backward pass, and LeakyReLU's own backward reads its
-    result). Saved ~4 % of a course step on CPU."""
+    result). About 3 % of a course step on CPU (one run: 398 → 385 ms in fp32)."""
     return nn.LeakyReLU(0.2, inplace=True)
 
 
