@@ -160,7 +160,7 @@ def budget(kind: str | None = None) -> Budget:
     threads = cpu_cores()
     if kind == "smoke":
         return Budget("smoke", dev.type, 32, 96, 16, 40, 2.0, 64, threads)
-    if kind == "cpu":  # a course step at 64 px, batch 32: ~1.1 s on a quiet 2-core CPU → 80 steps ≈ 1.5 min
+    if kind == "cpu":  # a course step at 64 px, batch 32: ~1.1 s on an AVX2-only 2-core CPU (0.2 s bf16 on AMX) → 80 steps ≲ 1.5 min
         return Budget("cpu", dev.type, 64, 1000, 32, 80, 5.0, 500, threads)
     if kind == "gpu":
         return Budget("gpu", dev.type, 256, 3000, 32, 20000, 30.0, 2000, threads)
