@@ -34,7 +34,7 @@ Engineering (why the loop looks the way it does):
   the checkpoint, so a resumed run does not get it again), and ``fit`` warns when the net cut a run short;
 * statistics stay tensors between log lines (no ``.item()``, no host synchronisation per step);
 * bf16 autocast where the hardware has bf16 (CUDA, CPUs with AVX512-BF16/AMX), ``channels_last``, fused
-  Adam on CUDA, optional ``torch.compile``.
+  Adam (CUDA; CPU from torch 2.4), optional ``torch.compile``.
 
 Files of a run directory ``RUN``: ``config.json``, ``log.jsonl`` (one JSON object per log interval),
 ``samples/step_XXXXXX.png`` (fixed-z grids), ``checkpoints/last.pt`` and ``checkpoints/step_XXXXXX.pt``.
