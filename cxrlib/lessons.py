@@ -28,6 +28,9 @@ Lessons in the bank:
   (``cxrlib.classifier``) trained on 100 (or 1,000) real phantoms alone, with 3 offline-augmented copies of each,
   with 1,000 images of a conditional GAN trained on those same real images, and on the GAN's images alone;
   ROC-AUC on 1,000 held-out phantoms, plus the GAN's class consistency and SWD; 3 seeds at 64 px, the GAN 600 steps.
+* ``layers`` (notebook 02): the ``course`` networks as they are and with the three layers they left out (BatchNorm in
+  G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
+  generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 * ``modern`` (notebook 08): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
   1,000 64-px phantoms, 2,300 steps each (8–10 minutes on a quiet 2-core CPU; a modern step costs ~14 % more), SWD
   ×10³ of the EMA generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
@@ -49,11 +52,21 @@ BANK = Path(__file__).resolve().parent / "assets" / "lessons.json"
 COMMAND = "make lessons"
 
 LESSONS = {
-    "leak": dict(notebook="01", steps=600, size=32, batch=16, n_images=1000, strong=0.4, copies=3, seeds=3),
-    "finetune": dict(notebook="04", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3, raw_g=True),
+    # nets: which course networks made the figures (2: no BatchNorm, skip outputs or spectral norm, the defaults
+    # since checkpoint version 2; a lesson without it was made with all three)
+    "leak": dict(notebook="01", steps=600, size=32, batch=16, n_images=1000, strong=0.4, copies=3, seeds=3, nets=2),
+    "finetune": dict(notebook="04", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3, raw_g=True, nets=2),
     "width": dict(notebook="02", wide_steps=300, size=32, batch=16, widths=[0.5, 2.0], n_images=1000,
-                  n_heldout=1000, seeds=3),
-    "volume": dict(notebook="02", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3),
+                  n_heldout=1000, seeds=3, nets=2),
+    # notebook 02: the course networks as they are, and with the three layers they dropped (BatchNorm in G, skip
+    # outputs, spectral norm in D), the same steps each; train_seconds says what the layers cost in time
+    "layers": dict(notebook="02", size=64, batch=32, n_images=1000, n_heldout=1000,
+                   arms={"course": {"preset": "course", "steps": 900},
+                         "+ BatchNorm, skips, spectral norm": {"preset": "course", "steps": 900, "set": {
+                             "model_kwargs": {"norm": "batch", "skips": True, "spectral_norm": True}}}},
+                   seeds=3, nets=2),
+    "volume": dict(notebook="02", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3,
+                   nets=2),
     # notebook 06: a classifier trained on n real phantoms, with or without a conditional GAN's images
     "synthetic-100": dict(notebook="06", n_train=100, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
                           copies=3, n_test=1000, seeds=3),
@@ -67,7 +80,7 @@ LESSONS = {
     # costing ~14 % more on average over these runs and ±15 % from run to run (train_seconds holds each arm's)
     "modern": dict(notebook="08", size=64, batch=32, n_images=1000, n_heldout=1000,
                    arms={"course": {"preset": "course", "steps": 2300}, "modern": {"preset": "modern", "steps": 2300}},
-                   seeds=3),
+                   seeds=3, nets=2),
 }
 # what a lesson's numbers are: "arms" is every part's main figure, other keys are extra figures per arm
 METRICS = {
@@ -85,6 +98,8 @@ METRICS = {
                 "sharpness": "variance of the Laplacian ×10³ (real images: see its row; lower = blurrier)",
                 "train_seconds": "training seconds of each arm on the machine that made the bank"},
     "modern": {"arms": "SWD ×10³ of the EMA generator against 1,000 held-out phantoms, the same steps per arm",
+               "train_seconds": "training seconds of each arm on the machine that made the bank"},
+    "layers": {"arms": "SWD ×10³ of the EMA generator against 1,000 held-out phantoms, the same steps per arm",
                "train_seconds": "training seconds of each arm on the machine that made the bank"},
     "volume": {"arms": "SWD ×10³ against held-out phantoms",
                "flagged": "share of samples the memorisation audit flags as copies of the arm's training images",
@@ -266,11 +281,11 @@ def run_recipes(seed: int, settings: dict) -> dict:
 
 RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume,
            "synthetic-100": run_synthetic, "synthetic-1000": run_synthetic, "pix2pix": run_pix2pix,
-           "modern": run_recipes}
+           "modern": run_recipes, "layers": run_recipes}
 # what each lesson's arms are compared with
 BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images",
              "synthetic-100": "real", "synthetic-1000": "real", "pix2pix": "L1 only",
-             "modern": "course"}
+             "modern": "course", "layers": "course"}
 
 
 def _arm_order(name: str, arms: list[str]) -> list[str]:

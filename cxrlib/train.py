@@ -68,7 +68,7 @@ from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401 
 FAMILIES = {"unconditional": Unconditional, "conditional": Conditional, "pix2pix": Pix2Pix, "cyclegan": CycleGAN}
 
 CHECKPOINT_FORMAT = "cxrlib-gan-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the course networks lost spectral norm, BatchNorm and skip outputs by default
 # What a log line holds, averaged over the steps since the previous line (besides step, time and lr).
 LOGGED_STATS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "D(x)", "D(G(z))", "g_grad_norm", "d_grad_norm")
 SAMPLE_SEED = 1234  # the fixed z of the sample grids and of the adaptive-lr quality signal
@@ -367,6 +367,18 @@ def load_checkpoint(path) -> dict:
         raise CxrError(f"'{path}' is not a cxrlib checkpoint (cannot read it: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CxrError(f"'{path}' is not a cxrlib checkpoint (no training state inside)")
+    return upgrade_checkpoint(state)
+
+
+def upgrade_checkpoint(state: dict) -> dict:
+    """A checkpoint written before ``CHECKPOINT_VERSION`` 2 built the course networks with the old defaults
+    (``models.LEGACY_NETWORKS``: spectral norm, BatchNorm, skip outputs); name them in its config, so it
+    rebuilds the networks it was trained with and resumes, samples and fine-tunes as before."""
+    from cxrlib import models
+
+    cfg = state.get("config")
+    if state.get("version", 1) < 2 and isinstance(cfg, dict) and cfg.get("preset") in models.LEGACY_NETWORKS:
+        cfg["model_kwargs"] = {**models.LEGACY_NETWORKS[cfg["preset"]], **(cfg.get("model_kwargs") or {})}
     return state
 
 

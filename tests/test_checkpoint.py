@@ -269,3 +269,31 @@ def test_a_checkpoint_from_before_a_config_field_existed_resumes(tmp_path):
     assert again.step == 2 and again.cfg.ema_bn_refresh is False
     again.fit(progress=False)
     assert again.step == 3
+
+
+def test_a_checkpoint_from_before_the_lean_course_networks_rebuilds_the_networks_it_was_trained_with(tmp_path):
+    from cxrlib import models
+    from cxrlib.train import load_generator
+
+    legacy = models.LEGACY_NETWORKS["course"]
+    cfg = make_config("course", steps=3, model_kwargs=legacy, **{**TRICKY, "augment": "", "r1_gamma": 0.0})
+    trained = Trainer(cfg, images(), out=tmp_path / "run")
+    trained.fit(2, progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["version"], state["config"]["model_kwargs"] = 1, {}  # as written when these were the defaults
+    torch.save(state, last)
+    with pytest.raises(RuntimeError):  # today's defaults do not fit those weights ...
+        models.build_models("course", 32, width=0.25)[1].load_state_dict(state["D"])
+    assert load_checkpoint(last)["config"]["model_kwargs"] == legacy  # ... so loading names the old ones
+    again = Trainer.resume(tmp_path / "run", images())
+    assert again.step == 2 and again.cfg.model_kwargs == legacy
+    assert_same_state(trained, again)
+    again.fit(progress=False)
+    G, _ = load_generator(last)
+    z = torch.randn(2, G.z_dim)
+    assert torch.equal(G(z), load_generator(last)[0](z))
+    # a checkpoint written today keeps today's defaults
+    cfg = make_config("course", steps=1, **{**TRICKY, "augment": "", "r1_gamma": 0.0})
+    Trainer(cfg, images(), out=tmp_path / "new").fit(1, progress=False)
+    assert load_checkpoint(tmp_path / "new")["config"]["model_kwargs"] == {}

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from cxrlib import models
 from cxrlib.errors import CxrError
 from cxrlib.models import (
     PRESET_NOTES,
@@ -171,7 +172,7 @@ def test_seed_generator_is_random_in_training_and_deterministic_in_eval():
 # ------------------------------------------------------------------------------------------- skips
 
 
-@pytest.mark.parametrize("preset,kw", [("course", {}), ("seed", {"skips": True})])
+@pytest.mark.parametrize("preset,kw", [("course", {"skips": True}), ("seed", {"skips": True})])
 def test_skip_levels_sum_to_the_pre_tanh_output(preset, kw):
     torch.manual_seed(0)
     G, _ = build_models(preset, 32, **kw)
@@ -193,7 +194,7 @@ def test_skip_levels_sum_to_the_pre_tanh_output(preset, kw):
 
 
 def test_generators_without_skips_report_a_single_level():
-    for preset in ("seed", "dcgan"):
+    for preset in ("seed", "dcgan", "course"):
         G, _ = build_models(preset, 32)
         G.eval()
         x, levels = G(torch.randn(2, G.z_dim), return_levels=True)
@@ -232,8 +233,22 @@ def test_dcgan_adds_a_block_per_doubling():
 # ------------------------------------------------------------------------------------------- course
 
 
-def test_course_discriminator_has_spectral_norm_on_every_weight_layer_and_a_minibatch_std():
-    _, D = build_models("course", 64)
+def test_course_networks_are_lean_by_default_and_each_layer_is_one_keyword_away():
+    G, D = build_models("course", 64)
+    assert not any(parametrize.is_parametrized(m) for m in D.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in G.modules())
+    assert [m.kernel_size for m in convs(G)].count((1, 1)) == 1  # the last level's to-image layer only
+    G1, D1 = build_models("course", 64, **models.LEGACY_NETWORKS["course"])
+    assert len([m for m in G1.modules() if isinstance(m, nn.BatchNorm2d)]) == len(G.blocks) * 2 + 1
+    assert [m.kernel_size for m in convs(G1)].count((1, 1)) == len(G.blocks) + 1
+    assert count_params(D1) == count_params(D)
+    # the conditional pair keeps all three (class-conditional BatchNorm carries the class)
+    Gc, Dc = build_models("course", 64, n_classes=2)
+    assert Gc.class_norms and any(parametrize.is_parametrized(m) for m in Dc.modules())
+
+
+def test_course_discriminator_with_spectral_norm_has_it_on_every_weight_layer_and_a_minibatch_std():
+    _, D = build_models("course", 64, spectral_norm=True)
     layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(layers) >= 10
     assert all(parametrize.is_parametrized(m, "weight") for m in layers)
@@ -242,7 +257,7 @@ def test_course_discriminator_has_spectral_norm_on_every_weight_layer_and_a_mini
 
 
 def test_course_discriminator_without_spectral_norm_has_the_same_layers_unnormalised():
-    _, D_sn = build_models("course", 32)
+    _, D_sn = build_models("course", 32, spectral_norm=True)
     _, D = build_models("course", 32, spectral_norm=False)
     layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert not any(parametrize.is_parametrized(m, "weight") for m in layers)
@@ -252,7 +267,7 @@ def test_course_discriminator_without_spectral_norm_has_the_same_layers_unnormal
 
 def test_spectral_norm_keeps_each_layer_near_unit_spectral_norm_after_training_steps():
     torch.manual_seed(0)
-    _, D = build_models("course", 32)
+    _, D = build_models("course", 32, spectral_norm=True)
     x = torch.randn(8, 1, 32, 32)
     for _ in range(15):  # power iteration runs on every training-mode forward
         D(x)

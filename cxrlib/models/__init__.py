@@ -12,8 +12,9 @@ Presets (``PRESET_NOTES`` has a paragraph on each for the notebooks):
 * ``"seed"``   -- the original Keras networks, layer for layer; ``skips=True`` adds the skip connections that
   its README promised and its code lacked;
 * ``"dcgan"``  -- Radford et al. (2015): transposed convolutions, BatchNorm, ReLU / LeakyReLU;
-* ``"course"`` -- the default: seed-style upsampling generator with skip outputs and a spectral-norm
-  discriminator with a minibatch-standard-deviation layer.
+* ``"course"`` -- the default: seed-style upsampling generator and a discriminator with a
+  minibatch-standard-deviation layer, both lean (no BatchNorm, no skip outputs, no spectral norm: each is one
+  keyword away, ``LEGACY_NETWORKS`` has all three, and each cost more quality per CPU minute than it gave).
 
 Tools for the architecture notebook: :func:`count_params`, :func:`layer_table`, :func:`flops_per_image`.
 """
@@ -54,14 +55,15 @@ PRESET_NOTES: dict[str, str] = {
     ),
     "course": (
         "Our recipe, and the default. The generator keeps the seed's idea (upsample, then convolve: no "
-        "checkerboard artefacts) with two 3×3 convolutions per resolution and a skip output at every "
-        "resolution: each level adds a residual image, coarse levels set the anatomy, fine levels add ribs "
-        "and edges, and gradients reach the early layers directly. Channels grow toward coarse resolutions "
+        "checkerboard artefacts) with two 3×3 convolutions per resolution and He-initialised weights, so "
+        "signals keep their scale without a normalisation layer. Channels grow toward coarse resolutions "
         "(16 at full size, doubling each halving, capped at 512), so it is cheap at high resolution. The "
-        "discriminator has spectral normalisation on every layer (it keeps D smooth, so its gradients stay "
-        "useful to G) and a minibatch-standard-deviation channel before its last block (D can see when a "
-        "batch lacks variety, which fights mode collapse). EMA of G, R1 and DiffAugment are added by the "
-        "trainer."
+        "discriminator mirrors it and has a minibatch-standard-deviation channel before its last block (D can "
+        "see when a batch lacks variety, which fights mode collapse). EMA of G, R1 (which keeps D smooth "
+        "near the real images) and DiffAugment are added by the trainer. BatchNorm in G, a skip output at "
+        "every resolution and spectral norm in D are each one keyword away (norm='batch', skips=True, "
+        "spectral_norm=True): on a 2-core CPU each of them cost more quality per minute than it gave, so "
+        "the course leaves them out by default."
     ),
     "style": (
         "The style-based generator of StyleGAN/StyleGAN2 (Karras et al. 2019, 2020) with the course "
@@ -536,18 +538,20 @@ def course_generator(
     width: float = 1.0,
     ch_out: int = 16,
     ch_max: int = 512,
-    norm: str = "batch",
+    norm: str = "none",
     convs_per_block: int = 2,
-    skips: bool = True,
+    skips: bool = False,
 ) -> SkipGenerator:
     """The course generator. z: (B, z_dim) → (B, 1, size, size) in [-1, 1].
 
     Dense → 4×4×C₄ → norm → LeakyReLU(0.2), then per resolution 8 … S: [Upsample ×2 (nearest) → Conv 3×3 →
     norm → LeakyReLU(0.2)] followed by ``convs_per_block - 1`` more Conv 3×3 → norm → LeakyReLU, and a 1×1
-    to-image convolution at every resolution (4 … S) summed as in :class:`SkipGenerator`. Upsampling then
-    convolving (instead of transposed convolutions) avoids checkerboard artefacts. Channels from
-    :func:`course_width`. BatchNorm by default: it keeps short CPU runs stable (the EMA copy of G uses the
-    running statistics at sampling time).
+    to-image convolution at the last resolution (``skips=True``: at every resolution 4 … S, summed as in
+    :class:`SkipGenerator`). Upsampling then convolving (instead of transposed convolutions) avoids checkerboard
+    artefacts. Channels from :func:`course_width`. No normalisation by default (``norm="batch"`` adds
+    BatchNorm; the EMA copy of G then gets its own running statistics before sampling): He initialisation keeps
+    the signal's scale, and without BatchNorm or skip outputs the networks trained 1.34× the steps in the same
+    3 minutes on a 2-core CPU and ended 16 SWD better (28.9 ± 0.8 vs 44.9 ± 2.7, 3 seeds; RESULTS.md).
     """
     n = n_doublings(check_size(size))
     ch = [course_width(size, 4 << k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
@@ -581,12 +585,13 @@ class CourseDiscriminator(FeaturesHead):
 
     from-image Conv 1×1 → LeakyReLU, then per resolution S … 8: [Conv 3×3 → LeakyReLU → Conv 3×3 stride 2
     (or Conv 3×3 + 2×2 average pool with ``down="avgpool"``) → LeakyReLU], then at 4×4: minibatch std
-    (+1 channel) → Conv 3×3 → LeakyReLU → Flatten → Linear C₄ → LeakyReLU → Linear 1. Spectral
-    normalisation (Miyato et al. 2018) on every convolution and linear layer bounds each layer's Lipschitz
-    constant, so D cannot become arbitrarily sharp and its gradients stay informative for G. No batch
-    norm: each sample's logit depends only on its own pixels (and its minibatch-std group).
-    Channels mirror the generator (:func:`course_width`). ``spectral_norm=False`` builds the same network
-    without it (notebook 03 switches it on and off in its ablation).
+    (+1 channel) → Conv 3×3 → LeakyReLU → Flatten → Linear C₄ → LeakyReLU → Linear 1. No batch norm:
+    each sample's logit depends only on its own pixels (and its minibatch-std group). Channels mirror the
+    generator (:func:`course_width`). ``spectral_norm=True`` adds spectral normalisation (Miyato et al. 2018)
+    on every convolution and linear layer: it bounds each layer's Lipschitz constant, so D cannot become
+    arbitrarily sharp. The course's default leaves it to R1 to keep D smooth: without spectral norm its step
+    is ~15 % shorter and 3-minute CPU runs ended better (30.1 ± 3.7 vs 44.9 ± 2.7 SWD, 3 seeds; RESULTS.md).
+    The style preset keeps it on (its shipped D was trained so).
     """
 
     def __init__(
@@ -598,7 +603,7 @@ class CourseDiscriminator(FeaturesHead):
         ch_max: int = 512,
         down: str = "stride",
         mbstd_group: int = 4,
-        spectral_norm: bool = True,
+        spectral_norm: bool = False,
     ):
         super().__init__()
         if down not in ("stride", "avgpool"):
@@ -767,7 +772,8 @@ def build_models(
     Extra keywords by preset -- seed: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
     dcgan: ``ngf``, ``ndf``; style: ``ch_out``, ``ch_max``, ``w_dim``, ``mapping_layers``, ``lr_mul``,
     ``mixing_prob`` and the D's; course and modern: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
-    ``down``, ``mbstd_group``, ``spectral_norm``.
+    ``down``, ``mbstd_group``, ``spectral_norm`` (defaults: no BatchNorm, no skip outputs, no spectral norm; the
+    conditional pair of course/modern defaults to ``CONDITIONAL_NETWORKS``, with all three).
     """
     check_size(size)
     if preset not in PRESET_KEYWORDS:
@@ -779,8 +785,10 @@ def build_models(
             f"(it takes {', '.join(PRESET_KEYWORDS[preset])})"
         )
     z_noise = z_dim or {"seed": SEED_Z_DIM, "dcgan": 100}.get(preset, 128)
+    if n_classes and preset in CONDITIONAL_NETWORKS:
+        kw = {**CONDITIONAL_NETWORKS[preset], **kw}
     if n_classes:  # how G reads the class: class-conditional BatchNorm where G has BatchNorm, else [z, e(y)]
-        has_bn = preset != "style" and not (preset in ("course", "modern") and kw.get("norm") == "none")
+        has_bn = preset in ("seed", "dcgan") or (preset in ("course", "modern") and kw.get("norm", "none") == "batch")
         class_norm = has_bn if class_norm is None else class_norm
         class_dim = (0 if class_norm else CLASS_DIM) if class_dim is None else class_dim
     else:
@@ -799,6 +807,7 @@ def build_models(
         if preset == "style":
             from cxrlib.models.style import StyleGenerator
 
+            d_kw.setdefault("spectral_norm", True)  # the style preset keeps the D it was measured with
             G = StyleGenerator(size, z_dim=z_dim, width=width, label_dim=class_dim, **kw)
         else:
             G = course_generator(size, z_dim=z_dim, width=width, **kw)
@@ -817,6 +826,13 @@ PRESET_KEYWORDS = {
               "spectral_norm"),
 }
 PRESET_KEYWORDS["modern"] = PRESET_KEYWORDS["course"]  # the modern recipe trains the course networks
+# The course networks' defaults before checkpoint version 2 (cxrlib.train.upgrade_checkpoint): what a checkpoint
+# written then was trained with. Measured on a 2-core CPU (benchmarks/RESULTS.md, 2026-12-03), the three layers cost
+# more quality per CPU minute than they gave, and a step without them reaches dcgan's FLOP rate.
+LEGACY_NETWORKS = {p: {"norm": "batch", "skips": True, "spectral_norm": True} for p in ("course", "modern")}
+# The conditional pair keeps them: its G reads the class through class-conditional BatchNorm, and its figures
+# (class consistency, per-class SWD; RESULTS.md, 2026-12-02) were measured with these networks.
+CONDITIONAL_NETWORKS = LEGACY_NETWORKS
 
 
 # ----------------------------------------------------------------------------------------------- inspect
