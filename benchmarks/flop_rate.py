@@ -3,7 +3,7 @@
     python benchmarks/flop_rate.py            # 64 px, batch 32, bf16 autocast where the CPU has it, then fp32
     python benchmarks/flop_rate.py --widths   # also wider / reshaped course networks: does width buy FLOP rate?
     python benchmarks/flop_rate.py --split    # then where each step's time goes: convolutions vs everything else
-    python benchmarks/flop_rate.py --layers   # course networks without spectral norm / BatchNorm / skips: their cost
+    python benchmarks/flop_rate.py --layers   # course networks with spectral norm / BatchNorm / skips: their cost
 
 Interleaves dcgan / course / dcgan / course so both see the same machine; FLOPs per step from
 ``models.flops_per_image`` (forward + backward of a training step, the whole batch).
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--widths", action="store_true", help="then course variants with more channels (amp auto)")
     ap.add_argument("--layers", action="store_true",
-                    help="then the course networks without spectral norm, BatchNorm, skip outputs (amp auto)")
+                    help="then the course networks with spectral norm, BatchNorm, skip outputs (amp auto)")
     ap.add_argument("--split", action="store_true",
                     help="then torch.profiler per preset (fp32): convolution time and FLOP rate vs the rest of the step")
     args = ap.parse_args()
@@ -91,9 +91,10 @@ def split_step(preset: str, size: int, batch: int, steps: int) -> None:
 VARIANTS = [("dcgan", {}), ("course", {}), ("course", {"ch_out": 24}), ("course", {"ch_out": 32}),
             ("course", {"ch_out": 32, "ch_max": 256}), ("course", {"ch_out": 32, "convs_per_block": 1}),
             ("dcgan", {}), ("course", {})]
-# the course networks without the layers whose per-element work the FLOP count does not see (the same convolutions)
-LAYER_VARIANTS = [("dcgan", {}), ("course", {}), ("course", {"spectral_norm": False}), ("course", {"norm": "none"}),
-                  ("course", {"skips": False}), ("course", {"spectral_norm": False, "norm": "none", "skips": False}),
+# the course networks with the layers whose per-element work the FLOP count does not see (the same convolutions),
+# one at a time and all three (the course's networks before checkpoint version 2, models.LEGACY_NETWORKS)
+LAYER_VARIANTS = [("dcgan", {}), ("course", {}), ("course", {"spectral_norm": True}), ("course", {"norm": "batch"}),
+                  ("course", {"skips": True}), ("course", models.LEGACY_NETWORKS["course"]),
                   ("dcgan", {}), ("course", {})]
 
 

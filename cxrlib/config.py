@@ -410,7 +410,7 @@ PRESETS: dict[str, dict] = {
         g_betas=(0.5, 0.999), d_betas=(0.5, 0.999), r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
     ),
     # Our recipe: Adam 2e-4 with beta1 = 0 (StyleGAN2-style, less lag in the min-max game), batch 32, a light
-    # lazy R1 (gamma 0.1 every 16 D steps) on top of the spectral-norm D, DiffAugment (translation + cutout,
+    # lazy R1 (gamma 0.1 every 16 D steps; the course D has no spectral norm), DiffAugment (translation + cutout,
     # no flips) with an ADA-adapted p (0 until D starts to memorise, r_t > 0.6), EMA of G with a 5k-image
     # half-life ramped up over the first images. Compared against dcgan by benchmarks/quality_bar.py.
     "course": dict(
@@ -420,7 +420,7 @@ PRESETS: dict[str, dict] = {
         ema_half_life_kimg=5.0, ema_rampup=0.05,
     ),
     # Karras et al. 2019/2020: the style-based G (mapping network, modulated convolutions, noise inputs, skip
-    # to-image outputs, style mixing 0.9) with the course D, trained with the course recipe -- which is
+    # to-image outputs, style mixing 0.9) with the course D (spectral norm on), trained with the course recipe -- which is
     # StyleGAN2's in small (non-saturating loss, lazy R1, Adam beta1 0, EMA, ADA).
     "style": dict(
         preset="style", batch=32, loss="bce", g_lr=2e-4, d_lr=2e-4,

@@ -67,7 +67,7 @@ PRESET_NOTES: dict[str, str] = {
     ),
     "style": (
         "The style-based generator of StyleGAN/StyleGAN2 (Karras et al. 2019, 2020) with the course "
-        "discriminator. A mapping network (4 fully connected layers, learning 10× slower) turns z into a "
+        "discriminator (spectral norm on, as the shipped style generator was trained). A mapping network (4 fully connected layers, learning 10× slower) turns z into a "
         "style vector w; synthesis starts from a learned 4×4 constant, and every convolution is modulated by "
         "its own copy of w (per-channel scales, then demodulated to unit variance), with per-pixel noise of a "
         "learned strength after it and a to-image output at every resolution. Separate styles per layer allow "
