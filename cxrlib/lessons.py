@@ -377,14 +377,17 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     elif "gan_steps" in s:
         steps = f"GAN {s['gan_steps']} steps on {s['n_train']} real images, classifiers {s['clf_steps']} steps"
     elif "arms" in s:  # a recipe comparison: each arm its own steps
-        steps = ", ".join(f"{a} {spec['steps']}" for a, spec in s["arms"].items()) + " steps"
+        counts = {spec["steps"] for spec in s["arms"].values()}
+        steps = (f"{counts.pop()} steps per arm" if len(counts) == 1
+                 else ", ".join(f"{a} {spec['steps']}" for a, spec in s["arms"].items()) + " steps")
     else:
         steps = f"equal compute (widest: {s['wide_steps']} steps)"
     lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {steps}{shape} — `{COMMAND}`, "
              f"{parts[0]['date'][:10]}, {parts[0]['machine']}" + (f"\n  figure: {what}" if what else "")]
+    width = max([18] + [len(a) + 1 for a in arms])  # the arm names in one column
     for a in arms:
         m, sd = stats[a]
-        line = f"  {a:<18} {m:.3f} ± {sd:.3f}"
+        line = f"  {a:<{width}} {m:.3f} ± {sd:.3f}"
         if baseline is not None and a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
             if diff == 0 and noise == 0:
