@@ -157,8 +157,9 @@ def test_bank_summary_of_an_extra_figure_without_the_baseline_arm(tmp_path):
     assert "-0.110 vs real: above twice the spread" in main  # the main figure keeps its verdicts
 
 
-def test_the_shipped_bank_holds_notebook_08s_recipes_with_three_seeds():
-    name, arms = "modern", {"course", "modern"}
+@pytest.mark.parametrize("name,arms", [("modern", {"course", "modern"}),
+                                       ("layers", {"course", "+ BatchNorm, skips, spectral norm"})])
+def test_the_shipped_bank_holds_the_recipe_comparisons_with_three_seeds(name, arms):
     entry = lessons.load_bank()[name]
     assert entry["settings"] == lessons.LESSONS[name] and len(entry["parts"]) >= 3
     for part in entry["parts"].values():
@@ -187,3 +188,14 @@ def test_run_recipes_trains_every_arm_for_its_steps_with_its_options(monkeypatch
     assert seen == {"course": (2, "bce", 0.0, 0.25), "modern": (3, "rpgan", 0.1, 0.25)}
     assert set(part["arms"]) == {"a", "b"} and all(v > 0 for v in part["arms"].values())
     assert set(part["train_seconds"]) == {"a", "b"}
+
+
+def test_the_layers_lesson_adds_exactly_the_layers_the_course_networks_left_out():
+    from cxrlib import models
+
+    arms = lessons.LESSONS["layers"]["arms"]
+    assert arms["course"].get("set") is None and arms["course"]["steps"] == arms["+ BatchNorm, skips, spectral norm"]["steps"]
+    assert arms["+ BatchNorm, skips, spectral norm"]["set"]["model_kwargs"] == models.LEGACY_NETWORKS["course"]
+    # every lesson trained on the course networks names which ones, so a bank made with the old ones is redone
+    for name in ("leak", "finetune", "width", "layers", "volume", "modern"):
+        assert lessons.LESSONS[name]["nets"] == 2

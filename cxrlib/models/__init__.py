@@ -67,7 +67,8 @@ PRESET_NOTES: dict[str, str] = {
     ),
     "style": (
         "The style-based generator of StyleGAN/StyleGAN2 (Karras et al. 2019, 2020) with the course "
-        "discriminator (spectral norm on, as the shipped style generator was trained). A mapping network (4 fully connected layers, learning 10× slower) turns z into a "
+        "discriminator (spectral norm on, as the shipped style generator was trained). A mapping network "
+        "(4 fully connected layers, learning 10× slower) turns z into a "
         "style vector w; synthesis starts from a learned 4×4 constant, and every convolution is modulated by "
         "its own copy of w (per-channel scales, then demodulated to unit variance), with per-pixel noise of a "
         "learned strength after it and a to-image output at every resolution. Separate styles per layer allow "
@@ -550,8 +551,9 @@ def course_generator(
     :class:`SkipGenerator`). Upsampling then convolving (instead of transposed convolutions) avoids checkerboard
     artefacts. Channels from :func:`course_width`. No normalisation by default (``norm="batch"`` adds
     BatchNorm; the EMA copy of G then gets its own running statistics before sampling): He initialisation keeps
-    the signal's scale, and without BatchNorm or skip outputs the networks trained 1.34× the steps in the same
-    3 minutes on a 2-core CPU and ended 16 SWD better (28.9 ± 0.8 vs 44.9 ± 2.7, 3 seeds; RESULTS.md).
+    the signal's scale, and without BatchNorm, skip outputs and D's spectral norm the networks trained 1.34× the
+    steps in the same 3 minutes on a 2-core CPU and ended 16 SWD better (28.9 ± 0.8 vs 44.9 ± 2.7, 3 seeds;
+    RESULTS.md; the results bank's lesson ``layers`` compares them at equal steps).
     """
     n = n_doublings(check_size(size))
     ch = [course_width(size, 4 << k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
