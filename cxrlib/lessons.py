@@ -32,7 +32,7 @@ Lessons in the bank:
   G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
   generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 * ``modern`` (notebook 08): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
-  1,000 64-px phantoms, 2,300 steps each (8–10 minutes on a quiet 2-core CPU; a modern step costs ~14 % more), SWD
+  1,000 64-px phantoms, 2,300 steps each (~6 minutes on a quiet 2-core AMX CPU; a modern step costs ~6 % more), SWD
   ×10³ of the EMA generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 """
 
@@ -76,8 +76,8 @@ LESSONS = {
     "pix2pix": dict(notebook="07", size=64, n_train=1000, n_test=200, width=0.5, gan_steps=300,
                     l1_steps=540, seeds=3),
     # notebook 08: the course recipe (BCE + R1) against the modern one (RpGAN + R1 + R2), the same 2,300 steps
-    # (fixed steps keep the bank reproducible): ~8-10 minutes each on a quiet 2-core AVX512/bf16 CPU, a modern step
-    # costing ~14 % more on average over these runs and ±15 % from run to run (train_seconds holds each arm's)
+    # (fixed steps keep the bank reproducible): ~6 minutes each on a quiet 2-core AMX/bf16 CPU with the lean course
+    # networks, a modern step costing ~6 % more (2026-12-03; train_seconds holds each arm's)
     "modern": dict(notebook="08", size=64, batch=32, n_images=1000, n_heldout=1000,
                    arms={"course": {"preset": "course", "steps": 2300}, "modern": {"preset": "modern", "steps": 2300}},
                    seeds=3, nets=2),
