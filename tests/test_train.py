@@ -20,6 +20,9 @@ def _one_thread(monkeypatch):
     monkeypatch.setattr(config, "set_threads", lambda n=None: torch.set_num_threads(1) or 1)
 
 
+BN = {"norm": "batch"}  # the course generator with BatchNorm (its default has none): for the EMA statistics tests
+
+
 def tiny(preset="dcgan", **kw):
     """A 32-px config small enough for a unit test (fp32 so results are exact everywhere)."""
     base = dict(size=32, batch=8, steps=4, width=0.25, amp="off", log_every=2, sample_every=1000,
@@ -264,7 +267,7 @@ def test_samples_refresh_the_ema_norm_stats_once_per_change(monkeypatch):
     calls = []
     real = EMA.refresh_norm_stats
     monkeypatch.setattr(EMA, "refresh_norm_stats", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
-    t = Trainer(tiny("course", augment="", ema_bn_refresh=True), images())
+    t = Trainer(tiny("course", augment="", ema_bn_refresh=True, model_kwargs=BN), images())
     t.fit(2, progress=False)
     copied = [b.clone() for b in t.ema.model.buffers()]
     a = t.sample(4, seed=1)
@@ -278,7 +281,7 @@ def test_samples_refresh_the_ema_norm_stats_once_per_change(monkeypatch):
 
 
 def test_ema_bn_refresh_off_samples_with_Gs_copied_statistics():
-    t = Trainer(tiny("course", augment=""), images())
+    t = Trainer(tiny("course", augment="", model_kwargs=BN), images())
     assert t.cfg.ema_bn_refresh is False  # the default: refreshed statistics measured no better (config docs)
     t.fit(2, progress=False)
     t.sample(4)
@@ -291,7 +294,7 @@ def test_ema_bn_refresh_off_samples_with_Gs_copied_statistics():
 def test_a_checkpoint_samples_like_its_trainer(tmp_path):
     from cxrlib.train import load_generator
 
-    t = Trainer(tiny("course", augment="", ema_bn_refresh=True), images(), out=tmp_path / "run")
+    t = Trainer(tiny("course", augment="", ema_bn_refresh=True, model_kwargs=BN), images(), out=tmp_path / "run")
     t.fit(progress=False)
     G, _ = load_generator(tmp_path / "run", device="cpu")
     z = torch.randn(6, t.z_dim, generator=torch.Generator().manual_seed(2))
