@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of images/DICOMs (class = first sub-folder), or 'phantom'")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument("--size", type=int, help="image side in px, a power of two 32–512 (default: the budget's)")
-    p.add_argument("--preset", choices=("course", "dcgan", "seed", "style", "modern", "pix2pix", "cyclegan"),
+    p.add_argument("--preset", choices=("course", "dcgan", "original", "seed", "style", "modern", "pix2pix", "cyclegan"),
                    help="recipe and networks (default course; an image-to-image family brings its own)")
     p.add_argument("--family", choices=FAMILY_CHOICES,
                    help="GAN family: unconditional (default), conditional, pix2pix (masks → X-ray, needs masks), "
@@ -576,8 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="training throughput table (images/s, ms/step) of presets × sizes here")
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: checks that it works")
-    p.add_argument("--presets", type=lambda s: s.split(","), default=["seed", "dcgan", "course", "style"],
-                   help="comma-separated presets (default seed,dcgan,course,style)")
+    p.add_argument("--presets", type=lambda s: s.split(","), default=["original", "dcgan", "course", "style"],
+                   help="comma-separated presets (default original,dcgan,course,style)")
     p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], help="comma-separated sizes")
     p.add_argument("--batch", type=int, help="batch (default: each preset's)")
     p.add_argument("--steps", type=int, help="timed steps per row")

@@ -10,7 +10,7 @@ run on a much slower or overloaded machine, and training says so when it does. T
 * ``cpu``  on a laptop (80 steps of the course preset at 64 px: about 1.5 minutes on a quiet 2-core CPU),
 * ``gpu``  when CUDA is available (real runs at 256 px and above).
 
-The training configuration (``TrainConfig`` and the presets ``seed``, ``dcgan``, ``course``) lives in
+The training configuration (``TrainConfig`` and the presets ``original``, ``dcgan``, ``course``) lives in
 ``cxrlib.train``'s companion section below.
 """
 
@@ -194,7 +194,7 @@ class TrainConfig:
     shown to D). ``lr_decay_start`` f < 1 decays both learning rates linearly to 0 over the last 1 − f of
     the run (CycleGAN: 0.5).
 
-    Architecture: ``preset`` ("seed", "dcgan", "course", "style", "modern" = the course networks) names the networks *and* (through ``PRESETS``)
+    Architecture: ``preset`` ("original" -- the original project's, old name "seed" --, "dcgan", "course", "style", "modern" = the course networks) names the networks *and* (through ``PRESETS``)
     their training recipe; ``size`` is the image side in px (a power of two, 32–512); ``z_dim`` None keeps
     the preset's latent size; ``width`` scales every layer's channels; ``model_kwargs`` go to
     ``models.build_models``.
@@ -308,6 +308,7 @@ class TrainConfig:
         def bad(field, why):
             raise CxrError(f"config field '{field}'={getattr(self, field)!r}: {why}")
 
+        self.preset = PRESET_ALIASES.get(self.preset, self.preset)  # an older config or checkpoint
         if self.preset not in PRESETS:
             bad("preset", f"unknown preset (choose one of {', '.join(PRESETS)})")
         if self.family not in FAMILY_CHOICES:
@@ -395,12 +396,15 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
+#: older preset names that still work (configs and checkpoints written before the rename keep loading)
+PRESET_ALIASES = {"seed": "original"}
+
 # The recipes. Only the differences from the TrainConfig defaults are listed.
 PRESETS: dict[str, dict] = {
-    # The seed, faithfully: BCE with label smoothing 0.1 and label flipping 5 %, Adam 1e-4 for both with
+    # The original project, faithfully: BCE with label smoothing 0.1 and label flipping 5 %, Adam 1e-4 for both with
     # Keras' default betas, batch 8, no EMA, no R1, no differentiable augmentation.
-    "seed": dict(
-        preset="seed", batch=8, loss="bce", label_smoothing=0.1, flip_prob=0.05,
+    "original": dict(
+        preset="original", batch=8, loss="bce", label_smoothing=0.1, flip_prob=0.05,
         g_lr=1e-4, d_lr=1e-4, g_betas=(0.9, 0.999), d_betas=(0.9, 0.999),
         r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
     ),
@@ -457,12 +461,13 @@ PRESETS: dict[str, dict] = {
 
 
 def make_config(preset: str = "course", **overrides) -> TrainConfig:
-    """``TrainConfig`` of a preset ("seed", "dcgan", "course") with fields overridden by name.
+    """``TrainConfig`` of a preset ("original", "dcgan", "course", …; "seed" is the original's old name) with fields overridden by name.
 
     ``make_config("dcgan", size=32, steps=100)``; unknown presets or fields raise ``CxrError``.
     """
     from cxrlib.errors import CxrError
 
+    preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESETS:
         raise CxrError(f"unknown preset {preset!r} (choose one of {', '.join(PRESETS)})")
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **PRESETS[preset], **overrides}).validate()

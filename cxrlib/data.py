@@ -488,9 +488,9 @@ def _map_files(
     try:
         results: Iterable = pool.map(safe, files)
         if progress:
-            from tqdm.auto import tqdm
+            from cxrlib.progress import progress as progress_line
 
-            results = tqdm(results, total=len(files), desc=desc, unit="img")
+            results = progress_line(results, total=len(files), desc=desc, unit="images")
         for i, (res, err) in enumerate(results):
             if err is not None and on_error == "raise":
                 raise err

@@ -31,6 +31,18 @@ can tell when ``exercises/`` is out of date (``python -m cxrlib.exercises check 
         hint="add delta to every pixel, then clamp to [-1, 1]",
     )
 
+**Fix-the-bug exercises**: right after the solution block, the broken code, commented out, between
+``### BEGIN BROKEN`` and ``### END BROKEN`` (each line ``# <code>`` at the block's indent). The source notebook runs
+the solution; the student version drops the solution block and uncomments the broken lines, so the student runs the
+bug, the check says what is wrong, and the notebook goes on with the reference::
+
+        ### BEGIN SOLUTION
+        fake_logits = D(fake.detach())
+        ### END SOLUTION
+        ### BEGIN BROKEN
+        # fake_logits = D(fake)
+        ### END BROKEN
+
 A checker is any function ``checker(candidate, reference) -> str | None``: ``None`` means correct, a string
 says what is wrong. ``compare_outputs`` builds the usual one: call both on the same inputs and compare.
 """
@@ -55,6 +67,8 @@ from cxrlib.errors import CxrError
 # ======================================================================= markers (the notebook convention)
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
+BROKEN_BEGIN = "### BEGIN BROKEN"
+BROKEN_END = "### END BROKEN"
 EXERCISE_PREFIX = "# EXERCISE:"
 STUB = "raise NotImplementedError(\"exercise '{name}': replace this line with your code\")"
 MARKDOWN_STUB = "_(your answer here)_"
@@ -445,31 +459,57 @@ def exercise_name(source: str) -> str | None:
     return first[len(EXERCISE_PREFIX):].strip()
 
 
-def solution_blocks(source: str, where: str = "cell") -> list[tuple[int, int]]:
-    """Line index pairs ``(begin, end)`` of each ``### BEGIN SOLUTION`` … ``### END SOLUTION`` block."""
+def solution_blocks(source: str, where: str = "cell", begin_marker: str = BEGIN,
+                    end_marker: str = END) -> list[tuple[int, int]]:
+    """Line index pairs ``(begin, end)`` of each ``### BEGIN SOLUTION`` … ``### END SOLUTION`` block (or of the
+    blocks between other markers, e.g. the broken code's)."""
     blocks, begin = [], None
     for i, line in enumerate(source.split("\n")):
         marker = line.strip()
-        if marker == BEGIN:
+        if marker == begin_marker:
             if begin is not None:
-                raise CxrError(f"{where}, line {i + 1}: '{BEGIN}' inside another solution block")
+                raise CxrError(f"{where}, line {i + 1}: '{begin_marker}' inside another such block")
             begin = i
-        elif marker == END:
+        elif marker == end_marker:
             if begin is None:
-                raise CxrError(f"{where}, line {i + 1}: '{END}' without a '{BEGIN}' before it")
+                raise CxrError(f"{where}, line {i + 1}: '{end_marker}' without a '{begin_marker}' before it")
             blocks.append((begin, i))
             begin = None
     if begin is not None:
-        raise CxrError(f"{where}, line {begin + 1}: '{BEGIN}' without a '{END}' after it")
+        raise CxrError(f"{where}, line {begin + 1}: '{begin_marker}' without a '{end_marker}' after it")
     return blocks
+
+
+def _uncomment(line: str, where: str) -> str:
+    indent = line[: len(line) - len(line.lstrip())]
+    body = line.lstrip()
+    if not body:
+        return line
+    if not body.startswith("#"):
+        raise CxrError(f"{where}: comment out the broken code ('# <code>') so the source notebook runs the solution")
+    body = body[1:]
+    return indent + (body[1:] if body.startswith(" ") else body)
+
+
+def is_fix_exercise(source: str) -> bool:
+    """True when an exercise cell shows broken code to fix (it has a ``### BEGIN BROKEN`` block)."""
+    return any(line.strip() == BROKEN_BEGIN for line in source.split("\n"))
 
 
 def strip_solutions(source: str, name: str | None, *, markdown: bool = False, where: str = "cell") -> str:
     """``source`` with each solution block (markers included) replaced by the stub, at the block's indent."""
     blocks = solution_blocks(source, where)
+    broken = [] if markdown else solution_blocks(source, where, BROKEN_BEGIN, BROKEN_END)
+    if broken and not blocks:
+        raise CxrError(f"{where}: a '{BROKEN_BEGIN}' block needs the solution block it replaces")
     if not blocks:
         return source
     lines = source.split("\n")
+    if broken:  # a fix-the-bug exercise: the student gets the broken code, live, instead of a stub
+        drop = {i for b, e in blocks for i in range(b, e + 1)} | {i for b, e in broken for i in (b, e)}
+        inside = {i for b, e in broken for i in range(b + 1, e)}
+        return "\n".join(_uncomment(line, f"{where}, line {i + 1}") if i in inside else line
+                         for i, line in enumerate(lines) if i not in drop)
     out, start = [], 0
     for begin, end in blocks:
         indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
@@ -1166,12 +1206,36 @@ def _modulated_weights_cases():
     ]
 
 
+def _modulated_weights_checker(candidate, reference) -> str | None:
+    """What demodulation must do, in numbers, before the element-by-element comparison: one norm per sample and
+    output channel, equal to 1, and weights that still follow the style."""
+    import torch
+
+    g = torch.Generator().manual_seed(8)
+    weight, s = torch.randn(4, 3, 3, 3, generator=g), torch.rand(2, 3, generator=g) + 0.5
+    got = candidate(weight.clone(), s.clone(), True)
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (2, 4, 3, 3, 3):
+        return (f"weight (4, 3, 3, 3) and s (2, 3) should give (B, C_out, C_in, k, k) = (2, 4, 3, 3, 3), "
+                f"got {describe_value(got)}")
+    restyled = candidate(weight.clone(), s.flip(1) * torch.tensor([1.0, 3.0]).view(2, 1), True)
+    if isinstance(restyled, torch.Tensor) and (restyled - got).abs().max() < 1e-4:
+        return (f"with demodulate=True your weights do not change when the styles do (largest change "
+                f"{float((restyled - got).abs().max()):.1e}): the normalisation divides s out again, so w no "
+                "longer steers the layer. Which dimensions does your norm sum over?")
+    norms = got.pow(2).sum((2, 3, 4)).sqrt()  # (B, C_out): one norm per sample and output channel
+    if (norms - 1).abs().max() > 1e-3:
+        return (f"with demodulate=True each output channel of each sample should have weights of norm 1 (summed "
+                f"over C_in and the kernel, dims 2, 3, 4); yours have norms from {float(norms.min()):.3f} to "
+                f"{float(norms.max()):.3f}")
+    return compare_outputs(_modulated_weights_cases, atol=1e-5)(candidate, reference)
+
+
 register(
     "08.modulated_weights",
     reference="cxrlib.models.style.modulated_weights",
-    checker=compare_outputs(_modulated_weights_cases, atol=1e-5),
-    hint="w = weight[None] * s[:, None, :, None, None] gives (B, C_out, C_in, k, k); to demodulate divide by "
-    "(w ** 2).sum(dim=(2, 3, 4), keepdim=True).add(eps).sqrt()",
+    checker=_modulated_weights_checker,
+    hint="w has shape (B, C_out, C_in, k, k): one norm per (sample, output channel) sums over C_in, k, k, i.e. "
+    "w.pow(2).sum(dim=(2, 3, 4), keepdim=True)",
 )
 
 
@@ -1188,11 +1252,30 @@ def _truncate_cases():
     ]
 
 
+def _truncate_checker(candidate, reference) -> str | None:
+    """Where ψ = 0 lands (w_avg, not the origin of W) and where ψ = 1 lands (w itself), before the comparison."""
+    import torch
+
+    g = torch.Generator().manual_seed(9)
+    w, w_avg = torch.randn(5, 6, generator=g), torch.randn(6, generator=g) + 2.0  # a mean far from the origin
+    got = candidate(w.clone(), w_avg.clone(), 0.0)
+    if not isinstance(got, torch.Tensor) or got.shape != w.shape:
+        return f"w (5, 6) should give the same shape back, got {describe_value(got)}"
+    off = float((got - w_avg).norm(dim=-1).max())
+    if off > 1e-4:
+        at_origin = float(got.norm(dim=-1).max())
+        where = ("it lands on w = 0: your pull goes toward the origin of W, which is not the average w"
+                 if at_origin < 1e-4 else f"it lands {at_origin:.2f} from the origin")
+        return (f"at ψ = 0 every w should become w_avg; yours lands {off:.2f} from w_avg "
+                f"(|w_avg| = {float(w_avg.norm()):.2f}) — {where}")
+    return compare_outputs(_truncate_cases, atol=1e-6)(candidate, reference)
+
+
 register(
     "08.truncate",
     reference="cxrlib.models.style.truncate_toward",
-    checker=compare_outputs(_truncate_cases, atol=1e-6),
-    hint="w_avg + psi * (w - w_avg): w_avg (w_dim,) broadcasts against w's last dimension",
+    checker=_truncate_checker,
+    hint="the pull's fixed point is w_avg: w_avg + psi * (w - w_avg) gives w at ψ = 1 and w_avg at ψ = 0",
 )
 
 if __name__ == "__main__":

@@ -253,14 +253,14 @@ def leak_runs(clean, jittered, *, steps: int, size: int, batch: int, p: float, s
 
 
 # ======================================================================= notebook 04's continuations
-FINETUNE_ARMS = ("continue", "seed recipe", "adaptive")
+FINETUNE_ARMS = ("continue", "original recipe", "adaptive")
 SEED_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the seed's fine-tuning recipe
 
 
 def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int = 8, seed: int = 0) -> dict:
     """From an exported generator (weights without Adam moments, e.g. the shipped one): ``warmup`` steps of its own
     recipe rebuild the optimiser state into ``out/base``; then three continuations of ``steps`` each
-    (``FINETUNE_ARMS``): *continue* (``Trainer.resume``: same rates, Adam moments kept), *seed recipe*
+    (``FINETUNE_ARMS``): *continue* (``Trainer.resume``: same rates, Adam moments kept), *original recipe*
     (``Trainer.finetune`` with the seed's rates ``SEED_FINETUNE_RATES``, fresh moments), *adaptive* (the same plus
     reduce-on-plateau). Every trainer uses ``seed``. Returns {"before" and each arm: {"swd": SWD ×10³ of the EMA
     generator against ``heldout`` (``evaluate``), "swd_raw": the same for the raw G, "seconds"}}."""
@@ -282,7 +282,7 @@ def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int
     arms = {
         "continue": lambda: Trainer.resume(ckpt, train, out=out / "continue", steps=start + steps, minutes=None,
                                            log_every=log_every),
-        "seed recipe": lambda: Trainer.finetune(ckpt, train, out=out / "finetune", steps=steps, seed=seed,
+        "original recipe": lambda: Trainer.finetune(ckpt, train, out=out / "finetune", steps=steps, seed=seed,
                                                 log_every=log_every, **SEED_FINETUNE_RATES),
         "adaptive": lambda: Trainer.finetune(ckpt, train, out=out / "adaptive", steps=steps, seed=seed,
                                              log_every=log_every, adaptive=True,

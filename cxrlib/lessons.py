@@ -353,11 +353,13 @@ def _lesson_parts(name: str, path, *figures: str) -> tuple[dict | None, list[dic
     return entry, parts
 
 
-def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str = "arms") -> str:
+def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str = "arms",
+                 per_seed: bool = False) -> str:
     """The bank's figures of one lesson as text: each arm's mean ± seed-to-seed std and, against ``baseline``,
     whether the difference stands above twice the larger std (default baseline: the lesson's control, ``BASELINES``);
     the first line says how, when and where the figures were made, and what the numbers are (``METRICS``).
     ``metric``: the lesson's main figure ("arms") or one of its extra figures (e.g. the volume lesson's "flagged").
+    ``per_seed``: also each seed's value, in columns before the mean.
     Says so in one line when the bank has no such lesson."""
     entry, parts = _lesson_parts(name, path, metric)
     if not parts:
@@ -385,9 +387,13 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {steps}{shape} — `{COMMAND}`, "
              f"{parts[0]['date'][:10]}, {parts[0]['machine']}" + (f"\n  figure: {what}" if what else "")]
     width = max([18] + [len(a) + 1 for a in arms])  # the arm names in one column
+    if per_seed:
+        lines.append(f"  {'':<{width}} " + "".join(f"{'seed ' + k:>9}" for k in _seed_keys(entry))
+                     + "   mean ± std")
     for a in arms:
         m, sd = stats[a]
-        line = f"  {a:<{width}} {m:.3f} ± {sd:.3f}"
+        seeds = "".join(f"{p[metric][a]:>9.3f}" for p in parts) + "  " if per_seed else ""
+        line = f"  {a:<{width}} {seeds}{m:.3f} ± {sd:.3f}"
         if baseline is not None and a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
             if diff == 0 and noise == 0:
@@ -400,6 +406,33 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     if refs:
         lines.append("  references: " + " · ".join(f"{k} {v:.3f}" for k, v in refs.items()))
     return "\n".join(lines)
+
+
+def _seed_keys(entry: dict) -> list[str]:
+    return sorted(entry["parts"], key=int)
+
+
+def bank_paired(name: str, arm: str, baseline: str | None = None, metric: str = "arms", path=BANK) -> str:
+    """Seed by seed, ``arm`` − ``baseline`` of one lesson's figure (default baseline: the lesson's control): every
+    seed's two arms were trained on the same data from the same start, so the pairs' differences show the effect
+    with less run-to-run noise than two means do. Their mean ± std, and whether the mean stands above twice that
+    std (the course's rule, applied to the paired differences)."""
+    entry, parts = _lesson_parts(name, path, metric)
+    if not parts:
+        return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
+    arms = list(parts[0][metric])
+    baseline = baseline or BASELINES.get(name, arms[-1])
+    for a in (arm, baseline):
+        if a not in arms:
+            raise CxrError(f"lesson '{name}' has no arm {a!r} in {metric!r} (it has: {', '.join(arms)})")
+    diffs = [p[metric][arm] - p[metric][baseline] for p in parts]
+    m, sd = _mean_std(diffs)
+    seeds = " · ".join(f"seed {k}: {d:+.3f}" for k, d in zip(_seed_keys(entry), diffs))
+    signs = {(d > 0) - (d < 0) for d in diffs}
+    same = ("same sign in every seed" if len(signs) == 1 and 0 not in signs else "signs differ between seeds")
+    return (f"results bank, lesson '{name}', {metric}: {arm} − {baseline}, paired by seed\n"
+            f"  {seeds}\n  mean {m:+.3f} ± {sd:.3f}: {'above' if abs(m) > 2 * sd else 'within'} twice the spread "
+            f"of the differences ({2 * sd:.3f}); {same}")
 
 
 def bank_difference(name: str, metric: str, minus: str = "arms", path=BANK) -> str:

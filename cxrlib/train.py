@@ -668,7 +668,7 @@ class Trainer:
         (``target_step``); then a ``WallClockCapWarning`` says so in one line.
         Raises ``CxrError`` (after keeping the last good checkpoint) when a loss becomes NaN or infinite.
         """
-        from tqdm.auto import tqdm
+        from cxrlib.progress import progress as progress_line
 
         cfg = self.cfg
         if steps is None and minutes is None:
@@ -682,8 +682,8 @@ class Trainer:
         records: list[dict] = []
         self._clock = time.perf_counter() - self.seconds
         self._last_log = (time.perf_counter(), self.images_seen)
-        bar = tqdm(total=None if target is None else max(0, target - self.step), disable=not progress or not self.writer,
-                   desc="training", unit="step", leave=False)
+        bar = progress_line(total=None if target is None else max(0, target - self.step), desc="training",
+                            unit="steps", disable=not progress or not self.writer)
 
         def past_deadline() -> bool:  # with several processes: when it is past in any of them, in all
             late = deadline is not None and time.perf_counter() >= deadline

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from cxrlib.progress import progress  # noqa: F401  (notebooks: a loop's progress line that stays in saved copies)
+
 
 # ======================================================================= image grids
 def show_grid(images, labels=None, ncols: int = 8, title: str | None = None, class_names=None) -> Figure:

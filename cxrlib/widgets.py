@@ -136,6 +136,41 @@ def _image_widget(png: bytes = b""):
     return image
 
 
+_BOX_CLASS = None
+
+
+def _box(children, still: bytes | None = None, what: str = "interactive widget", **kwargs):
+    """An ``ipywidgets.VBox`` that reads well in a saved, rendered or nbval copy of a notebook too.
+
+    Where the notebook shows it, ``still`` (a PNG of its first view) is displayed just above it: the live widget
+    needs a running kernel, the still picture does not. Its text form is a sentence (``what``, and how to use it)
+    instead of ``VBox(children=(…))``."""
+    global _BOX_CLASS
+    import ipywidgets as W
+
+    if _BOX_CLASS is None:
+        class StillBox(W.VBox):
+            def _repr_mimebundle_(self, **kwargs):
+                bundle = super()._repr_mimebundle_(**kwargs)
+                if self._still:
+                    from IPython.display import Image, display
+
+                    display(Image(data=self._still, format="png"))
+                if isinstance(bundle, dict) and "text/plain" in bundle:
+                    bundle["text/plain"] = self._what
+                return bundle
+
+            def __repr__(self):
+                return self._what
+
+        _BOX_CLASS = StillBox
+    box = _BOX_CLASS(children, **kwargs)
+    box._still = still
+    box._what = (f"[{what}: run the notebook to use it"
+                 + ("; the picture above is its first view]" if still else "]"))
+    return box
+
+
 # ======================================================================= 1. augmentation explorer (notebook 01)
 
 #: The seed's offline augmentation ranges, and wider ones that make the augmentation leak visible.
@@ -279,7 +314,8 @@ def augmentation_explorer(images, index: int = 0):
     strong.observe(toggle_strong, names="value")
     redraw()
     controls = W.HBox([W.VBox([pick, bright, contrast]), W.VBox([quality, W.HBox([jpeg, strong])])])
-    return W.VBox([controls, note, out], layout=W.Layout(width="100%"))
+    return _box([controls, note, out], out.value, "augmentation explorer (sliders: brightness, contrast, JPEG)",
+                layout=W.Layout(width="100%"))
 
 
 # ======================================================================= 2. training dashboard (notebook 03)
@@ -376,7 +412,7 @@ class TrainingDashboard:
             self._status = W.HTML(self.status_text())
             self._status.add_class("cxr-dashboard-status")
             self._image = _image_widget(self.render_png())
-            self._box = W.VBox([self._status, self._image])
+            self._box = _box([self._status, self._image], None, "training dashboard (live while a run trains)")
         return self._box
 
     def redraw(self) -> None:
@@ -433,7 +469,8 @@ def samples_animation(frames, interval_ms: int = 400, min_side: int = 256):
         caption.value = f"{labels[i]} ({i + 1}/{len(pngs)})"
 
     slider.observe(show, names="value")
-    return W.VBox([W.HBox([play, slider, caption]), image])
+    return _box([W.HBox([play, slider, caption]), image], pngs[0],
+                f"animation of {len(pngs)} frames of samples ({labels[0]} to {labels[-1]}; Play button)")
 
 
 def animate_samples(source, interval_ms: int = 400):
@@ -636,7 +673,7 @@ def latent_explorer(G, seed: int = 0, walk_steps: int = 64, step_size: float = 0
         w.observe(redraw, names="value")
     redraw()
     controls = W.HBox([W.VBox([W.HBox([seed_box, method]), W.HBox([walk_label, walk])]), W.VBox([t, truncation])])
-    return W.VBox([controls, image])
+    return _box([controls, image], image.value, "latent explorer (seed, t, slerp/lerp, truncation, walk)")
 
 
 # ======================================================================= 3b. truncation in W (notebook 08)
@@ -688,7 +725,7 @@ def truncation_explorer(G, seed: int = 0, n: int = 8):
 
     psi.observe(redraw, names="value")
     redraw()
-    return W.VBox([psi, image])
+    return _box([psi, image], image.value, "truncation explorer (a ψ slider)")
 
 
 # ======================================================================= 4. visual Turing test (notebook 05)
@@ -825,7 +862,8 @@ class TuringTest:
         real_b.on_click(judge(True))
         fake_b.on_click(judge(False))
         reveal_b.on_click(lambda _: setattr(revealed, "value", self.reveal_png()))
-        return W.VBox([W.HBox([real_b, fake_b, reveal_b]), score, image, revealed])
+        return _box([W.HBox([real_b, fake_b, reveal_b]), score, image, revealed], image.value,
+                    f"visual Turing test, {self.n_rounds} rounds (buttons Real / Fake / Reveal)")
 
 
 def turing_test(real, fake, n_rounds: int = 10, seed: int = 0):

@@ -45,7 +45,7 @@ def test_upsampling_stack_is_seeded_and_leaves_the_global_rng_alone():
 
 
 def test_output_size_agrees_with_a_forward_pass_through_the_preset_networks():
-    for preset in ("seed", "dcgan", "course"):
+    for preset in ("original", "dcgan", "course"):
         G, D = models.build_models(preset, 32)
         layers = list(D.features) if hasattr(D, "features") else list(D.net)
         x = torch.zeros(2, 1, 32, 32)
@@ -76,7 +76,7 @@ def test_spectral_norm_brings_the_largest_singular_value_to_one():
 
 def test_seed_networks_at_512_px_can_be_measured_without_allocating_them():
     with torch.device("meta"):
-        G, D = models.build_models("seed", 512)
+        G, D = models.build_models("original", 512)
     assert G.blocks[0][1].weight.is_meta  # no memory, no time: a forward pass on "meta" would be slow (lazy kernels)
     assert 45e6 < models.count_params(G) < 55e6 and 15e6 < models.count_params(D) < 25e6
     assert [b[1].out_channels for b in G.blocks] == list(models.SEED_G_WIDTHS)

@@ -57,12 +57,12 @@ def assert_same_state(a: Trainer, b: Trainer):
         assert torch.equal(a.ada.r_t, b.ada.r_t) or bool(a.ada.r_t.isnan() and b.ada.r_t.isnan())
 
 
-# seed: dropout draws from torch's global RNG; refresh: recomputing the EMA's BatchNorm statistics at every
+# original (old name "seed", kept as an alias): dropout draws from torch's global RNG; refresh: recomputing the EMA's BatchNorm statistics at every
 # sample grid and checkpoint changes nothing of the run
-@pytest.mark.parametrize("preset,refresh", [("course", False), ("seed", False), ("course", True), ("seed", True)])
+@pytest.mark.parametrize("preset,refresh", [("course", False), ("original", False), ("course", True), ("seed", True)])
 def test_resume_continues_exactly_in_process(tmp_path, preset, refresh):
     cfg = make_config(preset, steps=6, checkpoint_every=3, ema_bn_refresh=refresh,
-                      **{**TRICKY, "width": 0.125 if preset == "seed" else 0.25})
+                      **{**TRICKY, "width": 0.125 if preset in ("original", "seed") else 0.25})
     reference = Trainer(cfg, images())
     reference.fit(progress=False)
 
@@ -182,7 +182,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 def test_finetune_without_a_length_trains_the_budgets_steps_not_zero(tmp_path, monkeypatch):
     from cxrlib import config
 
-    cfg = make_config("seed", steps=2, **{**TRICKY, "width": 0.125, "augment": "", "r1_gamma": 0.0,
+    cfg = make_config("original", steps=2, **{**TRICKY, "width": 0.125, "augment": "", "r1_gamma": 0.0,
                                           "ema_half_life_kimg": 0.0})
     Trainer(cfg, images(), out=tmp_path / "run").fit(progress=False)
     small = dataclasses.replace(config.budget("smoke"), steps=3)
@@ -193,7 +193,7 @@ def test_finetune_without_a_length_trains_the_budgets_steps_not_zero(tmp_path, m
 
 
 def test_finetune_uses_the_seeds_learning_rates_and_switches_on_ema(tmp_path):
-    cfg = make_config("seed", steps=2, **{**TRICKY, "width": 0.125, "augment": "", "r1_gamma": 0.0,
+    cfg = make_config("original", steps=2, **{**TRICKY, "width": 0.125, "augment": "", "r1_gamma": 0.0,
                                           "ema_half_life_kimg": 0.0})
     base = Trainer(cfg, images(), out=tmp_path / "run")
     base.fit(progress=False)

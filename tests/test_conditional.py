@@ -47,7 +47,7 @@ def test_projection_logit_is_psi_of_phi_plus_class_inner_product():
     assert torch.allclose(D(x, y) - D(x, (y + 1) % 3), (h * (D.embed(y) - D.embed((y + 1) % 3))).sum(1), atol=1e-5)
 
 
-@pytest.mark.parametrize("preset", ["course", "dcgan", "seed"])
+@pytest.mark.parametrize("preset", ["course", "dcgan", "original"])
 def test_conditional_generator_draws_per_class_and_defaults_to_classes_in_turn(preset):
     torch.manual_seed(0)
     G, D = models.build_models(preset, 32, width=0.25, n_classes=2)
@@ -74,7 +74,7 @@ def test_generator_without_batchnorm_reads_a_class_embedding_beside_z():
 
 
 def test_discriminator_split_leaves_unconditional_logits_unchanged():
-    for preset in ("course", "dcgan", "seed"):
+    for preset in ("course", "dcgan", "original"):
         _, D = models.build_models(preset, 32, width=0.25)
         D.eval()
         x = torch.randn(3, 1, 32, 32)
@@ -226,7 +226,7 @@ def test_phantom_folder_trains_conditionally(tmp_path):
     assert np.isfinite(float(t.sample(2, label="pneumonia").float().mean()))
 
 
-@pytest.mark.parametrize("preset", ["seed", "dcgan"])
+@pytest.mark.parametrize("preset", ["original", "dcgan"])
 def test_other_presets_train_conditionally_with_their_tricks(preset):
     """The seed preset's label smoothing and flipping (BCE), dcgan's plain recipe: unchanged under the conditional
     family -- a few steps run, losses are finite, and the checkpoint state round-trips."""

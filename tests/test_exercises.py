@@ -164,6 +164,35 @@ def test_stub_replaces_each_block_at_its_indentation_and_keeps_the_rest():
     compile(out, "<stub>", "exec")
 
 
+FIX_CELL = """# EXERCISE: 01.fix
+def f(x):
+    y = x + 1
+    ### BEGIN SOLUTION
+    return y.detach()
+    ### END SOLUTION
+    ### BEGIN BROKEN
+    # return y  # the bug
+    #return -y
+    ### END BROKEN"""
+
+
+def test_fix_exercise_gives_the_student_the_broken_code_live_and_no_solution():
+    out = ex.strip_solutions(FIX_CELL, "01.fix")
+    assert out.split("\n") == ["# EXERCISE: 01.fix", "def f(x):", "    y = x + 1", "    return y  # the bug",
+                                "    return -y"]
+    assert ex.is_fix_exercise(FIX_CELL) and not ex.is_fix_exercise(SOLVED_CELL)
+    namespace = {}
+    exec(FIX_CELL, namespace)  # the source notebook runs the solution: the broken code is only comments there
+    assert namespace["f"](torch.ones(1, requires_grad=True)).requires_grad is False
+
+
+def test_fix_exercise_refuses_uncommented_broken_code_and_a_missing_solution():
+    with pytest.raises(CxrError, match="comment out the broken code"):
+        ex.strip_solutions(FIX_CELL.replace("# return y  # the bug", "return y"), "01.fix")
+    with pytest.raises(CxrError, match="needs the solution block"):
+        ex.strip_solutions("def f():\n    ### BEGIN BROKEN\n    # pass\n    ### END BROKEN", "01.fix")
+
+
 @pytest.mark.parametrize(
     "source, message",
     [
@@ -303,8 +332,9 @@ def _stdout(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
-def _assert_student_run(node, exercise_names: list[str]) -> None:
-    """Exercise cells may fail only with NotImplementedError; each check says 'not solved yet'."""
+def _assert_student_run(node, exercise_names: list[str], fix_names: tuple[str, ...] = ()) -> None:
+    """Exercise cells may fail only with NotImplementedError; each check says 'not solved yet', and each
+    fix-the-bug exercise (``fix_names``: the student runs the broken code) that its answer is not right yet."""
     for cell in node.cells:
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if ex.EXERCISE_TAG in cell.metadata.get("tags", []):
@@ -313,7 +343,10 @@ def _assert_student_run(node, exercise_names: list[str]) -> None:
             assert not errors, (cell.source, errors)
     checks = "".join(_stdout(c) for c in node.cells)
     for name in exercise_names:
-        assert f"exercise '{name}' not solved yet — the notebook continues with the reference version" in checks
+        if name in fix_names:
+            assert f"✗ exercise '{name}' is not right yet" in checks
+        else:
+            assert f"exercise '{name}' not solved yet — the notebook continues with the reference version" in checks
 
 
 def test_fixture_student_version_runs_to_the_end_on_reference_versions(tmp_path, monkeypatch):
@@ -341,4 +374,6 @@ def test_student_version_runs_with_only_exercise_cells_raising(name, tmp_path, m
     monkeypatch.setenv("MPLBACKEND", "Agg")
     student = ex.student_notebook(ex.read_notebook(NOTEBOOKS / name), name)
     node = _execute(student, tmp_path)  # in a scratch folder: notebooks must not depend on their folder
-    _assert_student_run(node, [n for _, n in ex.exercise_cells(student)])
+    source = ex.read_notebook(NOTEBOOKS / name)
+    fixes = tuple(n for i, n in ex.exercise_cells(source) if ex.is_fix_exercise(source["cells"][i]["source"]))
+    _assert_student_run(node, [n for _, n in ex.exercise_cells(student)], fixes)

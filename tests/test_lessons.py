@@ -74,7 +74,7 @@ def test_the_shipped_bank_holds_the_finetune_lesson_with_three_seeds():
     entry = lessons.load_bank()["finetune"]
     assert entry["settings"] == lessons.LESSONS["finetune"] and len(entry["parts"]) >= 3
     for part in entry["parts"].values():
-        assert set(part["arms"]) == {"before", "continue", "seed recipe", "adaptive"}
+        assert set(part["arms"]) == {"before", "continue", "original recipe", "adaptive"}
         assert all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³ of a trained generator
         assert set(part["raw"]) == set(part["arms"]) and all(5 < v < 300 for v in part["raw"].values())
     assert "vs before" in lessons.bank_summary("finetune") and "raw G" in lessons.bank_summary("finetune", metric="raw")
@@ -199,3 +199,26 @@ def test_the_layers_lesson_adds_exactly_the_layers_the_course_networks_left_out(
     # every lesson trained on the course networks names which ones, so a bank made with the old ones is redone
     for name in ("leak", "finetune", "width", "layers", "volume", "modern"):
         assert lessons.LESSONS[name]["nets"] == 2
+
+
+def test_paired_differences_and_per_seed_columns(tmp_path, monkeypatch):
+    def run(seed, settings):  # "adaptive" 1 lower than "before" in every seed, while the seeds drift by 3 each
+        return {"arms": {"before": 20.0 + 3 * seed, "continue": 20.0 + 3 * seed + (seed - 1),
+                         "adaptive": 19.0 + 3 * seed}, "raw": {"before": 1.0, "continue": 1.0, "adaptive": 1.0},
+                "seconds": 1.0}
+    monkeypatch.setitem(lessons.RUNNERS, "finetune", run)
+    bank = tmp_path / "bank.json"
+    lessons.run("finetune", seeds=3, path=bank, log=lambda *_: None)
+    # unpaired, the drift hides the effect; paired by seed it stands out
+    assert "within twice the spread" in [r for r in lessons.bank_summary("finetune", path=bank).splitlines()
+                                         if r.split()[0] == "adaptive"][0]
+    text = lessons.bank_paired("finetune", "adaptive", path=bank)
+    assert "seed 0: -1.000 · seed 1: -1.000 · seed 2: -1.000" in text
+    assert "mean -1.000 ± 0.000: above twice the spread" in text and "same sign in every seed" in text
+    text = lessons.bank_paired("finetune", "continue", "before", path=bank)
+    assert "mean +0.000 ± 1.000: within" in text and "signs differ" in text
+    with pytest.raises(CxrError, match="no arm 'nope'"):
+        lessons.bank_paired("finetune", "nope", path=bank)
+    table = lessons.bank_summary("finetune", path=bank, per_seed=True).splitlines()
+    assert table[2].split() == ["seed", "0", "seed", "1", "seed", "2", "mean", "±", "std"]
+    assert [r for r in table if r.split()[0] == "adaptive"][0].split()[1:4] == ["19.000", "22.000", "25.000"]

@@ -68,7 +68,7 @@ def test_unknown_preset_and_unknown_keywords_are_refused():
 
 
 def test_default_latent_sizes_follow_the_papers_and_can_be_changed():
-    assert build_models("seed", 32)[0].z_dim == 256
+    assert build_models("original", 32)[0].z_dim == 256
     assert build_models("dcgan", 32)[0].z_dim == 100
     G, _ = build_models("course", 32, z_dim=64)
     assert G.z_dim == 64 and G(torch.randn(3, 64)).shape == (3, 1, 32, 32)
@@ -97,7 +97,7 @@ def test_preset_notes_describe_every_preset():
 
 def test_seed_generator_at_512_has_the_original_layers():
     with torch.device("meta"):
-        G, D = build_models("seed", 512)
+        G, D = build_models("original", 512)
     dense = [m for m in G.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in dense] == [(256, 4 * 4 * 1024)]
     c = convs(G)
@@ -119,7 +119,7 @@ def test_seed_generator_at_512_has_the_original_layers():
 
 
 def test_seed_at_64_keeps_the_finest_generator_blocks_and_the_first_discriminator_blocks():
-    G, D = build_models("seed", 64)
+    G, D = build_models("original", 64)
     c = convs(G)
     assert [m.kernel_size[0] for m in c] == [5, 5, 5, 3, 3]
     assert [m.out_channels for m in c] == [256, 192, 128, 64, 1]
@@ -129,8 +129,8 @@ def test_seed_at_64_keeps_the_finest_generator_blocks_and_the_first_discriminato
 
 
 def test_width_scales_every_layer():
-    G1, D1 = build_models("seed", 32)
-    G2, D2 = build_models("seed", 32, width=0.5)
+    G1, D1 = build_models("original", 32)
+    G2, D2 = build_models("original", 32, width=0.5)
     assert [m.out_channels for m in convs(G2)][:-1] == [m.out_channels // 2 for m in convs(G1)][:-1]
     assert count_params(D2) < count_params(D1) / 2
 
@@ -160,7 +160,7 @@ def test_channel_dropout_mask_is_shared_by_all_positions_of_a_channel():
 
 def test_seed_generator_is_random_in_training_and_deterministic_in_eval():
     torch.manual_seed(0)
-    G, _ = build_models("seed", 32)
+    G, _ = build_models("original", 32)
     z = torch.randn(1, G.z_dim).repeat(2, 1)
     x = G(z)  # train mode: two copies of the same z get different dropout masks
     assert not torch.allclose(x[0], x[1])
@@ -172,7 +172,7 @@ def test_seed_generator_is_random_in_training_and_deterministic_in_eval():
 # ------------------------------------------------------------------------------------------- skips
 
 
-@pytest.mark.parametrize("preset,kw", [("course", {"skips": True}), ("seed", {"skips": True})])
+@pytest.mark.parametrize("preset,kw", [("course", {"skips": True}), ("original", {"skips": True})])
 def test_skip_levels_sum_to_the_pre_tanh_output(preset, kw):
     torch.manual_seed(0)
     G, _ = build_models(preset, 32, **kw)
@@ -194,7 +194,7 @@ def test_skip_levels_sum_to_the_pre_tanh_output(preset, kw):
 
 
 def test_generators_without_skips_report_a_single_level():
-    for preset in ("seed", "dcgan", "course"):
+    for preset in ("original", "dcgan", "course"):
         G, _ = build_models(preset, 32)
         G.eval()
         x, levels = G(torch.randn(2, G.z_dim), return_levels=True)
@@ -202,8 +202,8 @@ def test_generators_without_skips_report_a_single_level():
 
 
 def test_seed_with_skips_adds_only_the_to_image_layers():
-    G0, _ = build_models("seed", 64)
-    G1, _ = build_models("seed", 64, skips=True)
+    G0, _ = build_models("original", 64)
+    G1, _ = build_models("original", 64, skips=True)
     one_by_one = [m for m in convs(G1) if m.kernel_size == (1, 1)]
     assert len(one_by_one) == 4  # after the dense layer and after blocks 1–3; block 4 ends in the seed's 3×3
     assert count_params(G1) - count_params(G0) == sum(count_params(m) for m in one_by_one)
@@ -475,3 +475,13 @@ def test_course_options_build_working_variants():
     assert any(isinstance(m, nn.AvgPool2d) for m in D.modules())
     with pytest.raises(CxrError, match="norm"):
         build_models("course", 32, norm="group")
+
+
+def test_the_original_projects_preset_keeps_its_old_name_as_an_alias():
+    from cxrlib.config import make_config
+
+    assert make_config("seed").preset == "original"  # an older config or checkpoint still loads
+    assert make_config("seed").to_dict() == make_config("original").to_dict()
+    G_old, _ = build_models("seed", 32)
+    G_new, _ = build_models("original", 32)
+    assert [p.shape for p in G_old.parameters()] == [p.shape for p in G_new.parameters()]

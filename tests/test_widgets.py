@@ -315,3 +315,44 @@ def test_grid_tiles_images_with_padding():
     g = widgets.grid(np.full((5, 1, 4, 6), 255, np.uint8), ncol=3, pad=1)
     assert g.shape == (2 * 5 + 1, 3 * 7 + 1)
     assert g[1:5, 1:7].min() == 255 and g[0].max() == 0 and g[6:10, 15:21].max() == 0  # the 6th tile is empty
+
+
+def test_a_widget_leaves_a_still_picture_and_a_sentence_for_saved_copies(monkeypatch):
+    from IPython.display import Image as IPImage
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
+    box = widgets.augmentation_explorer(np.stack([mid_gray_image(0), mid_gray_image(1)]))
+    bundle = box._repr_mimebundle_()
+    # the still is the widget's first view, displayed just above it; no kernel is needed to see it
+    [still] = shown
+    assert isinstance(still, IPImage) and still.data == images_in(box)[0].value
+    assert bundle["text/plain"].startswith("[augmentation explorer") and "VBox" not in bundle["text/plain"]
+    assert repr(box) == bundle["text/plain"]
+
+
+def test_progress_line_keeps_its_final_state_in_a_notebook(monkeypatch):
+    from cxrlib import progress as P
+
+    handles = []
+
+    class Handle:
+        def __init__(self, obj):
+            self.texts = [obj.data]
+
+        def update(self, obj):
+            self.texts.append(obj.data)
+
+    monkeypatch.setattr(P, "in_notebook", lambda: True)
+    monkeypatch.setattr("IPython.display.display", lambda obj, display_id=False: handles.append(Handle(obj))
+                        or handles[-1])
+    bar = P.progress(total=5, desc="training", unit="steps", every=3600)  # no redraw between: only the final one
+    for _ in range(5):
+        bar.update(1)
+    bar.set_postfix(d_loss="1.234")
+    bar.close()
+    [h] = handles
+    assert h.texts[0].startswith("training: 0/5 steps")
+    assert h.texts[-1].startswith("training: 5/5 steps") and h.texts[-1].endswith("d_loss 1.234")
+    assert len(h.texts) == 2  # shown once, then updated in place at the end
+    assert list(P.progress(range(3), desc="loop", every=3600)) == [0, 1, 2]

@@ -9,7 +9,7 @@
 
 Presets (``PRESET_NOTES`` has a paragraph on each for the notebooks):
 
-* ``"seed"``   -- the original Keras networks, layer for layer; ``skips=True`` adds the skip connections that
+* ``"original"`` -- (old name ``"seed"``) the original project's Keras networks, layer for layer; ``skips=True`` adds the skip connections that
   its README promised and its code lacked;
 * ``"dcgan"``  -- Radford et al. (2015): transposed convolutions, BatchNorm, ReLU / LeakyReLU;
 * ``"course"`` -- the default: seed-style upsampling generator and a discriminator with a
@@ -29,13 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from cxrlib.config import PRESET_ALIASES
 from cxrlib.errors import CxrError
 
-PRESETS = ("seed", "dcgan", "course", "style", "modern")  # modern: the course networks
+PRESETS = ("original", "dcgan", "course", "style", "modern")  # modern: the course networks
+
 MIN_SIZE, MAX_SIZE = 32, 512
 
 PRESET_NOTES: dict[str, str] = {
-    "seed": (
+    "original": (
         "The original project's networks, rebuilt layer for layer from its Keras code. The generator maps a "
         "256-number latent vector through a dense layer to a 4×4×1024 block, then doubles the resolution seven "
         "times (UpSampling2D + a large 7×7/5×5/3×3 convolution + BatchNorm + LeakyReLU + Dropout 0.1) up to "
@@ -764,20 +766,21 @@ def build_models(
 ) -> tuple[nn.Module, nn.Module]:
     """Build ``(G, D)`` of a preset for ``size``×``size`` grayscale images.
 
-    preset: ``"seed"``, ``"dcgan"``, ``"course"``, ``"style"`` (the style-based G of ``cxrlib.models.style``
+    preset: ``"original"`` (the original project's; ``"seed"`` is its old name), ``"dcgan"``, ``"course"``, ``"style"`` (the style-based G of ``cxrlib.models.style``
     with the course D) or ``"modern"`` (the course networks; the preset differs in its recipe); size: a power of two from 32 to 512; z_dim: latent size
     (defaults: seed 256, dcgan 100, course 128); width: multiplies every channel count; n_classes ≥ 2: the
     conditional pair, ``ConditionalGenerator`` around the preset's G and ``ProjectionDiscriminator`` around
     its D (0: unconditional), G reading the class through class-conditional BatchNorm (``class_norm``, the
     default where G has BatchNorm) and/or a ``class_dim``-long embedding concatenated to z (the default,
     ``CLASS_DIM``, for a G without BatchNorm; both can be set through ``model_kwargs``).
-    Extra keywords by preset -- seed: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
+    Extra keywords by preset -- original: ``skips``, ``dropout``, ``dropout_mode``, ``d_dropout``;
     dcgan: ``ngf``, ``ndf``; style: ``ch_out``, ``ch_max``, ``w_dim``, ``mapping_layers``, ``lr_mul``,
     ``mixing_prob`` and the D's; course and modern: ``ch_out``, ``ch_max``, ``norm``, ``convs_per_block``, ``skips``,
     ``down``, ``mbstd_group``, ``spectral_norm`` (defaults: no BatchNorm, no skip outputs, no spectral norm; the
     conditional pair of course/modern defaults to ``CONDITIONAL_NETWORKS``, with all three).
     """
     check_size(size)
+    preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESET_KEYWORDS:
         raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     unknown = set(kw) - set(PRESET_KEYWORDS[preset])
@@ -786,17 +789,17 @@ def build_models(
             f"preset {preset!r} does not take {', '.join(sorted(unknown))} "
             f"(it takes {', '.join(PRESET_KEYWORDS[preset])})"
         )
-    z_noise = z_dim or {"seed": SEED_Z_DIM, "dcgan": 100}.get(preset, 128)
+    z_noise = z_dim or {"original": SEED_Z_DIM, "dcgan": 100}.get(preset, 128)
     if n_classes and preset in CONDITIONAL_NETWORKS:
         kw = {**CONDITIONAL_NETWORKS[preset], **kw}
     if n_classes:  # how G reads the class: class-conditional BatchNorm where G has BatchNorm, else [z, e(y)]
-        has_bn = preset in ("seed", "dcgan") or (preset in ("course", "modern") and kw.get("norm", "none") == "batch")
+        has_bn = preset in ("original", "dcgan") or (preset in ("course", "modern") and kw.get("norm", "none") == "batch")
         class_norm = has_bn if class_norm is None else class_norm
         class_dim = (0 if class_norm else CLASS_DIM) if class_dim is None else class_dim
     else:
         class_dim = 0
     z_dim = z_noise + class_dim
-    if preset == "seed":
+    if preset == "original":
         d_dropout = kw.pop("d_dropout", 0.3)
         G = seed_generator(size, z_dim=z_dim, width=width, **kw)
         D = SeedDiscriminator(size, width=width, dropout=d_dropout)
@@ -821,7 +824,7 @@ def build_models(
 
 
 PRESET_KEYWORDS = {
-    "seed": ("skips", "dropout", "dropout_mode", "d_dropout"),
+    "original": ("skips", "dropout", "dropout_mode", "d_dropout"),
     "dcgan": ("ngf", "ndf"),
     "course": ("ch_out", "ch_max", "norm", "convs_per_block", "skips", "down", "mbstd_group", "spectral_norm"),
     "style": ("ch_out", "ch_max", "w_dim", "mapping_layers", "lr_mul", "mixing_prob", "down", "mbstd_group",
