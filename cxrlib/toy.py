@@ -31,6 +31,23 @@ from cxrlib.errors import CxrError
 from cxrlib.train import frozen
 
 
+# ======================================================================= the best discriminator (notebook 00)
+def jsd(p, q, dx: float) -> float:
+    """Jensen–Shannon divergence, in nats (0 … log 2), of two densities sampled on a grid of spacing ``dx``: the
+    mean of the KL divergences of ``p`` and ``q`` from their mixture m = (p + q) / 2. Unlike KL(p ‖ q) it is finite
+    where one density is 0 and the other is not, and it stops growing (at log 2) once the two no longer overlap."""
+    import numpy as np
+
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    m = (p + q) / 2
+
+    def kl(a, b):  # where a > 0, b = m ≥ a / 2 > 0
+        on = a > 0
+        return float(np.sum(a[on] * np.log(a[on] / b[on])) * dx)
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
 # ======================================================================= the data
 def ring_centres(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
     """The modes' centres: (modes, 2), evenly spaced on a circle of ``radius``."""

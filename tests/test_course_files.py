@@ -335,3 +335,35 @@ def test_make_badges_rewrites_only_the_badge_column_of_the_course_map():
     assert "https://mybinder.org/v2/gh/me/course/main?labpath=notebooks%2F07_x.ipynb" in rows[4]
     assert rows[-1] == "| [07](notebooks/07_x.ipynb) | kept |"  # outside the markers: untouched
     assert opening.update_readme(new, "me/course") == new
+
+
+# ======================================================================= the reading rhythm (issue 26)
+PREDICT = "**Predict:**"
+DEV_WORDS = re.compile(r"\b(lever|smoke budget|NBVAL_CHECK_OUTPUT|the issue's|seed project|the seed's)\b", re.I)
+
+
+def _markdown(cell) -> str:
+    return cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+
+
+def test_every_notebook_asks_at_least_two_predictions_each_answered_by_the_next_cell():
+    for path in ex.source_notebooks(NOTEBOOKS):
+        cells = ex.read_notebook(path)["cells"]
+        asks = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and _markdown(c).lstrip().startswith(PREDICT)]
+        assert len(asks) >= 2, f"{path.name}: {len(asks)} '{PREDICT}' cells, want at least 2"
+        for i in asks:
+            assert i + 1 < len(cells) and cells[i + 1]["cell_type"] == "code", (
+                f"{path.name}, cell {i}: a prediction is answered by the code cell right after it")
+
+
+def test_every_notebook_has_a_checked_exercise_including_notebook_00():
+    for path in ex.source_notebooks(NOTEBOOKS):
+        assert ex.exercise_cells(ex.read_notebook(path)), f"{path.name} has no exercise"
+
+
+def test_student_text_has_no_development_words_and_calls_the_student_project_the_original_project():
+    for path in ex.source_notebooks(NOTEBOOKS):
+        for i, cell in enumerate(ex.read_notebook(path)["cells"]):
+            if cell["cell_type"] == "markdown":
+                hit = DEV_WORDS.search(_markdown(cell))
+                assert not hit, f"{path.name}, cell {i}: {hit.group()!r}"
