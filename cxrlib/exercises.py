@@ -662,6 +662,32 @@ def main(argv: list[str] | None = None) -> int:
 # (a few tiny tensors) so a check cell runs in well under a second. Build inputs inside a function (not at
 # import time) so importing this module stays cheap: `compare_outputs(lambda: [case(...), ...])`.
 
+# ----------------------------------------------------------------------- 00 welcome & setup
+def _jsd_cases():
+    import numpy as np
+
+    x = np.linspace(-5.0, 12.0, 3401)
+    dx = float(x[1] - x[0])
+
+    def normal(mean, std):
+        return np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+
+    return [
+        case(normal(0, 1), normal(2.5, 0.6), dx, label="the data N(0, 1) and a generator N(2.5, 0.6)"),
+        case(normal(0, 1), normal(0, 1), dx, label="two equal densities (the JSD is 0)"),
+        case(normal(0, 1), normal(9, 0.5), dx, label="two densities that do not overlap (the JSD is log 2)"),
+    ]
+
+
+register(
+    "00.jsd",
+    reference="cxrlib.toy.jsd",
+    checker=compare_outputs(_jsd_cases, atol=1e-4),
+    hint="compare p and q each with their mixture m = (p + q) / 2, not with each other: where q is 0 and p is "
+         "not, log(p / q) is infinite, while log(p / m) never is; the JSD can never exceed log 2 ≈ 0.693",
+)
+
+
 # ----------------------------------------------------------------------- 01 data & augmentation
 def _unit_ramp(shape=(2, 1, 4, 8)):
     """Values 0 … 1 spread over ``shape``, a different range per image (float32)."""
