@@ -430,9 +430,12 @@ def bank_paired(name: str, arm: str, baseline: str | None = None, metric: str = 
     seeds = " · ".join(f"seed {k}: {d:+.3f}" for k, d in zip(_seed_keys(entry), diffs))
     signs = {(d > 0) - (d < 0) for d in diffs}
     same = ("same sign in every seed" if len(signs) == 1 and 0 not in signs else "signs differ between seeds")
+    digits = 3  # enough digits that the printed mean and threshold differ when the verdict turns on them
+    while digits < 6 and abs(m) != 2 * sd and round(abs(m), digits) == round(2 * sd, digits):
+        digits += 1
     return (f"results bank, lesson '{name}', {metric}: {arm} − {baseline}, paired by seed\n"
-            f"  {seeds}\n  mean {m:+.3f} ± {sd:.3f}: {'above' if abs(m) > 2 * sd else 'within'} twice the spread "
-            f"of the differences ({2 * sd:.3f}); {same}")
+            f"  {seeds}\n  mean {m:+.{digits}f} ± {sd:.{digits}f}: {'above' if abs(m) > 2 * sd else 'within'} "
+            f"twice the spread of the differences ({2 * sd:.{digits}f}); {same}")
 
 
 def bank_difference(name: str, metric: str, minus: str = "arms", path=BANK) -> str:

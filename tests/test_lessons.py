@@ -222,3 +222,16 @@ def test_paired_differences_and_per_seed_columns(tmp_path, monkeypatch):
     table = lessons.bank_summary("finetune", path=bank, per_seed=True).splitlines()
     assert table[2].split() == ["seed", "0", "seed", "1", "seed", "2", "mean", "±", "std"]
     assert [r for r in table if r.split()[0] == "adaptive"][0].split()[1:4] == ["19.000", "22.000", "25.000"]
+
+
+def test_paired_verdict_prints_enough_digits_to_show_which_side_of_the_threshold(tmp_path, monkeypatch):
+    def run(seed, settings):  # differences with mean -0.0081 and twice their std 0.0078: both "0.008" to 3 digits
+        d = (-0.0042, -0.0081, -0.0120)[seed]
+        return {"arms": {"before": 0.5, "continue": 0.5, "adaptive": 0.5 + d},
+                "raw": {"before": 1.0, "continue": 1.0, "adaptive": 1.0}, "seconds": 1.0}
+    monkeypatch.setitem(lessons.RUNNERS, "finetune", run)
+    bank = tmp_path / "bank.json"
+    lessons.run("finetune", seeds=3, path=bank, log=lambda *_: None)
+    line = lessons.bank_paired("finetune", "adaptive", path=bank).splitlines()[-1]
+    mean, threshold = line.split()[1], line.split("(")[1].split(")")[0]
+    assert (mean, threshold) == ("-0.0081", "0.0078") and "above" in line
