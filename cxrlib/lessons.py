@@ -84,7 +84,7 @@ LESSONS = {
 }
 # what a lesson's numbers are: "arms" is every part's main figure, other keys are extra figures per arm
 METRICS = {
-    "leak": {"arms": "exposure spread of the samples (lower: less leaked jitter)"},
+    "leak": {"arms": "exposure spread of the samples (std of their mean brightness; higher: more varied exposure)"},
     "finetune": {"arms": "SWD ×10³ of the EMA generator against unseen phantoms",
                  "raw": "SWD ×10³ of the raw G (no EMA) against the same phantoms, the same latents"},
     "width": {"arms": "SWD ×10³ against held-out phantoms, the same compute (FLOPs) for every width"},
@@ -387,24 +387,26 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {steps}{shape} — `{COMMAND}`, "
              f"{parts[0]['date'][:10]}, {parts[0]['machine']}" + (f"\n  figure: {what}" if what else "")]
     width = max([18] + [len(a) + 1 for a in arms])  # the arm names in one column
+    spreads = [sd for m, sd in stats.values() if sd > 1e-9 * max(1.0, abs(m))]  # (not rounding noise)
+    d = min(6, max(3, 1 - math.floor(math.log10(min(spreads))))) if spreads else 3  # the spread to 2 digits
     if per_seed:
         lines.append(f"  {'':<{width}} " + "".join(f"{'seed ' + k:>9}" for k in _seed_keys(entry))
                      + "   mean ± std")
     for a in arms:
         m, sd = stats[a]
-        seeds = "".join(f"{p[metric][a]:>9.3f}" for p in parts) + "  " if per_seed else ""
-        line = f"  {a:<{width}} {seeds}{m:.3f} ± {sd:.3f}"
+        seeds = "".join(f"{p[metric][a]:>9.{d}f}" for p in parts) + "  " if per_seed else ""
+        line = f"  {a:<{width}} {seeds}{m:.{d}f} ± {sd:.{d}f}"
         if baseline is not None and a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
             if diff == 0 and noise == 0:
                 line += f"   the same as {baseline} in every seed"
             else:
-                line += (f"   {diff:+.3f} vs {baseline}: {'above' if abs(diff) > noise else 'within'} twice the spread "
-                         f"({noise:.3f})")
+                line += (f"   {diff:+.{d}f} vs {baseline}: {'above' if abs(diff) > noise else 'within'} twice the "
+                         f"larger spread ({noise:.{d}f})")
         lines.append(line)
     refs = parts[0].get("reference", {})
     if refs:
-        lines.append("  references: " + " · ".join(f"{k} {v:.3f}" for k, v in refs.items()))
+        lines.append("  references: " + " · ".join(f"{k} {v:.{d}f}" for k, v in refs.items()))
     return "\n".join(lines)
 
 

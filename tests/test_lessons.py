@@ -46,9 +46,9 @@ def test_summary_gives_mean_spread_and_verdicts(tmp_path, monkeypatch):
     text = lessons.bank_summary("leak", baseline="clean control", path=bank)
     assert "3 seeds" in text and "make lessons" in text
     rows = {line.split()[0]: line for line in text.splitlines()[1:]}
-    assert "0.081 ± 0.001" in rows["offline"] and "above twice the spread" in rows["offline"]
-    assert "+0.011 vs clean control" in rows["DiffAugment"]
-    assert "references: clean holdout 0.060" in text
+    assert "0.0810 ± 0.0010" in rows["offline"] and "above twice the larger spread" in rows["offline"]
+    assert "+0.0110 vs clean control" in rows["DiffAugment"]
+    assert "references: clean holdout 0.0600" in text
 
 
 def test_summary_says_when_the_bank_is_empty_and_unknown_lessons_are_refused(tmp_path):
@@ -95,7 +95,7 @@ def test_a_lesson_with_extra_figures_summarises_each_and_names_what_it_is(tmp_pa
     assert rows == ["50", "200", "1000"]
     flagged = lessons.bank_summary("volume", path=bank, metric="flagged")
     assert "memorisation audit" in flagged
-    assert "0.310 ± 0.010" in flagged and "above twice the spread" in flagged and "vs 1000 images" in flagged
+    assert "0.310 ± 0.010" in flagged and "above twice the larger spread" in flagged and "vs 1000 images" in flagged
     assert "the same as 1000 images in every seed" in flagged  # 0 in every seed of both: no verdict to draw
     with pytest.raises(CxrError, match="has no figure 'nope'.*flagged"):
         lessons.bank_summary("volume", path=bank, metric="nope")
@@ -154,7 +154,7 @@ def test_bank_summary_of_an_extra_figure_without_the_baseline_arm(tmp_path):
     gan_line = [line for line in text.splitlines() if line.strip().startswith("GAN")]
     assert gan_line == ["  GAN                0.600 ± 0.100"]  # mean ± std, no verdict against a missing arm
     main = lessons.bank_summary("synthetic-100", path=bank)
-    assert "-0.110 vs real: above twice the spread" in main  # the main figure keeps its verdicts
+    assert "-0.110 vs real: above twice the larger spread" in main  # the main figure keeps its verdicts
 
 
 @pytest.mark.parametrize("name,arms", [("modern", {"course", "modern"}),
@@ -210,7 +210,7 @@ def test_paired_differences_and_per_seed_columns(tmp_path, monkeypatch):
     bank = tmp_path / "bank.json"
     lessons.run("finetune", seeds=3, path=bank, log=lambda *_: None)
     # unpaired, the drift hides the effect; paired by seed it stands out
-    assert "within twice the spread" in [r for r in lessons.bank_summary("finetune", path=bank).splitlines()
+    assert "within twice the larger spread" in [r for r in lessons.bank_summary("finetune", path=bank).splitlines()
                                          if r.split()[0] == "adaptive"][0]
     text = lessons.bank_paired("finetune", "adaptive", path=bank)
     assert "seed 0: -1.000 · seed 1: -1.000 · seed 2: -1.000" in text
