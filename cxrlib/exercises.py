@@ -703,30 +703,79 @@ register(
     reference="cxrlib.augment.adjust_brightness_contrast",
     checker=compare_outputs(lambda: [
         case(_unit_ramp(), 0.1, 1.0, label="brightness +0.1, contrast 1.0"),
-        case(_unit_ramp(), -0.05, 1.1, label="brightness -0.05, contrast 1.1 (the seed's ranges)"),
-        case(_unit_ramp(), 0.0, 0.5, label="contrast 0.5 only (each image about its own mean)"),
+        case(_unit_ramp(), 0.0, 0.5, label="two images, contrast 0.5 only (each image about its own mean)"),
+        case(_unit_ramp(), -0.05, 1.1, label="brightness -0.05, contrast 1.1 (the original project's ranges)"),
         case(_unit_ramp(), 0.4, 1.5, label="strong: brightness +0.4, contrast 1.5 (must clip to [0, 1])"),
     ], atol=1e-6),
-    hint="x + brightness; mean = x.mean(axis=(-2, -1), keepdims=True) per image; (x - mean) * contrast + mean; "
-    ".clip(0, 1) last",
+    hint="the stretch is about each image's own mean: average over the last two axes only "
+    "(x.mean(axis=(-2, -1), keepdims=True)), not over the whole batch; clip to [0, 1] last",
 )
 
 
-def _mean_brightness_cases():
+def _exposure_sets():
+    """Four sets of 200 small films (uint8) with known answers for an exposure probe: the clean films, the same
+    with a random brightness shift each (b ∈ [-0.3, 0.3]: what offline jitter does), with each film's contrast
+    stretched about its own mean (c ∈ [0.6, 1.4]) and with each film's pixels shuffled (other anatomy, same
+    exposure)."""
     import torch
+    import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (5, 1, 6, 6), generator=g, dtype=torch.uint8)
-    flat = torch.stack([torch.full((1, 4, 4), v, dtype=torch.uint8) for v in (0, 51, 255)])
-    return [case(images, label="5 random uint8 images (5, 1, 6, 6)"),
-            case(flat, label="three flat images of 0, 51 and 255 (expect 0.0, 0.2, 1.0)")]
+    n, side = 200, 16
+    coarse = (torch.rand(n, 1, 4, 4, generator=g) - 0.5) * 0.8
+    anatomy = F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
+    clean = 0.5 + 0.04 * torch.randn(n, 1, 1, 1, generator=g) + anatomy
+    mean = clean.mean(dim=(2, 3), keepdim=True)
+    shift = (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.6
+    stretch = 0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
+    order = torch.stack([torch.randperm(side * side, generator=g) for _ in range(n)])
+    shuffled = clean.flatten(1).gather(1, order).view_as(clean)
+
+    def films(x):
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    return {"clean": films(clean), "brightness-shifted": films(clean + shift),
+            "contrast-stretched": films((clean - mean) * stretch + mean), "pixels shuffled": films(shuffled)}
+
+
+def _check_exposure_probe(candidate, reference):
+    import torch
+
+    sets = _exposure_sets()
+    values = {}
+    for name, x in sets.items():
+        v = candidate(x.clone())
+        if isinstance(v, torch.Tensor) and v.numel() != 1:
+            return (f"your probe returned a tensor of shape {tuple(v.shape)} for {len(x)} films: it must return "
+                    "one number for the whole set")
+        try:
+            values[name] = float(v)
+        except (TypeError, ValueError):
+            return f"your probe returned {type(v).__name__}, not a number"
+        if not math.isfinite(values[name]):
+            return f"your probe gave {values[name]} on the {name} films: it must be a finite number"
+    base = values["clean"]
+    if base == 0:
+        return "your probe gives 0 on the clean films, so it cannot say how much a change multiplies it"
+    ratios = {k: v / base for k, v in values.items()}
+    ref = {k: float(reference(x)) for k, x in sets.items()}
+    said = (f"your probe: clean films {base:.4g} · " + " · ".join(f"{k} {values[k]:.4g} (×{ratios[k]:.2f})"
+            for k in list(sets)[1:]) + f"; a probe that works gives ×{ref['brightness-shifted'] / ref['clean']:.2f}"
+            f", ×{ref['contrast-stretched'] / ref['clean']:.2f} and ×{ref['pixels shuffled'] / ref['clean']:.2f}")
+    if ratios["brightness-shifted"] < 2:
+        return f"a brightness shift per film must at least double it — {said}"
+    for k in ("contrast-stretched", "pixels shuffled"):
+        if abs(ratios[k] - 1) > 0.1:
+            return f"{k} films have the same exposures, so it must move by less than 10 % — {said}"
+    return None
 
 
 register(
-    "01.mean_brightness",
-    reference="cxrlib.metrics.mean_brightness",
-    checker=compare_outputs(_mean_brightness_cases, atol=1e-6),
-    hint="convert to float, divide by 255, then average over dims (1, 2, 3): one number per image, shape (N,)",
+    "01.exposure_probe",
+    reference="cxrlib.experiments.exposure_spread",
+    checker=_check_exposure_probe,
+    hint="give each film one number for its exposure first (section 1 has one), then measure how much that "
+    "number varies across the set",
 )
 
 
@@ -745,38 +794,12 @@ register(
     "01.is_inside",
     reference="cxrlib.data.is_inside",
     checker=compare_outputs(_inside_cases),
-    hint="resolve both with pathlib.Path(...).resolve(), then path == folder or path.is_relative_to(folder); "
-    "a string test like startswith() calls 'data/train2' inside 'data/train'",
+    hint="compare paths, not strings: Path(...).resolve() removes '..' and relative parts, and "
+    "path == folder or path.is_relative_to(folder) compares whole folder names ('train2' is not 'train')",
 )
 
 
 # ----------------------------------------------------------------------- 02 architecture
-def _output_size_cases():
-    from torch import nn
-
-    return [
-        case(32, nn.Sequential(nn.Conv2d(1, 8, 5, stride=2, padding=2), nn.LeakyReLU(0.2),
-                               nn.Conv2d(8, 16, 5, stride=2, padding=2)),
-             label="32 px through two Conv2d(k=5, stride=2, padding=2) (the seed's D)"),
-        case(7, nn.Sequential(nn.Conv2d(1, 1, 3)), label="7 px through Conv2d(k=3, no padding)"),
-        case(4, nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                              nn.Upsample(scale_factor=2), nn.Conv2d(8, 8, 5, padding=2)),
-             label="4 px through two Upsample(×2) + 'same' Conv2d blocks"),
-        case(4, nn.Sequential(nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.BatchNorm2d(8),
-                              nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1)),
-             label="4 px through ConvTranspose2d(k=4, s=2, p=1) and ConvTranspose2d(k=3, s=2, p=1, output_padding=1)"),
-        case(10, nn.Sequential(nn.Conv2d(1, 1, 3, stride=3)), label="10 px through Conv2d(k=3, stride=3): rounds down"),
-    ]
-
-
-register(
-    "02.output_size",
-    reference="cxrlib.models.output_size",
-    checker=compare_outputs(_output_size_cases),
-    hint="Conv2d: (n + 2p - k) // s + 1; ConvTranspose2d: (n - 1)·s - 2p + k + output_padding; Upsample: "
-    "n · scale_factor; other layers keep n (m.kernel_size, m.stride, m.padding are tuples: take [0])",
-)
-
 register(
     "02.conv_params",
     reference="cxrlib.models.conv2d_params",
@@ -829,6 +852,106 @@ register(
 )
 
 
+def spectral_normalise(weight):
+    """Reference of exercise 02.spectral_normalise: ``weight / σ_max``, σ_max the largest singular value of the
+    weight seen as a matrix (out_features, everything else) -- what spectral normalisation divides by (computed
+    exactly here; the library layer estimates it with one power iteration per training forward pass).
+
+    weight: a Linear (out, in) or Conv2d (out, in, k, k) weight → a new tensor of the same shape, σ_max = 1."""
+    import torch
+
+    return weight / torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2)
+
+
+def _check_spectral_normalise(candidate, reference):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    cases = [("a Linear weight (8, 20)", torch.randn(8, 20, generator=g)),
+             ("a Conv2d weight (16, 8, 3, 3)", 0.2 * torch.randn(16, 8, 3, 3, generator=g)),
+             ("a Conv2d weight (32, 16, 3, 3) scaled ×3", 0.6 * torch.randn(32, 16, 3, 3, generator=g))]
+    for label, w in cases:
+        keep = w.clone()
+        got = candidate(w)
+        if not torch.equal(w, keep):
+            return f"for {label} it changed the weight in place: return a new tensor (weight / σ), leave W as it is"
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(w.shape):
+            return f"for {label} expected a tensor of shape {tuple(w.shape)}, got {describe_value(got)}"
+        ratio = (got.reshape(-1).double() / w.reshape(-1).double())
+        if not torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4) or float(ratio[0]) <= 0:
+            return f"for {label} the result is not W times one positive number: divide the whole weight by σ_max"
+        sigma = float(torch.linalg.matrix_norm(got.reshape(got.shape[0], -1).double(), ord=2))
+        if abs(sigma - 1.0) > 1e-3:
+            raw = float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1).double(), ord=2))
+            return (f"for {label} (raw σ_max {raw:.2f}, Frobenius norm {float(w.norm()):.2f}) your result has "
+                    f"σ_max = {sigma:.3f}, expected 1.000: you divided by {raw / sigma:.2f}. A layer scaled so would "
+                    f"shrink its input ×{sigma:.2f} at most, and {sigma:.2f}^12 = {sigma ** 12:.1e} through 12 such "
+                    "layers (the course D at 64 px)")
+    return None
+
+
+register(
+    "02.spectral_normalise",
+    reference=spectral_normalise,
+    checker=_check_spectral_normalise,
+    hint="see W as a matrix: w = weight.reshape(weight.shape[0], -1); σ_max = torch.linalg.matrix_norm(w, ord=2) "
+    "(the largest singular value); weight.norm() is the Frobenius norm √(Σ σᵢ²), larger than σ_max",
+)
+
+
+# ----------------------------------------------------------------------- 03 what to scale (width, data, steps)
+def _check_equal_compute(candidate, reference):
+    from cxrlib.experiments import step_flops
+    from cxrlib.models import build_models, count_params
+
+    for widths, wide_steps, size, batch in (((0.5, 2.0), 60, 32, 16), ((0.25, 1.0), 10, 32, 8)):
+        setting = f"widths {widths}, the widest {wide_steps} steps, {size} px, batch {batch}"
+        got, want = candidate(widths, wide_steps, size, batch), reference(widths, wide_steps, size, batch)
+        if not isinstance(got, dict) or set(got) != set(widths):
+            return f"for {setting} expected a dict {{width: steps}} with keys {widths}, got {describe_value(got)}"
+        cost = {w: step_flops(w, size, batch) for w in widths}
+        compute = cost[max(widths)] * wide_steps
+        for w in widths:
+            if not isinstance(got[w], int) and not (hasattr(got[w], "is_integer") and got[w].is_integer()):
+                return f"for {setting} width {w} gets {got[w]!r} steps: a run takes whole steps (round, int)"
+            if abs(got[w] - want[w]) > 1:
+                params = {v: sum(count_params(m) for m in build_models("course", size, width=v)) for v in widths}
+                lo, hi = min(widths), max(widths)
+                return (f"for {setting}: width {w} gets {got[w]} steps = {got[w] * cost[w] / compute:.2f}× the widest "
+                        f"run's FLOPs, expected {want[w]} steps (1.00×). Between widths {lo} and {hi} the FLOPs per "
+                        f"step differ {cost[hi] / cost[lo]:.1f}×, the parameter counts only "
+                        f"{params[hi] / params[lo]:.1f}×")
+    return None
+
+
+register(
+    "03.scale_equal_compute",
+    reference="cxrlib.experiments.equal_compute_steps",
+    checker=_check_equal_compute,
+    hint="the cost of a step is its FLOPs: cost = {w: cxrlib.experiments.step_flops(w, size, batch)}; "
+    "compute = cost[max(widths)] * wide_steps; steps = max(1, round(compute / cost[w]))",
+)
+
+
+def passes_over_data(steps, batch, n_images):
+    """Reference of exercise 03.scale_passes: how many times a run of ``steps`` steps, ``batch`` real images per
+    step, sees each of its ``n_images`` training images on average (a float)."""
+    return steps * batch / n_images
+
+
+register(
+    "03.scale_passes",
+    reference=passes_over_data,
+    checker=compare_outputs(lambda: [
+        case(1500, 32, 1000, label="1,500 steps, batch 32, 1,000 images"),
+        case(1500, 32, 50, label="1,500 steps, batch 32, 50 images"),
+        case(2000, 128, 16, label="the toy: 2,000 steps, batch 128, 16 points"),
+        case(80, 32, 800, label="80 steps, batch 32, 800 images (a pass is not a whole number)"),
+    ], atol=1e-9),
+    hint="each step shows D `batch` real images: steps · batch images in all, spread over n_images images",
+)
+
+
 # ----------------------------------------------------------------------- 03 adversarial training tricks
 def _bce_targets_checker(candidate, reference):
     import torch
@@ -878,57 +1001,6 @@ register(
 )
 
 
-def _d_loss_cases():
-    import torch
-
-    g = torch.Generator().manual_seed(3)
-    real, fake = 2 * torch.randn(6, generator=g), 2 * torch.randn(4, generator=g) - 1
-    return [
-        case(real, fake, label="6 real and 4 fake logits, no smoothing"),
-        case(real, fake, label_smoothing=0.1, label="the same with label_smoothing=0.1 (the seed's)"),
-        case(torch.full((3,), 8.0), torch.full((3,), -8.0), label_smoothing=0.1,
-             label="a very confident D (logits ±8) with label_smoothing=0.1"),
-    ]
-
-
-register(
-    "03.d_loss_bce",
-    reference="cxrlib.losses.d_loss_bce",
-    checker=compare_outputs(_d_loss_cases, atol=1e-5),
-    hint="t_real, t_fake = bce_targets(...); d_loss_real = F.binary_cross_entropy_with_logits(real_logits, "
-    "t_real); stats: D(x) = torch.sigmoid(real_logits).mean(), D(G(z)) likewise for the fakes",
-)
-
-
-def ema_update(ema, new, beta):
-    """Reference of exercise 03.ema_update: ``beta·ema + (1 - beta)·new`` (a new tensor; inputs unchanged).
-
-    ema, new: tensors of one shape (or numbers); beta in [0, 1]. ``cxrlib.train.EMA.update`` applies this to
-    every weight of G after every G step (``torch._foreach_lerp_``, in place)."""
-    return beta * ema + (1 - beta) * new
-
-
-def _ema_update_cases():
-    import torch
-
-    g = torch.Generator().manual_seed(4)
-    ema, new = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
-    return [
-        case(ema, new, 0.9, label="two (3, 4) tensors, beta=0.9"),
-        case(ema, new, 0.999, label="beta=0.999 (the seed's fine-tuning EMA)"),
-        case(ema, new, 0.0, label="beta=0 (the average is just the new weights)"),
-        case(ema, new, 1.0, label="beta=1 (the average never moves)"),
-    ]
-
-
-register(
-    "03.ema_update",
-    reference=ema_update,
-    checker=compare_outputs(_ema_update_cases, atol=1e-6),
-    hint="keep beta of the old average and add (1 - beta) of the new value; return a new tensor",
-)
-
-
 # The toy GAN of notebook 03 (cxrlib.toy): a step is judged by what it does -- it must move both networks, and a
 # short training run with it must find most of the ring's 8 modes, as the library's step does.
 TOY_CHECK_STEPS, TOY_CHECK_SEEDS, TOY_CHECK_MODES, TOY_CHECK_GOOD = 1200, 2, 5.0, 0.3
@@ -974,10 +1046,77 @@ register(
 )
 
 
+# Choose a setting and defend it with a number: the recipe that collapses in every seed (3 G steps per D step)
+# must, with one or two settings changed, cover the ring better than twice the larger seed-to-seed spread.
+RESCUE_STEPS, RESCUE_SEEDS = 1200, 4
+RESCUE_KEEP = ("g_steps_per_d_step", "d_steps_per_g_step", "steps", "batch", "loss", "modes", "std", "n_train",
+               "z_dim", "hidden", "depth")
+
+
+def rescue_collapse(cfg):
+    """Reference of exercise 03.rescue_collapse: the collapsing recipe ``cfg`` (3 G steps per D step), rescued by
+    letting D learn faster (5× its learning rate), so that it keeps up with G's three updates."""
+    return cfg.replace(d_lr=5 * cfg.d_lr)
+
+
+def _collapsing_recipe():
+    from cxrlib import toy
+
+    return toy.trick_variants(RESCUE_STEPS)["3 G steps per D step"]
+
+
+_COLLAPSE_COUNTS: dict = {}  # trained once per session: a second try of the exercise costs one training, not two
+
+
+def _rescue_checker(candidate, reference) -> str | None:
+    from cxrlib import toy
+
+    base = _collapsing_recipe()
+    cfg = candidate(base)
+    if not isinstance(cfg, toy.ToyConfig):
+        return f"expected a toy.ToyConfig (write `return cfg.replace(...)`), got {describe_value(cfg)}"
+    for field in RESCUE_KEEP:
+        if getattr(cfg, field) != getattr(base, field):
+            return (f"keep {field}={getattr(base, field)!r} (yours: {getattr(cfg, field)!r}): the exercise is to make "
+                    "3 G steps per D step work on the same ring, with the same networks and steps")
+    if not _COLLAPSE_COUNTS:
+        r = toy.train(base, seeds=RESCUE_SEEDS)
+        _COLLAPSE_COUNTS.update(modes=r.modes_covered.float(), good=r.good_share.float())
+    r = toy.train(cfg, seeds=RESCUE_SEEDS)
+
+    def ms(x):
+        return float(x.mean()), float(x.std())
+
+    problems = []
+    print(f"{RESCUE_STEPS} steps, {RESCUE_SEEDS} seeds, 3 G steps per D step as given → with your settings:")
+    for what, old, new, scale, unit in (("modes covered", _COLLAPSE_COUNTS["modes"], r.modes_covered.float(), 1, ""),
+                                        ("good samples", _COLLAPSE_COUNTS["good"], r.good_share.float(), 100, " %")):
+        (a, sa), (b, sb) = ms(scale * old), ms(scale * new)
+        noise = 2 * max(sa, sb)
+        verdict = "above" if b - a > noise else "within"
+        print(f"  {what:<14} {' '.join(f'{scale * float(v):.0f}' for v in old):<14} → "
+              f"{' '.join(f'{scale * float(v):.0f}' for v in new):<14} mean {a:.1f} → {b:.1f}{unit} "
+              f"({b - a:+.1f}), {verdict} twice the larger spread ({noise:.1f})")
+        if verdict == "within":
+            problems.append(f"{what}: {b - a:+.1f}{unit} is not above twice the larger spread ({noise:.1f})")
+    if problems:
+        return "; ".join(problems) + " -- these seeds cannot tell your recipe from the collapse"
+    return None
+
+
+register(
+    "03.rescue_collapse",
+    reference=rescue_collapse,
+    checker=_rescue_checker,
+    hint="G takes three updates for each of D's: make D learn faster or G's updates smaller (cfg.replace(d_lr=..., "
+    "g_lr=...)), or try a trick of section 3/4; a single seed that still collapses sinks the verdict",
+)
+
+
 # ----------------------------------------------------------------------- 04 fine-tuning
 def _ema_beta_cases():
     return [
-        case(8, 5.54, label="batch 8, half-life 5.54 kimg (the seed's beta 0.999)"),
+        case(8, 5.54, label="batch 8, half-life 5.54 kimg (the original project's beta 0.999)"),
         case(32, 5.0, label="batch 32, half-life 5 kimg (the course recipe)"),
         case(64, 0.5, label="batch 64, half-life 0.5 kimg"),
         case(32, 5.0, images_seen=1000, rampup=0.05, label="ramp-up: 1,000 images seen, rampup 0.05"),
@@ -990,8 +1129,8 @@ register(
     "04.ema_beta",
     reference="cxrlib.train.ema_beta",
     checker=compare_outputs(_ema_beta_cases, atol=1e-9, rtol=1e-9),
-    hint="half_life = half_life_kimg·1000 images (capped at rampup·images_seen when rampup > 0); "
-    "beta = 0.5 ** (batch / half_life), or 0.0 when the half-life is 0",
+    hint="the EMA is updated once per G step, and one step shows G `batch` images: what fraction of a half-life "
+    "is that? beta = 0.5 ** (that fraction)",
 )
 
 
@@ -1031,8 +1170,52 @@ register(
     "04.reduce_on_plateau",
     reference=reduce_on_plateau,
     checker=compare_outputs(_plateau_cases, atol=1e-12),
-    hint="keep best (start: infinity) and a count of bad measurements; improved = d < best·(1 - threshold); "
-    "when the count reaches patience multiply the scale by factor and reset the count to 0",
+    hint="a measurement improves when it beats the *best so far* by the threshold, not the last measurement: "
+    "best may change only when a measurement improves",
+)
+
+
+PHASE_SHARE, PHASE_MIN_STEPS = 0.75, 10  # exercise 04.finetune_half_life's demands (a) and (b)
+
+
+def finetune_half_life(steps, batch):
+    """Reference of exercise 04.finetune_half_life: an EMA half-life (thousands of images) for a fine-tuning phase of
+    ``steps`` G steps at ``batch`` images: a third of the phase's images, so the phase makes up 1 - 0.5**3 = 7/8 of
+    the EMA generator at its end (demand (a): at least 3/4), but never under 10 steps' images (demand (b)); a phase
+    shorter than 30 steps then keeps less than 7/8, and one of 20 steps exactly 3/4, (a)'s limit."""
+    return max(steps / 3, PHASE_MIN_STEPS) * batch / 1000
+
+
+def _half_life_checker(candidate, reference):
+    for steps, batch in ((150, 32), (1000, 32), (400, 16), (60, 64), (25, 32)):  # the last: a short phase
+        plan = f"a phase of {steps} steps at batch {batch}"
+        h = candidate(steps, batch)
+        try:
+            h = float(h)
+        except (TypeError, ValueError):
+            return f"for {plan}: expected a number of thousands of images, got {describe_value(h)}"
+        if not math.isfinite(h) or h <= 0:
+            return f"for {plan}: expected a positive number of thousands of images, got {h:g}"
+        share = 1 - 0.5 ** (steps * batch / (h * 1000))
+        span = h * 1000 / batch
+        if share < PHASE_SHARE - 1e-9:  # a rule exactly at a limit meets it (floating-point rounding aside)
+            return (f"for {plan}, a half-life of {h:g} thousand images leaves the phase only {share:.0%} of the EMA "
+                    f"at its end (demand (a): at least {PHASE_SHARE:.0%}, i.e. a half-life of at most "
+                    f"{steps * batch / 2000:g} thousand images)")
+        if span < PHASE_MIN_STEPS - 1e-9:
+            return (f"for {plan}, a half-life of {h:g} thousand images spans only {span:.1f} steps: the average "
+                    f"would follow the raw G's jitter (demand (b): at least {PHASE_MIN_STEPS} steps, i.e. "
+                    f"{PHASE_MIN_STEPS * batch / 1000:g} thousand images)")
+    return None
+
+
+register(
+    "04.finetune_half_life",
+    reference=finetune_half_life,
+    checker=_half_life_checker,
+    hint="after P images the phase makes up 1 - 0.5 ** (P / half-life) of the EMA: solve (a) for the half-life; "
+    "(b) is a half-life of at least 10·batch images; pick a rule between the two bounds that holds for short "
+    "phases too",
 )
 
 
@@ -1105,13 +1288,81 @@ def _copy_flags_cases():
     ]
 
 
+_copy_flags_compare = compare_outputs(_copy_flags_cases)
+
+
+def _copy_flags_checker(candidate, reference) -> str | None:
+    """Compare with the reference; an audit that flags nothing at all gets a pointed message (the notebook's
+    broken version: each training point counts as its own nearest neighbour, so every ρ is 0)."""
+    import torch
+
+    problem = _copy_flags_compare(candidate, reference)
+    if problem is None:
+        return None
+    first = _copy_flags_cases()[0]
+    got, expected = torch.as_tensor(candidate(*first.args)), reference(*first.args)
+    if got.shape == expected.shape and int(got.sum()) == 0 < int(expected.sum()):
+        return (f"on the 2-D map of seven training points your audit flags 0 of {len(expected)} samples, the "
+                f"reference {int(expected.sum())} — even the exact copy of t0 passes. An audit that never flags "
+                "is worthless: print rho; is every training point's nearest neighbour itself, at distance 0?")
+    return problem
+
+
 register(
     "05.copy_flags",
     reference="cxrlib.metrics.copy_flags",
-    checker=compare_outputs(_copy_flags_cases),
-    hint="d = torch.cdist(e_fake, e_train); the two smallest per row give d1, d2 and the nearest index; "
-    "rho = each training point's distance to its nearest *other* training point; "
-    "flag d1 < alpha·rho[nearest] AND d1/d2 < ratio_threshold",
+    checker=_copy_flags_checker,
+    hint="rho must be each training point's distance to its nearest *other* training point: what does d_train "
+    "hold on its diagonal, and what does min() then return?",
+)
+
+
+#: notebook 05's probe: two halves of PROBE_N phantoms at PROBE_SIZE px; a probe passes when the histogram
+#: distance stays within PROBE_HIST_MAX × its floor and SWD ×10³ reaches PROBE_SWD_MIN × its floor
+PROBE_SIZE, PROBE_N, PROBE_HIST_MAX, PROBE_SWD_MIN = 32, 64, 1.5, 3.0
+
+
+def shuffle_pixels(images, seed: int = 0):
+    """images: (N, C, H, W) → the same shape and dtype, every image's pixels put in one fixed random order.
+
+    Each image keeps exactly its pixel values (its intensity histogram), and loses every structure: a
+    corruption the histogram distance cannot see and SWD can (notebook 05's probe)."""
+    import torch
+
+    n, c, h, w = images.shape
+    order = torch.randperm(h * w, generator=torch.Generator().manual_seed(seed))
+    return images.reshape(n, c, h * w)[:, :, order].reshape(n, c, h, w)
+
+
+def _probe_checker(candidate, reference) -> str | None:
+    from cxrlib import data, metrics
+
+    x = data.load_dataset("phantom", size=PROBE_SIZE, n=2 * PROBE_N, seed=3).images  # classes alternate
+    ref, other = x[:PROBE_N], x[PROBE_N:]
+    out = candidate(other.clone())
+    if getattr(out, "shape", None) != other.shape:
+        return f"expected images of the input's shape {tuple(other.shape)}, got {describe_value(out)}"
+    out = metrics.as_images(out)
+    hist_floor, swd_floor = metrics.histogram_distance(ref, other), metrics.swd(ref, other, n_repeats=1)["avg"]
+    hist, swd = metrics.histogram_distance(ref, out), metrics.swd(ref, out, n_repeats=1)["avg"]
+    problems = []
+    if hist > PROBE_HIST_MAX * hist_floor:
+        problems.append(f"the histogram sees it: hist. W1 {hist:.4f} is {hist / hist_floor:.1f}× its floor "
+                        f"{hist_floor:.4f} (at most {PROBE_HIST_MAX}× passes) — keep every pixel value")
+    if swd < PROBE_SWD_MIN * swd_floor:
+        problems.append(f"SWD barely sees it: SWD ×10³ {swd:.1f} is {swd / swd_floor:.1f}× its floor {swd_floor:.1f} "
+                        f"(at least {PROBE_SWD_MIN}× passes) — change what small patches look like")
+    if problems:
+        return f"on two sets of {PROBE_N} phantoms at {PROBE_SIZE} px, " + "; ".join(problems)
+    return None
+
+
+register(
+    "05.probe",
+    reference=shuffle_pixels,
+    checker=_probe_checker,
+    hint="the histogram counts how many pixels have each value and ignores where they are: move pixels "
+    "around (shuffle, flip upside down, swap halves…) without changing any value",
 )
 
 
@@ -1168,8 +1419,9 @@ register(
     "06.class_labels",
     reference="cxrlib.conditional.sample_class_labels",
     checker=_class_labels_checker,
-    hint="shares = torch.bincount(labels) / len(labels); torch.multinomial(shares, n, replacement=True, "
-    "generator=generator); balanced: torch.randint(n_classes, (n,), generator=generator)",
+    hint="uniform labels are right only for balanced=True; otherwise draw with the training labels' shares: "
+    "shares = torch.bincount(labels, minlength=n_classes) / len(labels), then "
+    "torch.multinomial(shares, n, replacement=True, generator=generator)",
 )
 
 
@@ -1201,6 +1453,8 @@ def _cycle_cases():
     a, b = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1, torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
     return [
         case(a, b, lambda x: x, lambda x: x, label="identity generators: every image comes back, loss 0"),
+        case(a, b, lambda x: x + 0.5, lambda x: x - 0.5,
+             label="G_ab adds 0.5 and G_ba takes it away: every image comes back exactly, so the loss must be 0"),
         case(a, b, lambda x: -x, lambda x: -x, label="two inversions undo each other: loss 0 again"),
         case(a, b, lambda x: 0.5 * x, lambda x: x, label="G_ab halves, G_ba keeps: nothing comes back whole"),
         case(a, b, lambda x: x + 0.1, lambda x: x.clamp(-0.5, 0.5), label="a shift and a clamp"),
@@ -1211,8 +1465,9 @@ register(
     "07.cycle_loss",
     reference="cxrlib.cyclegan.cycle_loss",
     checker=compare_outputs(_cycle_cases),
-    hint="translate a there and back, g_ba(g_ab(real_a)), and compare with real_a by the mean absolute "
-    "difference; the same for b the other way round; add the two",
+    hint="a round trip must give back the image it started from: compare g_ba(g_ab(real_a)) with real_a and "
+    "g_ab(g_ba(real_b)) with real_b, not with the translations fake_b, fake_a (that loss is 0 whenever the "
+    "second generator copies its input, whatever the first one drew)",
 )
 
 

@@ -254,16 +254,16 @@ def leak_runs(clean, jittered, *, steps: int, size: int, batch: int, p: float, s
 
 # ======================================================================= notebook 04's continuations
 FINETUNE_ARMS = ("continue", "original recipe", "adaptive")
-SEED_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the seed's fine-tuning recipe
+SEED_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the original project's fine-tuning recipe
 
 
 def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int = 8, seed: int = 0) -> dict:
     """From an exported generator (weights without Adam moments, e.g. the shipped one): ``warmup`` steps of its own
     recipe rebuild the optimiser state into ``out/base``; then three continuations of ``steps`` each
     (``FINETUNE_ARMS``): *continue* (``Trainer.resume``: same rates, Adam moments kept), *original recipe*
-    (``Trainer.finetune`` with the seed's rates ``SEED_FINETUNE_RATES``, fresh moments), *adaptive* (the same plus
-    reduce-on-plateau). Every trainer uses ``seed``. Returns {"before" and each arm: {"swd": SWD ×10³ of the EMA
-    generator against ``heldout`` (``evaluate``), "swd_raw": the same for the raw G, "seconds"}}."""
+    (``Trainer.finetune`` with the original project's rates ``SEED_FINETUNE_RATES``, fresh moments), *adaptive*
+    (the same plus reduce-on-plateau). Every trainer uses ``seed``. Returns {"before" and each arm: {"swd": SWD ×10³
+    of the EMA generator against ``heldout`` (``evaluate``), "swd_raw": the same for the raw G, "seconds"}}."""
     from pathlib import Path
 
     out = Path(out)
@@ -343,9 +343,26 @@ def width_arm(width: float) -> str:
     return f"width {width:g}"
 
 
+def step_flops(width: float, size: int, batch: int) -> int:
+    """FLOPs of one training step of the ``course`` networks at ``width`` and ``size`` px with ``batch`` images
+    (``models.flops_per_image``: forward and backward, D step and G step)."""
+    from cxrlib import models
+
+    return models.flops_per_image(*models.build_models("course", size, width=width), size)["train_step"] * batch
+
+
+def equal_compute_steps(widths, wide_steps: int, size: int, batch: int) -> dict:
+    """{width: steps} so that every width spends the FLOPs of ``wide_steps`` steps of the widest one (whole steps,
+    at least 1): a step's cost is its FLOPs (:func:`step_flops`), not its parameter count."""
+    cost = {w: step_flops(w, size, batch) for w in widths}
+    compute = cost[max(widths)] * wide_steps
+    return {w: max(1, round(compute / cost[w])) for w in widths}
+
+
 def width_runs(train, heldout, *, widths=(0.5, 2.0), wide_steps: int, batch: int, seed: int = 0,
                n_eval: int | None = None, minutes: float | None = None, log=None) -> dict:
-    """Notebook 02's "larger is not better": the ``course`` recipe at several widths for the **same compute**.
+    """The "What to scale" notebook's "larger is not better": the ``course`` recipe at several widths for the **same
+    compute**.
 
     The widest model trains ``wide_steps`` steps; every other as many steps as the same FLOPs buy it
     (``models.flops_per_image``, forward and backward of a step). train, heldout: uint8 (N, 1, S, S) (or image sets);
@@ -358,23 +375,23 @@ def width_runs(train, heldout, *, widths=(0.5, 2.0), wide_steps: int, batch: int
     train = getattr(train, "images", train)
     real = getattr(heldout, "images", heldout)
     size = train.shape[-1]
-    step_flops = {w: models.flops_per_image(*models.build_models("course", size, width=w), size)["train_step"] * batch
-                  for w in widths}
-    compute = step_flops[max(widths)] * wide_steps
+    flops = {w: step_flops(w, size, batch) for w in widths}
+    compute = flops[max(widths)] * wide_steps
+    plan = equal_compute_steps(widths, wide_steps, size, batch)
 
     def swd(fake, ref):
         return metrics.swd(ref, fake)["avg"]
 
     out = {}
     for w in widths:
-        cfg = make_config("course", size=size, batch=batch, width=w, steps=max(1, round(compute / step_flops[w])),
+        cfg = make_config("course", size=size, batch=batch, width=w, steps=plan[w],
                           minutes=minutes, log_every=10, seed=seed, sample_every=10**9, checkpoint_every=10**9)
         trainer = Trainer(cfg, train)
         trainer.fit(progress=False)
         fake = trainer.sample(n_eval or len(real), seed=1)
         with torch.random.fork_rng(devices=[]):
             out[w] = dict(params=models.count_params(trainer.G) + models.count_params(trainer.D),
-                          step_flops=step_flops[w], compute=compute, steps=trainer.step, seconds=trainer.seconds,
+                          step_flops=flops[w], compute=compute, steps=trainer.step, seconds=trainer.seconds,
                           fake=fake, swd=swd(fake, real), halves=split_half(swd, fake, real))
         del trainer  # free one run's networks and optimiser states before the next is built
         if log is not None:

@@ -425,6 +425,28 @@ def conclusions(results: dict[str, ToyResult], baseline: str | None = None) -> s
             f"Within it (these seeds cannot tell them from {baseline!r}): {', '.join(within) or 'none'}.")
 
 
+def seed_table(results: dict[str, ToyResult], baseline: str | None = None) -> str:
+    """Each recipe's runs seed by seed (modes covered · good samples), and its good samples minus ``baseline``'s
+    (default: the first row) paired by seed -- run r of every recipe starts from the same weights -- as mean ± std
+    of the differences, "above" when the mean exceeds twice that std and "within" otherwise."""
+    names = list(results)
+    baseline = baseline or names[0]
+    seeds = len(results[baseline].modes_covered)
+    base_good = results[baseline].good_share.float()
+    lines = [f"seed by seed: modes covered · good samples; Δ good samples against {baseline!r}, paired by seed",
+             f"{'recipe':<28}" + "".join(f"{'seed ' + str(s):>12}" for s in range(seeds)) + "   Δ good samples, paired"]
+    for name in names:
+        r = results[name]
+        row = "".join(f"{int(m):>4} · {100 * float(g):>3.0f} %" for m, g in zip(r.modes_covered, r.good_share))
+        if name == baseline:
+            paired = "(baseline)"
+        else:
+            m, s = _ms(100 * (r.good_share.float() - base_good))
+            paired = f"{m:+.0f} ± {s:.0f} pp {'above' if abs(m) > 2 * s else 'within'}"
+        lines.append(f"{name:<28}{row}   {paired}")
+    return "\n".join(lines)
+
+
 def budget_steps(budget) -> int:
     """Training steps of one toy run for a ``cxrlib.config.Budget``: 2,000 (a few seconds per recipe on a laptop
     CPU, enough for a balanced GAN to find the ring), 200 in the smoke budget (CI: the cells run, the numbers
@@ -450,9 +472,9 @@ def trick_variants(steps: int = 2000) -> dict[str, ToyConfig]:
 
 
 def modern_variants(steps: int = 2000) -> dict[str, ToyConfig]:
-    """Notebook 08's grid: the modern recipe (RpGAN + R1 + R2, Adam β₁ = 0, no tricks) first, then the seed's tricks
-    added to it one at a time, then the course's BCE without and with the seed's tricks -- does a trick still help
-    once the loss is well posed?"""
+    """Notebook 08's grid: the modern recipe (RpGAN + R1 + R2, Adam β₁ = 0, no tricks) first, then the original
+    project's tricks added to it one at a time, then the course's BCE without and with those tricks -- does a trick
+    still help once the loss is well posed?"""
     base = ToyConfig(steps=steps)
     modern = base.replace(loss="rpgan", r1_gamma=1.0, r2_gamma=1.0, betas=(0.0, 0.99))
     return {
@@ -461,7 +483,7 @@ def modern_variants(steps: int = 2000) -> dict[str, ToyConfig]:
         "  + label flipping 5 %": modern.replace(flip_prob=0.05),
         "  + 3 G steps per D step": modern.replace(g_steps_per_d_step=3),
         "BCE, no tricks": base,
-        "BCE + the seed's 3 tricks": base.replace(label_smoothing=0.1, flip_prob=0.05, g_steps_per_d_step=3),
+        "BCE + the original 3 tricks": base.replace(label_smoothing=0.1, flip_prob=0.05, g_steps_per_d_step=3),
     }
 
 

@@ -1041,13 +1041,15 @@ class Trainer:
     def finetune(cls, ckpt, data, out=None, *, lr_scale: float = 0.5, d_lr_scale: float = 1.0,
                  betas: tuple[float, float] = (0.0, 0.99), adaptive: bool = False, steps: int | None = None,
                  minutes: float | None = None, callbacks=(), **overrides) -> Trainer:
-        """The seed's second phase: continue a trained model with lower learning rates and an EMA generator.
+        """The original project's second phase: continue a trained model with lower learning rates and an EMA
+        generator.
 
         ckpt: a checkpoint file, a run directory or a loaded ``load_checkpoint`` dict; out: a new run directory.
 
-        G's lr becomes ``lr_scale`` × the checkpoint's, D's ``d_lr_scale`` × (defaults give the seed's values
-        from its 1e-4/1e-4 run: G 5e-5, D 1e-4), Adam betas ``betas`` (seed: (0, 0.99)) with fresh moments;
-        an EMA generator is switched on when the run had none (the seed's 0.999 per step).
+        G's lr becomes ``lr_scale`` × the checkpoint's, D's ``d_lr_scale`` × (defaults give the original
+        project's values from its 1e-4/1e-4 run: G 5e-5, D 1e-4), Adam betas ``betas`` (the original project's:
+        (0, 0.99)) with fresh moments; an EMA generator is switched on when the run had none (the original
+        project's 0.999 per step).
         ``adaptive``: reduce-on-plateau of the SWD quality signal (see ``adapt_lr``), held-out images taken
         from ``data``. steps: iterations to add; minutes: wall-clock cap of the fine-tuning, on its own clock
         (``seconds`` starts at 0); with neither, the budget's step count (``config.budget().steps``, as the CLI's

@@ -95,20 +95,25 @@ def translate_folder(ckpt, src, dst, direction: str | None = None, *, masks_dir=
 
 
 # =========================================================================== evaluation on held-out phantoms
-def pixel_linear_baseline(train_masks: torch.Tensor, train_images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def pixel_linear_baseline(train_masks: torch.Tensor, train_images: torch.Tensor, masks: torch.Tensor,
+                          chunk: int = 256) -> torch.Tensor:
     """What a per-pixel linear model of the masks predicts: at every pixel, least squares of the intensity on
     [1, mask channels] over the training pairs, applied to ``masks``. The baseline Pix2Pix must beat.
-    train_masks (N, C, S, S) uint8 0/255, train_images (N, 1, S, S) uint8 → uint8 (M, 1, S, S)."""
+    train_masks (N, C, S, S) uint8 0/255, train_images (N, 1, S, S) uint8 → uint8 (M, 1, S, S).
+    ``chunk`` pixels are solved at a time (each pixel's fit is independent; all at once held ~0.4 GB at 64 px)."""
     n, c, h, w = train_masks.shape
 
-    def design(m):
-        x = (m.float() / 255).permute(2, 3, 0, 1).reshape(h * w, len(m), c)  # (pixels, images, channels)
-        return torch.cat([torch.ones(h * w, len(m), 1), x], 2).double()
+    def design(m, rows):  # (pixels in rows, images, 1 + channels), float64
+        x = (m.flatten(2)[:, :, rows].float() / 255).permute(2, 0, 1)
+        return torch.cat([torch.ones(len(x), len(m), 1), x], 2).double()
 
-    y = train_images.double().permute(2, 3, 0, 1).reshape(h * w, n, 1)
-    coef = torch.linalg.lstsq(design(train_masks), y, driver="gelsd").solution  # (pixels, 1 + C, 1)
-    pred = (design(masks) @ coef).reshape(h, w, len(masks)).permute(2, 0, 1).unsqueeze(1)
-    return pred.round().clamp(0, 255).to(torch.uint8)
+    y = train_images.flatten(2).permute(2, 0, 1)  # (pixels, images, 1) uint8
+    pred = torch.empty(h * w, len(masks), dtype=torch.float64)
+    for start in range(0, h * w, chunk):
+        rows = slice(start, min(start + chunk, h * w))
+        coef = torch.linalg.lstsq(design(train_masks, rows), y[rows].double(), driver="gelsd").solution
+        pred[rows] = (design(masks, rows) @ coef)[..., 0]
+    return pred.T.reshape(len(masks), 1, h, w).round().clamp(0, 255).to(torch.uint8)
 
 
 def nearest_anatomy_baseline(train_masks: torch.Tensor, train_images: torch.Tensor, masks: torch.Tensor,
@@ -148,32 +153,53 @@ def ideal_samples(n: int, size: int, seed: int, draws: int) -> list[torch.Tensor
     return [phantom.generate(n, size=size, seed=seed + 7919 * d, anatomy_seed=seed).images for d in range(1, draws + 1)]
 
 
-def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0, extra: dict | None = None) -> dict:
-    """Scores of a Pix2Pix generator on held-out pairs ``test`` (an ImageSet with masks), with ``train`` (its
-    training pairs) for the baselines: paired scores (L1, PSNR, SSIM, pixel correlation, correlation of the
-    deviations from the training mean image), SWD ×10³ against the true images, sharpness; and the same for the
-    training mean image, the per-pixel linear model of the masks, the nearest anatomy (the real training
-    film whose masks match best: realistic, but another patient) and every ``extra`` {name: (N, 1, S, S) uint8}
-    prediction (e.g. :func:`ideal_translations`)."""
+def baseline_translations(test, train) -> dict[str, torch.Tensor]:
+    """The answers that use no network, for the masks of ``test`` given the training pairs ``train``: the
+    training mean image, the per-pixel linear model of the masks and the nearest anatomy (the real training film
+    whose masks match best: realistic, but another patient). {name: (N, 1, S, S) uint8}."""
+    mean = train.images.float().mean(0, keepdim=True).round().to(torch.uint8)
+    return {
+        "mean image": mean.expand(len(test), -1, -1, -1).contiguous(),
+        "linear model": pixel_linear_baseline(train.masks, train.images, test.masks),
+        "nearest anatomy": nearest_anatomy_baseline(train.masks, train.images, test.masks),
+    }
+
+
+def inner(images: torch.Tensor, border: int | None = None) -> torch.Tensor:
+    """The images without a ``border`` (default: 1/8 of the side) on each side: where a generator's edge
+    artefacts (the checkerboard of transposed convolutions is strongest at the film's border) cannot count."""
+    border = images.shape[-1] // 8 if border is None else border
+    return images[..., border:images.shape[-2] - border, border:images.shape[-1] - border]
+
+
+def score_translations(outputs: dict, test, train, *, swd_seed: int = 0) -> dict:
+    """Every {name: (N, 1, S, S) uint8} prediction of the images of ``test`` scored against them: paired scores
+    (L1, PSNR, SSIM, pixel correlation, correlation of the deviations from the training mean image), SWD ×10³
+    against the true images (None for the mean image: one image repeated), sharpness of the whole image and of
+    its inner part (:func:`inner`). Also "real sharpness", "real inner sharpness" and "swd floor"."""
     from cxrlib import metrics
 
     mean = train.images.float().mean(0, keepdim=True)  # 0..255
-    outputs = {
-        "pix2pix": translate(G, cfg, test.masks),
-        "mean image": mean.round().to(torch.uint8).expand(len(test), -1, -1, -1).contiguous(),
-        "linear model": pixel_linear_baseline(train.masks, train.images, test.masks),
-        "nearest anatomy": nearest_anatomy_baseline(train.masks, train.images, test.masks),
-        **(extra or {}),
-    }
     out = {}
     for name, pred in outputs.items():
         row = metrics.paired_scores(pred, test.images, reference=mean)
         row["swd"] = float(metrics.swd(test.images, pred, seed=swd_seed)["avg"]) if name != "mean image" else None
         row["sharpness"] = metrics.sharpness(pred)
+        row["inner sharpness"] = metrics.sharpness(inner(pred))
         out[name] = row
     out["real sharpness"] = metrics.sharpness(test.images)
+    out["real inner sharpness"] = metrics.sharpness(inner(test.images))
     out["swd floor"] = float(metrics.swd_floor(test.images, seed=swd_seed)["avg"])
     return out
+
+
+def evaluate_pix2pix(G, cfg: TrainConfig, test, train, *, swd_seed: int = 0, extra: dict | None = None) -> dict:
+    """Scores of a Pix2Pix generator on held-out pairs ``test`` (an ImageSet with masks), with ``train`` (its
+    training pairs) for the baselines (:func:`baseline_translations`) and every ``extra`` {name: (N, 1, S, S)
+    uint8} prediction (e.g. :func:`ideal_translations`), all scored by :func:`score_translations`; the
+    generator's row is "pix2pix"."""
+    outputs = {"pix2pix": translate(G, cfg, test.masks), **baseline_translations(test, train), **(extra or {})}
+    return score_translations(outputs, test, train, swd_seed=swd_seed)
 
 
 def evaluate_cyclegan(G, cfg: TrainConfig, normals, twins, judge, *, judge_fn=None) -> dict:

@@ -82,16 +82,7 @@ def test_seed_networks_at_512_px_can_be_measured_without_allocating_them():
     assert [b[1].out_channels for b in G.blocks] == list(models.SEED_G_WIDTHS)
 
 
-def test_exercise_checks_of_notebook_02_catch_typical_mistakes(capsys):
-    def forgets_transpose(size, layers):
-        n = size
-        for m in layers:
-            if isinstance(m, nn.Conv2d):
-                n = (n + 2 * m.padding[0] - m.kernel_size[0]) // m.stride[0] + 1
-            elif isinstance(m, nn.Upsample):
-                n = int(n * m.scale_factor)
-        return n
-
+def test_exercise_checks_of_notebooks_02_and_03_catch_typical_mistakes(capsys):
     def no_bias(c_in, c_out, k, bias=True):
         return c_out * c_in * k * k
 
@@ -101,7 +92,16 @@ def test_exercise_checks_of_notebook_02_catch_typical_mistakes(capsys):
     def no_padding(c_in, c_out, k=3):
         return nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, k), nn.LeakyReLU(0.2))
 
-    for name, wrong in (("02.output_size", forgets_transpose), ("02.conv_params", no_bias),
-                        ("02.upsample_conv_block", transposed), ("02.upsample_conv_block", no_padding)):
+    def frobenius(weight):  # the broken code the student of notebook 02 is given
+        return weight / weight.norm()
+
+    def by_parameters(widths, wide_steps, size, batch):  # the broken code the student of notebook 03 is given
+        cost = {w: sum(models.count_params(m) for m in models.build_models("course", size, width=w)) for w in widths}
+        budget = cost[max(widths)] * wide_steps
+        return {w: max(1, round(budget / cost[w])) for w in widths}
+
+    for name, wrong in (("02.conv_params", no_bias),
+                        ("02.upsample_conv_block", transposed), ("02.upsample_conv_block", no_padding),
+                        ("02.spectral_normalise", frobenius), ("03.scale_equal_compute", by_parameters)):
         assert exercises.check(name, wrong) is not wrong
         assert "not right yet" in capsys.readouterr().out

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cxrlib import exercises as ex
 
@@ -53,21 +52,9 @@ def test_bce_targets_catches_flips_that_ignore_the_generator(capsys):
     assert not kept and "generator" in out
 
 
-def test_d_loss_catches_a_loss_with_probabilities_instead_of_targets(capsys):
-    def wrong(real_logits, fake_logits, *, label_smoothing=0.0, flip_prob=0.0, generator=None):
-        d_loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))  # ignores s
-        d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        return d_loss_real + d_loss_fake, {"d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
-                                           "D(x)": torch.sigmoid(real_logits).mean(),
-                                           "D(G(z))": torch.sigmoid(fake_logits).mean()}
-
-    kept, out = verdict("03.d_loss_bce", wrong, capsys)
-    assert not kept and "label_smoothing=0.1" in out
-
-
-def test_ema_update_catches_swapped_weights(capsys):
-    kept, out = verdict("03.ema_update", lambda ema, new, beta: beta * new + (1 - beta) * ema, capsys)
-    assert not kept and "beta=0.9" in out
+def test_rescue_refuses_a_recipe_that_just_drops_the_extra_g_steps(capsys):
+    kept, out = verdict("03.rescue_collapse", lambda cfg: cfg.replace(g_steps_per_d_step=1), capsys)
+    assert not kept and "keep g_steps_per_d_step=3" in out
 
 
 def test_ema_beta_catches_a_missing_rampup_and_a_zero_half_life(capsys):
@@ -115,3 +102,53 @@ def test_reduce_on_plateau_catches_a_rule_without_threshold_or_reset(capsys):
 
     kept, out = verdict("04.reduce_on_plateau", no_reset, capsys)
     assert not kept
+
+
+def test_ema_beta_rejects_the_notebooks_broken_beta_per_image(capsys):
+    def per_image(batch, half_life_kimg, images_seen=0, rampup=0.0):  # the broken code notebook 04 hands out
+        half_life = half_life_kimg * 1000.0
+        if rampup > 0:
+            half_life = min(half_life, images_seen * rampup)
+        return 0.5 ** (1 / half_life) if half_life > 0 else 0.0
+
+    kept, out = verdict("04.ema_beta", per_image, capsys)
+    assert not kept and "expected 0.999, got 0.999875" in out
+
+
+def test_reduce_on_plateau_rejects_the_notebooks_broken_rule_that_keeps_the_last_measurement(capsys):
+    def keeps_last(history, patience=2, factor=0.5, threshold=0.01):  # the broken code notebook 04 hands out
+        best, bad, scale, scales = math.inf, 0, 1.0, []
+        for d in history:
+            improved = d < best * (1 - threshold)
+            best = d
+            if improved:
+                bad = 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    scale, bad = scale * factor, 0
+            scales.append(scale)
+        return scales
+
+    kept, out = verdict("04.reduce_on_plateau", keeps_last, capsys)
+    assert not kept and "expected 0.5 at [3], got 1" in out
+
+
+@pytest.mark.parametrize("rule", [lambda s, b: s * b / 2000, lambda s, b: 10 * b / 1000,
+                                  lambda s, b: math.sqrt(s * b / 2 * 10 * b) / 1000])
+def test_finetune_half_life_accepts_any_rule_between_the_two_demands(rule, capsys):
+    kept, out = verdict("04.finetune_half_life", rule, capsys)
+    assert kept and "✓ correct" in out
+
+
+@pytest.mark.parametrize("rule, message", [
+    (lambda s, b: 5.0, "only 49% of the EMA"),  # the course's half-life: the phase hardly shows
+    (lambda s, b: 0.1, "spans only 3.1 steps"),  # too short to average
+    (lambda s, b: s * b / 3 / 1000, "a phase of 25 steps at batch 32, a half-life of 0.266667 thousand images spans "
+                                    "only 8.3 steps"),  # a third of the phase, with no floor for short phases
+    (lambda s, b: -1.0, "a positive number"),
+    (lambda s, b: "1.6k", "a number of thousands of images"),
+])
+def test_finetune_half_life_names_the_demand_a_rule_breaks(rule, message, capsys):
+    kept, out = verdict("04.finetune_half_life", rule, capsys)
+    assert not kept and message in out

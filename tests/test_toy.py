@@ -90,6 +90,17 @@ def test_grid_table_says_which_differences_stand_above_the_spread():
     assert toy.verdict(1.0, 0.2, 0.4) == "above" and toy.verdict(0.5, 0.2, 0.4) == "within"
 
 
+def test_seed_table_shows_every_seed_and_pairs_the_differences_by_seed():
+    fake = {name: toy.ToyResult(toy.ToyConfig(), torch.zeros(3, 1, 2), torch.tensor(modes), torch.tensor(good), [], [], 0.0)
+            for name, modes, good in (("plain", [8, 8, 7], [0.70, 0.50, 0.60]), ("slow", [7, 8, 7], [0.60, 0.41, 0.49]),
+                                      ("noisy", [8, 1, 8], [0.90, 0.10, 0.70]))}
+    rows = {line.split()[0]: line for line in toy.seed_table(fake).splitlines()[2:]}
+    assert "8 ·  70 %" in rows["plain"] and "(baseline)" in rows["plain"]
+    # every seed lower by ~10 pp: paired, that stands above twice the (small) spread of the differences
+    assert "-10 ± 1 pp above" in rows["slow"]
+    assert "within" in rows["noisy"]
+
+
 def test_train_refuses_nonsense():
     from cxrlib.errors import CxrError
 
