@@ -44,7 +44,9 @@ bug, the check says what is wrong, and the notebook goes on with the reference::
         ### END BROKEN
 
 A checker is any function ``checker(candidate, reference) -> str | None``: ``None`` means correct, a string
-says what is wrong. ``compare_outputs`` builds the usual one: call both on the same inputs and compare.
+says what is wrong. ``compare_outputs`` builds the usual one: call both on the same inputs and compare. A checker
+that tests properties (many answers are right, the reference is one of them) returns ``Passes("…numbers…")`` for a
+right answer, and ``check`` prints "✓ passes" with those numbers instead of claiming the answer matches.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import os
 import random
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,7 @@ EXERCISE_TAG = "exercise"  # cell tag added to exercise cells in the student ver
 BADGES_MARKER = "<!-- cxr-gan: badges"  # the badges cell of the fixed opening (see tools/notebook_opening.py)
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 NBVAL_CHECK = "# NBVAL_CHECK_OUTPUT"
+NBVAL_CHECK_TAG = "nbval-check-output"  # the same as a cell tag (nbval reads both)
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 Checker = Callable[[Callable, Callable], "str | None"]
@@ -150,6 +154,11 @@ def _guarded(candidate: Callable) -> Callable:
     return call
 
 
+class Passes(str):
+    """A property checker's verdict for an answer that passes: what it measured (``check`` prints it after
+    "✓ passes" and names the reference as one other answer, not as the answer to match)."""
+
+
 def _is_stub(candidate: Any) -> bool:
     return candidate is None or candidate is Ellipsis or candidate is NotImplemented
 
@@ -183,6 +192,9 @@ def check(name: str, candidate: Callable | None) -> Callable:
     except Exception as e:  # the checker choked on the candidate's result; a checker bug if the reference fails too
         self_check(name)
         problem = f"your function's result could not be checked ({type(e).__name__}: {e})"
+    if isinstance(problem, Passes):
+        print(f"✓ passes — exercise '{name}': {problem} (one other answer: `{ex.reference_name}`).")
+        return candidate
     if not problem:
         print(f"✓ correct — exercise '{name}' matches `{ex.reference_name}`.")
         return candidate
@@ -199,7 +211,7 @@ def self_check(name: str) -> None:
     ex = get_exercise(name)
     reference = ex.reference_function()
     problem = ex.checker(reference, reference)
-    if problem:
+    if problem and not isinstance(problem, Passes):
         raise CxrError(f"exercise {name!r}: its checker rejects the reference `{ex.reference_name}`: {problem}")
 
 
@@ -371,10 +383,13 @@ def _array_difference(got, expected, atol: float, rtol: float, at: str) -> str |
     err = np.where(close, 0.0, np.nan_to_num(np.abs(g64 - e64), nan=np.inf))
     idx = np.unravel_index(int(np.argmax(err)), err.shape)
     n_bad = int((~close).sum())
+    with warnings.catch_warnings():  # an all-NaN result: its mean is nan, said in the message, not warned about
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_got, mean_expected = float(np.nanmean(g64)), float(np.nanmean(e64))
     return (
         f"{n_bad} of {g.size} values differ{at}; largest difference {float(err[idx]):.3g} at index "
         f"{tuple(int(i) for i in idx)} (yours {float(g64[idx]):.4g}, reference {float(e64[idx]):.4g}); "
-        f"mean yours {float(np.nanmean(g64)):.4g} vs reference {float(np.nanmean(e64)):.4g}"
+        f"mean yours {mean_got:.4g} vs reference {mean_expected:.4g}"
     )
 
 
@@ -421,8 +436,12 @@ def write_notebook(nb: dict, path: str | os.PathLike) -> Path:
 
 
 def is_checked_cell(cell: dict) -> bool:
-    """True for a code cell whose first line is ``# NBVAL_CHECK_OUTPUT`` (nbval compares its output)."""
-    return cell.get("cell_type") == "code" and cell.get("source", "").lstrip().startswith(NBVAL_CHECK)
+    """True for a code cell that nbval compares with its stored output: tagged ``nbval-check-output`` (the course's
+    way: a tag stays out of the code a student reads) or, nbval's other way, first line ``# NBVAL_CHECK_OUTPUT``."""
+    if cell.get("cell_type") != "code":
+        return False
+    return NBVAL_CHECK_TAG in cell.get("metadata", {}).get("tags", []) or cell.get("source", "").lstrip().startswith(
+        NBVAL_CHECK)
 
 
 def clear_outputs(nb: dict, keep_checked: bool = False) -> dict:
@@ -543,6 +562,8 @@ def student_notebook(nb: dict, source_name: str = "notebook") -> dict:
             else:
                 cell["source"] = strip_solutions(src, None, markdown=True, where=where)
             continue
+        if is_checked_cell(cell):  # nbval's marker is for the course's tests: student versions have no outputs
+            src = cell["source"] = src.lstrip().partition("\n")[2]
         if cell.get("cell_type") != "code" or BEGIN not in src:
             continue
         name = exercise_name(src)
@@ -800,16 +821,44 @@ register(
 
 
 # ----------------------------------------------------------------------- 02 architecture
+def _check_conv_params(candidate, reference):
+    """Compare with what PyTorch allocates; name the usual slip (bias, k for k², one filter for all) by its number."""
+    from torch import nn
+
+    for c_in, c_out, k, bias in ((1, 8, 3, True), (64, 128, 5, True), (512, 256, 7, True), (16, 4, 1, False)):
+        label = f"nn.Conv2d({c_in}, {c_out}, {k}{'' if bias else ', bias=False'})"
+        conv = nn.Conv2d(c_in, c_out, k, bias=bias, device="meta")  # shapes only
+        want = sum(p.numel() for p in conv.parameters())
+        got = candidate(c_in, c_out, k, bias)
+        if hasattr(got, "item") and getattr(got, "ndim", 0) == 0:  # a numpy or torch scalar
+            got = got.item()
+        if isinstance(got, float) and got.is_integer():
+            got = int(got)
+        if not isinstance(got, int) or isinstance(got, bool):
+            return f"for {label} expected a whole number, got {describe_value(got)}"
+        if got == want:
+            continue
+        weights, biases = c_out * c_in * k * k, c_out if bias else 0
+        slips = [  # the first that matches names the slip
+            (weights, f"that is the weights alone: the layer also has {c_out} biases, one per output channel"),
+            (weights + c_out, "bias=False: this layer has no biases, only weights"),
+            (weights + c_in, f"one bias per output channel ({c_out}), not per input channel ({c_in})"),
+            (c_out * c_in * k + biases, f"a kernel is k×k = {k * k} numbers per channel pair, not k = {k}"),
+            (c_out * k * k + biases, f"each output channel has one k×k filter per input channel: {c_in}, not one"),
+            (c_in * k * k + (1 if bias else 0), f"that is one output channel; the layer has {c_out}"),
+        ]
+        why = next((text for n, text in slips if n == got), f"list its tensors: [(n, tuple(t.shape)) for n, t in "
+                    f"{label}.named_parameters()]")
+        return f"for {label} your count is {got:,}, PyTorch allocates {want:,}: {why}"
+    return None
+
+
 register(
     "02.conv_params",
     reference="cxrlib.models.conv2d_params",
-    checker=compare_outputs(lambda: [
-        case(1, 8, 3, label="Conv2d(1, 8, 3)"),
-        case(64, 128, 5, label="Conv2d(64, 128, 5)"),
-        case(512, 256, 7, label="Conv2d(512, 256, 7)"),
-        case(16, 1, 1, bias=False, label="Conv2d(16, 1, 1, bias=False)"),
-    ]),
-    hint="every output channel has one k×k kernel per input channel, plus one bias: c_out · (c_in · k² + 1)",
+    checker=_check_conv_params,
+    hint="each output channel runs one k×k filter over each input channel and adds one bias; "
+    "nn.Conv2d(c_in, c_out, k).weight.shape shows the filters",
 )
 
 
@@ -928,27 +977,100 @@ register(
     "03.scale_equal_compute",
     reference="cxrlib.experiments.equal_compute_steps",
     checker=_check_equal_compute,
-    hint="the cost of a step is its FLOPs: cost = {w: cxrlib.experiments.step_flops(w, size, batch)}; "
-    "compute = cost[max(widths)] * wide_steps; steps = max(1, round(compute / cost[w]))",
+    hint="a step costs the compute it spends, not the weights it holds: section 1's table counted both per width, "
+    "and only one of its columns is what a run pays for",
 )
 
 
-def passes_over_data(steps, batch, n_images):
-    """Reference of exercise 03.scale_passes: how many times a run of ``steps`` steps, ``batch`` real images per
-    step, sees each of its ``n_images`` training images on average (a float)."""
-    return steps * batch / n_images
+def _paired(swd, n, largest):
+    """Seed-paired differences of size ``n`` to ``largest``: (mean, twice their std with n − 1)."""
+    import statistics
+
+    d = [a - b for a, b in zip(swd[n], swd[largest])]
+    return statistics.fmean(d), 2 * statistics.stdev(d)
+
+
+def smallest_sufficient_set(swd, largest):
+    """Reference of exercise 03.scale_smallest_set. swd: {training-set size: [SWD ×10³ per seed]} (same seeds, same
+    order); returns (size, mean, twice_spread): the smallest size whose seed-paired differences to ``largest`` have
+    a mean not above twice their standard deviation, with that mean and twice that std."""
+    for n in sorted(swd):
+        mean, twice_spread = _paired(swd, n, largest)
+        if mean <= twice_spread:
+            return n, mean, twice_spread
+    raise ValueError("the largest set always qualifies against itself")  # not reached
+
+
+def _smallest_set_cases():
+    """(label, swd, largest): the bank's volume lesson, and made-up runs where pairing or n − 1 decides."""
+    cases = []
+    try:
+        from cxrlib import lessons
+
+        entry = lessons.load_bank(lessons.BANK)["volume"]
+        parts = [entry["parts"][k] for k in sorted(entry["parts"], key=int)]
+        swd = {n: [p["arms"][f"{n} images"] for p in parts] for n in entry["settings"]["volumes"]}
+        cases.append(("the bank's volume lesson", swd, max(swd)))
+    except (KeyError, OSError, ValueError):  # no bank: the made-up runs still check the rule
+        pass
+    cases += [
+        ("made-up runs where the seeds differ a lot but 100 images are worse in every seed",
+         {100: [10.5, 20.5, 30.5], 1000: [10.0, 20.0, 30.0]}, 1000),
+        ("made-up runs where no smaller set will do", {50: [30.0, 31.0, 29.0], 200: [25.0, 26.0, 24.5],
+                                                        1000: [20.0, 20.5, 19.5]}, 1000),
+        ("made-up runs of 4 seeds where the smallest set will do",
+         {50: [20.1, 19.9, 20.3, 20.0], 200: [20.4, 19.8, 20.0, 20.2], 1000: [20.0, 20.2, 20.1, 19.9]}, 1000),
+        ("made-up runs where the std's divisor (n − 1, not n) decides", {50: [21.0, 22.0, 23.4], 1000: [20.0, 20.0, 20.0]},
+         1000),
+    ]
+    return cases
+
+
+def _check_smallest_set(candidate, reference):
+    import statistics
+
+    for label, swd, largest in _smallest_set_cases():
+        got, want = candidate({k: list(v) for k, v in swd.items()}, largest), reference(swd, largest)
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            return f"for {label} expected (size, mean, twice_spread), got {describe_value(got)}"
+        try:
+            n, mean, twice = int(got[0]), float(got[1]), float(got[2])
+        except (TypeError, ValueError):
+            return f"for {label} expected (size, mean, twice_spread) as numbers, got {describe_value(got)}"
+        if n not in swd:
+            return f"for {label} you chose {n} images, which is not one of the sizes {sorted(swd)}"
+        if n != want[0]:
+            m, t = _paired(swd, n, largest)
+            means = {k: statistics.fmean(v) for k, v in swd.items()}
+            if n > want[0]:
+                wm, wt = want[1], want[2]
+                return (f"for {label} you chose {n} images, but {want[0]} images will do: its seed-paired differences "
+                        f"to {largest} have mean {wm:+.3f}, not above twice their spread {wt:.3f} (the std divides "
+                        f"by n − 1, as torch.std and statistics.stdev do; numpy's default divides by n)")
+            return (f"for {label} you chose {n} images, but its seed-paired differences to {largest} have mean "
+                    f"{m:+.3f}, above twice their spread {t:.3f}: worse beyond the spread (its mean SWD "
+                    f"{means[n]:.2f} against {means[largest]:.2f}). Pair by seed: subtract seed by seed, then take "
+                    f"the mean and std of the differences, not of each size's values")
+        if abs(mean - want[1]) > 1e-4 or abs(twice - want[2]) > 1e-4 * max(1.0, want[2]):
+            hint = ""
+            if want[2] > 0 and abs(twice / want[2] - ((len(swd[n]) - 1) / len(swd[n])) ** 0.5) < 1e-3:
+                hint = ": your std divides by n, the course's by n − 1 (torch.std, statistics.stdev)"
+            elif abs(twice - want[2] / 2) < 1e-4 * max(1.0, want[2]):
+                hint = ": you returned one spread, not twice it"
+            elif abs(twice - 2 * max(statistics.stdev(swd[n]), statistics.stdev(swd[largest]))) < 1e-3:
+                hint = (": that is twice the larger of the two sizes' own spreads (the unpaired rule); the seeds are "
+                        "shared, so take the spread of the seed-by-seed differences")
+            return (f"for {label} the choice {n} images is right, but the number that defends it is (mean {mean:+.4f}, "
+                    f"twice the spread {twice:.4f}), expected ({want[1]:+.4f}, {want[2]:.4f}){hint}")
+    return None
 
 
 register(
-    "03.scale_passes",
-    reference=passes_over_data,
-    checker=compare_outputs(lambda: [
-        case(1500, 32, 1000, label="1,500 steps, batch 32, 1,000 images"),
-        case(1500, 32, 50, label="1,500 steps, batch 32, 50 images"),
-        case(2000, 128, 16, label="the toy: 2,000 steps, batch 128, 16 points"),
-        case(80, 32, 800, label="80 steps, batch 32, 800 images (a pass is not a whole number)"),
-    ], atol=1e-9),
-    hint="each step shows D `batch` real images: steps · batch images in all, spread over n_images images",
+    "03.scale_smallest_set",
+    reference=smallest_sufficient_set,
+    checker=_check_smallest_set,
+    hint="for each size from the smallest: subtract the largest set's value seed by seed, then take the mean and "
+    "twice the std (n − 1) of those differences; return the first size whose mean is not above twice the std",
 )
 
 
@@ -1230,6 +1352,9 @@ def _slerp_cases():
         case(z0, z1, 0.5, label="the midpoint, t=0.5 (lerp's is about 30 % too short here)"),
         case(z0, z1, 0.0, label="t=0 (must give z0)"),
         case(z0, 3.0 * z1, 0.7, label="latents of different lengths (z1 made 3× longer), t=0.7"),
+        case(torch.full((16,), 0.5), torch.full((16,), 1.0), 0.3,
+             label="z1 = 2·z0, the same direction (Ω = 0, so the formula gives 0/0), t=0.3: expected the straight "
+             "line (1 − t)·z0 + t·z1"),
     ]
 
 
@@ -1237,7 +1362,8 @@ register(
     "05.slerp",
     reference="cxrlib.widgets.slerp",
     checker=compare_outputs(_slerp_cases, atol=1e-5),
-    hint="Ω = arccos(z0·z1 / (|z0| |z1|)); slerp = (sin((1−t)Ω)·z0 + sin(tΩ)·z1) / sin Ω",
+    hint="Ω = arccos(z0·z1 / (|z0| |z1|)), the cosine clamped to [-1, 1]; slerp = (sin((1−t)Ω)·z0 + sin(tΩ)·z1) "
+    "/ sin Ω; where sin Ω is (almost) 0, return (1 − t)·z0 + t·z1",
 )
 
 
@@ -1354,7 +1480,9 @@ def _probe_checker(candidate, reference) -> str | None:
                         f"(at least {PROBE_SWD_MIN}× passes) — change what small patches look like")
     if problems:
         return f"on two sets of {PROBE_N} phantoms at {PROBE_SIZE} px, " + "; ".join(problems)
-    return None
+    return Passes(f"on two sets of {PROBE_N} phantoms at {PROBE_SIZE} px your probe puts hist. W1 at "
+                  f"{hist / hist_floor:.1f}× its floor (at most {PROBE_HIST_MAX}×) and SWD ×10³ at "
+                  f"{swd / swd_floor:.1f}× its floor (at least {PROBE_SWD_MIN}×)")
 
 
 register(
@@ -1441,7 +1569,9 @@ register(
     "07.receptive_field",
     reference="cxrlib.models.receptive_field_of",
     checker=compare_outputs(_receptive_field_cases),
-    hint="start with field = 1 and jump = 1; for each (kernel, stride): field += (kernel - 1) * jump, then "
+    hint="one output pixel sees 1 pixel; a layer with kernel k widens the field by k - 1 of its input's pixels, and "
+    "each of those is 'jump' input pixels apart, where jump is the product of the strides of the layers before it: "
+    "start with field = 1 and jump = 1; for each (kernel, stride): field += (kernel - 1) * jump, then "
     "jump *= stride",
 )
 

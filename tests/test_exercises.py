@@ -121,6 +121,36 @@ def test_random_functions_are_compared_under_the_same_seed(capsys):
         ex._REGISTRY.pop("99.noise", None)
 
 
+def test_property_checker_says_passes_with_its_numbers(capsys):
+    def even_checker(candidate, reference):  # many answers are right: any function returning an even number
+        got = candidate(3)
+        return ex.Passes(f"f(3) = {got}, even") if got % 2 == 0 else f"f(3) = {got} is odd"
+
+    def twice(v):
+        return 2 * v
+
+    ex.register("99.even", twice, even_checker)
+    try:
+        mine = lambda v: 4 * v  # noqa: E731
+        assert ex.check("99.even", mine) is mine
+        out = capsys.readouterr().out
+        assert "✓ passes" in out and "f(3) = 12, even" in out and "one other answer" in out and "twice`" in out
+        assert "✓ correct" not in out and "matches `" not in out
+        assert ex.check("99.even", lambda v: v) is twice
+        assert "f(3) = 3 is odd" in capsys.readouterr().out
+        ex.self_check("99.even")  # a Passes verdict on the reference is a pass, not a complaint
+    finally:
+        ex._REGISTRY.pop("99.even", None)
+
+
+def test_student_version_drops_the_nbval_marker_of_checked_cells():
+    cell = {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+            "source": "# NBVAL_CHECK_OUTPUT\nprint(2 + 2)"}
+    nb = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    assert ex.student_notebook(nb, "99_x.ipynb")["cells"][0]["source"] == "print(2 + 2)"
+    assert cell["source"].startswith("# NBVAL_CHECK_OUTPUT")  # the source notebook is left alone
+
+
 def test_broken_checker_raises_for_the_author():
     def bad_checker(candidate, reference):
         return candidate(1).missing_attribute  # fails on the reference too: the checker is wrong
