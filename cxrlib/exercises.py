@@ -562,7 +562,7 @@ def student_notebook(nb: dict, source_name: str = "notebook") -> dict:
             else:
                 cell["source"] = strip_solutions(src, None, markdown=True, where=where)
             continue
-        if is_checked_cell(cell):  # nbval's marker is for the course's tests: student versions have no outputs
+        if src.lstrip().startswith(NBVAL_CHECK):  # nbval's marker is for the course's tests: student versions have no outputs
             src = cell["source"] = src.lstrip().partition("\n")[2]
         if cell.get("cell_type") != "code" or BEGIN not in src:
             continue
@@ -1119,7 +1119,8 @@ register(
     reference="cxrlib.losses.bce_targets",
     checker=_bce_targets_checker,
     hint="targets 1 - s/2 and s/2 (torch.full); flip = torch.rand(n, generator=generator) < flip_prob, "
-    "then torch.where(flip, swapped, kept) -- one independent draw per target",
+    "then torch.where(flip, swapped, kept) -- one independent draw per target (a flipped real target becomes s/2, "
+    "a flipped fake one 1 - s/2)",
 )
 
 
@@ -1645,8 +1646,9 @@ register(
     "08.modulated_weights",
     reference="cxrlib.models.style.modulated_weights",
     checker=_modulated_weights_checker,
-    hint="w has shape (B, C_out, C_in, k, k): one norm per (sample, output channel) sums over C_in, k, k, i.e. "
-    "w.pow(2).sum(dim=(2, 3, 4), keepdim=True)",
+    hint="w has shape (B, C_out, C_in, k, k). A style scales input channels, so a norm that sums over the "
+    "input channels keeps the output's scale whatever the styles' size, one norm per (sample, output "
+    "channel); a norm per input channel divides each style out again",
 )
 
 

@@ -405,7 +405,8 @@ def grid_table(results: dict[str, ToyResult], baseline: str | None = None) -> st
 
 def conclusions(results: dict[str, ToyResult], baseline: str | None = None) -> str:
     """The grid's verdicts in words, from its numbers: which recipes differ from ``baseline`` by more than twice
-    the seed-to-seed spread (in modes covered or in good samples), and which cannot be told apart from it."""
+    the seed-to-seed spread (in modes covered or in good samples), and which cannot be told apart from it on
+    both. It judges only those two counts, and says so: read ``distance`` separately."""
     names = list(results)
     baseline = baseline or names[0]
     (bm, bms), (bg, bgs) = results[baseline].summary().values()
@@ -421,8 +422,10 @@ def conclusions(results: dict[str, ToyResult], baseline: str | None = None) -> s
             parts.append(f"{100 * (g - bg):+.0f} pp good samples")
         (above if parts else within).append(f"{name} ({', '.join(parts)})" if parts else name)
     seeds = len(results[baseline].modes_covered)
-    return (f"Above twice the spread of {seeds} seeds, against {baseline!r}: {'; '.join(above) or 'none'}.\n"
-            f"Within it (these seeds cannot tell them from {baseline!r}): {', '.join(within) or 'none'}.")
+    return (f"Modes covered and good samples, against {baseline!r}: above twice the spread of {seeds} seeds: "
+            f"{'; '.join(above) or 'none'}.\n"
+            f"Within it on both counts (these seeds cannot tell them from {baseline!r}): "
+            f"{', '.join(within) or 'none'}.")
 
 
 def seed_table(results: dict[str, ToyResult], baseline: str | None = None) -> str:

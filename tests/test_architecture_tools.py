@@ -105,3 +105,13 @@ def test_exercise_checks_of_notebooks_02_and_03_catch_typical_mistakes(capsys):
                         ("02.spectral_normalise", frobenius), ("03.scale_equal_compute", by_parameters)):
         assert exercises.check(name, wrong) is not wrong
         assert "not right yet" in capsys.readouterr().out
+
+
+def test_conv_params_check_names_the_usual_slips_by_their_numbers(capsys):
+    checked = exercises.check("02.conv_params", lambda c_in, c_out, k, bias=True: c_out * c_in * k * k)
+    out = capsys.readouterr().out
+    assert checked is not None and "✗" in out and "your count is 72, PyTorch allocates 80" in out and "8 biases" in out
+    exercises.check("02.conv_params", lambda c_in, c_out, k, bias=True: c_out * (c_in * k + 1))
+    assert "k×k = 9 numbers" in capsys.readouterr().out
+    exercises.check("02.conv_params", lambda c_in, c_out, k, bias=True: c_out * (c_in * k * k + 1))
+    assert "bias=False" in capsys.readouterr().out

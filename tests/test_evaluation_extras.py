@@ -138,14 +138,23 @@ def _verdict(name, fn, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_slerp_exercise_rejects_lerp_and_accepts_the_formula(capsys):
+def test_slerp_exercise_rejects_lerp_and_the_bare_formula_and_accepts_the_formula_with_its_limit(capsys):
     from cxrlib.widgets import lerp
 
     assert "✗" in _verdict("05.slerp", lambda z0, z1, t: lerp(z0, z1, t), capsys)
 
-    def slerp(z0, z1, t):
+    def formula(z0, z1, t):
         omega = torch.acos((z0 / z0.norm() * z1 / z1.norm()).sum().clamp(-1, 1))
         return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+    verdict = _verdict("05.slerp", formula, capsys)  # 0/0 when z1 = 2·z0
+    assert "✗" in verdict and "Ω = 0" in verdict and "yours nan" in verdict
+
+    def slerp(z0, z1, t):
+        omega = torch.acos((z0 / z0.norm() * z1 / z1.norm()).sum().clamp(-1, 1))
+        if torch.sin(omega).abs() < 1e-6:  # the same direction: the arc is the straight line
+            return lerp(z0, z1, t)
+        return formula(z0, z1, t)
 
     assert "✓" in _verdict("05.slerp", slerp, capsys)
 

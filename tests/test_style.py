@@ -326,6 +326,7 @@ def test_truncation_sweep_and_the_explorer_pull_images_together_as_psi_falls():
     rows = truncation_sweep(G, real, psis=(0.1, 1.0), n=16, n_pairs=40)
     assert [r["psi"] for r in rows] == [0.1, 1.0] and G.training  # mode restored
     assert rows[0]["ms_ssim"] > rows[1]["ms_ssim"]
+    assert rows[0]["ms_ssim_seeds"] == [rows[0]["ms_ssim"]] and len(rows[1]["swd_seeds"]) == 1  # one seed
     views = widgets.truncation_views(G, 0.1, n=4), widgets.truncation_views(G, 1.0, n=4)
     assert views[0].shape == (4, 1, 32, 32) and views[0].std(0).mean() < views[1].std(0).mean()
     box = widgets.truncation_explorer(G, n=3)
@@ -343,7 +344,8 @@ def test_path_lengths_and_noise_share_measure_the_generator():
     torch.manual_seed(0)
     G = StyleGenerator(32, width=0.25)
     lengths = path_lengths(G, n=16)
-    assert lengths["z"] > 0 and lengths["w"] > 0 and set(lengths) == {"z", "w", "z_median", "w_median"}
+    assert lengths["z"] > 0 and lengths["w"] > 0 and lengths["ends"] > 0
+    assert set(lengths) == {"z", "w", "z_median", "w_median", "ends"}
     assert noise_share(G, n=4, draws=3)["noise_std"] == 0
     with torch.no_grad():
         for layer in G.layers:

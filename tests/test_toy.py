@@ -160,6 +160,7 @@ def test_conclusions_name_the_recipes_above_and_within_the_noise():
     text = toy.conclusions({"plain": fake([8, 8, 7], [0.7, 0.72, 0.71]), "collapse": fake([1, 0, 1], [0.1, 0.0, 0.1]),
                             "slow": fake([8, 8, 7], [0.2, 0.25, 0.22]), "same": fake([8, 7, 8], [0.70, 0.71, 0.72])})
     above, within = text.splitlines()
+    assert above.startswith("Modes covered and good samples")  # the line says which counts it judges
     assert "collapse (-7.0 modes, -64 pp good samples)" in above and "slow (-49 pp good samples)" in above
     assert "same" in within and "collapse" not in within
 

@@ -364,8 +364,10 @@ def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int
     """The truncation trick's trade-off in numbers: for each ψ and each latent seed in ``seeds``, ``n`` images
     (the same latents for every ψ), their **diversity** (mean MS-SSIM of ``n_pairs`` random pairs: higher = more
     alike; compare with the real set's, ``cxrlib.metrics.diversity(real)``) and their **SWD ×10³** against
-    ``real`` (N, 1, S, S). Returns [{"psi", "ms_ssim", "swd", "ms_ssim_std", "swd_std"}] in ψ order: means over
-    the seeds and their seed-to-seed standard deviations (0 for one seed)."""
+    ``real`` (N, 1, S, S). Returns [{"psi", "ms_ssim", "swd", "ms_ssim_std", "swd_std", "ms_ssim_seeds",
+    "swd_seeds"}] in ψ order: means over the seeds, their seed-to-seed standard deviations (0 for one seed) and
+    the values per seed (lists in ``seeds`` order: seed k uses the same latents at every ψ, so two ψ compare
+    paired by seed)."""
     from cxrlib import metrics
 
     with evaluating(_unconditional(G, "truncation_sweep")) as net:
@@ -381,7 +383,9 @@ def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int
         mean = values.mean(0)
         std = values.std(0) if len(seeds) > 1 else torch.zeros_like(mean)
         return [{"psi": float(p), "ms_ssim": float(mean[k, 0]), "swd": float(mean[k, 1]),
-                 "ms_ssim_std": float(std[k, 0]), "swd_std": float(std[k, 1])} for k, p in enumerate(psis)]
+                 "ms_ssim_std": float(std[k, 0]), "swd_std": float(std[k, 1]),
+                 "ms_ssim_seeds": values[:, k, 0].tolist(), "swd_seeds": values[:, k, 1].tolist()}
+                for k, p in enumerate(psis)]
 
 
 @torch.no_grad()
@@ -390,7 +394,10 @@ def path_lengths(G: nn.Module, n: int = 256, eps: float = 1e-2, seed: int = 0) -
     perceptual path length, which uses LPIPS): for ``n`` random pairs and a random t, the squared change of
     the image (mean over pixels, images in [-1, 1]) for a step ε along the path, divided by ε². Paths in Z are
     spherical (slerp, z is Gaussian), in W linear. A shorter W path means that walking in W changes the picture
-    more evenly -- the sign of a less entangled space. Returns {"z": mean, "w": mean, "z_median", "w_median"}."""
+    more evenly -- the sign of a less entangled space. Also ``"ends"``: the mean squared difference between the
+    two end images of each pair (the same for both paths), the scale to divide by when comparing networks: a path
+    whose pixels all change at an even pace from one end image to the other has length equal to it, and any other
+    path is longer (on average over t). Returns {"z": mean, "w": mean, "z_median", "w_median", "ends"}."""
     def slerp(a, b, t):  # row-wise: t (n, 1)
         cos = (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7)
         omega = torch.acos(cos)
@@ -410,8 +417,9 @@ def path_lengths(G: nn.Module, n: int = 256, eps: float = 1e-2, seed: int = 0) -
         dz = change(net.mapping(slerp(z0, z1, t)), net.mapping(slerp(z0, z1, t + eps)))
         w0, w1 = net.mapping(z0), net.mapping(z1)
         dw = change(w0.lerp(w1, t), w0.lerp(w1, t + eps))
+        ends = (image(w1) - image(w0)).pow(2).flatten(1).mean(1)
         return {"z": float(dz.mean()), "w": float(dw.mean()), "z_median": float(dz.median()),
-                "w_median": float(dw.median())}
+                "w_median": float(dw.median()), "ends": float(ends.mean())}
 
 
 @torch.no_grad()
