@@ -53,7 +53,7 @@ pretrained: $(STAMP)
 	$(PY) -c "from cxrlib.train import export_pretrained as e; print(e('runs/pretrained', 'cxrlib/assets/course_phantom_64.pt'))"
 
 ## make pretrained-conditional: reproduce cxrlib/assets/conditional_phantom_64.pt -- the `make pretrained` recipe, data
-## and seed as a conditional GAN (normal / pneumonia; notebook 06): 3,000 steps, then 3,000 more at the same learning
+## and seed as a conditional GAN (normal / pneumonia; notebook 07): 3,000 steps, then 3,000 more at the same learning
 ## rates with fresh Adam moments (`finetune --lr-scale 1`; the class is learnt slowly: 82 % → 92 % pneumonia).
 pretrained-conditional: $(STAMP)
 	rm -rf runs/pretrained-conditional runs/pretrained-conditional-more
@@ -67,7 +67,7 @@ pretrained-conditional: $(STAMP)
 
 ## make pretrained-cyclegan: reproduce cxrlib/assets/cyclegan_phantom_64.pt -- CycleGAN normal ↔ pneumonia on 1,000
 ## 64-px phantoms (the cyclegan preset at width 0.25 with U-Net generators and 32-channel PatchGANs, fixed seed and
-## steps, ~10 min on a 2-core AVX2 CPU; notebook 07, figures in RESULTS.md).
+## steps, ~10 min on a 2-core AVX2 CPU; notebook 08, figures in RESULTS.md).
 CYCLEGAN_STEPS ?= 1600
 pretrained-cyclegan: $(STAMP)
 	rm -rf runs/pretrained-cyclegan
@@ -80,7 +80,7 @@ pretrained-cyclegan: $(STAMP)
 
 ## make pretrained-style: reproduce cxrlib/assets/style_phantom_64.pt -- the style preset (mapping network, modulated
 ## convolutions, noise inputs, style mixing; course D and recipe) at width 0.5 on the same 2,000 64-px phantoms, seed
-## and steps as `make pretrained` (~26 min on a 2-core AVX2 CPU; notebook 08's mixing and truncation, RESULTS.md).
+## and steps as `make pretrained` (~26 min on a 2-core AVX2 CPU; notebook 09's mixing and truncation, RESULTS.md).
 pretrained-style: $(STAMP)
 	rm -rf runs/pretrained-style
 	$(PY) -m cxrlib train --data phantom --n-images 2000 --size 64 --preset style --set width=0.5 \
@@ -94,7 +94,7 @@ pretrained-style: $(STAMP)
 lessons: $(STAMP)
 	$(PY) -m cxrlib.lessons run
 
-## make test-browser: JupyterLab + headless Chromium run notebook 05 in the smoke budget and click its widgets.
+## make test-browser: JupyterLab + headless Chromium run notebook 06 in the smoke budget and click its widgets.
 ## Installs Debian's chromium (apt) and the playwright package (never `playwright install`); screenshot in runs/browser/.
 ## Another notebook: make test-browser NOTEBOOK=notebooks/01_data_and_augmentation.ipynb
 NOTEBOOK ?=

@@ -1,4 +1,4 @@
-"""Notebook 06's augmentation study end to end, at any size: what a conditional GAN's images are worth to a classifier.
+"""Notebook 07's augmentation study end to end, at any size: what a conditional GAN's images are worth to a classifier.
 
     python benchmarks/augmentation_study.py --size 64                       # the CPU figures (≈ 30 min)
     python benchmarks/augmentation_study.py --size 256 --gan-steps 5000     # on a GPU

@@ -1,4 +1,4 @@
-"""Notebook 03's trick × seed grid and notebook 02's data-volume grid on the 8-Gaussian ring, with timings.
+"""Notebook 04's trick × seed grid and notebook 02's data-volume grid on the 8-Gaussian ring, with timings.
 
     python benchmarks/toy_grid.py                    # both grids, 4 seeds, 2,000 / 3,000 steps per run
     python benchmarks/toy_grid.py --first-seed 4     # the same grids with fresh seeds: do the verdicts survive?

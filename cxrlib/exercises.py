@@ -1115,7 +1115,7 @@ def _bce_targets_checker(candidate, reference):
 
 
 register(
-    "03.bce_targets",
+    "04.bce_targets",
     reference="cxrlib.losses.bce_targets",
     checker=_bce_targets_checker,
     hint="targets 1 - s/2 and s/2 (torch.full); flip = torch.rand(n, generator=generator) < flip_prob, "
@@ -1124,7 +1124,7 @@ register(
 )
 
 
-# The toy GAN of notebook 03 (cxrlib.toy): a step is judged by what it does -- it must move both networks, and a
+# The toy GAN of notebook 04 (cxrlib.toy): a step is judged by what it does -- it must move both networks, and a
 # short training run with it must find most of the ring's 8 modes, as the library's step does.
 TOY_CHECK_STEPS, TOY_CHECK_SEEDS, TOY_CHECK_MODES, TOY_CHECK_GOOD = 1200, 2, 5.0, 0.3
 
@@ -1154,7 +1154,7 @@ def _toy_step_checker(candidate, reference) -> str | None:
 
 
 register(
-    "03.toy_train_step",
+    "04.toy_train_step",
     reference="cxrlib.toy.plain_step",
     checker=_toy_step_checker,
     hint="D step: fake = G(z) under no_grad; d_loss = BCE(D(real), 1) + BCE(D(fake), 0); d_opt.zero_grad(); "
@@ -1162,7 +1162,7 @@ register(
 )
 
 register(
-    "03.fix_broken_step",
+    "04.fix_broken_step",
     reference="cxrlib.toy.plain_step",
     checker=_toy_step_checker,
     hint="where do D's gradients come from when d_opt.step() runs? The G step's backward also fills them",
@@ -1177,7 +1177,7 @@ RESCUE_KEEP = ("g_steps_per_d_step", "d_steps_per_g_step", "steps", "batch", "lo
 
 
 def rescue_collapse(cfg):
-    """Reference of exercise 03.rescue_collapse: the collapsing recipe ``cfg`` (3 G steps per D step), rescued by
+    """Reference of exercise 04.rescue_collapse: the collapsing recipe ``cfg`` (3 G steps per D step), rescued by
     letting D learn faster (5× its learning rate), so that it keeps up with G's three updates."""
     return cfg.replace(d_lr=5 * cfg.d_lr)
 
@@ -1228,7 +1228,7 @@ def _rescue_checker(candidate, reference) -> str | None:
 
 
 register(
-    "03.rescue_collapse",
+    "04.rescue_collapse",
     reference=rescue_collapse,
     checker=_rescue_checker,
     hint="G takes three updates for each of D's: make D learn faster or G's updates smaller (cfg.replace(d_lr=..., "
@@ -1249,7 +1249,7 @@ def _ema_beta_cases():
 
 
 register(
-    "04.ema_beta",
+    "05.ema_beta",
     reference="cxrlib.train.ema_beta",
     checker=compare_outputs(_ema_beta_cases, atol=1e-9, rtol=1e-9),
     hint="the EMA is updated once per G step, and one step shows G `batch` images: what fraction of a half-life "
@@ -1258,7 +1258,7 @@ register(
 
 
 def reduce_on_plateau(history, patience=2, factor=0.5, threshold=0.01):
-    """Reference of exercise 04.reduce_on_plateau: the learning-rate scale after each quality measurement.
+    """Reference of exercise 05.reduce_on_plateau: the learning-rate scale after each quality measurement.
 
     history: measurements of a distance (lower is better, e.g. SWD), in order. A measurement *improves* when it
     is below ``(1 - threshold)`` × the best so far; after ``patience`` measurements in a row without improvement
@@ -1290,7 +1290,7 @@ def _plateau_cases():
 
 
 register(
-    "04.reduce_on_plateau",
+    "05.reduce_on_plateau",
     reference=reduce_on_plateau,
     checker=compare_outputs(_plateau_cases, atol=1e-12),
     hint="a measurement improves when it beats the *best so far* by the threshold, not the last measurement: "
@@ -1298,11 +1298,11 @@ register(
 )
 
 
-PHASE_SHARE, PHASE_MIN_STEPS = 0.75, 10  # exercise 04.finetune_half_life's demands (a) and (b)
+PHASE_SHARE, PHASE_MIN_STEPS = 0.75, 10  # exercise 05.finetune_half_life's demands (a) and (b)
 
 
 def finetune_half_life(steps, batch):
-    """Reference of exercise 04.finetune_half_life: an EMA half-life (thousands of images) for a fine-tuning phase of
+    """Reference of exercise 05.finetune_half_life: an EMA half-life (thousands of images) for a fine-tuning phase of
     ``steps`` G steps at ``batch`` images: a third of the phase's images, so the phase makes up 1 - 0.5**3 = 7/8 of
     the EMA generator at its end (demand (a): at least 3/4), but never under 10 steps' images (demand (b)); a phase
     shorter than 30 steps then keeps less than 7/8, and one of 20 steps exactly 3/4, (a)'s limit."""
@@ -1333,7 +1333,7 @@ def _half_life_checker(candidate, reference):
 
 
 register(
-    "04.finetune_half_life",
+    "05.finetune_half_life",
     reference=finetune_half_life,
     checker=_half_life_checker,
     hint="after P images the phase makes up 1 - 0.5 ** (P / half-life) of the EMA: solve (a) for the half-life; "
@@ -1360,7 +1360,7 @@ def _slerp_cases():
 
 
 register(
-    "05.slerp",
+    "06.slerp",
     reference="cxrlib.widgets.slerp",
     checker=compare_outputs(_slerp_cases, atol=1e-5),
     hint="Ω = arccos(z0·z1 / (|z0| |z1|)), the cosine clamped to [-1, 1]; slerp = (sin((1−t)Ω)·z0 + sin(tΩ)·z1) "
@@ -1436,7 +1436,7 @@ def _copy_flags_checker(candidate, reference) -> str | None:
 
 
 register(
-    "05.copy_flags",
+    "06.copy_flags",
     reference="cxrlib.metrics.copy_flags",
     checker=_copy_flags_checker,
     hint="rho must be each training point's distance to its nearest *other* training point: what does d_train "
@@ -1444,7 +1444,7 @@ register(
 )
 
 
-#: notebook 05's probe: two halves of PROBE_N phantoms at PROBE_SIZE px; a probe passes when the histogram
+#: notebook 06's probe: two halves of PROBE_N phantoms at PROBE_SIZE px; a probe passes when the histogram
 #: distance stays within PROBE_HIST_MAX × its floor and SWD ×10³ reaches PROBE_SWD_MIN × its floor
 PROBE_SIZE, PROBE_N, PROBE_HIST_MAX, PROBE_SWD_MIN = 32, 64, 1.5, 3.0
 
@@ -1453,7 +1453,7 @@ def shuffle_pixels(images, seed: int = 0):
     """images: (N, C, H, W) → the same shape and dtype, every image's pixels put in one fixed random order.
 
     Each image keeps exactly its pixel values (its intensity histogram), and loses every structure: a
-    corruption the histogram distance cannot see and SWD can (notebook 05's probe)."""
+    corruption the histogram distance cannot see and SWD can (notebook 06's probe)."""
     import torch
 
     n, c, h, w = images.shape
@@ -1487,7 +1487,7 @@ def _probe_checker(candidate, reference) -> str | None:
 
 
 register(
-    "05.probe",
+    "06.probe",
     reference=shuffle_pixels,
     checker=_probe_checker,
     hint="the histogram counts how many pixels have each value and ignores where they are: move pixels "
@@ -1495,7 +1495,7 @@ register(
 )
 
 
-# ----------------------------------------------------------------------- notebook 06: the conditional GAN
+# ----------------------------------------------------------------------- notebook 07: the conditional GAN
 def _projection_cases():
     import torch
 
@@ -1511,7 +1511,7 @@ def _projection_cases():
 
 
 register(
-    "06.projection_logit",
+    "07.projection_logit",
     reference="cxrlib.models.projection_logit",
     checker=compare_outputs(_projection_cases, atol=1e-5),
     hint="class_embedding[y] is (B, F): one class vector per image; multiply it with h and sum over the features, "
@@ -1545,7 +1545,7 @@ def _class_labels_checker(candidate, reference) -> str | None:
 
 
 register(
-    "06.class_labels",
+    "07.class_labels",
     reference="cxrlib.conditional.sample_class_labels",
     checker=_class_labels_checker,
     hint="uniform labels are right only for balanced=True; otherwise draw with the training labels' shares: "
@@ -1554,7 +1554,7 @@ register(
 )
 
 
-# ----------------------------------------------------------------------- notebook 07: image-to-image
+# ----------------------------------------------------------------------- notebook 08: image-to-image
 def _receptive_field_cases():
     return [
         case([(3, 1)], label="one 3×3 convolution"),
@@ -1567,7 +1567,7 @@ def _receptive_field_cases():
 
 
 register(
-    "07.receptive_field",
+    "08.receptive_field",
     reference="cxrlib.models.receptive_field_of",
     checker=compare_outputs(_receptive_field_cases),
     hint="one output pixel sees 1 pixel; a layer with kernel k widens the field by k - 1 of its input's pixels, and "
@@ -1593,7 +1593,7 @@ def _cycle_cases():
 
 
 register(
-    "07.cycle_loss",
+    "08.cycle_loss",
     reference="cxrlib.cyclegan.cycle_loss",
     checker=compare_outputs(_cycle_cases),
     hint="a round trip must give back the image it started from: compare g_ba(g_ab(real_a)) with real_a and "
@@ -1603,7 +1603,7 @@ register(
 
 
 
-# ----------------------------------------------------------------------- notebook 08: StyleGAN ideas
+# ----------------------------------------------------------------------- notebook 09: StyleGAN ideas
 def _modulated_weights_cases():
     import torch
 
@@ -1643,7 +1643,7 @@ def _modulated_weights_checker(candidate, reference) -> str | None:
 
 
 register(
-    "08.modulated_weights",
+    "09.modulated_weights",
     reference="cxrlib.models.style.modulated_weights",
     checker=_modulated_weights_checker,
     hint="w has shape (B, C_out, C_in, k, k). A style scales input channels, so a norm that sums over the "
@@ -1685,7 +1685,7 @@ def _truncate_checker(candidate, reference) -> str | None:
 
 
 register(
-    "08.truncate",
+    "09.truncate",
     reference="cxrlib.models.style.truncate_toward",
     checker=_truncate_checker,
     hint="the pull's fixed point is w_avg: w_avg + psi * (w - w_avg) gives w at ψ = 1 and w_avg at ψ = 0",

@@ -252,7 +252,7 @@ def leak_runs(clean, jittered, *, steps: int, size: int, batch: int, p: float, s
     return out
 
 
-# ======================================================================= notebook 04's continuations
+# ======================================================================= notebook 05's continuations
 FINETUNE_ARMS = ("continue", "original recipe", "adaptive")
 SEED_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the original project's fine-tuning recipe
 
@@ -399,7 +399,7 @@ def width_runs(train, heldout, *, widths=(0.5, 2.0), wide_steps: int, batch: int
     return out
 
 
-# ======================================================================= notebook 06: what synthetic X-rays are worth
+# ======================================================================= notebook 07: what synthetic X-rays are worth
 SYNTHETIC_ARMS = ("real", "real + offline aug", "real + synthetic", "synthetic only")
 
 

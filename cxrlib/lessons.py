@@ -13,25 +13,25 @@ Lessons in the bank:
 
 * ``leak`` (notebook 01): the augmentation-leak experiment (``experiments.leak_runs``) on phantoms, the exposure
   spread of each arm's samples; 3 seeds × 3 arms at 600 steps, 32 px, batch 16.
-* ``finetune`` (notebook 04): from the shipped pretrained generator, notebook 04's three continuations
+* ``finetune`` (notebook 05): from the shipped pretrained generator, notebook 05's three continuations
   (``experiments.finetune_arms``: the same rates with the Adam moments kept, the seed's fine-tuning rates, the
   adaptive schedule), SWD ×10³ of the EMA generator against 500 unseen phantoms, and of the raw G beside it (the
   lesson "sample from the EMA"); 3 seeds × 150 steps at 64 px.
-* ``width`` (notebook 02): the ``course`` recipe at width 0.5 and 2.0 for the same FLOPs (``experiments.width_runs``:
+* ``width`` (notebook 03): the ``course`` recipe at width 0.5 and 2.0 for the same FLOPs (``experiments.width_runs``:
   the wide model 300 steps, the narrow one as many as the same compute buys), SWD ×10³ against 1,000 held-out
   phantoms; 3 seeds at 32 px, batch 16.
-* ``volume`` (notebook 02): the same ``course`` recipe and steps on 50, 200 and 1,000 phantoms
+* ``volume`` (notebook 03): the same ``course`` recipe and steps on 50, 200 and 1,000 phantoms
   (``experiments.data_volume_runs``): SWD ×10³ against 1,000 held-out phantoms, and the memorisation audit's share
   of samples flagged as copies of the arm's training set beside the share of held-out real images it flags by
   chance; 3 seeds × 1,500 steps at 32 px, batch 32.
-* ``synthetic-100`` and ``synthetic-1000`` (notebook 06): ``experiments.synthetic_data_study`` -- a classifier
+* ``synthetic-100`` and ``synthetic-1000`` (notebook 07): ``experiments.synthetic_data_study`` -- a classifier
   (``cxrlib.classifier``) trained on 100 (or 1,000) real phantoms alone, with 3 offline-augmented copies of each,
   with 1,000 images of a conditional GAN trained on those same real images, and on the GAN's images alone;
   ROC-AUC on 1,000 held-out phantoms, plus the GAN's class consistency and SWD; 3 seeds at 64 px, the GAN 600 steps.
 * ``layers`` (notebook 02): the ``course`` networks as they are and with the three layers they left out (BatchNorm in
   G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
   generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
-* ``modern`` (notebook 08): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
+* ``modern`` (notebook 09): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
   1,000 64-px phantoms, 2,300 steps each (~6 minutes on a quiet 2-core AMX CPU; a modern step costs ~6 % more), SWD
   ×10³ of the EMA generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 """
@@ -55,8 +55,8 @@ LESSONS = {
     # nets: which course networks made the figures (2: no BatchNorm, skip outputs or spectral norm, the defaults
     # since checkpoint version 2; a lesson without it was made with all three)
     "leak": dict(notebook="01", steps=600, size=32, batch=16, n_images=1000, strong=0.4, copies=3, seeds=3, nets=2),
-    "finetune": dict(notebook="04", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3, raw_g=True, nets=2),
-    "width": dict(notebook="02", wide_steps=300, size=32, batch=16, widths=[0.5, 2.0], n_images=1000,
+    "finetune": dict(notebook="05", steps=150, warmup=8, n_images=800, n_heldout=500, seeds=3, raw_g=True, nets=2),
+    "width": dict(notebook="03", wide_steps=300, size=32, batch=16, widths=[0.5, 2.0], n_images=1000,
                   n_heldout=1000, seeds=3, nets=2),
     # notebook 02: the course networks as they are, and with the three layers they dropped (BatchNorm in G, skip
     # outputs, spectral norm in D), the same steps each; train_seconds says what the layers cost in time
@@ -65,20 +65,20 @@ LESSONS = {
                          "+ BatchNorm, skips, spectral norm": {"preset": "course", "steps": 900, "set": {
                              "model_kwargs": {"norm": "batch", "skips": True, "spectral_norm": True}}}},
                    seeds=3, nets=2),
-    "volume": dict(notebook="02", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3,
+    "volume": dict(notebook="03", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3,
                    nets=2),
-    # notebook 06: a classifier trained on n real phantoms, with or without a conditional GAN's images
-    "synthetic-100": dict(notebook="06", n_train=100, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
+    # notebook 07: a classifier trained on n real phantoms, with or without a conditional GAN's images
+    "synthetic-100": dict(notebook="07", n_train=100, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
                           copies=3, n_test=1000, seeds=3),
-    "synthetic-1000": dict(notebook="06", n_train=1000, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
+    "synthetic-1000": dict(notebook="07", n_train=1000, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
                            copies=3, n_test=1000, seeds=3),
-    # notebook 07: Pix2Pix with its GAN term and without it (L1 only), about the same training time each
-    "pix2pix": dict(notebook="07", size=64, n_train=1000, n_test=200, width=0.5, gan_steps=300,
+    # notebook 08: Pix2Pix with its GAN term and without it (L1 only), about the same training time each
+    "pix2pix": dict(notebook="08", size=64, n_train=1000, n_test=200, width=0.5, gan_steps=300,
                     l1_steps=540, seeds=3),
-    # notebook 08: the course recipe (BCE + R1) against the modern one (RpGAN + R1 + R2), the same 2,300 steps
+    # notebook 09: the course recipe (BCE + R1) against the modern one (RpGAN + R1 + R2), the same 2,300 steps
     # (fixed steps keep the bank reproducible): ~6 minutes each on a quiet 2-core AMX/bf16 CPU with the lean course
     # networks, a modern step costing ~6 % more (2026-12-03; train_seconds holds each arm's)
-    "modern": dict(notebook="08", size=64, batch=32, n_images=1000, n_heldout=1000,
+    "modern": dict(notebook="09", size=64, batch=32, n_images=1000, n_heldout=1000,
                    arms={"course": {"preset": "course", "steps": 2300}, "modern": {"preset": "modern", "steps": 2300}},
                    seeds=3, nets=2),
 }
@@ -202,7 +202,7 @@ def run_volume(seed: int, settings: dict) -> dict:
 
 
 def run_synthetic(seed: int, settings: dict) -> dict:
-    """One seed of notebook 06's study: {arm: ROC-AUC} of classifiers trained with and without synthetic images,
+    """One seed of notebook 07's study: {arm: ROC-AUC} of classifiers trained with and without synthetic images,
     plus the GAN's class consistency and SWD. Each seed draws its own small training set (other patients)."""
     from cxrlib import data, experiments
 
@@ -216,7 +216,7 @@ def run_synthetic(seed: int, settings: dict) -> dict:
 
 
 def run_pix2pix(seed: int, settings: dict) -> dict:
-    """One seed of notebook 07's ablation: Pix2Pix with L1 + GAN and with L1 only (``gan_weight=0``, cheaper per
+    """One seed of notebook 08's ablation: Pix2Pix with L1 + GAN and with L1 only (``gan_weight=0``, cheaper per
     step, so it gets more steps for about the same time), scored on held-out (mask, image) pairs; the training
     mean image and the per-pixel linear model of the masks as reference rows."""
     import time

@@ -92,7 +92,7 @@ def generate(
     ``anatomy_seed``: image i keeps the parameters that shape the masks (geometry, lungs, diaphragm, heart, ribs,
     clavicles: ``MASK_PARAMETERS``) of image i of ``anatomy_seed`` and draws everything else — body outline, soft
     tissue, bones' density, vessels, film, pneumonia — from ``seed``: another film that fits the same masks (all
-    but ~0.1 % of their pixels), i.e. a sample of "X-rays given these masks" (the ideal Pix2Pix, notebook 07).
+    but ~0.1 % of their pixels), i.e. a sample of "X-rays given these masks" (the ideal Pix2Pix, notebook 08).
     """
     _check_args(n, size, pneumonia_fraction)
     return _generate_range(0, n, size, seed, pneumonia_fraction, masks, workers, anatomy_seed)

@@ -110,7 +110,7 @@ def toy_models(runs: int, z_dim: int = 2, hidden: int = 64, depth: int = 2, seed
 class ToyConfig:
     """One toy recipe. The tricks have the names and meaning of ``cxrlib.config.TrainConfig``'s.
 
-    loss: "bce" (the course's non-saturating loss) or "rpgan" (the relativistic pairing loss of notebook 08,
+    loss: "bce" (the course's non-saturating loss) or "rpgan" (the relativistic pairing loss of notebook 09,
     ``cxrlib.losses.d_loss_rpgan``; smoothing and flipping apply to its paired difference); r2_gamma: R2 penalty
     on G's points (R1's twin; RpGAN + R1 + R2 is R3GAN's recipe);
     steps: training iterations (each ``d_steps_per_g_step`` D updates then ``g_steps_per_d_step`` G updates);
@@ -459,7 +459,7 @@ def budget_steps(budget) -> int:
 
 # ======================================================================= the notebooks' grids
 def trick_variants(steps: int = 2000) -> dict[str, ToyConfig]:
-    """Notebook 03's grid: the plain recipe, then one trick, update ratio or learning rate changed at a time."""
+    """Notebook 04's grid: the plain recipe, then one trick, update ratio or learning rate changed at a time."""
     base = ToyConfig(steps=steps)
     return {
         "plain": base,
@@ -475,7 +475,7 @@ def trick_variants(steps: int = 2000) -> dict[str, ToyConfig]:
 
 
 def modern_variants(steps: int = 2000) -> dict[str, ToyConfig]:
-    """Notebook 08's grid: the modern recipe (RpGAN + R1 + R2, Adam β₁ = 0, no tricks) first, then the original
+    """Notebook 09's grid: the modern recipe (RpGAN + R1 + R2, Adam β₁ = 0, no tricks) first, then the original
     project's tricks added to it one at a time, then the course's BCE without and with those tricks -- does a trick
     still help once the loss is well posed?"""
     base = ToyConfig(steps=steps)

@@ -6,11 +6,11 @@ making it the last expression of a cell::
 
     from cxrlib import widgets
     widgets.augmentation_explorer(images)            # notebook 01
-    dash = widgets.TrainingDashboard(every=5)        # notebook 03: trainer callback
+    dash = widgets.TrainingDashboard(every=5)        # notebook 04: trainer callback
     dash.widget
-    widgets.latent_explorer(G)                       # notebook 05
-    widgets.truncation_explorer(G)                   # notebook 08: a style generator
-    widgets.turing_test(real, fake, n_rounds=10)     # notebook 05
+    widgets.latent_explorer(G)                       # notebook 06
+    widgets.truncation_explorer(G)                   # notebook 09: a style generator
+    widgets.turing_test(real, fake, n_rounds=10)     # notebook 06
 
 Figures are drawn by matplotlib's Agg renderer (no pyplot, so no stray inline figures) into PNG bytes shown by
 an ``ipywidgets.Image``; updates replace the bytes in place, so a cell's output never grows while a tool is
@@ -318,7 +318,7 @@ def augmentation_explorer(images, index: int = 0):
                 layout=W.Layout(width="100%"))
 
 
-# ======================================================================= 2. training dashboard (notebook 03)
+# ======================================================================= 2. training dashboard (notebook 04)
 
 
 class TrainingDashboard:
@@ -479,7 +479,7 @@ def animate_samples(source, interval_ms: int = 400):
     return samples_animation(frames, interval_ms=interval_ms)
 
 
-# ======================================================================= 3. latent space (notebook 05)
+# ======================================================================= 3. latent space (notebook 06)
 
 
 def truncated_z(n: int, z_dim: int, threshold: float = math.inf,
@@ -547,7 +547,7 @@ def truncate(z: torch.Tensor, psi: float, z_mean: torch.Tensor | None = None) ->
 
     z: (..., D); psi: 1 = unchanged, 0 = the mean. This is StyleGAN's form, meant for its learnt W space, whose
     mean is itself a typical latent. In the z space of the course's generators the mean 0 is a point G never
-    saw (|z| ≈ √D): there use ``truncated_z``, BigGAN's resampling, as notebook 05 and the latent explorer do.
+    saw (|z| ≈ √D): there use ``truncated_z``, BigGAN's resampling, as notebook 06 and the latent explorer do.
     z_mean: (D,), default 0 (the mean of N(0, I)).
     """
     if z_mean is None:
@@ -676,7 +676,7 @@ def latent_explorer(G, seed: int = 0, walk_steps: int = 64, step_size: float = 0
     return _box([controls, image], image.value, "latent explorer (seed, t, slerp/lerp, truncation, walk)")
 
 
-# ======================================================================= 3b. truncation in W (notebook 08)
+# ======================================================================= 3b. truncation in W (notebook 09)
 
 
 def truncation_views(G, psi: float, seed: int = 0, n: int = 8) -> torch.Tensor:
@@ -728,7 +728,7 @@ def truncation_explorer(G, seed: int = 0, n: int = 8):
     return _box([psi, image], image.value, "truncation explorer (a ψ slider)")
 
 
-# ======================================================================= 4. visual Turing test (notebook 05)
+# ======================================================================= 4. visual Turing test (notebook 06)
 
 
 class TuringTest:

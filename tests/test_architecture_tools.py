@@ -95,7 +95,7 @@ def test_exercise_checks_of_notebooks_02_and_03_catch_typical_mistakes(capsys):
     def frobenius(weight):  # the broken code the student of notebook 02 is given
         return weight / weight.norm()
 
-    def by_parameters(widths, wide_steps, size, batch):  # the broken code the student of notebook 03 is given
+    def by_parameters(widths, wide_steps, size, batch):  # the broken code the student of notebook 04 is given
         cost = {w: sum(models.count_params(m) for m in models.build_models("course", size, width=w)) for w in widths}
         budget = cost[max(widths)] * wide_steps
         return {w: max(1, round(budget / cost[w])) for w in widths}

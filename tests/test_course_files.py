@@ -231,9 +231,9 @@ def test_notebooks_follow_the_fixed_opening():
 
 
 def test_new_notebook_skeleton_follows_the_conventions(tmp_path):
-    tool = [sys.executable, str(ROOT / "tools" / "new_notebook.py"), "07_image_to_image", "Image to image"]
+    tool = [sys.executable, str(ROOT / "tools" / "new_notebook.py"), "08_image_to_image", "Image to image"]
     subprocess.run([*tool, "--dir", str(tmp_path)], check=True, capture_output=True)
-    path = tmp_path / "07_image_to_image.ipynb"
+    path = tmp_path / "08_image_to_image.ipynb"
     _check_fixed_opening(path)
     assert subprocess.run([sys.executable, str(ROOT / "tools" / "notebook_opening.py"), "--check", str(path)]
                           ).returncode == 0
@@ -243,7 +243,7 @@ def test_new_notebook_skeleton_follows_the_conventions(tmp_path):
 
 def test_make_badges_is_idempotent_and_follows_the_repository(tmp_path):
     opening = _tool("notebook_opening")
-    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# 07 · Something"}],
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# 08 · Something"}],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
     once = ex.notebook_text(opening.update_opening(nb, "07_x.ipynb", "me/course"))
     twice = ex.notebook_text(opening.update_opening(ex.read_notebook(ex.write_notebook(nb, tmp_path / "a.ipynb")),
@@ -328,10 +328,10 @@ def test_readme_course_map_lists_every_notebook_with_its_badges():
 def test_make_badges_rewrites_only_the_badge_column_of_the_course_map():
     opening = _tool("notebook_opening")
     text = ("intro | not a row\n" + opening.MAP_BEGIN + " -->\n| notebook | what | open |\n|---|---|---|\n"
-            "| [07 · X](notebooks/07_x.ipynb) | a \\| b | old |\n" + opening.MAP_END + " -->\n| [07](notebooks/07_x.ipynb) | kept |")
+            "| [08 · X](notebooks/07_x.ipynb) | a \\| b | old |\n" + opening.MAP_END + " -->\n| [07](notebooks/07_x.ipynb) | kept |")
     new = opening.update_readme(text, "me/course")
     rows = new.splitlines()
-    assert rows[4].startswith("| [07 · X](notebooks/07_x.ipynb) | a \\| b | [![Open In Colab]")
+    assert rows[4].startswith("| [08 · X](notebooks/07_x.ipynb) | a \\| b | [![Open In Colab]")
     assert "https://mybinder.org/v2/gh/me/course/main?labpath=notebooks%2F07_x.ipynb" in rows[4]
     assert rows[-1] == "| [07](notebooks/07_x.ipynb) | kept |"  # outside the markers: untouched
     assert opening.update_readme(new, "me/course") == new

@@ -1,5 +1,5 @@
-"""The small library pieces notebook 05 uses: the audit's rule on embeddings, in-memory seed augmentation,
-and the exercises of notebook 05 (their checkers catch the classic mistakes)."""
+"""The small library pieces notebook 06 uses: the audit's rule on embeddings, in-memory seed augmentation,
+and the exercises of notebook 06 (their checkers catch the classic mistakes)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_latent_views_truncate_every_latent_they_draw():
     assert 1.0 < z[1].abs().max() < 1.5
 
 
-# ----------------------------------------------------------------------- exercises of notebook 05
+# ----------------------------------------------------------------------- exercises of notebook 06
 def _verdict(name, fn, capsys) -> str:
     ex.check(name, fn)
     return capsys.readouterr().out
@@ -141,13 +141,13 @@ def _verdict(name, fn, capsys) -> str:
 def test_slerp_exercise_rejects_lerp_and_the_bare_formula_and_accepts_the_formula_with_its_limit(capsys):
     from cxrlib.widgets import lerp
 
-    assert "✗" in _verdict("05.slerp", lambda z0, z1, t: lerp(z0, z1, t), capsys)
+    assert "✗" in _verdict("06.slerp", lambda z0, z1, t: lerp(z0, z1, t), capsys)
 
     def formula(z0, z1, t):
         omega = torch.acos((z0 / z0.norm() * z1 / z1.norm()).sum().clamp(-1, 1))
         return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 
-    verdict = _verdict("05.slerp", formula, capsys)  # 0/0 when z1 = 2·z0
+    verdict = _verdict("06.slerp", formula, capsys)  # 0/0 when z1 = 2·z0
     assert "✗" in verdict and "Ω = 0" in verdict and "yours nan" in verdict
 
     def slerp(z0, z1, t):
@@ -156,7 +156,7 @@ def test_slerp_exercise_rejects_lerp_and_the_bare_formula_and_accepts_the_formul
             return lerp(z0, z1, t)
         return formula(z0, z1, t)
 
-    assert "✓" in _verdict("05.slerp", slerp, capsys)
+    assert "✓" in _verdict("06.slerp", slerp, capsys)
 
 
 def test_histogram_distance_exercise_rejects_the_histogram_difference(capsys):
@@ -185,5 +185,5 @@ def test_copy_flags_exercise_rejects_a_rule_without_the_ratio_test(capsys):
         rho = (torch.cdist(e_train, e_train) + torch.eye(len(e_train)) * 1e9).min(1).values
         return (two[:, 0] < alpha * rho[idx[:, 0]]) & (two[:, 0] / two[:, 1] < ratio_threshold)
 
-    assert "✗" in _verdict("05.copy_flags", authenticity_only, capsys)
-    assert "✓" in _verdict("05.copy_flags", full_rule, capsys)
+    assert "✗" in _verdict("06.copy_flags", authenticity_only, capsys)
+    assert "✓" in _verdict("06.copy_flags", full_rule, capsys)

@@ -1,4 +1,4 @@
-"""The checks of notebooks 03 and 04 catch the mistakes students make (and accept correct variants)."""
+"""The checks of notebooks 04 and 05 catch the mistakes students make (and accept correct variants)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def targets(n_real, n_fake, *, label_smoothing=0.0, flip_prob=0.0, generator=Non
 
 
 def test_bce_targets_accepts_a_different_correct_way_of_drawing_flips(capsys):
-    kept, out = verdict("03.bce_targets", targets, capsys)
+    kept, out = verdict("04.bce_targets", targets, capsys)
     assert kept and "✓ correct" in out
 
 
@@ -40,7 +40,7 @@ def test_bce_targets_accepts_a_different_correct_way_of_drawing_flips(capsys):
     (dict(shared=True), "flipped together"),
 ])
 def test_bce_targets_catches_wrong_smoothing_and_shared_flips(mistake, message, capsys):
-    kept, out = verdict("03.bce_targets", lambda *a, **k: targets(*a, **k, **mistake), capsys)
+    kept, out = verdict("04.bce_targets", lambda *a, **k: targets(*a, **k, **mistake), capsys)
     assert not kept and "✗" in out and message in out
 
 
@@ -48,17 +48,17 @@ def test_bce_targets_catches_flips_that_ignore_the_generator(capsys):
     def unseeded(n_real, n_fake, *, label_smoothing=0.0, flip_prob=0.0, generator=None, device=None):
         return targets(n_real, n_fake, label_smoothing=label_smoothing, flip_prob=flip_prob, generator=None)
 
-    kept, out = verdict("03.bce_targets", unseeded, capsys)
+    kept, out = verdict("04.bce_targets", unseeded, capsys)
     assert not kept and "generator" in out
 
 
 def test_rescue_refuses_a_recipe_that_just_drops_the_extra_g_steps(capsys):
-    kept, out = verdict("03.rescue_collapse", lambda cfg: cfg.replace(g_steps_per_d_step=1), capsys)
+    kept, out = verdict("04.rescue_collapse", lambda cfg: cfg.replace(g_steps_per_d_step=1), capsys)
     assert not kept and "keep g_steps_per_d_step=3" in out
 
 
 def test_ema_beta_catches_a_missing_rampup_and_a_zero_half_life(capsys):
-    kept, out = verdict("04.ema_beta", lambda b, h, images_seen=0, rampup=0.0: 0.5 ** (b / (h * 1000)) if h else 0.0,
+    kept, out = verdict("05.ema_beta", lambda b, h, images_seen=0, rampup=0.0: 0.5 ** (b / (h * 1000)) if h else 0.0,
                         capsys)
     assert not kept and "ramp-up" in out
 
@@ -68,7 +68,7 @@ def test_ema_beta_catches_a_missing_rampup_and_a_zero_half_life(capsys):
             half_life = min(half_life, images_seen * rampup)
         return 0.5 ** (batch / half_life) if half_life > 0 else 1.0  # 1.0 would freeze the average at init
 
-    kept, out = verdict("04.ema_beta", frozen_when_zero, capsys)
+    kept, out = verdict("05.ema_beta", frozen_when_zero, capsys)
     assert not kept and "half-life 0" in out
 
 
@@ -85,7 +85,7 @@ def test_reduce_on_plateau_catches_a_rule_without_threshold_or_reset(capsys):
             out.append(scale)
         return out
 
-    kept, out = verdict("04.reduce_on_plateau", no_threshold, capsys)
+    kept, out = verdict("05.reduce_on_plateau", no_threshold, capsys)
     assert not kept and "1 %" in out
 
     def no_reset(history, patience=2, factor=0.5, threshold=0.01):
@@ -100,23 +100,23 @@ def test_reduce_on_plateau_catches_a_rule_without_threshold_or_reset(capsys):
             out.append(scale)
         return out
 
-    kept, out = verdict("04.reduce_on_plateau", no_reset, capsys)
+    kept, out = verdict("05.reduce_on_plateau", no_reset, capsys)
     assert not kept
 
 
 def test_ema_beta_rejects_the_notebooks_broken_beta_per_image(capsys):
-    def per_image(batch, half_life_kimg, images_seen=0, rampup=0.0):  # the broken code notebook 04 hands out
+    def per_image(batch, half_life_kimg, images_seen=0, rampup=0.0):  # the broken code notebook 05 hands out
         half_life = half_life_kimg * 1000.0
         if rampup > 0:
             half_life = min(half_life, images_seen * rampup)
         return 0.5 ** (1 / half_life) if half_life > 0 else 0.0
 
-    kept, out = verdict("04.ema_beta", per_image, capsys)
+    kept, out = verdict("05.ema_beta", per_image, capsys)
     assert not kept and "expected 0.999, got 0.999875" in out
 
 
 def test_reduce_on_plateau_rejects_the_notebooks_broken_rule_that_keeps_the_last_measurement(capsys):
-    def keeps_last(history, patience=2, factor=0.5, threshold=0.01):  # the broken code notebook 04 hands out
+    def keeps_last(history, patience=2, factor=0.5, threshold=0.01):  # the broken code notebook 05 hands out
         best, bad, scale, scales = math.inf, 0, 1.0, []
         for d in history:
             improved = d < best * (1 - threshold)
@@ -130,14 +130,14 @@ def test_reduce_on_plateau_rejects_the_notebooks_broken_rule_that_keeps_the_last
             scales.append(scale)
         return scales
 
-    kept, out = verdict("04.reduce_on_plateau", keeps_last, capsys)
+    kept, out = verdict("05.reduce_on_plateau", keeps_last, capsys)
     assert not kept and "expected 0.5 at [3], got 1" in out
 
 
 @pytest.mark.parametrize("rule", [lambda s, b: s * b / 2000, lambda s, b: 10 * b / 1000,
                                   lambda s, b: math.sqrt(s * b / 2 * 10 * b) / 1000])
 def test_finetune_half_life_accepts_any_rule_between_the_two_demands(rule, capsys):
-    kept, out = verdict("04.finetune_half_life", rule, capsys)
+    kept, out = verdict("05.finetune_half_life", rule, capsys)
     assert kept and "✓ correct" in out
 
 
@@ -150,5 +150,5 @@ def test_finetune_half_life_accepts_any_rule_between_the_two_demands(rule, capsy
     (lambda s, b: "1.6k", "a number of thousands of images"),
 ])
 def test_finetune_half_life_names_the_demand_a_rule_breaks(rule, message, capsys):
-    kept, out = verdict("04.finetune_half_life", rule, capsys)
+    kept, out = verdict("05.finetune_half_life", rule, capsys)
     assert not kept and message in out

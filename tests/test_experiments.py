@@ -221,7 +221,7 @@ def test_width_runs_give_every_width_the_same_compute(phantoms):
 
 
 def test_synthetic_data_study_runs_every_arm_on_tiny_sets():
-    """Notebook 06's study end to end at toy scale: every arm gets an AUC in [0, 1] on the held-out set, the GAN
+    """Notebook 07's study end to end at toy scale: every arm gets an AUC in [0, 1] on the held-out set, the GAN
     trained its steps on the small set alone, and its consistency is a share."""
     from cxrlib.data import load_dataset
     from cxrlib.experiments import SYNTHETIC_ARMS, synthetic_data_study

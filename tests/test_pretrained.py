@@ -186,7 +186,7 @@ def test_shipped_cyclegan_adds_pneumonia_and_keeps_the_patient():
 
 
 def test_shipped_style_generator_mixes_anatomy_in_coarse_layers_and_truncates_toward_typical():
-    """The shipped style generator (`make pretrained-style`, notebook 08): small, a StyleGenerator at 64 px whose
+    """The shipped style generator (`make pretrained-style`, notebook 09): small, a StyleGenerator at 64 px whose
     coarse layers carry the layout (outline, diaphragm, heart) and fine ones only detail; lower ψ gives images
     more alike each other."""
     from cxrlib.models import style

@@ -1,4 +1,4 @@
-"""The toy GAN of notebook 03: the ring data, the counts, batched runs, and that its lessons are real."""
+"""The toy GAN of notebook 04: the ring data, the counts, batched runs, and that its lessons are real."""
 
 import dataclasses
 import math
@@ -54,7 +54,7 @@ def test_toy_training_is_reproducible_and_runs_are_independent():
 
 
 def test_plain_toy_gan_learns_the_ring_and_many_g_steps_collapse_it():
-    """The lesson of notebook 03's grid, in small: balanced updates find most modes, 3 G steps per D step do not."""
+    """The lesson of notebook 04's grid, in small: balanced updates find most modes, 3 G steps per D step do not."""
     cfg = toy.ToyConfig(steps=1200)
     plain, greedy = toy.train(cfg, seeds=2), toy.train(cfg.replace(g_steps_per_d_step=3), seeds=2)
     assert float(plain.modes_covered.float().mean()) >= 6
@@ -109,7 +109,7 @@ def test_train_refuses_nonsense():
 
 
 def _no_zero_grad_step(G, D, g_opt, d_opt, real, z):
-    """The broken step of notebook 03: D's gradients are never cleared, so the G step's backward feeds D."""
+    """The broken step of notebook 04: D's gradients are never cleared, so the G step's backward feeds D."""
     with torch.no_grad():
         fake = G(z)
     rl, fl = D(real), D(fake)
@@ -129,9 +129,9 @@ def test_toy_step_exercise_accepts_a_correct_step_and_rejects_the_broken_one(cap
     def my_step(G, D, g_opt, d_opt, real, z):  # a student's correct version, written differently
         return toy.plain_step(G, D, g_opt, d_opt, real, z)
 
-    assert check("03.toy_train_step", my_step) is my_step
+    assert check("04.toy_train_step", my_step) is my_step
     assert "✓" in capsys.readouterr().out
-    assert check("03.fix_broken_step", _no_zero_grad_step) is toy.plain_step
+    assert check("04.fix_broken_step", _no_zero_grad_step) is toy.plain_step
     out = capsys.readouterr().out
     assert "✗" in out and "modes" in out
 
@@ -143,7 +143,7 @@ def test_toy_step_exercise_rejects_a_step_that_never_moves_d(capsys):
         g_loss.backward()
         g_opt.step()
 
-    check("03.toy_train_step", lazy)
+    check("04.toy_train_step", lazy)
     assert "D's weights have not changed" in capsys.readouterr().out
 
 
@@ -247,7 +247,7 @@ def test_rpgan_toy_step_is_the_pairing_loss_with_r2_on_g_points():
 
 
 def test_modern_toy_recipe_keeps_every_mode_where_bce_with_three_g_steps_collapses():
-    """Notebook 08's toy lesson in small: with RpGAN + R1 + R2 the seed's "3 G steps per D step" no longer
+    """Notebook 09's toy lesson in small: with RpGAN + R1 + R2 the seed's "3 G steps per D step" no longer
     collapses the ring (it does under BCE: the test above)."""
     grid = toy.modern_variants(1200)
     greedy = toy.train(grid["  + 3 G steps per D step"], seeds=2)

@@ -1,7 +1,7 @@
 """Create a course notebook with the standard opening and skeleton (see notebooks/CONVENTIONS.md).
 
-Usage: ``python tools/new_notebook.py 03_adversarial_training_tricks "Adversarial training tricks"``
-writes ``notebooks/03_adversarial_training_tricks.ipynb`` (never overwrites). Fill the sections with prose
+Usage: ``python tools/new_notebook.py 04_adversarial_training_tricks "Adversarial training tricks"``
+writes ``notebooks/04_adversarial_training_tricks.ipynb`` (never overwrites). Fill the sections with prose
 and short code cells, then run ``make badges exercises`` and the notebook under nbval.
 """
 
@@ -78,12 +78,12 @@ def skeleton(stem: str, title: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stem", help="file name without .ipynb: NN_snake_case, e.g. 03_adversarial_training_tricks")
+    parser.add_argument("stem", help="file name without .ipynb: NN_snake_case, e.g. 04_adversarial_training_tricks")
     parser.add_argument("title", help="title shown in the notebook, e.g. 'Adversarial training tricks'")
     parser.add_argument("--dir", default=str(ROOT / "notebooks"), help="folder (default notebooks/)")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"\d\d_[a-z0-9_]+", args.stem):
-        parser.error("stem must look like 03_adversarial_training_tricks")
+        parser.error("stem must look like 04_adversarial_training_tricks")
     path = Path(args.dir) / f"{args.stem}.ipynb"
     if path.exists():
         parser.error(f"{path} exists; not overwriting it")

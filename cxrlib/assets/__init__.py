@@ -3,7 +3,7 @@
 ``pretrained_checkpoint()`` gives the unconditional one's path when the file is present and its sha256 matches
 the one recorded beside it, else ``None`` (notebooks then train their own); ``pretrained_checkpoint(name=
 "pretrained-conditional")`` the conditional one (normal / pneumonia), ``"pretrained-cyclegan"`` a CycleGAN and
-``"pretrained-style"`` a style-based generator (notebooks 07, 08). ``make pretrained``, ``make
+``"pretrained-style"`` a style-based generator (notebooks 08, 09). ``make pretrained``, ``make
 pretrained-conditional``, ``make pretrained-cyclegan`` and ``make pretrained-style`` reproduce them; the
 commands, seeds, steps, wall times and figures are in ``benchmarks/RESULTS.md``. On the command line ``--ckpt NAME`` names them.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PRETRAINED = HERE / "course_phantom_64.pt"
 PRETRAINED_CONDITIONAL = HERE / "conditional_phantom_64.pt"
-PRETRAINED_CYCLEGAN = HERE / "cyclegan_phantom_64.pt"  # normal ↔ pneumonia (notebook 07)
-PRETRAINED_STYLE = HERE / "style_phantom_64.pt"  # the style preset at width 0.5 (notebook 08)
+PRETRAINED_CYCLEGAN = HERE / "cyclegan_phantom_64.pt"  # normal ↔ pneumonia (notebook 08)
+PRETRAINED_STYLE = HERE / "style_phantom_64.pt"  # the style preset at width 0.5 (notebook 09)
 # --ckpt NAME → the name of the module attribute that holds its path (looked up at each call, so tests can point
 # an attribute at another file)
 SHIPPED = {"pretrained": "PRETRAINED", "pretrained-conditional": "PRETRAINED_CONDITIONAL",

@@ -91,7 +91,7 @@ class ModulatedConv2d(nn.Module):
     each output channel divided by the norm of its modulated weights. x: (B, C_in, H, W), w: (B, w_dim).
 
     The affine A starts at s = 1 (bias 1), so an untrained layer is a plain convolution. ``demod(w)`` returns
-    the per-sample, per-output-channel factors 1/‖s·W_o‖ (the exercise of notebook 08 rebuilds them)."""
+    the per-sample, per-output-channel factors 1/‖s·W_o‖ (the exercise of notebook 09 rebuilds them)."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, w_dim: int, demodulate: bool = True):
         super().__init__()
@@ -248,7 +248,7 @@ def check_psi(psi: float) -> float:
 
 
 def truncate_toward(w: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:
-    """w' = w_avg + ψ·(w − w_avg): w (..., w_dim), w_avg (w_dim,) → the same shape as w (notebook 08's exercise)."""
+    """w' = w_avg + ψ·(w − w_avg): w (..., w_dim), w_avg (w_dim,) → the same shape as w (notebook 09's exercise)."""
     return w_avg.to(w.dtype).lerp(w, float(psi))
 
 
@@ -263,7 +263,7 @@ def truncate(G: nn.Module, w: torch.Tensor, psi: float) -> torch.Tensor:
 
 def modulated_weights(weight: torch.Tensor, s: torch.Tensor, demodulate: bool = True,
                       eps: float = 1e-8) -> torch.Tensor:
-    """StyleGAN2's modulated weights, one set per sample (the textbook form, notebook 08's exercise):
+    """StyleGAN2's modulated weights, one set per sample (the textbook form, notebook 09's exercise):
     weight (C_out, C_in, k, k), styles s (B, C_in) → (B, C_out, C_in, k, k) with w'_oik = s_i·w_oik, and with
     ``demodulate`` each output channel's weights divided by √(Σ_ik w'_oik² + eps). ``ModulatedConv2d`` computes the
     same convolution without building them (x·s → shared conv → ·1/‖w'_o‖)."""

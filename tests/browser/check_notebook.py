@@ -10,7 +10,7 @@
    runtime, settings and workspace folders in a temporary folder (autosave off, so the notebook file is not
    rewritten with outputs), with ``CXRLIB_SMOKE=1`` exported for the kernel; wait for ``/api/status``;
 2. start ``/usr/bin/chromium`` headless with remote debugging and attach Playwright to it over CDP;
-3. open the notebook (default ``notebooks/05_results_and_evaluation.ipynb``, or this folder's
+3. open the notebook (default ``notebooks/06_results_and_evaluation.ipynb``, or this folder's
    ``widgets_fixture.ipynb`` while 05 does not exist), wait for the kernel, click into the first cell, press
    Escape, Run → Run All Cells, and wait until every cell has run and the kernel is idle;
 4. fail on any error output or unrun cell; require a rendered widget, an image output, and a widget that
@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_NOTEBOOK = REPO / "notebooks" / "05_results_and_evaluation.ipynb"
+DEFAULT_NOTEBOOK = REPO / "notebooks" / "06_results_and_evaluation.ipynb"
 FIXTURE_NOTEBOOK = Path(__file__).resolve().parent / "widgets_fixture.ipynb"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -510,7 +510,7 @@ def check(notebook: Path, out: Path, timeout: float) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("notebook", nargs="?", help="notebook to run (default: notebook 05, else the fixture)")
+    ap.add_argument("notebook", nargs="?", help="notebook to run (default: notebook 06, else the fixture)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed for Run All (default 900)")
     ap.add_argument("--out", default=str(REPO / "runs" / "browser"), help="screenshot folder")
     args = ap.parse_args(argv)
