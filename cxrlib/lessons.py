@@ -432,7 +432,8 @@ def bank_paired(name: str, arm: str, baseline: str | None = None, metric: str = 
     seeds = " · ".join(f"seed {k}: {d:+.3f}" for k, d in zip(_seed_keys(entry), diffs))
     signs = {(d > 0) - (d < 0) for d in diffs}
     same = ("same sign in every seed" if len(signs) == 1 and 0 not in signs else "signs differ between seeds")
-    digits = 3  # enough digits that the printed mean and threshold differ when the verdict turns on them
+    # the spread to two significant digits, and enough that the mean and the threshold differ where they are close
+    digits = min(6, max(3, 1 - math.floor(math.log10(sd)))) if sd > 1e-9 * max(1.0, abs(m)) else 3
     while digits < 6 and abs(m) != 2 * sd and round(abs(m), digits) == round(2 * sd, digits):
         digits += 1
     return (f"results bank, lesson '{name}', {metric}: {arm} − {baseline}, paired by seed\n"
