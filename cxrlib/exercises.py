@@ -1383,7 +1383,7 @@ def _histogram_distance_cases():
 
 
 register(
-    "05.histogram_distance",
+    "06.histogram_distance",
     reference="cxrlib.metrics.histogram_distance",
     checker=compare_outputs(_histogram_distance_cases, atol=1e-6),
     hint="W1 = Σ |CDF_real − CDF_fake| / bins, with CDF = intensity_histogram(...).cumsum(0)",

@@ -168,8 +168,8 @@ def test_histogram_distance_exercise_rejects_the_histogram_difference(capsys):
         h_r, h_f = M.intensity_histogram(real, bins), M.intensity_histogram(fake, bins)
         return float((h_r.cumsum(0) - h_f.cumsum(0)).abs().sum() / bins)
 
-    assert "✗" in _verdict("05.histogram_distance", l1_of_histograms, capsys)
-    assert "✓" in _verdict("05.histogram_distance", w1, capsys)
+    assert "✗" in _verdict("06.histogram_distance", l1_of_histograms, capsys)
+    assert "✓" in _verdict("06.histogram_distance", w1, capsys)
 
 
 def test_copy_flags_exercise_rejects_a_rule_without_the_ratio_test(capsys):
