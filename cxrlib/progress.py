@@ -34,7 +34,8 @@ class _NotebookLine:
         from IPython.display import display
 
         self.iterable, self.total, self.desc, self.unit, self.every = iterable, total, desc, unit, every
-        self.n, self.postfix, self.start, self._shown = 0, {}, time.perf_counter(), 0.0
+        self.n, self.postfix, self.start = 0, {}, time.perf_counter()
+        self._shown = self.start  # the first line is shown now, below
         self._handle = display(self._text(), display_id=True)
 
     def _text(self):

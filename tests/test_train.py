@@ -43,8 +43,8 @@ def same(a, b):
 
 
 # ----------------------------------------------------------------------------- configuration
-def test_presets_hold_the_seed_and_dcgan_hyper_parameters():
-    seed = make_config("seed")
+def test_presets_hold_the_original_and_dcgan_hyper_parameters():
+    seed = make_config("original")
     assert (seed.loss, seed.label_smoothing, seed.flip_prob, seed.batch) == ("bce", 0.1, 0.05, 8)
     assert (seed.g_lr, seed.d_lr, seed.g_betas, seed.d_betas) == (1e-4, 1e-4, (0.9, 0.999), (0.9, 0.999))
     assert seed.ema_half_life_kimg == 0 and seed.r1_gamma == 0 and seed.augment == ""
@@ -57,7 +57,7 @@ def test_presets_hold_the_seed_and_dcgan_hyper_parameters():
     cyc = make_config("cyclegan")
     assert (cyc.family, cyc.loss, cyc.cycle_weight, cyc.identity_weight, cyc.pool_size, cyc.lr_decay_start) == (
         "cyclegan", "lsgan", 10, 0.5, 50, 0.5)
-    assert set(PRESETS) == {"seed", "dcgan", "course", "style", "modern", "pix2pix", "cyclegan"}
+    assert set(PRESETS) == {"original", "dcgan", "course", "style", "modern", "pix2pix", "cyclegan"}
 
 
 def test_config_round_trips_through_json():
