@@ -65,6 +65,21 @@ def get_device(device: str | None = "auto"):
     return torch.device(device)
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Core(TM) i5-8250U …"), for the records a run leaves; Linux reads
+    ``/proc/cpuinfo``, elsewhere ``platform.processor()``, else the architecture."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def cpu_has_bf16() -> bool:
     """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off.
 

@@ -130,8 +130,9 @@ def _machine() -> str:
 
     from cxrlib import config
 
-    return (f"{platform.machine()} {platform.processor() or ''} · {config.cpu_cores()} cores · "
-            f"bf16 {'yes' if config.cpu_has_bf16() else 'no'} · torch {torch.__version__}").replace("  ", " ")
+    return (f"{config.cpu_model()} ({platform.machine()}) · {config.cpu_cores()} cores, "
+            f"{torch.get_num_threads()} threads · bf16 {'yes' if config.cpu_has_bf16() else 'no'} · "
+            f"torch {torch.__version__}")
 
 
 def run_leak(seed: int, settings: dict) -> dict:

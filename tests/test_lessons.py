@@ -28,6 +28,16 @@ def test_run_writes_each_part_and_resumes_where_it_stopped(tmp_path, monkeypatch
     assert calls == [0, 1, 2]
 
 
+def test_each_part_records_the_cpu_model_and_threads_it_ran_on(tmp_path, monkeypatch):
+    """A live run on another CPU draws other numbers: the bank must say which CPU made its figures."""
+    monkeypatch.setitem(lessons.RUNNERS, "leak", _fake_runner([]))
+    monkeypatch.setattr("cxrlib.config.cpu_model", lambda: "Test CPU 9000")
+    bank = tmp_path / "bank.json"
+    lessons.run("leak", seeds=1, path=bank, log=lambda *_: None)
+    machine = json.loads(bank.read_text())["leak"]["parts"]["0"]["machine"]
+    assert machine.startswith("Test CPU 9000 (") and " threads · bf16 " in machine
+
+
 def test_changed_settings_start_the_lesson_over(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setitem(lessons.RUNNERS, "leak", _fake_runner(calls))

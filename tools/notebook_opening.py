@@ -98,7 +98,7 @@ def update_readme(text: str, repo: str, branch: str = "main") -> str:
 
 def setup_source(repo: str) -> str:
     """The setup cell: on Colab install cxrlib (keeping Colab's torch) and print the GPU; elsewhere nothing."""
-    return f'''{SETUP_MARKER} — written by `make badges`; edit tools/notebook_opening.py, not this cell.
+    return f'''{SETUP_MARKER} — the same cell opens every notebook; run it and move on.
 # On Colab: install cxrlib from GitHub once per session, keeping Colab's own torch. Elsewhere: nothing to do
 # (locally `make lab` and on Binder `postBuild` have installed it already).
 import sys
