@@ -728,8 +728,8 @@ register(
         case(_unit_ramp(), -0.05, 1.1, label="brightness -0.05, contrast 1.1 (the original project's ranges)"),
         case(_unit_ramp(), 0.4, 1.5, label="strong: brightness +0.4, contrast 1.5 (must clip to [0, 1])"),
     ], atol=1e-6),
-    hint="the stretch is about each image's own mean: average over the last two axes only "
-    "(x.mean(axis=(-2, -1), keepdims=True)), not over the whole batch; clip to [0, 1] last",
+    hint="the stretch is about each image's own mean, not the whole batch's: which axes does your mean average "
+    "over? Keep them so the mean broadcasts back onto the image; clip to [0, 1] last",
 )
 
 
@@ -1127,9 +1127,35 @@ register(
 # The toy GAN of notebook 04 (cxrlib.toy): a step is judged by what it does -- it must move both networks, and a
 # short training run with it must find most of the ring's 8 modes, as the library's step does.
 TOY_CHECK_STEPS, TOY_CHECK_SEEDS, TOY_CHECK_MODES, TOY_CHECK_GOOD = 1200, 2, 5.0, 0.3
+TOY_SMOOTHING = 0.1  # exercise 04.toy_train_step: the original project's label smoothing, on D's targets only
 
 
-def _toy_step_checker(candidate, reference) -> str | None:
+def smoothed_toy_step(G, D, g_opt, d_opt, real, z) -> dict:
+    """Reference of exercise 04.toy_train_step: one D step with the original project's label smoothing (D's
+    targets 1 - s/2 and s/2, s = 0.1), then the plain G step on the same z (G's target stays 1)."""
+    from cxrlib import toy
+
+    return {**toy.d_step(G, D, d_opt, real, z, toy.ToyConfig(label_smoothing=TOY_SMOOTHING)),
+            **toy.g_step(G, D, g_opt, z)}
+
+
+def _toy_weights_after_one_step(step):
+    """G's and D's weights (flat) after one call of ``step`` from fixed weights and batches, with plain SGD: its
+    update is proportional to the gradient, so a changed target shows (Adam's first update is about lr·sign)."""
+    import torch
+
+    from cxrlib import toy
+
+    cfg = toy.ToyConfig()
+    G, D = toy.toy_models(1, seed=0)
+    g_opt, d_opt = (torch.optim.SGD(m.parameters(), lr=0.5) for m in (G, D))
+    gen = torch.Generator().manual_seed(0)
+    step(G, D, g_opt, d_opt, toy.ring(cfg.batch, generator=gen, shape=(1,)),
+         torch.randn(1, cfg.batch, cfg.z_dim, generator=gen))
+    return [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (G, D)]
+
+
+def _toy_step_checker(candidate, reference, compare_one_step=False) -> str | None:
     import torch
 
     from cxrlib import toy
@@ -1144,6 +1170,17 @@ def _toy_step_checker(candidate, reference) -> str | None:
     for name, m, old in (("G", G, before[0]), ("D", D, before[1])):
         if all(torch.equal(p, q) for p, q in zip(m.parameters(), old)):
             return f"after one call {name}'s weights have not changed: call {name[0].lower()}_opt.step() in its step"
+    if compare_one_step:  # the same fixed start and batches as the reference: D's step first, then G's
+        (g_got, d_got), (g_ref, d_ref) = _toy_weights_after_one_step(candidate), _toy_weights_after_one_step(reference)
+        s = TOY_SMOOTHING
+        d_off, g_off = float((d_got - d_ref).abs().max()), float((g_got - g_ref).abs().max())
+        if d_off > 1e-5:
+            return (f"after one step from the same weights and batches, D's weights differ from the reference's by up "
+                    f"to {d_off:.2g}: D's targets with smoothing s = {s} are 1 - s/2 = {1 - s / 2:g} on real points "
+                    f"and s/2 = {s / 2:g} on G's (no flipping)")
+        if g_off > 1e-5:
+            return (f"D's step matches the reference, but G's weights then differ by up to {g_off:.2g}: smoothing "
+                    "changes D's targets only -- G's target stays 1 (section 3); G's step uses the same z")
     result = toy.train(cfg, seeds=TOY_CHECK_SEEDS, step_fn=candidate)
     modes, good = float(result.modes_covered.float().mean()), float(result.good_share.mean())
     if modes < TOY_CHECK_MODES or good < TOY_CHECK_GOOD:
@@ -1155,10 +1192,11 @@ def _toy_step_checker(candidate, reference) -> str | None:
 
 register(
     "04.toy_train_step",
-    reference="cxrlib.toy.plain_step",
-    checker=_toy_step_checker,
-    hint="D step: fake = G(z) under no_grad; d_loss = BCE(D(real), 1) + BCE(D(fake), 0); d_opt.zero_grad(); "
-    "backward; d_opt.step(). G step: g_loss = BCE(D(G(z)), 1); g_opt.zero_grad(); backward; g_opt.step()",
+    reference=smoothed_toy_step,
+    checker=lambda candidate, reference: _toy_step_checker(candidate, reference, compare_one_step=True),
+    hint="D step: fake = G(z) under no_grad; d_loss = BCE(D(real), 0.95) + BCE(D(fake), 0.05) (torch.full_like); "
+    "d_opt.zero_grad(); backward; d_opt.step(). G step: g_loss = BCE(D(G(z)), 1) -- G's target is not smoothed; "
+    "g_opt.zero_grad(); backward; g_opt.step()",
 )
 
 register(
@@ -1514,8 +1552,9 @@ register(
     "07.projection_logit",
     reference="cxrlib.models.projection_logit",
     checker=compare_outputs(_projection_cases, atol=1e-5),
-    hint="class_embedding[y] is (B, F): one class vector per image; multiply it with h and sum over the features, "
-    "then add psi_out",
+    hint="h @ class_embedding.T scores every image against every class's vector, and summing over the classes "
+    "throws y away. Keep only each image's own class: class_embedding[y] is (B, F); multiply it with h, sum over "
+    "the features, then add psi_out",
 )
 
 SHARE_CHECK_N, SHARE_CHECK_TOL = 40000, 0.015
@@ -1688,7 +1727,8 @@ register(
     "09.truncate",
     reference="cxrlib.models.style.truncate_toward",
     checker=_truncate_checker,
-    hint="the pull's fixed point is w_avg: w_avg + psi * (w - w_avg) gives w at ψ = 1 and w_avg at ψ = 0",
+    hint="ψ scales the offset from the point the pull goes toward: at ψ = 0 every w must become w_avg, at ψ = 1 "
+    "stay w",
 )
 
 if __name__ == "__main__":

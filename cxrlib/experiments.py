@@ -255,6 +255,7 @@ def leak_runs(clean, jittered, *, steps: int, size: int, batch: int, p: float, s
 # ======================================================================= notebook 05's continuations
 FINETUNE_ARMS = ("continue", "original recipe", "adaptive")
 SEED_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the original project's fine-tuning recipe
+ORIGINAL_FINETUNE_RATES = SEED_FINETUNE_RATES  # the same dict under the name the notebooks use
 
 
 def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int = 8, seed: int = 0) -> dict:

@@ -355,19 +355,20 @@ def _lesson_parts(name: str, path, *figures: str) -> tuple[dict | None, list[dic
 
 
 def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str = "arms",
-                 per_seed: bool = False) -> str:
+                 per_seed: bool = False, compare: bool = True) -> str:
     """The bank's figures of one lesson as text: each arm's mean ± seed-to-seed std and, against ``baseline``,
     whether the difference stands above twice the larger std (default baseline: the lesson's control, ``BASELINES``);
     the first line says how, when and where the figures were made, and what the numbers are (``METRICS``).
     ``metric``: the lesson's main figure ("arms") or one of its extra figures (e.g. the volume lesson's "flagged").
-    ``per_seed``: also each seed's value, in columns before the mean.
+    ``per_seed``: also each seed's value, in columns before the mean. ``compare=False``: no verdict column (where
+    the arms share seeds and are read seed by seed with ``bank_paired`` instead).
     Says so in one line when the bank has no such lesson."""
     entry, parts = _lesson_parts(name, path, metric)
     if not parts:
         return f"the results bank has no '{name}' figures yet ({COMMAND} makes them)"
     arms = _arm_order(name, list(parts[0][metric]))
     baseline = baseline or BASELINES.get(name, arms[-1])
-    if baseline not in arms:  # an extra figure of other arms (e.g. the GAN's consistency): no comparison
+    if not compare or baseline not in arms:  # an extra figure of other arms (e.g. the GAN's consistency): none
         baseline = None
     stats = {a: _mean_std([p[metric][a] for p in parts]) for a in arms}
     s = entry["settings"]

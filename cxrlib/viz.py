@@ -81,18 +81,24 @@ def image_rows(rows: dict, title: str, col_titles=None, pad: int = 2) -> Figure:
     return fig
 
 
-def metric_bars(table: dict, title: str, descriptions: dict | None = None, floor: str | None = None) -> Figure:
+def metric_bars(table: dict, title: str, descriptions: dict | None = None, floor: str | None = None,
+                ncols: int | None = None) -> Figure:
     """One bar chart per column of ``{row: {column: number}}`` (e.g. ``metrics.compare_sets``), a bar per row.
 
     ``descriptions`` ({column: words}, default ``metrics.COMPARE_COLUMNS`` where it names the column) label
     each chart's value axis. ``floor``: the row (e.g. held-out real images) drawn as a dashed line across each
-    chart, so every bar is read against it."""
+    chart, so every bar is read against it. ``ncols``: charts per row (default: all in one row)."""
     from cxrlib.metrics import COMPARE_COLUMNS
 
     descriptions = {**COMPARE_COLUMNS, **(descriptions or {})}
     names, columns = list(table), list(next(iter(table.values())))
-    fig = Figure(figsize=(3.0 * len(columns), 3.4 + 0.12 * max(len(n) for n in names)), layout="constrained")
-    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    ncols = len(columns) if ncols is None else max(1, min(ncols, len(columns)))
+    nrows = -(-len(columns) // ncols)
+    fig = Figure(figsize=(3.0 * ncols, nrows * (3.4 + 0.12 * max(len(n) for n in names))), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for spare in grid[len(columns):]:
+        spare.set_axis_off()
+    axes = grid[:len(columns)]
     colours = [f"C{i}" for i in range(len(names))]
     for ax, col in zip(axes, columns):
         ax.bar(range(len(names)), [table[n][col] for n in names], color=colours)

@@ -175,6 +175,7 @@ def _box(children, still: bytes | None = None, what: str = "interactive widget",
 
 #: The seed's offline augmentation ranges, and wider ones that make the augmentation leak visible.
 SEED_RANGES = {"brightness": (-0.1, 0.1), "contrast": (0.9, 1.1), "quality": (90, 100)}
+ORIGINAL_RANGES = SEED_RANGES  # the same dict under the name the notebooks use
 STRONG_RANGES = {"brightness": (-0.5, 0.5), "contrast": (0.4, 1.6), "quality": (5, 100)}
 
 
@@ -692,7 +693,7 @@ def truncation_views(G, psi: float, seed: int = 0, n: int = 8) -> torch.Tensor:
 def truncation_views_png(images, psi: float, average=None) -> bytes:
     """One row of images at ψ (and the image of w_avg itself, ``average``, at the left when given) as PNG."""
     imgs = list(to_uint8(images[:, 0]))
-    titles = [f"seed image {i}" for i in range(len(imgs))]
+    titles = [f"latent {i}" for i in range(len(imgs))]
     if average is not None:
         imgs, titles = [to_uint8(average[0, 0])] + imgs, ["w_avg (ψ = 0)"] + titles
     fig = new_figure(1.3 * len(imgs), 1.75, left=0.01, right=0.99, bottom=0.02, top=0.78, wspace=0.05)

@@ -59,6 +59,8 @@ def test_summary_gives_mean_spread_and_verdicts(tmp_path, monkeypatch):
     assert "0.0810 ± 0.0010" in rows["offline"] and "above twice the larger spread" in rows["offline"]
     assert "+0.0110 vs clean control" in rows["DiffAugment"]
     assert "references: clean holdout 0.0600" in text
+    plain = lessons.bank_summary("leak", path=bank, compare=False)  # arms read seed by seed elsewhere: no verdicts
+    assert "0.0810 ± 0.0010" in plain and "twice the larger spread" not in plain and " vs " not in plain
 
 
 def test_summary_says_when_the_bank_is_empty_and_unknown_lessons_are_refused(tmp_path):

@@ -125,12 +125,30 @@ def _no_zero_grad_step(G, D, g_opt, d_opt, real, z):
     return {}
 
 
-def test_toy_step_exercise_accepts_a_correct_step_and_rejects_the_broken_one(capsys):
-    def my_step(G, D, g_opt, d_opt, real, z):  # a student's correct version, written differently
-        return toy.plain_step(G, D, g_opt, d_opt, real, z)
+def _smoothed_step(G, D, g_opt, d_opt, real, z, g_target=1.0):
+    """The step of exercise 04.toy_train_step written by hand: D's targets smoothed (s = 0.1), G's target 1."""
+    with torch.no_grad():
+        fake = G(z)
+    rl, fl = D(real), D(fake)
+    d_loss = F.binary_cross_entropy_with_logits(rl, torch.full_like(rl, 0.95)) + \
+        F.binary_cross_entropy_with_logits(fl, torch.full_like(fl, 0.05))
+    d_opt.zero_grad()
+    d_loss.backward()
+    d_opt.step()
+    fl = D(G(z))
+    g_loss = F.binary_cross_entropy_with_logits(fl, torch.full_like(fl, g_target))
+    g_opt.zero_grad()
+    g_loss.backward()
+    g_opt.step()
 
-    assert check("04.toy_train_step", my_step) is my_step
+
+def test_toy_step_exercise_accepts_a_correct_step_and_rejects_the_broken_one(capsys):
+    assert check("04.toy_train_step", _smoothed_step) is _smoothed_step
     assert "✓" in capsys.readouterr().out
+    check("04.toy_train_step", toy.plain_step)  # no smoothing: D's step differs from the reference's
+    assert "D's targets" in capsys.readouterr().out
+    check("04.toy_train_step", lambda *a: _smoothed_step(*a, g_target=0.95))  # G's target smoothed too
+    assert "G's target stays 1" in capsys.readouterr().out
     assert check("04.fix_broken_step", _no_zero_grad_step) is toy.plain_step
     out = capsys.readouterr().out
     assert "✗" in out and "modes" in out
