@@ -173,9 +173,9 @@ def _box(children, still: bytes | None = None, what: str = "interactive widget",
 
 # ======================================================================= 1. augmentation explorer (notebook 01)
 
-#: The original project's offline augmentation ranges, and wider ones that make the augmentation leak visible.
-ORIGINAL_RANGES = {"brightness": (-0.1, 0.1), "contrast": (0.9, 1.1), "quality": (90, 100)}
-SEED_RANGES = ORIGINAL_RANGES  # its older name, kept for code written against it
+#: The seed's offline augmentation ranges, and wider ones that make the augmentation leak visible.
+SEED_RANGES = {"brightness": (-0.1, 0.1), "contrast": (0.9, 1.1), "quality": (90, 100)}
+ORIGINAL_RANGES = SEED_RANGES  # the same dict under the name the notebooks use
 STRONG_RANGES = {"brightness": (-0.5, 0.5), "contrast": (0.4, 1.6), "quality": (5, 100)}
 
 
@@ -272,7 +272,7 @@ def augmentation_explorer(images, index: int = 0):
     style = {"description_width": "90px"}
     pick = W.IntSlider(min(index, len(stack) - 1), 0, len(stack) - 1, description="image", style=style,
                        continuous_update=False, disabled=len(stack) == 1)
-    (b0, b1), (c0, c1), (q0, q1) = ORIGINAL_RANGES.values()
+    (b0, b1), (c0, c1), (q0, q1) = SEED_RANGES.values()
     bright = W.FloatSlider(0.0, min=b0, max=b1, step=0.01, description="brightness", style=style,
                            continuous_update=False, readout_format="+.2f")
     contrast = W.FloatSlider(1.0, min=c0, max=c1, step=0.01, description="contrast", style=style,
@@ -296,7 +296,7 @@ def augmentation_explorer(images, index: int = 0):
         out.value = augment_preview_png(stack[pick.value], bright.value, contrast.value, q)
 
     def toggle_strong(change):
-        ranges = STRONG_RANGES if change["new"] else ORIGINAL_RANGES
+        ranges = STRONG_RANGES if change["new"] else SEED_RANGES
         holding.append(True)
         try:
             for slider, key in ((bright, "brightness"), (contrast, "contrast"), (quality, "quality")):
