@@ -54,7 +54,7 @@ def test_summary_gives_mean_spread_and_verdicts(tmp_path, monkeypatch):
     bank = tmp_path / "bank.json"
     lessons.run("leak", seeds=3, path=bank, log=lambda *_: None)
     text = lessons.bank_summary("leak", baseline="clean control", path=bank)
-    assert "3 seeds" in text and "make lessons" in text
+    assert "3 seeds" in text and "made 20" in text and "make lessons" not in text  # no dev command for students
     rows = {line.split()[0]: line for line in text.splitlines()[1:]}
     assert "0.0810 ± 0.0010" in rows["offline"] and "above twice the larger spread" in rows["offline"]
     assert "+0.0110 vs clean control" in rows["DiffAugment"]
