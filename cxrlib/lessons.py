@@ -387,7 +387,7 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     else:
         steps = f"equal compute (widest: {s['wide_steps']} steps)"
     lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {steps}{shape} — made "
-             f"{parts[0]['date'][:10]} on {parts[0]['machine']}" + (f"\n  figure: {what}" if what else "")]
+             f"{parts[0]['date'][:10]} on {parts[0]['machine']}" + (f"\n  metric: {what}" if what else "")]
     width = max([18] + [len(a) + 1 for a in arms])  # the arm names in one column
     spreads = [sd for m, sd in stats.values() if sd > 1e-9 * max(1.0, abs(m))]  # (not rounding noise)
     d = min(6, max(3, 1 - math.floor(math.log10(min(spreads))))) if spreads else 3  # the spread to 2 digits

@@ -102,7 +102,7 @@ def test_a_lesson_with_extra_figures_summarises_each_and_names_what_it_is(tmp_pa
     bank = tmp_path / "bank.json"
     lessons.run("volume", seeds=3, path=bank, log=lambda *_: None)
     swd = lessons.bank_summary("volume", path=bank)
-    assert "figure: SWD" in swd
+    assert "metric: SWD" in swd
     rows = [line.split()[0] for line in swd.splitlines()[2:]]
     assert rows == ["50", "200", "1000"]
     flagged = lessons.bank_summary("volume", path=bank, metric="flagged")
@@ -131,7 +131,7 @@ def test_the_shipped_bank_holds_notebook_02s_lessons_with_three_seeds(name, arms
         assert set(part["arms"]) == arms and all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³
         for extra in set(part) & {"flagged", "chance"}:
             assert set(part[extra]) == arms and all(0 <= v <= 1 for v in part[extra].values())
-    assert "figure: SWD" in lessons.bank_summary(name)
+    assert "metric: SWD" in lessons.bank_summary(name)
 
 
 def test_bank_difference_pairs_two_figures_of_the_same_runs_seed_by_seed(tmp_path, monkeypatch):
@@ -177,7 +177,7 @@ def test_the_shipped_bank_holds_the_recipe_comparisons_with_three_seeds(name, ar
     for part in entry["parts"].values():
         assert set(part["arms"]) == arms and all(5 < v < 200 for v in part["arms"].values())  # SWD ×10³
         assert set(part["train_seconds"]) == arms and all(v > 0 for v in part["train_seconds"].values())
-    assert "figure: SWD" in lessons.bank_summary(name)
+    assert "metric: SWD" in lessons.bank_summary(name)
 
 
 def test_run_recipes_trains_every_arm_for_its_steps_with_its_options(monkeypatch):
