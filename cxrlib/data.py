@@ -142,8 +142,11 @@ class ImageSet:
         )  # fmt: skip
 
     def to_float(self) -> torch.Tensor:
-        """images as (N, 1, S, S) float32 in [-1, 1] (what G's tanh produces): x / 127.5 - 1."""
-        return self.images.float().div_(127.5).sub_(1.0)
+        """images as (N, 1, S, S) float32 in [-1, 1] (what G's tanh produces), as the GAN trains on them
+        (:func:`cxrlib.images.to_float`)."""
+        from cxrlib.images import to_float
+
+        return to_float(self.images)
 
     def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> tuple[ImageSet, ImageSet, ImageSet]:
         """Deterministic (train, val, holdout), stratified: each class is shuffled with ``seed`` and cut by

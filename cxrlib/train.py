@@ -61,6 +61,7 @@ from cxrlib.conditional import Conditional, class_labels
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN
 from cxrlib.errors import CxrError
+from cxrlib.images import as_images, to_float, to_uint8
 from cxrlib.pix2pix import Pix2Pix
 from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401  (frozen, grad_norm: public here too)
 
@@ -80,11 +81,6 @@ class WallClockCapWarning(UserWarning):
 
 
 # ======================================================================= small helpers
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """x: float in [-1, 1] → uint8 in [0, 255] (same shape)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 SAMPLE_BATCH = 16  # rows per generator call when sampling (every call exactly this many: see fixed_batches)
 
 
@@ -100,11 +96,6 @@ def fixed_batches(n: int, batch: int, *tensors):
         if rows < batch:
             chunks = [None if c is None else torch.cat([c, c[-1:].expand(batch - rows, *c.shape[1:])]) for c in chunks]
         yield start, rows, chunks
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """x: uint8 in [0, 255] → float32 in [-1, 1] (same shape, same device)."""
-    return x.float().mul_(2 / 255).sub_(1)
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -199,25 +190,6 @@ class HostBatches:
     def load_state_dict(self, state: dict) -> None:
         self.pending = None
         self.gen.set_state(state["gen"])
-
-
-def as_images(data, size: int | None = None) -> torch.Tensor:
-    """An ``ImageSet`` or a uint8 tensor (N, 1, S, S) → the uint8 tensor; checks shape, dtype and size."""
-    images = getattr(data, "images", data)
-    if not isinstance(images, torch.Tensor):
-        raise CxrError(f"training data must be an ImageSet or a uint8 tensor (N, 1, S, S), not {type(data).__name__}")
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
-        raise CxrError(
-            f"training data must be uint8 of shape (N, 1, S, S); got {images.dtype} {tuple(images.shape)}"
-        )
-    if len(images) == 0:
-        raise CxrError("training data is empty: no images to learn from")
-    if size is not None and (images.shape[-1] != size or images.shape[-2] != size):
-        raise CxrError(
-            f"training images are {images.shape[-2]}×{images.shape[-1]} px but the config asks for {size} px "
-            f"(load the data with size={size} or set size={images.shape[-1]})"
-        )
-    return images
 
 
 def ema_beta(batch: int, half_life_kimg: float, images_seen: int = 0, rampup: float = 0.0) -> float:
@@ -445,7 +417,10 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         self.callbacks = list(callbacks)
 
-        images = as_images(data, cfg.size)
+        try:
+            images = as_images(data, cfg.size, uint8=True)
+        except CxrError as e:
+            raise CxrError(f"training data: {e}") from None
         labels = getattr(data, "labels", None)
         mapped = bool(getattr(data, "memmap", ""))  # pixels in a memory-mapped cache file: never copy them all
         self.heldout, self.rows = None, None  # rows: the training rows of a memory-mapped set (None: all)

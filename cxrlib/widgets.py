@@ -31,14 +31,12 @@ import numpy as np
 import torch
 
 from cxrlib.errors import CxrError
+from cxrlib.images import to_uint8_array
 
 # ======================================================================= shared helpers
 
 
-def to_uint8(x) -> np.ndarray:
-    """Generator output to pixels. x: float (..., H, W) in [-1, 1] (tensor or array) → uint8 same shape."""
-    x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+to_uint8 = to_uint8_array  # old name, kept for older code (a numpy array; cxrlib.images.to_uint8 gives a tensor)
 
 
 def as_image(image) -> np.ndarray:
@@ -52,7 +50,7 @@ def as_image(image) -> np.ndarray:
         raise CxrError(f"expected one grayscale image (H, W) or (1, H, W), got shape {tuple(a.shape)}")
     if a.dtype != np.uint8:
         if np.issubdtype(a.dtype, np.floating) and a.size and a.min() >= -1.0 and a.max() <= 1.0:
-            return to_uint8(a)  # generator range
+            return to_uint8_array(a)  # generator range
         a = np.clip(a, 0, 255).astype(np.uint8)
     return a
 
@@ -634,7 +632,7 @@ def _truncation_label(threshold: float) -> str:
 def latent_views_png(views: dict, threshold: float) -> bytes:
     fig = new_figure(10, 2.9, left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.05)
     axes = fig.subplots(1, 4)
-    for ax, img, title in zip(axes, to_uint8(views["images"][:, 0]), views["titles"]):
+    for ax, img, title in zip(axes, to_uint8_array(views["images"][:, 0]), views["titles"]):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
@@ -692,10 +690,10 @@ def truncation_views(G, psi: float, seed: int = 0, n: int = 8) -> torch.Tensor:
 
 def truncation_views_png(images, psi: float, average=None) -> bytes:
     """One row of images at ψ (and the image of w_avg itself, ``average``, at the left when given) as PNG."""
-    imgs = list(to_uint8(images[:, 0]))
+    imgs = list(to_uint8_array(images[:, 0]))
     titles = [f"latent {i}" for i in range(len(imgs))]
     if average is not None:
-        imgs, titles = [to_uint8(average[0, 0])] + imgs, ["w_avg (ψ = 0)"] + titles
+        imgs, titles = [to_uint8_array(average[0, 0])] + imgs, ["w_avg (ψ = 0)"] + titles
     fig = new_figure(1.3 * len(imgs), 1.75, left=0.01, right=0.99, bottom=0.02, top=0.78, wspace=0.05)
     for ax, img, title in zip(fig.subplots(1, len(imgs)), imgs, titles):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
