@@ -399,7 +399,7 @@ def _cmd_evaluate(args) -> int:
 
     from cxrlib import metrics
     from cxrlib.data import load_images
-    from cxrlib.train import atomic_write
+    from cxrlib.files import atomic_write
 
     size = _evaluate_size(args)
     sets = {}

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrlib.errors import CxrError
+from cxrlib.files import atomic_write
 
 # ======================================================================= markers (the notebook convention)
 BEGIN = "### BEGIN SOLUTION"
@@ -427,12 +428,8 @@ def notebook_text(nb: dict) -> str:
 
 def write_notebook(nb: dict, path: str | os.PathLike) -> Path:
     """Write ``nb`` to ``path`` atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(notebook_text(nb), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    text = notebook_text(nb)
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def is_checked_cell(cell: dict) -> bool:
@@ -623,9 +620,7 @@ def build(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> list[Path]:
     for name, text in expected.items():
         path = dst / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         written.append(path)
     for stale in dst.glob(NOTEBOOK_GLOB):
         if stale.name not in expected:

@@ -119,7 +119,7 @@ def load_bank(path=BANK) -> dict:
 
 
 def _save(bank: dict, path) -> None:
-    from cxrlib.train import atomic_write
+    from cxrlib.files import atomic_write
 
     text = json.dumps(bank, indent=1) + "\n"
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))

@@ -61,6 +61,7 @@ from cxrlib.conditional import Conditional, class_labels
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN
 from cxrlib.errors import CxrError
+from cxrlib.files import atomic_write
 from cxrlib.images import as_images, to_float, to_uint8
 from cxrlib.pix2pix import Pix2Pix
 from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401  (frozen, grad_norm: public here too)
@@ -276,20 +277,6 @@ class EMA:
 
 
 # ======================================================================= checkpoint files
-def atomic_write(path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _save_torch(obj, tmp: Path) -> None:
     with open(tmp, "wb") as f:
         torch.save(obj, f)
