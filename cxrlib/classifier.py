@@ -34,6 +34,7 @@ from torch import nn
 from cxrlib import config
 from cxrlib.errors import CxrError
 from cxrlib.images import as_images, to_float
+from cxrlib.models import evaluating
 
 WORK_SIZE = 64  # the side the classifier looks at: larger inputs are area-downsampled to it
 SHIFT_FRACTION = 1 / 16  # on-the-fly translation: up to this share of the side, each way
@@ -284,15 +285,11 @@ def predict_proba(model: nn.Module, images, batch: int = 256) -> torch.Tensor:
     restored afterwards."""
     x = as_images(images)
     dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         out = [
             torch.softmax(model(to_float(x[i : i + batch]).to(dev)).float(), 1).cpu()
             for i in range(0, len(x), batch)
         ]
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

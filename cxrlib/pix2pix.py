@@ -56,18 +56,16 @@ def run_eval(net: torch.nn.Module, x: torch.Tensor, batch_stats: bool = False) -
     float output; the net's modes are restored afterwards. BatchNorm uses its running statistics, or with
     ``batch_stats`` the statistics of this batch (without updating the running ones)."""
     x = to_float(x)
-    was = net.training
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if batch_stats else []
-    net.eval()
-    for m in norms:
-        m.train()
-        m.track_running_stats = False  # batch statistics, and the running ones stay as they are
-    try:
-        return net(x.to(next(net.parameters()).device)).float()
-    finally:
+    with models.evaluating(net):
         for m in norms:
-            m.track_running_stats = True
-        net.train(was)
+            m.train()
+            m.track_running_stats = False  # batch statistics, and the running ones stay as they are
+        try:
+            return net(x.to(next(net.parameters()).device)).float()
+        finally:
+            for m in norms:
+                m.track_running_stats = True
 
 
 def check_structures(have, want, where: str) -> None:

@@ -63,6 +63,7 @@ from cxrlib.cyclegan import CycleGAN
 from cxrlib.errors import CxrError
 from cxrlib.files import atomic_write
 from cxrlib.images import as_images, to_float, to_uint8
+from cxrlib.models import evaluating
 from cxrlib.pix2pix import Pix2Pix
 from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401  (frozen, grad_norm: public here too)
 
@@ -768,15 +769,10 @@ class Trainer:
         if ema and self.ema is not None:
             self.refresh_ema_norm_stats()
         G = self.ema.model if (ema and self.ema is not None) else self.G
-        was_training = G.training
-        G.eval()
-        try:
-            with self.autocast():
-                if labels is None:
-                    return G(z.to(self.device)).float()
-                return G(z.to(self.device), labels.to(self.device)).float()
-        finally:
-            G.train(was_training)
+        with evaluating(G), self.autocast():
+            if labels is None:
+                return G(z.to(self.device)).float()
+            return G(z.to(self.device), labels.to(self.device)).float()
 
     def refresh_ema_norm_stats(self, force: bool = False) -> None:
         """Recompute the EMA generator's BatchNorm statistics for its averaged weights (see
