@@ -1296,16 +1296,16 @@ def reduce_on_plateau(history, patience=2, factor=0.5, threshold=0.01):
     history: measurements of a distance (lower is better, e.g. SWD), in order. A measurement *improves* when it
     is below ``(1 - threshold)`` × the best so far; after ``patience`` measurements in a row without improvement
     the scale is multiplied by ``factor`` and the count starts again. Returns a list of floats, one per
-    measurement, starting from a scale of 1. The same rule as ``cxrlib.train.Trainer.adapt_lr``.
+    measurement, starting from a scale of 1. The rule itself is ``cxrlib.train.plateau_step``, which
+    ``Trainer.adapt_lr`` applies.
     """
+    from cxrlib.train import plateau_step
+
     best, bad, scale, scales = math.inf, 0, 1.0, []
     for d in history:
-        if d < best * (1 - threshold):
-            best, bad = d, 0
-        else:
-            bad += 1
-            if bad >= patience:
-                scale, bad = scale * factor, 0
+        best, bad, reduce = plateau_step(best, bad, d, patience, threshold)
+        if reduce:
+            scale *= factor
         scales.append(scale)
     return scales
 

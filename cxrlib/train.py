@@ -204,6 +204,25 @@ def ema_beta(batch: int, half_life_kimg: float, images_seen: int = 0, rampup: fl
     return 0.5 ** (batch / half_life) if half_life > 0 else 0.0
 
 
+PLATEAU_THRESHOLD = 0.01  # a quality measurement must beat the best so far by 1 % to count as an improvement
+
+
+def plateau_step(best: float, bad: int, d: float, patience: int,
+                 threshold: float = PLATEAU_THRESHOLD) -> tuple[float, int, bool]:
+    """The reduce-on-plateau rule, one measurement at a time (``Trainer.adapt_lr``; exercise 05.reduce_on_plateau).
+
+    ``d``: the new measurement of a distance (lower is better, e.g. SWD); ``best``: the best so far; ``bad``: how
+    many measurements in a row did not improve. ``d`` improves when it is below ``(1 - threshold)`` × ``best``.
+    Returns the new ``(best, bad, reduce)``: ``reduce`` is True when ``bad`` reaches ``patience`` -- multiply the
+    learning rates by the factor -- and the count then starts again."""
+    if d < best * (1 - threshold):
+        return d, 0, False
+    bad += 1
+    if bad >= patience:
+        return best, 0, True
+    return best, bad, False
+
+
 # ======================================================================= EMA generator
 NORM_STATS_SEED = 4321  # the EMA's own latents for recomputing its BatchNorm statistics (never training's RNG)
 
@@ -833,13 +852,10 @@ class Trainer:
         measurements, multiply both learning rates by ``adaptive_factor``. Returns {"swd", "lr_scale"}."""
         d = self.quality() if self.writer else math.nan
         d = distributed.broadcast_object(d)  # rank 0 measures; every process takes the same decision
-        if d < self.plateau["best"] * 0.99:
-            self.plateau = {"best": d, "bad": 0}
-        else:
-            self.plateau["bad"] += 1
-            if self.plateau["bad"] >= self.cfg.adaptive_patience:
-                self.set_lr_scale(self.lr_scale * self.cfg.adaptive_factor)
-                self.plateau["bad"] = 0
+        best, bad, reduce = plateau_step(self.plateau["best"], self.plateau["bad"], d, self.cfg.adaptive_patience)
+        self.plateau = {"best": best, "bad": bad}
+        if reduce:
+            self.set_lr_scale(self.lr_scale * self.cfg.adaptive_factor)
         info = {"step": self.step, "swd": d, "lr_scale": self.lr_scale}
         if self.out is not None and self.writer:
             with open(self.out / "adaptive_lr.jsonl", "a") as f:
