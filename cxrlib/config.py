@@ -221,8 +221,8 @@ class TrainConfig:
 
     Losses and tricks: ``loss`` "bce" (non-saturating), "hinge", "lsgan" (least squares) or "rpgan" (the
     relativistic pairing loss of R3GAN); ``label_smoothing`` s gives D targets
-    1 - s/2 and s/2 (the seed's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
-    seed's "label swapping"; both for bce and rpgan); ``r1_gamma`` > 0 adds the R1 gradient penalty on real
+    1 - s/2 and s/2 (the original project's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
+    original project's "label swapping"; both for bce and rpgan); ``r1_gamma`` > 0 adds the R1 gradient penalty on real
     images and ``r2_gamma`` > 0 the R2 penalty on fakes, both lazily every ``r1_every`` D steps; ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
     applied with probability ``augment_p`` to real and fake alike, or with an adaptive p when ``ada``
     (raised while the sign of D's real logits, r_t = E[sign D(x)], is above ``ada_target``; p can move

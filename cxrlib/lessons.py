@@ -14,7 +14,7 @@ Lessons in the bank:
 * ``leak`` (notebook 01): the augmentation-leak experiment (``experiments.leak_runs``) on phantoms, the exposure
   spread of each arm's samples; 3 seeds × 3 arms at 600 steps, 32 px, batch 16.
 * ``finetune`` (notebook 05): from the shipped pretrained generator, notebook 05's three continuations
-  (``experiments.finetune_arms``: the same rates with the Adam moments kept, the seed's fine-tuning rates, the
+  (``experiments.finetune_arms``: the same rates with the Adam moments kept, the original project's fine-tuning rates, the
   adaptive schedule), SWD ×10³ of the EMA generator against 500 unseen phantoms, and of the raw G beside it (the
   lesson "sample from the EMA"); 3 seeds × 150 steps at 64 px.
 * ``width`` (notebook 03): the ``course`` recipe at width 0.5 and 2.0 for the same FLOPs (``experiments.width_runs``:

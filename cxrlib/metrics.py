@@ -560,7 +560,7 @@ def audit_embedding(images, size: int = 32) -> torch.Tensor:
 
     Area-downsampled to ``size`` px (drops pixel noise and JPEG artefacts; keeps what identifies a patient's
     anatomy), then each image standardised to mean 0 and RMS 1 — so a copy that was brightened or given more
-    contrast (the seed's offline augmentation) is still recognised as a copy. Distances are RMS differences
+    contrast (the original project's offline augmentation) is still recognised as a copy. Distances are RMS differences
     (divided by √size²), so 0 = identical and two unrelated images sit near √2.
     """
     x = as_images(images)
