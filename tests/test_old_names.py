@@ -17,6 +17,7 @@ ALIASES = [
     (models, "SEED_Z_DIM", "ORIGINAL_Z_DIM"),
     (models, "seed_generator", "original_generator"),
     (models, "SeedDiscriminator", "OriginalDiscriminator"),
+    (models, "PRESETS", "NETWORKS"),
     (widgets, "SEED_RANGES", "ORIGINAL_RANGES"),
     (experiments, "SEED_FINETUNE_RATES", "ORIGINAL_FINETUNE_RATES"),
 ]

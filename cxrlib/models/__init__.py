@@ -32,7 +32,9 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from cxrlib.config import PRESET_ALIASES
 from cxrlib.errors import CxrError
 
-PRESETS = ("original", "dcgan", "course", "style", "modern")  # modern: the course networks
+# The network presets build_models takes (``config.PRESETS`` holds the training recipes, one per preset name).
+NETWORKS = ("original", "dcgan", "course", "style", "modern")  # modern: the course networks
+PRESETS = NETWORKS  # old name, kept for older code
 
 MIN_SIZE, MAX_SIZE = 32, 512
 
@@ -792,7 +794,7 @@ def build_models(
     check_size(size)
     preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESET_KEYWORDS:
-        raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(NETWORKS)}")
     unknown = set(kw) - set(PRESET_KEYWORDS[preset])
     if unknown:
         raise CxrError(
