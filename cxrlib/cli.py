@@ -1,4 +1,4 @@
-"""``python -m cxrlib <command>`` — the command line (contracts in DESIGN.md).
+"""``python -m cxrlib <command>`` — the command line (usage: the README's "Training from the command line").
 
 Every command has ``--help``; bad input ends with one line ``error: …`` on stderr and exit status 2,
 never a traceback (set ``CXRLIB_DEBUG=1`` to see one).

@@ -32,8 +32,8 @@ Lessons in the bank:
   G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
   generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 * ``modern`` (notebook 09): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
-  1,000 64-px phantoms, 2,300 steps each (~6 minutes on a quiet 2-core AMX CPU; a modern step costs ~6 % more), SWD
-  ×10³ of the EMA generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
+  1,000 64-px phantoms, 2,300 steps each (their time: benchmarks/RESULTS.md), SWD ×10³ of the EMA generator
+  against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 """
 
 from __future__ import annotations

@@ -200,8 +200,8 @@ def _swd_descriptors(images, *, patches_per_image, patch_size, min_res, seed) ->
 
 
 def _sort_rows(x: torch.Tensor) -> torch.Tensor:
-    """Sort each row ascending. On CPU in place with numpy's SIMD sort (~5× faster than torch.sort, and no
-    copy of a matrix that can be hundreds of MB); on GPU with torch.sort."""
+    """Sort each row ascending. On CPU in place with numpy's SIMD sort (faster than torch.sort, and no copy of
+    a matrix that can be hundreds of MB; timings in benchmarks/RESULTS.md); on GPU with torch.sort."""
     if x.is_cuda:
         return torch.sort(x, dim=-1).values
     x.numpy().sort(axis=-1)

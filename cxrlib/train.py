@@ -230,8 +230,8 @@ NORM_STATS_SEED = 4321  # the EMA's own latents for recomputing its BatchNorm st
 def adam(params, **kw) -> torch.optim.Adam:
     """Adam with one fused kernel for all tensors (CUDA; CPU from torch 2.4), else torch's multi-tensor form.
 
-    On CPU torch's default is a loop of ~10 small ops per tensor: for the course G and D (70 tensors) that is
-    ~10 ms per training step, the fused kernel ~1.6 ms (benchmarks/RESULTS.md, issue 10)."""
+    On CPU torch's default is a loop of ~10 small ops per tensor, for each of the course G and D's 70 tensors;
+    the fused kernel is several times faster (timings in benchmarks/RESULTS.md, issue 10)."""
     params = list(params)
     try:
         return torch.optim.Adam(params, fused=True, **kw)

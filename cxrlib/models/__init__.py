@@ -135,7 +135,7 @@ def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
 def _lrelu() -> nn.LeakyReLU:
     """LeakyReLU(0.2) in place, as DCGAN's: no new tensor per call (the layers before it -- convolution, linear,
     BatchNorm -- do not keep their outputs for the backward pass, and LeakyReLU's own backward reads its
-    result). About 3 % of a course step on CPU (one run: 398 → 385 ms in fp32)."""
+    result). It saves a little of each course step on CPU (benchmarks/RESULTS.md, issue 10)."""
     return nn.LeakyReLU(0.2, inplace=True)
 
 
@@ -154,9 +154,8 @@ def in_layout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
 
     A one-channel image, or a map fresh from ``Unflatten`` or ``cat``, has NCHW strides; for C = 1 both
     layouts count as contiguous, so ``x.contiguous(memory_format=torch.channels_last)`` leaves it as it is and
-    oneDNN runs the layer -- and the ones after it, whose outputs keep the layout -- on its slower NCHW path.
-    In the course D at 64 px, batch 32, the 1×1 from-image layer and the 3×3 after it took ~3 ms more per
-    forward pass, and the 3×3 after minibatch-std ~4 ms instead of ~2.4 (issue 10's profile, 2026-12-03)."""
+    oneDNN runs the layer -- and the ones after it, whose outputs keep the layout -- on its slower NCHW path
+    (measured in the course D: benchmarks/RESULTS.md, issue 10's profile)."""
     if fmt is torch.channels_last and x.dim() == 4 and x.stride(1) != 1:
         return x.to(memory_format=fmt)
     return x
@@ -268,9 +267,9 @@ class SkipGenerator(nn.Module):
     (where the lungs, mediastinum and diaphragm are), the fine levels only add ribs, vessels and edges on
     top. Every level is one 1×1 convolution away from the output, so the loss gradient reaches the early
     layers directly instead of through the whole stack -- StyleGAN2's argument for it (Karras et al. 2020).
-    At this course's CPU budget it has not paid: in 3-minute runs on 64-px phantoms the course networks
-    without skip outputs ended better, SWD 24.9 ± 2.2 against 44.9 ± 2.7 over 3 seeds (benchmarks/RESULTS.md,
-    2026-12-03). (The original project's README promised skip connections; its code had none.)
+    At this course's CPU budget it has not paid: in equal-time runs on 64-px phantoms the course networks
+    without skip outputs ended better (figures in benchmarks/RESULTS.md, issue 10). (The original project's
+    README promised skip connections; its code had none.)
 
     ``forward(z, return_levels=True)`` returns ``(image, levels)``: ``levels[k]`` is the contribution of
     resolution 4·2^k, upsampled to S×S, and ``sum(levels)`` is the pre-tanh output ``atanh(image)``.
@@ -565,9 +564,9 @@ def course_generator(
     :class:`SkipGenerator`). Upsampling then convolving (instead of transposed convolutions) avoids checkerboard
     artefacts. Channels from :func:`course_width`. No normalisation by default (``norm="batch"`` adds
     BatchNorm; the EMA copy of G then gets its own running statistics before sampling): He initialisation keeps
-    the signal's scale, and without BatchNorm, skip outputs and D's spectral norm the networks trained 1.34× the
-    steps in the same 3 minutes on a 2-core CPU and ended 16 SWD better (28.9 ± 0.8 vs 44.9 ± 2.7, 3 seeds;
-    RESULTS.md; the results bank's lesson ``layers`` compares them at equal steps).
+    the signal's scale, and without BatchNorm, skip outputs and D's spectral norm the networks train more steps
+    in the same minutes on a CPU and end better (figures in benchmarks/RESULTS.md, issue 10; the results bank's
+    lesson ``layers`` compares them at equal steps).
     """
     n = n_doublings(check_size(size))
     ch = [course_width(size, 4 << k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
