@@ -1,8 +1,9 @@
 """cxrlib — the small PyTorch library under the cxr-gan course.
 
 One module per concept: ``phantom`` (procedural chest radiographs), ``data`` (load, cache, split, DICOM,
-MedMNIST), ``augment`` (offline seed augmentation, DiffAugment/ADA), ``models``, ``losses``, ``train``,
-``metrics``, ``viz``, ``widgets``, ``exercises``, ``config`` and ``cli`` (``python -m cxrlib ...``).
+MedMNIST), ``augment`` (the original project's offline augmentation, DiffAugment/ADA), ``models``, ``losses``,
+``train``, ``metrics``, ``viz``, ``widgets``, ``exercises``, ``config`` and ``cli`` (``python -m cxrlib ...``);
+small shared helpers: ``images`` (image conversions) and ``files`` (atomic writes).
 Importing the package is cheap; import the module you need.
 """
 

@@ -1,6 +1,6 @@
 """Augmentation, in two kinds.
 
-* **Offline** (the seed's): brightness, contrast and JPEG quality applied to files, K copies per image,
+* **Offline** (the original project's): brightness, contrast and JPEG quality applied to files, K copies per image,
   written to a separate folder. It enlarges the data set but its changes become part of "real", so the
   generator learns to reproduce them (the course shows this leak).
 * **Differentiable** (DiffAugment, Zhao et al. 2020; ADA, Karras et al. 2020): applied on the device to real
@@ -15,15 +15,18 @@ import torch.nn.functional as F
 
 from cxrlib.errors import CxrError
 
-# ======================================================================= offline augmentation (seed)
+# ======================================================================= offline augmentation (the original project's)
 # Imports are local to these functions: the differentiable half below needs only torch.
-SEED_BRIGHTNESS = 0.1  # ± shift in [0, 1] intensity units, like tf.image.random_brightness(max_delta=0.1)
-SEED_CONTRAST = (0.9, 1.1)  # factor around the image mean, like tf.image.random_contrast(0.9, 1.1)
-SEED_JPEG_QUALITY = (90, 100)  # inclusive, like tf.image.random_jpeg_quality(90, 100)
+ORIGINAL_BRIGHTNESS = 0.1  # ± shift in [0, 1] intensity units, like tf.image.random_brightness(max_delta=0.1)
+ORIGINAL_CONTRAST = (0.9, 1.1)  # factor around the image mean, like tf.image.random_contrast(0.9, 1.1)
+ORIGINAL_JPEG_QUALITY = (90, 100)  # inclusive, like tf.image.random_jpeg_quality(90, 100)
+SEED_BRIGHTNESS = ORIGINAL_BRIGHTNESS  # old name, kept for older code
+SEED_CONTRAST = ORIGINAL_CONTRAST  # old name, kept for older code
+SEED_JPEG_QUALITY = ORIGINAL_JPEG_QUALITY  # old name, kept for older code
 
 
-def seed_augment_params(
-    rng, brightness: float = SEED_BRIGHTNESS, contrast=SEED_CONTRAST, jpeg_quality=SEED_JPEG_QUALITY
+def original_augment_params(
+    rng, brightness: float = ORIGINAL_BRIGHTNESS, contrast=ORIGINAL_CONTRAST, jpeg_quality=ORIGINAL_JPEG_QUALITY
 ) -> dict:
     """Draw one augmentation: ``{"brightness": b in [-brightness, brightness], "contrast": c in contrast,
     "jpeg_quality": q in jpeg_quality (inclusive)}`` from the numpy Generator ``rng``."""
@@ -34,7 +37,10 @@ def seed_augment_params(
     }
 
 
-def _seed_augment_jpeg(img, params: dict) -> bytes:
+seed_augment_params = original_augment_params  # old name, kept for older code
+
+
+def _original_augment_jpeg(img, params: dict) -> bytes:
     """Apply ``params`` to a PIL image (any mode, made grayscale); return the JPEG file's bytes, whose
     compression *is* the JPEG-quality augmentation. Pixel maths in [0, 1]: x + b, then (x - mean)·c + mean."""
     import io
@@ -52,10 +58,10 @@ def _seed_augment_jpeg(img, params: dict) -> bytes:
     return buf.getvalue()
 
 
-def seed_augment(
-    img, rng, brightness: float = SEED_BRIGHTNESS, contrast=SEED_CONTRAST, jpeg_quality=SEED_JPEG_QUALITY
+def original_augment(
+    img, rng, brightness: float = ORIGINAL_BRIGHTNESS, contrast=ORIGINAL_CONTRAST, jpeg_quality=ORIGINAL_JPEG_QUALITY
 ):
-    """The seed's offline augmentation of one image: random brightness, contrast and JPEG quality.
+    """The original project's offline augmentation of one image: random brightness, contrast and JPEG quality.
 
     img: PIL image, any mode (returned as 8-bit grayscale "L", same size); rng: ``numpy.random.Generator``.
     brightness: max ± shift in [0, 1] units; contrast: (low, high) factor; jpeg_quality: (low, high) inclusive."""
@@ -63,10 +69,13 @@ def seed_augment(
 
     from PIL import Image
 
-    params = seed_augment_params(rng, brightness, contrast, jpeg_quality)
-    out = Image.open(io.BytesIO(_seed_augment_jpeg(img, params)))
+    params = original_augment_params(rng, brightness, contrast, jpeg_quality)
+    out = Image.open(io.BytesIO(_original_augment_jpeg(img, params)))
     out.load()
     return out
+
+
+seed_augment = original_augment  # old name, kept for older code
 
 
 def _file_rng(seed: int, rel: str):
@@ -81,8 +90,8 @@ def _file_rng(seed: int, rel: str):
 
 
 def augment_folder(
-    src, dst, copies: int, seed: int = 0, on_error: str = "raise", *, brightness: float = SEED_BRIGHTNESS,
-    contrast=SEED_CONTRAST, jpeg_quality=SEED_JPEG_QUALITY, workers: int | None = None, progress: bool = False,
+    src, dst, copies: int, seed: int = 0, on_error: str = "raise", *, brightness: float = ORIGINAL_BRIGHTNESS,
+    contrast=ORIGINAL_CONTRAST, jpeg_quality=ORIGINAL_JPEG_QUALITY, workers: int | None = None, progress: bool = False,
 ) -> str:  # fmt: skip
     """Write each image of ``src`` to ``dst`` unchanged plus ``copies`` augmented copies ``<stem>_aug<k>.jpg``
     (class sub-folders kept), and ``dst/augmentations.csv`` with every copy's parameters.
@@ -119,9 +128,9 @@ def augment_folder(
         path = listing.files[i]
         d = data._open_any(path)  # raises ImageReadError on a bad file, before anything is written
         rng = _file_rng(seed, listing.rels[i])
-        params = [seed_augment_params(rng, brightness, contrast, jpeg_quality) for _ in range(copies)]
+        params = [original_augment_params(rng, brightness, contrast, jpeg_quality) for _ in range(copies)]
         gray = Image.fromarray(data._to_uint8(d.pixels))  # decoded "F" is already 0..255: no re-stretch
-        return path.read_bytes(), [_seed_augment_jpeg(gray, p) for p in params], params
+        return path.read_bytes(), [_original_augment_jpeg(gray, p) for p in params], params
 
     writer = data._Writer(dst)
     skipped: list[tuple[str, str]] = []
@@ -159,11 +168,11 @@ def augment_folder(
 
 
 def adjust_brightness_contrast(x, brightness: float = 0.0, contrast: float = 1.0):
-    """The seed's pixel maths for one augmentation: ``x + b``, then ``(x - mean) · c + mean``, clipped to [0, 1].
+    """The original project's pixel maths for one augmentation: ``x + b``, then ``(x - mean) · c + mean``, clipped to [0, 1].
 
     x: (..., H, W) float in [0, 1] (a torch tensor or a numpy array; returned as the same kind, same shape);
-    brightness b: added to every pixel (±0.1 in the seed); contrast c: stretches each image about its own mean
-    (taken after the brightness shift, over its last two axes; 0.9–1.1 in the seed). Strong values saturate
+    brightness b: added to every pixel (±0.1 in the original project); contrast c: stretches each image about its own mean
+    (taken after the brightness shift, over its last two axes; 0.9–1.1 in the original project). Strong values saturate
     pixels at 0 or 1 -- information the copy no longer has.
     """
     x = x + brightness
@@ -172,8 +181,8 @@ def adjust_brightness_contrast(x, brightness: float = 0.0, contrast: float = 1.0
 
 
 def augment_images(
-    images, copies: int = 1, seed: int = 0, *, brightness: float = SEED_BRIGHTNESS, contrast=SEED_CONTRAST,
-    jpeg_quality=SEED_JPEG_QUALITY,
+    images, copies: int = 1, seed: int = 0, *, brightness: float = ORIGINAL_BRIGHTNESS, contrast=ORIGINAL_CONTRAST,
+    jpeg_quality=ORIGINAL_JPEG_QUALITY,
 ):  # fmt: skip
     """:func:`augment_folder` for a tensor in memory: the originals followed by ``copies`` augmented copies each.
 
@@ -196,15 +205,15 @@ def augment_images(
     for _ in range(int(copies)):
         batch = []
         for img in x[:, 0].numpy():
-            params = seed_augment_params(rng, brightness, contrast, jpeg_quality)
-            blob = _seed_augment_jpeg(Image.fromarray(img), params)
+            params = original_augment_params(rng, brightness, contrast, jpeg_quality)
+            blob = _original_augment_jpeg(Image.fromarray(img), params)
             batch.append(np.asarray(Image.open(io.BytesIO(blob)).convert("L")))
         out.append(torch.from_numpy(np.stack(batch))[:, None])
     return torch.cat(out)
 
 
-def seed_augment_images(images: torch.Tensor, seed: int = 0, *, brightness: float = SEED_BRIGHTNESS,
-                        contrast=SEED_CONTRAST, jpeg_quality=SEED_JPEG_QUALITY) -> torch.Tensor:
+def original_augment_images(images: torch.Tensor, seed: int = 0, *, brightness: float = ORIGINAL_BRIGHTNESS,
+                            contrast=ORIGINAL_CONTRAST, jpeg_quality=ORIGINAL_JPEG_QUALITY) -> torch.Tensor:
     """One augmented copy of each image of an in-memory set, as ``augment_folder`` would write it.
 
     images: uint8 (N, 1, H, W) → uint8 (N, 1, H, W): random brightness, contrast and JPEG quality per image
@@ -215,15 +224,18 @@ def seed_augment_images(images: torch.Tensor, seed: int = 0, *, brightness: floa
     from PIL import Image
 
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
-        raise CxrError(f"seed_augment_images expects uint8 images (N, 1, H, W), got {images.dtype} "
+        raise CxrError(f"original_augment_images expects uint8 images (N, 1, H, W), got {images.dtype} "
                        f"{tuple(images.shape)}")
     rng = np.random.default_rng(seed)
     out = torch.empty_like(images)
     for i, img in enumerate(images.cpu().numpy()):
-        params = seed_augment_params(rng, brightness, contrast, jpeg_quality)
-        jpeg = _seed_augment_jpeg(Image.fromarray(img[0]), params)
+        params = original_augment_params(rng, brightness, contrast, jpeg_quality)
+        jpeg = _original_augment_jpeg(Image.fromarray(img[0]), params)
         out[i, 0] = torch.from_numpy(np.asarray(Image.open(io.BytesIO(jpeg)).convert("L")).copy())
     return out
+
+
+seed_augment_images = original_augment_images  # old name, kept for older code
 
 
 

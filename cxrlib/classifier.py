@@ -33,7 +33,8 @@ from torch import nn
 
 from cxrlib import config
 from cxrlib.errors import CxrError
-from cxrlib.metrics import as_images, to_float
+from cxrlib.images import as_images, to_float
+from cxrlib.models import evaluating
 
 WORK_SIZE = 64  # the side the classifier looks at: larger inputs are area-downsampled to it
 SHIFT_FRACTION = 1 / 16  # on-the-fly translation: up to this share of the side, each way
@@ -97,19 +98,10 @@ def _class_names(model: nn.Module, n: int) -> list[str]:
 # ======================================================================= inputs
 def _as_uint8(images) -> torch.Tensor:
     """Training images: a uint8 (N, 1, S, S) tensor (or an ImageSet), checked with a one-line reason."""
-    x = getattr(images, "images", images)
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise CxrError(
-            f"train_classifier expects images as a uint8 tensor or an ImageSet, got {type(x).__name__}"
-        )
-    if x.dtype != torch.uint8:
-        raise CxrError(
-            f"train_classifier expects uint8 images in [0, 255] (what load_dataset gives), got {x.dtype}: "
-            "convert generated images with ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)"
-        )
-    return as_images(x)
+    try:
+        return as_images(images, uint8=True)
+    except CxrError as e:
+        raise CxrError(f"train_classifier: {e} (convert generated images with cxrlib.images.to_uint8)") from None
 
 
 def _as_labels(labels, n: int, what: str = "images") -> torch.Tensor:
@@ -293,15 +285,11 @@ def predict_proba(model: nn.Module, images, batch: int = 256) -> torch.Tensor:
     restored afterwards."""
     x = as_images(images)
     dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         out = [
             torch.softmax(model(to_float(x[i : i + batch]).to(dev)).float(), 1).cpu()
             for i in range(0, len(x), batch)
         ]
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

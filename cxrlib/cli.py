@@ -1,4 +1,4 @@
-"""``python -m cxrlib <command>`` — the command line (contracts in DESIGN.md).
+"""``python -m cxrlib <command>`` — the command line (usage: the README's "Training from the command line").
 
 Every command has ``--help``; bad input ends with one line ``error: …`` on stderr and exit status 2,
 never a traceback (set ``CXRLIB_DEBUG=1`` to see one).
@@ -399,7 +399,7 @@ def _cmd_evaluate(args) -> int:
 
     from cxrlib import metrics
     from cxrlib.data import load_images
-    from cxrlib.train import atomic_write
+    from cxrlib.files import atomic_write
 
     size = _evaluate_size(args)
     sets = {}
@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_on_error(p)
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("augment", help="the seed's offline augmentation: brightness, contrast, JPEG quality")
+    p = sub.add_parser("augment", help="the original project's offline augmentation: brightness, contrast, JPEG quality")
     p.add_argument("--src", required=True, help="source folder (never written to)")
     p.add_argument("--dst", required=True, help="destination folder, outside the source")
     p.add_argument("--copies", type=int, required=True, help="augmented copies per original (K)")
@@ -519,14 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("finetune", help="continue from a checkpoint with lower learning rates (the seed's phase 2)")
+    p = sub.add_parser("finetune", help="continue from a checkpoint with lower learning rates (the original project's phase 2)")
     p.add_argument("--ckpt", required=True, help="checkpoint to start from (e.g. RUN/checkpoints/last.pt, or "
                    "'pretrained': the course generator shipped with cxrlib)")
     p.add_argument("--data", required=True, help="folder of images, or 'phantom'")
     p.add_argument("--out", required=True, help="new run directory")
     p.add_argument("--lr-scale", type=float, default=0.5,
-                   help="G's learning rate × F (default 0.5: the seed's 1e-4 → 5e-5)")
-    p.add_argument("--d-lr-scale", type=float, default=1.0, help="D's learning rate × F (default 1: the seed kept 1e-4)")
+                   help="G's learning rate × F (default 0.5: the original project's 1e-4 → 5e-5)")
+    p.add_argument("--d-lr-scale", type=float, default=1.0, help="D's learning rate × F (default 1: the original project kept 1e-4)")
     p.add_argument("--adaptive", action="store_true",
                    help="halve both learning rates when the SWD of EMA samples to held-out images stops improving")
     _add_length(p)

@@ -1,4 +1,4 @@
-"""Configuration: the hardware budget, the device, threads and where caches live.
+"""Configuration: the hardware budget, the device, threads and where caches live, and the training configuration.
 
 ``budget()`` is what every notebook prints in its opening cell: it picks image size, data-set size,
 batch and number of steps for the hardware, so nobody edits numbers to make a notebook fast.
@@ -7,11 +7,13 @@ same numbers, only faster or slower; ``minutes`` is a safety net (about 3× the 
 run on a much slower or overloaded machine, and training says so when it does. Three budgets exist:
 
 * ``smoke`` when the environment variable ``CXRLIB_SMOKE=1`` is set (CI: every training cell ~20 s),
-* ``cpu``  on a laptop (80 steps of the course preset at 64 px: about 1.5 minutes on a quiet 2-core CPU),
+* ``cpu``  on a laptop (80 steps of the course preset at 64 px; how long they take: benchmarks/RESULTS.md),
 * ``gpu``  when CUDA is available (real runs at 256 px and above).
 
-The training configuration (``TrainConfig`` and the presets ``original``, ``dcgan``, ``course``) lives in
-``cxrlib.train``'s companion section below.
+The training configuration lives here too (section "training configuration" below): ``TrainConfig``, every
+setting of a run (stored in its checkpoints), and ``PRESETS``, one recipe per preset name -- ``original`` (old
+name ``seed``), ``dcgan``, ``course``, ``style``, ``modern``, ``pix2pix``, ``cyclegan``; ``make_config(preset,
+**overrides)`` builds a checked config from one. ``cxrlib.train`` trains with it.
 """
 
 from __future__ import annotations
@@ -221,9 +223,10 @@ class TrainConfig:
 
     Losses and tricks: ``loss`` "bce" (non-saturating), "hinge", "lsgan" (least squares) or "rpgan" (the
     relativistic pairing loss of R3GAN); ``label_smoothing`` s gives D targets
-    1 - s/2 and s/2 (the seed's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
-    seed's "label swapping"; both for bce and rpgan); ``r1_gamma`` > 0 adds the R1 gradient penalty on real
-    images and ``r2_gamma`` > 0 the R2 penalty on fakes, both lazily every ``r1_every`` D steps; ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
+    1 - s/2 and s/2 (the original project's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
+    original project's "label swapping"; both for bce and rpgan); ``r1_gamma`` > 0 adds the R1 gradient penalty on real
+    images and ``r2_gamma`` > 0 the R2 penalty on fakes, both lazily every ``r1_every`` D steps (``r1_every``
+    paces R2 too: the name is older than R2 and stays, since checkpoints store it); ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
     applied with probability ``augment_p`` to real and fake alike, or with an adaptive p when ``ada``
     (raised while the sign of D's real logits, r_t = E[sign D(x)], is above ``ada_target``; p can move
     from 0 to 1 in ``ada_speed_kimg`` thousand images).
@@ -234,8 +237,7 @@ class TrainConfig:
     init (StyleGAN2-ADA); 0 disables the EMA (samples then come from G itself). ``ema_bn_refresh``
     recomputes the EMA generator's BatchNorm statistics for its averaged weights before it is sampled or
     saved; off (the default), it uses G's latest statistics, copied at every update. Off because it measured
-    no better: course runs at 32 px on phantoms, SWD of EMA samples after 100, 200 and 300 steps, two seeds,
-    were ~1 % *higher* (worse) with refreshed statistics on average (within the noise of the sample set).
+    no better (benchmarks/RESULTS.md, "EMA generator and BatchNorm statistics").
 
     Optimisers: Adam with ``g_lr``/``d_lr`` and ``g_betas``/``d_betas``. ``adaptive_lr`` (fine-tuning)
     halves both rates (``adaptive_factor``) when the quality signal — the sliced Wasserstein distance of EMA
@@ -271,7 +273,7 @@ class TrainConfig:
     g_steps_per_d_step: int = 1
     d_steps_per_g_step: int = 1
     r1_gamma: float = 0.0
-    r1_every: int = 16
+    r1_every: int = 16  # lazy regularisation interval of R1 *and* R2 (name kept: checkpoints store it)
     r2_gamma: float = 0.0
     augment: str = ""
     augment_p: float = 1.0

@@ -76,8 +76,14 @@ class ImagePool:
 
 def cycle_loss(real_a: torch.Tensor, real_b: torch.Tensor, g_ab, g_ba) -> torch.Tensor:
     """The cycle-consistency loss (unweighted): mean |G_ba(G_ab(a)) − a| + mean |G_ab(G_ba(b)) − b|, a 0-d
-    tensor. ``CycleGAN.g_step`` computes the same from the translations it also feeds to the discriminators."""
-    return (g_ba(g_ab(real_a)) - real_a).abs().mean() + (g_ab(g_ba(real_b)) - real_b).abs().mean()
+    tensor. ``CycleGAN.g_step`` passes the round trips it has already made to :func:`cycle_l1`."""
+    return cycle_l1(real_a, g_ba(g_ab(real_a)), real_b, g_ab(g_ba(real_b)))
+
+
+def cycle_l1(real_a: torch.Tensor, rec_a: torch.Tensor, real_b: torch.Tensor, rec_b: torch.Tensor) -> torch.Tensor:
+    """mean |rec_a − a| + mean |rec_b − b| in float32 (``rec``: an image after its round trip A → B → A, or
+    B → A → B, perhaps bf16 under autocast), a 0-d tensor: the cycle loss once the round trips are made."""
+    return (rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()
 
 
 def domain_indices(classes, domains) -> tuple[int, int]:
@@ -191,7 +197,7 @@ class CycleGAN(Unconditional):
             fake_b, fake_a = G["a2b"](real_a), G["b2a"](real_b)
             rec_a, rec_b = G["b2a"](fake_b), G["a2b"](fake_a)
             g_gan = t.g_loss_fn(t.D["b"](fake_b).float().flatten())[0] + t.g_loss_fn(t.D["a"](fake_a).float().flatten())[0]
-            cycle = (rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()
+            cycle = cycle_l1(real_a, rec_a, real_b, rec_b)
             if cfg.identity_weight > 0:
                 identity = (G["a2b"](real_b).float() - real_b).abs().mean() + (G["b2a"](real_a).float() - real_a).abs().mean()
             else:

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cxrlib.errors import CxrError, ImageReadError
+from cxrlib.files import atomic_write
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: `inspect`/`prepare` run without it
     import torch
@@ -142,8 +143,11 @@ class ImageSet:
         )  # fmt: skip
 
     def to_float(self) -> torch.Tensor:
-        """images as (N, 1, S, S) float32 in [-1, 1] (what G's tanh produces): x / 127.5 - 1."""
-        return self.images.float().div_(127.5).sub_(1.0)
+        """images as (N, 1, S, S) float32 in [-1, 1] (what G's tanh produces), as the GAN trains on them
+        (:func:`cxrlib.images.to_float`)."""
+        from cxrlib.images import to_float
+
+        return to_float(self.images)
 
     def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> tuple[ImageSet, ImageSet, ImageSet]:
         """Deterministic (train, val, holdout), stratified: each class is shuffled with ``seed`` and cut by
@@ -518,16 +522,9 @@ def _cache_key(listing: _Listing, size: int, crop: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name next to ``path``, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _write_bytes(path: Path, data) -> None:
+    """``data`` (bytes or a buffer) into ``path`` through :func:`cxrlib.files.atomic_write`."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def use_memmap(mmap, nbytes: int) -> bool:
@@ -670,16 +667,13 @@ def _cache_meta(images_shape, labels, classes, rels, skipped, notes=()) -> bytes
 
 
 def _cache_write(base: Path, images: np.ndarray, labels, classes, rels, skipped, notes=()) -> None:
-    base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = base.with_name(f".{base.name}.npy.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # an open file: np.save would add ".npy" to the temporary name
             np.save(f, images, allow_pickle=False)
-        os.replace(tmp, base.with_suffix(".npy"))
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(base.with_suffix(".npy"), save)
     # the .json is written last: it marks the entry complete
-    _atomic_write(base.with_suffix(".json"), _cache_meta(images.shape, labels, classes, rels, skipped, notes))
+    _write_bytes(base.with_suffix(".json"), _cache_meta(images.shape, labels, classes, rels, skipped, notes))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -795,7 +789,7 @@ def _decode_listing(
                     short.unlink(missing_ok=True)
             rows.close()
             os.replace(tmp, base.with_suffix(".npy"))
-            _atomic_write(base.with_suffix(".json"),
+            _write_bytes(base.with_suffix(".json"),
                           _cache_meta((len(kept), 1, size, size), labels, listing.classes, rels, skipped, notes))
             hit = _cache_read(base, root, mmap)
             if hit is None:
@@ -1043,9 +1037,9 @@ def _decode_masks(
             base.parent.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             np.save(buf, masks, allow_pickle=False)
-            _atomic_write(base.with_suffix(".npy"), buf.getbuffer())
+            _write_bytes(base.with_suffix(".npy"), buf.getbuffer())
             meta = {"format": CACHE_FORMAT, "bad": [[i, p, why] for i, (p, why) in sorted(bad.items())]}
-            _atomic_write(base.with_suffix(".json"), json.dumps(meta).encode())  # last: marks the entry complete
+            _write_bytes(base.with_suffix(".json"), json.dumps(meta).encode())  # last: marks the entry complete
         except OSError as e:
             warnings.warn(f"could not write the mask cache under '{base.parent}': {e}", stacklevel=3)
     return masks, bad
@@ -1397,7 +1391,7 @@ def _phantom_set(
                 base.parent.mkdir(parents=True, exist_ok=True)
                 buf = io.BytesIO()
                 np.save(buf, mask_t.numpy(), allow_pickle=False)
-                _atomic_write(mask_file, buf.getbuffer())
+                _write_bytes(mask_file, buf.getbuffer())
             _cache_write(base, images.numpy(), labels.tolist(), list(ph.classes), [str(i) for i in range(n)], [])
         except OSError:  # a read-only home folder: the set is still returned, just not cached
             pass
@@ -1589,7 +1583,7 @@ class _Writer:
         missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         self.made += reversed(missing)
-        _atomic_write(path, data)
+        _write_bytes(path, data)
         self.written.append(path)
 
     def undo(self) -> None:

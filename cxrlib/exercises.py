@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrlib.errors import CxrError
+from cxrlib.files import atomic_write
 
 # ======================================================================= markers (the notebook convention)
 BEGIN = "### BEGIN SOLUTION"
@@ -427,12 +428,8 @@ def notebook_text(nb: dict) -> str:
 
 def write_notebook(nb: dict, path: str | os.PathLike) -> Path:
     """Write ``nb`` to ``path`` atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(notebook_text(nb), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    text = notebook_text(nb)
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def is_checked_cell(cell: dict) -> bool:
@@ -623,9 +620,7 @@ def build(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> list[Path]:
     for name, text in expected.items():
         path = dst / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         written.append(path)
     for stale in dst.glob(NOTEBOOK_GLOB):
         if stale.name not in expected:
@@ -1301,16 +1296,16 @@ def reduce_on_plateau(history, patience=2, factor=0.5, threshold=0.01):
     history: measurements of a distance (lower is better, e.g. SWD), in order. A measurement *improves* when it
     is below ``(1 - threshold)`` × the best so far; after ``patience`` measurements in a row without improvement
     the scale is multiplied by ``factor`` and the count starts again. Returns a list of floats, one per
-    measurement, starting from a scale of 1. The same rule as ``cxrlib.train.Trainer.adapt_lr``.
+    measurement, starting from a scale of 1. The rule itself is ``cxrlib.train.plateau_step``, which
+    ``Trainer.adapt_lr`` applies.
     """
+    from cxrlib.train import plateau_step
+
     best, bad, scale, scales = math.inf, 0, 1.0, []
     for d in history:
-        if d < best * (1 - threshold):
-            best, bad = d, 0
-        else:
-            bad += 1
-            if bad >= patience:
-                scale, bad = scale * factor, 0
+        best, bad, reduce = plateau_step(best, bad, d, patience, threshold)
+        if reduce:
+            scale *= factor
         scales.append(scale)
     return scales
 

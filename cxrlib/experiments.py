@@ -254,15 +254,15 @@ def leak_runs(clean, jittered, *, steps: int, size: int, batch: int, p: float, s
 
 # ======================================================================= notebook 05's continuations
 FINETUNE_ARMS = ("continue", "original recipe", "adaptive")
-SEED_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the original project's fine-tuning recipe
-ORIGINAL_FINETUNE_RATES = SEED_FINETUNE_RATES  # the same dict under the name the notebooks use
+ORIGINAL_FINETUNE_RATES = dict(g_lr=5e-5, d_lr=1e-4, betas=(0.0, 0.99))  # the original project's fine-tuning recipe
+SEED_FINETUNE_RATES = ORIGINAL_FINETUNE_RATES  # old name, kept for older code
 
 
 def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int = 8, seed: int = 0) -> dict:
     """From an exported generator (weights without Adam moments, e.g. the shipped one): ``warmup`` steps of its own
     recipe rebuild the optimiser state into ``out/base``; then three continuations of ``steps`` each
     (``FINETUNE_ARMS``): *continue* (``Trainer.resume``: same rates, Adam moments kept), *original recipe*
-    (``Trainer.finetune`` with the original project's rates ``SEED_FINETUNE_RATES``, fresh moments), *adaptive*
+    (``Trainer.finetune`` with the original project's rates ``ORIGINAL_FINETUNE_RATES``, fresh moments), *adaptive*
     (the same plus reduce-on-plateau). Every trainer uses ``seed``. Returns {"before" and each arm: {"swd": SWD ×10³
     of the EMA generator against ``heldout`` (``evaluate``), "swd_raw": the same for the raw G, "seconds"}}."""
     from pathlib import Path
@@ -284,11 +284,11 @@ def finetune_arms(shipped: dict, train, heldout, *, out, steps: int, warmup: int
         "continue": lambda: Trainer.resume(ckpt, train, out=out / "continue", steps=start + steps, minutes=None,
                                            log_every=log_every),
         "original recipe": lambda: Trainer.finetune(ckpt, train, out=out / "finetune", steps=steps, seed=seed,
-                                                log_every=log_every, **SEED_FINETUNE_RATES),
+                                                log_every=log_every, **ORIGINAL_FINETUNE_RATES),
         "adaptive": lambda: Trainer.finetune(ckpt, train, out=out / "adaptive", steps=steps, seed=seed,
                                              log_every=log_every, adaptive=True,
                                              adaptive_every=max(1, steps // 6), adaptive_patience=1,
-                                             **SEED_FINETUNE_RATES),
+                                             **ORIGINAL_FINETUNE_RATES),
     }
     for name in FINETUNE_ARMS:
         trainer = arms[name]()
@@ -407,13 +407,13 @@ SYNTHETIC_ARMS = ("real", "real + offline aug", "real + synthetic", "synthetic o
 def synthetic_data_study(train, test, *, gan_steps: int, n_synthetic: int = 1000, clf_steps: int = 400,
                          copies: int = 3, batch: int = 32, seed: int = 0, n_eval: int = 500,
                          minutes: float | None = None, log=None) -> dict:
-    """The seed's purpose, measured: does a GAN's output help a classifier trained on few real X-rays?
+    """The original project's purpose, measured: does a GAN's output help a classifier trained on few real X-rays?
 
     train: a small labelled ``ImageSet`` (the only images the GAN and the classifiers learn from); test: real
     labelled images of other patients (never trained on). A conditional ``course`` GAN trains ``gan_steps`` on
     ``train`` alone; then an ``XrayClassifier`` (``cxrlib.classifier``, ``clf_steps`` steps, the same seed) trains
     on each arm of ``SYNTHETIC_ARMS``: the real images; the real images plus ``copies`` offline-augmented copies
-    of each (the seed's brightness/contrast/JPEG); the real images plus ``n_synthetic`` generated ones (classes
+    of each (the original project's brightness/contrast/JPEG); the real images plus ``n_synthetic`` generated ones (classes
     balanced); the generated ones alone (train on synthetic, test on real). Returns {"arms": {arm: ROC-AUC on
     ``test``}, "consistency": share of generated images the real-trained classifier calls their own class,
     "gan_swd": SWD ×10³ of ``n_eval`` generated images against ``test``, "gan_steps", "seconds"}.

@@ -14,7 +14,7 @@ Lessons in the bank:
 * ``leak`` (notebook 01): the augmentation-leak experiment (``experiments.leak_runs``) on phantoms, the exposure
   spread of each arm's samples; 3 seeds × 3 arms at 600 steps, 32 px, batch 16.
 * ``finetune`` (notebook 05): from the shipped pretrained generator, notebook 05's three continuations
-  (``experiments.finetune_arms``: the same rates with the Adam moments kept, the seed's fine-tuning rates, the
+  (``experiments.finetune_arms``: the same rates with the Adam moments kept, the original project's fine-tuning rates, the
   adaptive schedule), SWD ×10³ of the EMA generator against 500 unseen phantoms, and of the raw G beside it (the
   lesson "sample from the EMA"); 3 seeds × 150 steps at 64 px.
 * ``width`` (notebook 03): the ``course`` recipe at width 0.5 and 2.0 for the same FLOPs (``experiments.width_runs``:
@@ -32,8 +32,8 @@ Lessons in the bank:
   G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
   generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 * ``modern`` (notebook 09): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
-  1,000 64-px phantoms, 2,300 steps each (~6 minutes on a quiet 2-core AMX CPU; a modern step costs ~6 % more), SWD
-  ×10³ of the EMA generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
+  1,000 64-px phantoms, 2,300 steps each (their time: benchmarks/RESULTS.md), SWD ×10³ of the EMA generator
+  against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def load_bank(path=BANK) -> dict:
 
 
 def _save(bank: dict, path) -> None:
-    from cxrlib.train import atomic_write
+    from cxrlib.files import atomic_write
 
     text = json.dumps(bank, indent=1) + "\n"
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))

@@ -41,10 +41,10 @@ def bce_targets(
     generator: torch.Generator | None = None,
     device=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The discriminator's BCE targets, as the seed made them: ``(t_real (n_real,), t_fake (n_fake,))``.
+    """The discriminator's BCE targets, as the original project made them: ``(t_real (n_real,), t_fake (n_fake,))``.
 
     Label smoothing s moves both targets toward 1/2: real ``1 - s/2``, fake ``s/2`` (s = 0.1 → 0.95 / 0.05),
-    so D is never rewarded for infinitely confident logits. Label flipping ("label swapping" in the seed):
+    so D is never rewarded for infinitely confident logits. Label flipping ("label swapping" in the original project):
     each target is independently swapped real↔fake with probability ``flip_prob`` -- a little noise that
     keeps D from winning outright. The flips are drawn from ``generator`` (on ``device``) so a run is
     reproducible.
@@ -212,7 +212,7 @@ def d_loss_rpgan(
     fake*, not that reals score high and fakes low in absolute terms. With R1 and R2 the game has a single
     well-behaved equilibrium (R3GAN's argument for dropping the bag of tricks).
 
-    It is BCE on the difference logit with target 1, so the seed's tricks carry over for the experiment of
+    It is BCE on the difference logit with target 1, so the original project's tricks carry over for the experiment of
     notebook 09: ``label_smoothing`` s makes the target 1 − s/2, ``flip_prob`` reverses a pair's target.
     Pairs real_logits[i] with fake_logits[i] (equal batch sizes). Stats as for :func:`d_loss_bce`
     (``d_loss_real`` = the pairs' loss, ``d_loss_fake`` = 0: the loss has only one term)."""

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrlib.errors import CxrError
+from cxrlib.images import as_images, to_float, to_uint8
 
 #: fewest images per set that ``evaluate`` accepts: precision/recall need k + 1 = 4 neighbours per set and the
 #: SWD floor splits the real set into two halves that must each hold at least that many.
@@ -64,34 +65,6 @@ _DIRECTIONS_AT_ONCE = 32  # SWD projections held at once: 2,000 images · 128 pa
 
 
 # ======================================================================= inputs
-def as_images(x) -> torch.Tensor:
-    """Accept a tensor, numpy array or ``ImageSet``; return a ``(N, 1, H, W)`` tensor (dtype unchanged).
-
-    ``uint8`` means [0, 255]; any float dtype means [-1, 1]. ``(N, H, W)`` gains the channel axis.
-    """
-    x = getattr(x, "images", x)
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise CxrError(f"expected images as a tensor, array or ImageSet, got {type(x).__name__}")
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.dim() != 4 or x.shape[1] != 1:
-        raise CxrError(f"expected grayscale images shaped (N, 1, H, W), got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise CxrError("the image set is empty")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise CxrError(f"expected uint8 in [0, 255] or float in [-1, 1], got {x.dtype}")
-    return x
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """``x``: uint8 [0, 255] or float [-1, 1] → float32 in [-1, 1] (same shape)."""
-    if x.dtype == torch.uint8:
-        return x.float().div_(127.5).sub_(1.0)
-    return x.float()
-
-
 def _float_chunks(x: torch.Tensor, chunk: int = _CHUNK) -> Iterator[torch.Tensor]:
     """Yield ``x`` in slices of ``chunk`` images as float32 in [-1, 1]: a large uint8 set never becomes
     one big float tensor."""
@@ -227,8 +200,8 @@ def _swd_descriptors(images, *, patches_per_image, patch_size, min_res, seed) ->
 
 
 def _sort_rows(x: torch.Tensor) -> torch.Tensor:
-    """Sort each row ascending. On CPU in place with numpy's SIMD sort (~5× faster than torch.sort, and no
-    copy of a matrix that can be hundreds of MB); on GPU with torch.sort."""
+    """Sort each row ascending. On CPU in place with numpy's SIMD sort (faster than torch.sort, and no copy of
+    a matrix that can be hundreds of MB; timings in benchmarks/RESULTS.md); on GPU with torch.sort."""
     if x.is_cuda:
         return torch.sort(x, dim=-1).values
     x.numpy().sort(axis=-1)
@@ -587,7 +560,7 @@ def audit_embedding(images, size: int = 32) -> torch.Tensor:
 
     Area-downsampled to ``size`` px (drops pixel noise and JPEG artefacts; keeps what identifies a patient's
     anatomy), then each image standardised to mean 0 and RMS 1 — so a copy that was brightened or given more
-    contrast (the seed's offline augmentation) is still recognised as a copy. Distances are RMS differences
+    contrast (the original project's offline augmentation) is still recognised as a copy. Distances are RMS differences
     (divided by √size²), so 0 = identical and two unrelated images sit near √2.
     """
     x = as_images(images)
@@ -787,7 +760,7 @@ def fid(real, fake, *, weights: str | os.PathLike | None = None, feature: nn.Mod
         metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(fid_weights_path(weights)))
 
         def prep(x):  # [-1, 1] gray → uint8 RGB, what the Inception wrapper expects with normalize=False
-            return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
+            return to_uint8(x).repeat(1, 3, 1, 1)
     metric = metric.to(real.device)
     for is_real, x in ((True, real), (False, fake)):
         for s in range(0, x.shape[0], batch):
@@ -1073,7 +1046,7 @@ def _reference_unit(reference, like: torch.Tensor) -> torch.Tensor:
     """A reference image on the 0..255 scale (uint8, or float such as a mean of uint8 images) → [0, 1],
     through the same arithmetic as ``_unit`` (so a uint8 image and its float copy give identical values)."""
     r = torch.as_tensor(getattr(reference, "images", reference), device=like.device)
-    r = to_float(r) if r.dtype == torch.uint8 else r.float() / 127.5 - 1.0
+    r = to_float(r) if r.dtype == torch.uint8 else r.float() * (2 / 255) - 1.0  # to_float's arithmetic
     return (r + 1.0) / 2.0
 
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrlib.errors import CxrError
+from cxrlib.images import to_float
 
 CLASSES = ("normal", "pneumonia")
 MASK_NAMES = ("lungs", "heart", "ribs", "clavicles")
@@ -73,8 +74,8 @@ class Phantoms:
         return Phantoms(self.images[idx], self.labels[idx], masks, self.classes, self.seed)
 
     def to_float(self) -> torch.Tensor:
-        """images as (N, 1, S, S) float32 in [-1, 1], what the GAN trains on."""
-        return self.images.float() / 127.5 - 1.0
+        """images as (N, 1, S, S) float32 in [-1, 1], what the GAN trains on (:func:`cxrlib.images.to_float`)."""
+        return to_float(self.images)
 
 
 # ======================================================================= public API

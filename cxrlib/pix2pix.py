@@ -28,6 +28,7 @@ import torch
 from cxrlib import models
 from cxrlib.config import TrainConfig
 from cxrlib.errors import CxrError
+from cxrlib.images import to_float
 from cxrlib.unconditional import Unconditional, frozen, grad_norm
 
 MODEL_KEYWORDS = ("ngf", "ndf", "n_layers", "dropout")
@@ -54,19 +55,17 @@ def run_eval(net: torch.nn.Module, x: torch.Tensor, batch_stats: bool = False) -
     """``net`` in eval mode (no dropout) on x: uint8 0..255 or float in [-1, 1], moved to the net's device →
     float output; the net's modes are restored afterwards. BatchNorm uses its running statistics, or with
     ``batch_stats`` the statistics of this batch (without updating the running ones)."""
-    x = x.float().mul(2 / 255).sub(1) if x.dtype == torch.uint8 else x.float()
-    was = net.training
+    x = to_float(x)
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if batch_stats else []
-    net.eval()
-    for m in norms:
-        m.train()
-        m.track_running_stats = False  # batch statistics, and the running ones stay as they are
-    try:
-        return net(x.to(next(net.parameters()).device)).float()
-    finally:
+    with models.evaluating(net):
         for m in norms:
-            m.track_running_stats = True
-        net.train(was)
+            m.train()
+            m.track_running_stats = False  # batch statistics, and the running ones stay as they are
+        try:
+            return net(x.to(next(net.parameters()).device)).float()
+        finally:
+            for m in norms:
+                m.track_running_stats = True
 
 
 def check_structures(have, want, where: str) -> None:
@@ -126,7 +125,7 @@ class Pix2Pix(Unconditional):
     # ------------------------------------------------------------------ the batch
     def condition_at(self, idx: torch.Tensor) -> torch.Tensor:
         """The masks of images ``idx`` as G's input: (B, C, S, S) float, −1 outside and +1 inside."""
-        return self.masks[idx].float().mul_(2 / 255).sub_(1).contiguous(memory_format=self.t.memory_format)
+        return to_float(self.masks[idx]).contiguous(memory_format=self.t.memory_format)
 
     def real_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n random pairs: (images (n, 1, S, S), masks (n, C, S, S)), float in [-1, 1] on the device."""

@@ -61,6 +61,9 @@ from cxrlib.conditional import Conditional, class_labels
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN
 from cxrlib.errors import CxrError
+from cxrlib.files import atomic_write
+from cxrlib.images import as_images, to_float, to_uint8
+from cxrlib.models import evaluating
 from cxrlib.pix2pix import Pix2Pix
 from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401  (frozen, grad_norm: public here too)
 
@@ -80,11 +83,6 @@ class WallClockCapWarning(UserWarning):
 
 
 # ======================================================================= small helpers
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """x: float in [-1, 1] → uint8 in [0, 255] (same shape)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 SAMPLE_BATCH = 16  # rows per generator call when sampling (every call exactly this many: see fixed_batches)
 
 
@@ -100,11 +98,6 @@ def fixed_batches(n: int, batch: int, *tensors):
         if rows < batch:
             chunks = [None if c is None else torch.cat([c, c[-1:].expand(batch - rows, *c.shape[1:])]) for c in chunks]
         yield start, rows, chunks
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """x: uint8 in [0, 255] → float32 in [-1, 1] (same shape, same device)."""
-    return x.float().mul_(2 / 255).sub_(1)
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -201,25 +194,6 @@ class HostBatches:
         self.gen.set_state(state["gen"])
 
 
-def as_images(data, size: int | None = None) -> torch.Tensor:
-    """An ``ImageSet`` or a uint8 tensor (N, 1, S, S) → the uint8 tensor; checks shape, dtype and size."""
-    images = getattr(data, "images", data)
-    if not isinstance(images, torch.Tensor):
-        raise CxrError(f"training data must be an ImageSet or a uint8 tensor (N, 1, S, S), not {type(data).__name__}")
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
-        raise CxrError(
-            f"training data must be uint8 of shape (N, 1, S, S); got {images.dtype} {tuple(images.shape)}"
-        )
-    if len(images) == 0:
-        raise CxrError("training data is empty: no images to learn from")
-    if size is not None and (images.shape[-1] != size or images.shape[-2] != size):
-        raise CxrError(
-            f"training images are {images.shape[-2]}×{images.shape[-1]} px but the config asks for {size} px "
-            f"(load the data with size={size} or set size={images.shape[-1]})"
-        )
-    return images
-
-
 def ema_beta(batch: int, half_life_kimg: float, images_seen: int = 0, rampup: float = 0.0) -> float:
     """EMA decay per update: 0.5 ** (batch / half_life_images), so the weight of an update halves every
     ``half_life_kimg`` thousand images. With ``rampup`` r > 0 the half-life is capped at r × images seen
@@ -230,6 +204,25 @@ def ema_beta(batch: int, half_life_kimg: float, images_seen: int = 0, rampup: fl
     return 0.5 ** (batch / half_life) if half_life > 0 else 0.0
 
 
+PLATEAU_THRESHOLD = 0.01  # a quality measurement must beat the best so far by 1 % to count as an improvement
+
+
+def plateau_step(best: float, bad: int, d: float, patience: int,
+                 threshold: float = PLATEAU_THRESHOLD) -> tuple[float, int, bool]:
+    """The reduce-on-plateau rule, one measurement at a time (``Trainer.adapt_lr``; exercise 05.reduce_on_plateau).
+
+    ``d``: the new measurement of a distance (lower is better, e.g. SWD); ``best``: the best so far; ``bad``: how
+    many measurements in a row did not improve. ``d`` improves when it is below ``(1 - threshold)`` × ``best``.
+    Returns the new ``(best, bad, reduce)``: ``reduce`` is True when ``bad`` reaches ``patience`` -- multiply the
+    learning rates by the factor -- and the count then starts again."""
+    if d < best * (1 - threshold):
+        return d, 0, False
+    bad += 1
+    if bad >= patience:
+        return best, 0, True
+    return best, bad, False
+
+
 # ======================================================================= EMA generator
 NORM_STATS_SEED = 4321  # the EMA's own latents for recomputing its BatchNorm statistics (never training's RNG)
 
@@ -237,8 +230,8 @@ NORM_STATS_SEED = 4321  # the EMA's own latents for recomputing its BatchNorm st
 def adam(params, **kw) -> torch.optim.Adam:
     """Adam with one fused kernel for all tensors (CUDA; CPU from torch 2.4), else torch's multi-tensor form.
 
-    On CPU torch's default is a loop of ~10 small ops per tensor: for the course G and D (70 tensors) that is
-    ~10 ms per training step, the fused kernel ~1.6 ms (benchmarks/RESULTS.md, issue 10)."""
+    On CPU torch's default is a loop of ~10 small ops per tensor, for each of the course G and D's 70 tensors;
+    the fused kernel is several times faster (timings in benchmarks/RESULTS.md, issue 10)."""
     params = list(params)
     try:
         return torch.optim.Adam(params, fused=True, **kw)
@@ -304,20 +297,6 @@ class EMA:
 
 
 # ======================================================================= checkpoint files
-def atomic_write(path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _save_torch(obj, tmp: Path) -> None:
     with open(tmp, "wb") as f:
         torch.save(obj, f)
@@ -445,7 +424,10 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         self.callbacks = list(callbacks)
 
-        images = as_images(data, cfg.size)
+        try:
+            images = as_images(data, cfg.size, uint8=True)
+        except CxrError as e:
+            raise CxrError(f"training data: {e}") from None
         labels = getattr(data, "labels", None)
         mapped = bool(getattr(data, "memmap", ""))  # pixels in a memory-mapped cache file: never copy them all
         self.heldout, self.rows = None, None  # rows: the training rows of a memory-mapped set (None: all)
@@ -806,15 +788,10 @@ class Trainer:
         if ema and self.ema is not None:
             self.refresh_ema_norm_stats()
         G = self.ema.model if (ema and self.ema is not None) else self.G
-        was_training = G.training
-        G.eval()
-        try:
-            with self.autocast():
-                if labels is None:
-                    return G(z.to(self.device)).float()
-                return G(z.to(self.device), labels.to(self.device)).float()
-        finally:
-            G.train(was_training)
+        with evaluating(G), self.autocast():
+            if labels is None:
+                return G(z.to(self.device)).float()
+            return G(z.to(self.device), labels.to(self.device)).float()
 
     def refresh_ema_norm_stats(self, force: bool = False) -> None:
         """Recompute the EMA generator's BatchNorm statistics for its averaged weights (see
@@ -875,13 +852,10 @@ class Trainer:
         measurements, multiply both learning rates by ``adaptive_factor``. Returns {"swd", "lr_scale"}."""
         d = self.quality() if self.writer else math.nan
         d = distributed.broadcast_object(d)  # rank 0 measures; every process takes the same decision
-        if d < self.plateau["best"] * 0.99:
-            self.plateau = {"best": d, "bad": 0}
-        else:
-            self.plateau["bad"] += 1
-            if self.plateau["bad"] >= self.cfg.adaptive_patience:
-                self.set_lr_scale(self.lr_scale * self.cfg.adaptive_factor)
-                self.plateau["bad"] = 0
+        best, bad, reduce = plateau_step(self.plateau["best"], self.plateau["bad"], d, self.cfg.adaptive_patience)
+        self.plateau = {"best": best, "bad": bad}
+        if reduce:
+            self.set_lr_scale(self.lr_scale * self.cfg.adaptive_factor)
         info = {"step": self.step, "swd": d, "lr_scale": self.lr_scale}
         if self.out is not None and self.writer:
             with open(self.out / "adaptive_lr.jsonl", "a") as f:

@@ -65,7 +65,7 @@ def translate_folder(ckpt, src, dst, direction: str | None = None, *, masks_dir=
     from PIL import Image
 
     from cxrlib import data as datalib
-    from cxrlib.train import atomic_write
+    from cxrlib.files import atomic_write
 
     src, dst = datalib.check_separate(src, dst)
     G, cfg = load_translator(ckpt, ema=ema)

@@ -3,7 +3,7 @@
 The engine (``cxrlib.train.Trainer``: the loop, logging, sample grids, EMA, amp, checkpoints and exact
 resume, the NaN guard, callbacks, budgets) is the same for every GAN family; a *family* supplies what
 differs -- its networks, how a batch is drawn, its D step and its G step. This file is the whole algorithm of
-the family the course starts with (Goodfellow et al. 2014 with the seed's and the course's tricks):
+the family the course starts with (Goodfellow et al. 2014 with the original project's and the course's tricks):
 
 * **D step** -- show D a batch of real images x and of fakes G(z); D learns to call x real (``d_loss_real``)
   and G(z) fake (``d_loss_fake``). G is frozen (``no_grad``). Optional R1 penalty on real images, R2 on fakes.

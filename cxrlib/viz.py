@@ -1,6 +1,6 @@
 """Pictures: sample grids, training curves and evaluation reports (matplotlib).
 
-Only notebooks and the CLI import this module (DESIGN.md); figures are built on ``matplotlib.figure.Figure``
+Only notebooks and the CLI import this module; figures are built on ``matplotlib.figure.Figure``
 without pyplot, so they work headless (the CLI saves them) and display in Jupyter alike.
 """
 

@@ -31,14 +31,12 @@ import numpy as np
 import torch
 
 from cxrlib.errors import CxrError
+from cxrlib.images import to_uint8_array
 
 # ======================================================================= shared helpers
 
 
-def to_uint8(x) -> np.ndarray:
-    """Generator output to pixels. x: float (..., H, W) in [-1, 1] (tensor or array) → uint8 same shape."""
-    x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+to_uint8 = to_uint8_array  # old name, kept for older code (a numpy array; cxrlib.images.to_uint8 gives a tensor)
 
 
 def as_image(image) -> np.ndarray:
@@ -52,7 +50,7 @@ def as_image(image) -> np.ndarray:
         raise CxrError(f"expected one grayscale image (H, W) or (1, H, W), got shape {tuple(a.shape)}")
     if a.dtype != np.uint8:
         if np.issubdtype(a.dtype, np.floating) and a.size and a.min() >= -1.0 and a.max() <= 1.0:
-            return to_uint8(a)  # generator range
+            return to_uint8_array(a)  # generator range
         a = np.clip(a, 0, 255).astype(np.uint8)
     return a
 
@@ -173,17 +171,17 @@ def _box(children, still: bytes | None = None, what: str = "interactive widget",
 
 # ======================================================================= 1. augmentation explorer (notebook 01)
 
-#: The seed's offline augmentation ranges, and wider ones that make the augmentation leak visible.
-SEED_RANGES = {"brightness": (-0.1, 0.1), "contrast": (0.9, 1.1), "quality": (90, 100)}
-ORIGINAL_RANGES = SEED_RANGES  # the same dict under the name the notebooks use
+#: The original project's offline augmentation ranges, and wider ones that make the augmentation leak visible.
+ORIGINAL_RANGES = {"brightness": (-0.1, 0.1), "contrast": (0.9, 1.1), "quality": (90, 100)}
+SEED_RANGES = ORIGINAL_RANGES  # old name, kept for older code
 STRONG_RANGES = {"brightness": (-0.5, 0.5), "contrast": (0.4, 1.6), "quality": (5, 100)}
 
 
 def apply_augmentation(image, brightness: float = 0.0, contrast: float = 1.0, quality: int | None = None):
-    """The seed's offline augmentation with explicit values (deterministic), as ``cxrlib.augment.seed_augment``
+    """The original project's offline augmentation with explicit values (deterministic), as ``cxrlib.augment.original_augment``
     applies it with random ones.
 
-    image: uint8 (H, W). brightness: added to intensities on a [0, 1] scale (±0.1 in the seed); contrast:
+    image: uint8 (H, W). brightness: added to intensities on a [0, 1] scale (±0.1 in the original project); contrast:
     factor that stretches intensities about the image mean (0.9–1.1); quality: JPEG re-encoding quality
     (90–100), or None for no re-encoding. Returns uint8 (H, W).
     """
@@ -261,7 +259,7 @@ def augmentation_explorer(images, index: int = 0):
     """Sliders for brightness, contrast and JPEG quality over one of ``images``; shows the effect and histograms.
 
     images: uint8 (N, 1, H, W), (N, H, W) or a list of (H, W). The "strong" toggle widens the ranges far beyond
-    the seed's, to show what a generator trained on such copies would learn to reproduce (the augmentation leak).
+    the original project's, to show what a generator trained on such copies would learn to reproduce (the augmentation leak).
     Returns an ``ipywidgets.VBox``.
     """
     import ipywidgets as W
@@ -272,7 +270,7 @@ def augmentation_explorer(images, index: int = 0):
     style = {"description_width": "90px"}
     pick = W.IntSlider(min(index, len(stack) - 1), 0, len(stack) - 1, description="image", style=style,
                        continuous_update=False, disabled=len(stack) == 1)
-    (b0, b1), (c0, c1), (q0, q1) = SEED_RANGES.values()
+    (b0, b1), (c0, c1), (q0, q1) = ORIGINAL_RANGES.values()
     bright = W.FloatSlider(0.0, min=b0, max=b1, step=0.01, description="brightness", style=style,
                            continuous_update=False, readout_format="+.2f")
     contrast = W.FloatSlider(1.0, min=c0, max=c1, step=0.01, description="contrast", style=style,
@@ -280,7 +278,7 @@ def augmentation_explorer(images, index: int = 0):
     quality = W.IntSlider(95, min=q0, max=q1, description="JPEG quality", style=style, continuous_update=False)
     jpeg = W.Checkbox(True, description="re-encode as JPEG", indent=False)
     strong = W.ToggleButton(False, description="strong ranges", icon="bolt", _dom_classes=["cxr-aug-strong"],
-                            tooltip="ranges far wider than the seed's: watch what a GAN would copy")
+                            tooltip="ranges far wider than the original project's: watch what a GAN would copy")
     note = W.HTML()
     out = _image_widget()
     for w, cls in ((bright, "cxr-aug-brightness"), (contrast, "cxr-aug-contrast"), (quality, "cxr-aug-quality")):
@@ -296,7 +294,7 @@ def augmentation_explorer(images, index: int = 0):
         out.value = augment_preview_png(stack[pick.value], bright.value, contrast.value, q)
 
     def toggle_strong(change):
-        ranges = STRONG_RANGES if change["new"] else SEED_RANGES
+        ranges = STRONG_RANGES if change["new"] else ORIGINAL_RANGES
         holding.append(True)
         try:
             for slider, key in ((bright, "brightness"), (contrast, "contrast"), (quality, "quality")):
@@ -634,7 +632,7 @@ def _truncation_label(threshold: float) -> str:
 def latent_views_png(views: dict, threshold: float) -> bytes:
     fig = new_figure(10, 2.9, left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.05)
     axes = fig.subplots(1, 4)
-    for ax, img, title in zip(axes, to_uint8(views["images"][:, 0]), views["titles"]):
+    for ax, img, title in zip(axes, to_uint8_array(views["images"][:, 0]), views["titles"]):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
@@ -692,10 +690,10 @@ def truncation_views(G, psi: float, seed: int = 0, n: int = 8) -> torch.Tensor:
 
 def truncation_views_png(images, psi: float, average=None) -> bytes:
     """One row of images at ψ (and the image of w_avg itself, ``average``, at the left when given) as PNG."""
-    imgs = list(to_uint8(images[:, 0]))
+    imgs = list(to_uint8_array(images[:, 0]))
     titles = [f"latent {i}" for i in range(len(imgs))]
     if average is not None:
-        imgs, titles = [to_uint8(average[0, 0])] + imgs, ["w_avg (ψ = 0)"] + titles
+        imgs, titles = [to_uint8_array(average[0, 0])] + imgs, ["w_avg (ψ = 0)"] + titles
     fig = new_figure(1.3 * len(imgs), 1.75, left=0.01, right=0.99, bottom=0.02, top=0.78, wspace=0.05)
     for ax, img, title in zip(fig.subplots(1, len(imgs)), imgs, titles):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)

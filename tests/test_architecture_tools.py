@@ -79,7 +79,7 @@ def test_seed_networks_at_512_px_can_be_measured_without_allocating_them():
         G, D = models.build_models("original", 512)
     assert G.blocks[0][1].weight.is_meta  # no memory, no time: a forward pass on "meta" would be slow (lazy kernels)
     assert 45e6 < models.count_params(G) < 55e6 and 15e6 < models.count_params(D) < 25e6
-    assert [b[1].out_channels for b in G.blocks] == list(models.SEED_G_WIDTHS)
+    assert [b[1].out_channels for b in G.blocks] == list(models.ORIGINAL_G_WIDTHS)
 
 
 def test_exercise_checks_of_notebooks_02_and_03_catch_typical_mistakes(capsys):

@@ -10,7 +10,7 @@ import pytest
 from conftest import pil_image, snapshot
 from PIL import Image
 
-from cxrlib.augment import augment_folder, seed_augment, seed_augment_params
+from cxrlib.augment import augment_folder, original_augment, original_augment_params
 from cxrlib.errors import CxrError, ImageReadError
 
 
@@ -28,7 +28,7 @@ def _jpeg_tables(quality: int):
 
 def test_parameters_stay_in_the_seed_ranges_and_vary():
     rng = np.random.default_rng(0)
-    draws = [seed_augment_params(rng) for _ in range(400)]
+    draws = [original_augment_params(rng) for _ in range(400)]
     b = np.array([d["brightness"] for d in draws])
     c = np.array([d["contrast"] for d in draws])
     q = np.array([d["jpeg_quality"] for d in draws])
@@ -40,8 +40,8 @@ def test_parameters_stay_in_the_seed_ranges_and_vary():
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_brightness_and_contrast_change_mean_and_spread_as_drawn(seed):
     img = pil_image(_textured())
-    params = seed_augment_params(np.random.default_rng(seed))
-    out = seed_augment(img, np.random.default_rng(seed))  # draws the same parameters first
+    params = original_augment_params(np.random.default_rng(seed))
+    out = original_augment(img, np.random.default_rng(seed))  # draws the same parameters first
     x = np.asarray(img, dtype=np.float64)
     y = np.asarray(out, dtype=np.float64)
     assert out.mode == "L" and out.size == img.size and out.format == "JPEG"
@@ -51,18 +51,18 @@ def test_brightness_and_contrast_change_mean_and_spread_as_drawn(seed):
 
 def test_same_generator_state_gives_same_image_and_narrow_ranges_are_respected():
     img = pil_image(_textured())
-    a = np.asarray(seed_augment(img, np.random.default_rng(7)))
-    b = np.asarray(seed_augment(img, np.random.default_rng(7)))
+    a = np.asarray(original_augment(img, np.random.default_rng(7)))
+    b = np.asarray(original_augment(img, np.random.default_rng(7)))
     assert np.array_equal(a, b)
     rng = np.random.default_rng(0)
     for _ in range(5):  # no brightness change, no contrast change: only JPEG at quality 100 remains
-        out = np.asarray(seed_augment(img, rng, brightness=0.0, contrast=(1.0, 1.0), jpeg_quality=(100, 100)))
+        out = np.asarray(original_augment(img, rng, brightness=0.0, contrast=(1.0, 1.0), jpeg_quality=(100, 100)))
         assert np.abs(out.astype(int) - np.asarray(img, dtype=int)).max() <= 2
 
 
 def test_any_mode_is_augmented_as_grayscale():
     for mode in ("RGB", "I;16", "P"):
-        out = seed_augment(pil_image(_textured(32, 48), mode), np.random.default_rng(0))
+        out = original_augment(pil_image(_textured(32, 48), mode), np.random.default_rng(0))
         assert out.mode == "L" and out.size == (48, 32)
 
 

@@ -43,7 +43,7 @@ def test_augment_images_keeps_originals_first_and_shifts_each_copy_by_its_drawn_
     assert out.shape == (9, 1, 16, 16) and out.dtype == torch.uint8
     assert torch.equal(out[:3], x)
     rng = np.random.default_rng(5)
-    drawn = [augment.seed_augment_params(rng, 0.2, (1.0, 1.0), (100, 100))["brightness"] for _ in range(6)]
+    drawn = [augment.original_augment_params(rng, 0.2, (1.0, 1.0), (100, 100))["brightness"] for _ in range(6)]
     shift = (metrics.mean_brightness(out[3:]) - metrics.mean_brightness(torch.cat([x, x]))).numpy()
     assert np.allclose(shift, drawn, atol=0.01)
     again = augment.augment_images(x, copies=2, seed=5, brightness=0.2, contrast=(1.0, 1.0), jpeg_quality=(100, 100))

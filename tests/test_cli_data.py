@@ -1,4 +1,4 @@
-"""CLI end to end: inspect, prepare, augment (contracts in DESIGN.md)."""
+"""CLI end to end: inspect, prepare, augment (the contracts in cxrlib/cli.py's docstring and the README)."""
 
 from __future__ import annotations
 

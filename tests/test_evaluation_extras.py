@@ -36,17 +36,17 @@ def test_copy_flags_agrees_with_the_memorization_audit():
 
 def test_seed_augment_images_changes_pixels_but_the_audit_still_sees_copies():
     train, holdout = _sets()
-    copies = augment.seed_augment_images(train[:20], seed=3)
+    copies = augment.original_augment_images(train[:20], seed=3)
     assert copies.dtype == torch.uint8 and copies.shape == train[:20].shape
     assert (copies.float() - train[:20].float()).abs().mean() > 2  # brightness ±0.1 moves pixels by up to ~25
-    assert torch.equal(copies, augment.seed_augment_images(train[:20], seed=3))  # same seed, same copies
-    assert not torch.equal(copies, augment.seed_augment_images(train[:20], seed=4))
+    assert torch.equal(copies, augment.original_augment_images(train[:20], seed=3))  # same seed, same copies
+    assert not torch.equal(copies, augment.original_augment_images(train[:20], seed=4))
     assert M.memorization_audit(copies, train, holdout)["flagged_fraction"] >= 0.95
 
 
 def test_seed_augment_images_refuses_float_images():
     with pytest.raises(CxrError, match="uint8"):
-        augment.seed_augment_images(torch.zeros(2, 1, 8, 8))
+        augment.original_augment_images(torch.zeros(2, 1, 8, 8))
 
 
 def test_compare_sets_tells_a_brightness_shift_and_a_collapse_from_fresh_images():

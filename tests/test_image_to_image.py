@@ -9,7 +9,7 @@ import torch
 
 from cxrlib import cli, metrics, models, translation
 from cxrlib.config import make_config
-from cxrlib.cyclegan import ImagePool
+from cxrlib.cyclegan import ImagePool, cycle_l1, cycle_loss
 from cxrlib.data import load_dataset
 from cxrlib.errors import CxrError
 from cxrlib.phantom import MASK_NAMES, write_phantoms
@@ -149,6 +149,16 @@ def test_image_pool_fills_then_swaps_half():
     assert set(out[swapped].tolist()) <= set(range(4)) | set(range(100, 500))  # only earlier fakes come back
     assert (out[swapped][:1] < 4).all() and len(pool.images) == 4
     assert torch.equal(ImagePool(0).query(first), first)
+
+
+def test_cycle_loss_is_the_l1_of_the_round_trips():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1, torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    g_ab, g_ba = (lambda x: torch.tanh(x + 0.3)), (lambda x: 0.5 * x)
+    want = (g_ba(g_ab(a)) - a).abs().mean() + (g_ab(g_ba(b)) - b).abs().mean()
+    assert torch.equal(cycle_loss(a, b, g_ab, g_ba), want)
+    assert torch.equal(cycle_l1(a, g_ba(g_ab(a)), b, g_ab(g_ba(b))), want)
+    assert cycle_l1(a, a.bfloat16().float(), b, b).dtype == torch.float32
 
 
 def test_cyclegan_domains_default_to_the_two_classes_sorted(pairs):

@@ -13,8 +13,8 @@ from torch.nn.utils import parametrize
 from cxrlib import models
 from cxrlib.errors import CxrError
 from cxrlib.models import (
+    NETWORKS,
     PRESET_NOTES,
-    PRESETS,
     MinibatchStd,
     SampleDropout,
     build_models,
@@ -31,7 +31,7 @@ def convs(module: nn.Module, kind=nn.Conv2d) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, kind)]
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", NETWORKS)
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_every_preset_maps_latents_to_images_and_images_to_one_logit(preset, size):
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def test_every_preset_maps_latents_to_images_and_images_to_one_logit(preset, siz
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", NETWORKS)
 @pytest.mark.parametrize("size", [256, 512])
 @torch.no_grad()
 def test_large_sizes_have_the_right_shapes(preset, size):
@@ -74,7 +74,7 @@ def test_default_latent_sizes_follow_the_papers_and_can_be_changed():
     assert G.z_dim == 64 and G(torch.randn(3, 64)).shape == (3, 1, 32, 32)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", NETWORKS)
 def test_generator_output_stays_in_the_tanh_range_even_for_extreme_latents(preset):
     torch.manual_seed(1)
     G, _ = build_models(preset, 32)
@@ -88,7 +88,7 @@ def test_generator_output_stays_in_the_tanh_range_even_for_extreme_latents(prese
 
 
 def test_preset_notes_describe_every_preset():
-    assert set(PRESET_NOTES) == set(PRESETS)
+    assert set(PRESET_NOTES) == set(NETWORKS)
     assert all(len(text) > 200 for text in PRESET_NOTES.values())
 
 
@@ -349,7 +349,7 @@ def test_course_discriminator_trains_on_a_prime_batch():
 # ------------------------------------------------------------------------------------------- fast paths
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", NETWORKS)
 def test_models_run_channels_last_under_bf16_autocast_and_backpropagate(preset):
     torch.manual_seed(0)
     G, D = build_models(preset, 32, width=0.5)
@@ -433,7 +433,7 @@ def test_course_activations_run_in_place_and_still_give_the_same_logits_and_r1()
 # ------------------------------------------------------------------------------------------- counting
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", NETWORKS)
 def test_layer_table_lists_layers_in_order_and_its_params_add_up(preset):
     G, D = build_models(preset, 32)
     g_rows = layer_table(G)

@@ -423,3 +423,14 @@ def test_adam_falls_back_to_the_multi_tensor_form_without_a_fused_kernel(monkeyp
     monkeypatch.setattr(torch.optim, "Adam", no_fused)
     opt = train.adam([torch.zeros(3, requires_grad=True)], lr=1e-3)
     assert opt.param_groups[0]["foreach"] and not opt.param_groups[0]["fused"]
+
+
+def test_plateau_step_is_the_rule_of_adapt_lr_and_of_the_exercise_reference():
+    from cxrlib.exercises import reduce_on_plateau
+    from cxrlib.train import plateau_step
+
+    assert plateau_step(10.0, 0, 9.89, 2) == (9.89, 0, False)  # beats 10 by more than 1 %
+    assert plateau_step(10.0, 0, 9.95, 2) == (10.0, 1, False)  # less than 1 %: not an improvement
+    assert plateau_step(10.0, 1, 9.95, 2) == (10.0, 0, True)  # the 2nd in a row: reduce, count again
+    stuck = [10.0, 9.0, 9.5, 9.2, 9.1, 9.3, 8.0, 8.5, 8.4]
+    assert reduce_on_plateau(stuck) == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125]

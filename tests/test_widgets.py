@@ -100,11 +100,11 @@ def test_contrast_stretches_about_the_mean_and_jpeg_quality_sets_the_error():
 
 def test_explicit_augmentation_matches_the_seed_augmentation_it_previews():
     augment = pytest.importorskip("cxrlib.augment")
-    if not hasattr(augment, "seed_augment_params"):
-        pytest.skip("cxrlib.augment has no seed_augment_params")
+    if not hasattr(augment, "original_augment_params"):
+        pytest.skip("cxrlib.augment has no original_augment_params")
     img = mid_gray_image(1)
-    params = augment.seed_augment_params(np.random.default_rng(3))
-    theirs = np.asarray(augment.seed_augment(Image.fromarray(img), np.random.default_rng(3)))
+    params = augment.original_augment_params(np.random.default_rng(3))
+    theirs = np.asarray(augment.original_augment(Image.fromarray(img), np.random.default_rng(3)))
     ours = widgets.apply_augmentation(img, params["brightness"], params["contrast"], params["jpeg_quality"])
     assert np.array_equal(ours, theirs)
 

@@ -1,4 +1,4 @@
-"""Generators and discriminators: the seed's networks, DCGAN, and the course's recipe.
+"""Generators and discriminators: the original project's networks, DCGAN, and the course's recipe.
 
 ``build_models(preset, size)`` returns ``(G, D)`` for any power-of-two ``size`` from 32 to 512:
 
@@ -12,7 +12,7 @@ Presets (``PRESET_NOTES`` has a paragraph on each for the notebooks):
 * ``"original"`` -- (old name ``"seed"``) the original project's Keras networks, layer for layer; ``skips=True`` adds the skip connections that
   its README promised and its code lacked;
 * ``"dcgan"``  -- Radford et al. (2015): transposed convolutions, BatchNorm, ReLU / LeakyReLU;
-* ``"course"`` -- the default: seed-style upsampling generator and a discriminator with a
+* ``"course"`` -- the default: an upsampling generator in the original project's style and a discriminator with a
   minibatch-standard-deviation layer, both lean (no BatchNorm, no skip outputs, no spectral norm: each is one
   keyword away, ``LEGACY_NETWORKS`` has all three, and each cost more quality per CPU minute than it gave).
 
@@ -32,7 +32,9 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from cxrlib.config import PRESET_ALIASES
 from cxrlib.errors import CxrError
 
-PRESETS = ("original", "dcgan", "course", "style", "modern")  # modern: the course networks
+# The network presets build_models takes (``config.PRESETS`` holds the training recipes, one per preset name).
+NETWORKS = ("original", "dcgan", "course", "style", "modern")  # modern: the course networks
+PRESETS = NETWORKS  # old name, kept for older code
 
 MIN_SIZE, MAX_SIZE = 32, 512
 
@@ -56,7 +58,7 @@ PRESET_NOTES: dict[str, str] = {
         "collapse and checkerboard patterns from the transposed convolutions."
     ),
     "course": (
-        "Our recipe, and the default. The generator keeps the seed's idea (upsample, then convolve: no "
+        "Our recipe, and the default. The generator keeps the original project's idea (upsample, then convolve: no "
         "checkerboard artefacts) with two 3×3 convolutions per resolution and He-initialised weights, so "
         "signals keep their scale without a normalisation layer. Channels grow toward coarse resolutions "
         "(16 at full size, doubling each halving, capped at 512), so it is cheap at high resolution. The "
@@ -133,7 +135,7 @@ def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
 def _lrelu() -> nn.LeakyReLU:
     """LeakyReLU(0.2) in place, as DCGAN's: no new tensor per call (the layers before it -- convolution, linear,
     BatchNorm -- do not keep their outputs for the backward pass, and LeakyReLU's own backward reads its
-    result). About 3 % of a course step on CPU (one run: 398 → 385 ms in fp32)."""
+    result). It saves a little of each course step on CPU (benchmarks/RESULTS.md, issue 10)."""
     return nn.LeakyReLU(0.2, inplace=True)
 
 
@@ -152,9 +154,8 @@ def in_layout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
 
     A one-channel image, or a map fresh from ``Unflatten`` or ``cat``, has NCHW strides; for C = 1 both
     layouts count as contiguous, so ``x.contiguous(memory_format=torch.channels_last)`` leaves it as it is and
-    oneDNN runs the layer -- and the ones after it, whose outputs keep the layout -- on its slower NCHW path.
-    In the course D at 64 px, batch 32, the 1×1 from-image layer and the 3×3 after it took ~3 ms more per
-    forward pass, and the 3×3 after minibatch-std ~4 ms instead of ~2.4 (issue 10's profile, 2026-12-03)."""
+    oneDNN runs the layer -- and the ones after it, whose outputs keep the layout -- on its slower NCHW path
+    (measured in the course D: benchmarks/RESULTS.md, issue 10's profile)."""
     if fmt is torch.channels_last and x.dim() == 4 and x.stride(1) != 1:
         return x.to(memory_format=fmt)
     return x
@@ -266,9 +267,9 @@ class SkipGenerator(nn.Module):
     (where the lungs, mediastinum and diaphragm are), the fine levels only add ribs, vessels and edges on
     top. Every level is one 1×1 convolution away from the output, so the loss gradient reaches the early
     layers directly instead of through the whole stack -- StyleGAN2's argument for it (Karras et al. 2020).
-    At this course's CPU budget it has not paid: in 3-minute runs on 64-px phantoms the course networks
-    without skip outputs ended better, SWD 24.9 ± 2.2 against 44.9 ± 2.7 over 3 seeds (benchmarks/RESULTS.md,
-    2026-12-03). (The seed's README promised skip connections; its code had none.)
+    At this course's CPU budget it has not paid: in equal-time runs on 64-px phantoms the course networks
+    without skip outputs ended better (figures in benchmarks/RESULTS.md, issue 10). (The original project's
+    README promised skip connections; its code had none.)
 
     ``forward(z, return_levels=True)`` returns ``(image, levels)``: ``levels[k]`` is the contribution of
     resolution 4·2^k, upsampled to S×S, and ``sum(levels)`` is the pre-tanh output ``atanh(image)``.
@@ -310,12 +311,16 @@ class SkipGenerator(nn.Module):
         return out
 
 
-# ----------------------------------------------------------------------------------------------- seed
+# ----------------------------------------------------------------------------------------------- original
 
-SEED_G_WIDTHS = (512, 512, 256, 256, 192, 128, 64)  # block k works at 8·2^k px (512 px: all seven)
-SEED_G_KERNELS = (7, 7, 5, 5, 5, 5, 3)
-SEED_D_WIDTHS = (32, 64, 128, 256, 512)
-SEED_Z_DIM = 256
+ORIGINAL_G_WIDTHS = (512, 512, 256, 256, 192, 128, 64)  # block k works at 8·2^k px (512 px: all seven)
+ORIGINAL_G_KERNELS = (7, 7, 5, 5, 5, 5, 3)
+ORIGINAL_D_WIDTHS = (32, 64, 128, 256, 512)
+ORIGINAL_Z_DIM = 256
+SEED_G_WIDTHS = ORIGINAL_G_WIDTHS  # old name, kept for older code
+SEED_G_KERNELS = ORIGINAL_G_KERNELS  # old name, kept for older code
+SEED_D_WIDTHS = ORIGINAL_D_WIDTHS  # old name, kept for older code
+SEED_Z_DIM = ORIGINAL_Z_DIM  # old name, kept for older code
 
 
 def _glorot(module: nn.Module) -> None:
@@ -332,16 +337,16 @@ def _keras_bn(c: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(c, momentum=0.01, eps=1e-3)
 
 
-def seed_generator(
+def original_generator(
     size: int,
     *,
-    z_dim: int = SEED_Z_DIM,
+    z_dim: int = ORIGINAL_Z_DIM,
     width: float = 1.0,
     skips: bool = False,
     dropout: float = 0.1,
     dropout_mode: str = "element",
 ) -> SkipGenerator:
-    """The seed's generator. z: (B, z_dim) → (B, 1, size, size) in [-1, 1].
+    """The original project's generator. z: (B, z_dim) → (B, 1, size, size) in [-1, 1].
 
     512 px (the original): Dense 4·4·1024 → LeakyReLU(0.2) → reshape → 7 × [UpSampling2D ×2 (nearest) →
     Conv k=(7,7,5,5,5,5,3), filters (512,512,256,256,192,128,64), 'same' → BatchNorm → LeakyReLU(0.2) →
@@ -353,12 +358,12 @@ def seed_generator(
     Dense 4·4·512 → blocks of 256, 192, 128, 64 filters with kernels 5, 5, 5, 3.
 
     ``skips=True`` adds a 1×1 to-image convolution after the dense layer and after every block but the last,
-    whose output is the seed's own final 3×3 convolution (see :class:`SkipGenerator`).
+    whose output is the original project's own final 3×3 convolution (see :class:`SkipGenerator`).
     """
     n = n_doublings(check_size(size))
-    widths = [scaled(c, width) for c in SEED_G_WIDTHS[-n:]]
-    kernels = SEED_G_KERNELS[-n:]
-    c0 = 2 * widths[0] if n < len(SEED_G_WIDTHS) else scaled(1024, width)
+    widths = [scaled(c, width) for c in ORIGINAL_G_WIDTHS[-n:]]
+    kernels = ORIGINAL_G_KERNELS[-n:]
+    c0 = 2 * widths[0] if n < len(ORIGINAL_G_WIDTHS) else scaled(1024, width)
     stem = nn.Sequential(nn.Linear(z_dim, c0 * 16), nn.LeakyReLU(0.2), nn.Unflatten(1, (c0, 4, 4)))
     blocks, c_in = [], c0
     for c, k in zip(widths, kernels):
@@ -374,10 +379,13 @@ def seed_generator(
         c_in = c
     chans = [c0, *widths]
     to_images: list[nn.Module | None] = [nn.Conv2d(c, 1, 1) if skips else None for c in chans[:-1]]
-    to_images.append(nn.Conv2d(widths[-1], 1, 3, padding=1))  # the seed's final Conv k3 → tanh
+    to_images.append(nn.Conv2d(widths[-1], 1, 3, padding=1))  # the original project's final Conv k3 → tanh
     G = SkipGenerator(z_dim, stem, blocks, to_images, size)
     _glorot(G)
     return G
+
+
+seed_generator = original_generator  # old name, kept for older code
 
 
 class FeaturesHead(nn.Module):
@@ -398,8 +406,8 @@ class FeaturesHead(nn.Module):
         return self.psi(self.phi(x))
 
 
-class SeedDiscriminator(FeaturesHead):
-    """The seed's discriminator. x: (B, 1, S, S) → logits (B,).
+class OriginalDiscriminator(FeaturesHead):
+    """The original project's discriminator. x: (B, 1, S, S) → logits (B,).
 
     n × [Conv 5×5 stride 2 'same', filters 32, 64, 128, 256, 512 → LeakyReLU(0.2) → Dropout(0.3)] → Flatten →
     Dense 128 → LeakyReLU(0.2) → Dense 1 (the original's sigmoid lives in the loss). n = 5 at 128 px and
@@ -411,9 +419,9 @@ class SeedDiscriminator(FeaturesHead):
 
     def __init__(self, size: int, *, width: float = 1.0, dropout: float = 0.3):
         super().__init__()
-        n = min(len(SEED_D_WIDTHS), n_doublings(check_size(size)))
+        n = min(len(ORIGINAL_D_WIDTHS), n_doublings(check_size(size)))
         layers, c_in = [], 1
-        for c in SEED_D_WIDTHS[:n]:
+        for c in ORIGINAL_D_WIDTHS[:n]:
             c = scaled(c, width)
             layers += [nn.Conv2d(c_in, c, 5, stride=2, padding=2), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
             c_in = c
@@ -423,6 +431,9 @@ class SeedDiscriminator(FeaturesHead):
             nn.Flatten(), nn.Linear(c_in * final * final, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1)
         )
         _glorot(self)
+
+
+SeedDiscriminator = OriginalDiscriminator  # old name, kept for older code
 
 
 # ----------------------------------------------------------------------------------------------- DCGAN
@@ -553,9 +564,9 @@ def course_generator(
     :class:`SkipGenerator`). Upsampling then convolving (instead of transposed convolutions) avoids checkerboard
     artefacts. Channels from :func:`course_width`. No normalisation by default (``norm="batch"`` adds
     BatchNorm; the EMA copy of G then gets its own running statistics before sampling): He initialisation keeps
-    the signal's scale, and without BatchNorm, skip outputs and D's spectral norm the networks trained 1.34× the
-    steps in the same 3 minutes on a 2-core CPU and ended 16 SWD better (28.9 ± 0.8 vs 44.9 ± 2.7, 3 seeds;
-    RESULTS.md; the results bank's lesson ``layers`` compares them at equal steps).
+    the signal's scale, and without BatchNorm, skip outputs and D's spectral norm the networks train more steps
+    in the same minutes on a CPU and end better (figures in benchmarks/RESULTS.md, issue 10; the results bank's
+    lesson ``layers`` compares them at equal steps).
     """
     n = n_doublings(check_size(size))
     ch = [course_width(size, 4 << k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
@@ -782,14 +793,14 @@ def build_models(
     check_size(size)
     preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESET_KEYWORDS:
-        raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        raise CxrError(f"unknown preset {preset!r}: choose one of {', '.join(NETWORKS)}")
     unknown = set(kw) - set(PRESET_KEYWORDS[preset])
     if unknown:
         raise CxrError(
             f"preset {preset!r} does not take {', '.join(sorted(unknown))} "
             f"(it takes {', '.join(PRESET_KEYWORDS[preset])})"
         )
-    z_noise = z_dim or {"original": SEED_Z_DIM, "dcgan": 100}.get(preset, 128)
+    z_noise = z_dim or {"original": ORIGINAL_Z_DIM, "dcgan": 100}.get(preset, 128)
     if n_classes and preset in CONDITIONAL_NETWORKS:
         kw = {**CONDITIONAL_NETWORKS[preset], **kw}
     if n_classes:  # how G reads the class: class-conditional BatchNorm where G has BatchNorm, else [z, e(y)]
@@ -801,8 +812,8 @@ def build_models(
     z_dim = z_noise + class_dim
     if preset == "original":
         d_dropout = kw.pop("d_dropout", 0.3)
-        G = seed_generator(size, z_dim=z_dim, width=width, **kw)
-        D = SeedDiscriminator(size, width=width, dropout=d_dropout)
+        G = original_generator(size, z_dim=z_dim, width=width, **kw)
+        D = OriginalDiscriminator(size, width=width, dropout=d_dropout)
     elif preset == "dcgan":
         G = DCGANGenerator(size, z_dim=z_dim, ngf=scaled(kw.get("ngf", 64), width))
         D = DCGANDiscriminator(size, ndf=scaled(kw.get("ndf", 64), width))
@@ -965,7 +976,7 @@ def flops_per_image(G: nn.Module, D: nn.Module, size: int) -> dict:
 
 
 def upsample_conv_block(c_in: int, c_out: int, kernel_size: int = 3) -> nn.Sequential:
-    """Double the resolution the seed's way: nearest-neighbour ×2 upsampling, then a 'same' convolution.
+    """Double the resolution the original project's way: nearest-neighbour ×2 upsampling, then a 'same' convolution.
 
     (B, c_in, H, W) → (B, c_out, 2H, 2W) for an odd ``kernel_size``: Upsample(×2, nearest) → Conv2d(k,
     padding k//2) → LeakyReLU(0.2).
