@@ -206,6 +206,18 @@ def _to_gray(im: Image.Image, path) -> Image.Image:
     raise ImageReadError(path, f"unsupported image mode '{mode}'")
 
 
+def _decoder_failure(e: Exception) -> str:
+    """The reason part of "cannot read 'FILE': REASON" for an exception a decoder raised."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, Image.DecompressionBombError):  # not an OSError: Image.open and load raise it
+        m = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", msg)
+        if m:
+            return (f"image too large ({int(m[1]):,} pixels; Pillow refuses more than {int(m[2]):,} as a possible "
+                    "decompression bomb: raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)")
+        return f"image too large ({msg})"
+    return f"cannot decode ({type(e).__name__}: {msg})" if msg else f"cannot decode ({type(e).__name__})"
+
+
 def _open_pil(f, path, draft: tuple[int, int, str] | None) -> _Decoded:
     """Decode a Pillow-readable file object; ``draft=(size, size, crop)`` lets JPEGs decode at 1/2–1/8 scale."""
     try:
@@ -225,7 +237,7 @@ def _open_pil(f, path, draft: tuple[int, int, str] | None) -> _Decoded:
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageReadError(path, f"image too large ({e})") from None
+        raise ImageReadError(path, _decoder_failure(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
         msg = str(e) or type(e).__name__
         if "truncat" in msg.lower():
@@ -264,9 +276,14 @@ def _dicom_pixels(f, path) -> tuple[np.ndarray, dict, list[str]]:
     MONOCHROME1 inverted (there, high values are dark)."""
     try:
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
     except ImportError:
-        raise ImageReadError(path, "reading DICOM needs pydicom: pip install pydicom", hint=None) from None
+        raise ImageReadError(path, "reading DICOM needs pydicom: pip install 'pydicom>=3.0'", hint=None) from None
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+    except ImportError:  # pydicom 2.x: installed, but without the pixels module
+        version = getattr(pydicom, "__version__", "?")
+        raise ImageReadError(path, f"reading DICOM needs pydicom 3.0 or newer (this is {version}): "
+                             "pip install -U 'pydicom>=3.0'", hint=None) from None
     try:
         ds = pydicom.dcmread(f, force=True)
     except Exception as e:  # pydicom raises many kinds on a broken header
@@ -330,12 +347,17 @@ def _open_any(path, draft: tuple[int, int, str] | None = None) -> _Decoded:
         if not head:
             raise ImageReadError(path, "empty file (0 bytes)")
         f.seek(0)
-        if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_EXTS:
-            a, info, notes = _dicom_pixels(f, path)
-            mode = f"{info['photometric']} {info['bits']}-bit"
-            h, w = a.shape
-            return _Decoded(Image.fromarray((a * 255.0).astype(np.float32)), "DICOM", w, h, mode, notes)
-        return _open_pil(f, path, draft)
+        try:
+            if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_EXTS:
+                a, info, notes = _dicom_pixels(f, path)
+                mode = f"{info['photometric']} {info['bits']}-bit"
+                h, w = a.shape
+                return _Decoded(Image.fromarray((a * 255.0).astype(np.float32)), "DICOM", w, h, mode, notes)
+            return _open_pil(f, path, draft)
+        except ImageReadError:
+            raise
+        except Exception as e:  # whatever else a decoder raises: one line naming the file, never a traceback
+            raise ImageReadError(path, _decoder_failure(e)) from None
 
 
 def read_image(path) -> np.ndarray:
@@ -1256,8 +1278,9 @@ def read_medmnist_npz(path, split: str | None = None) -> tuple[np.ndarray, np.nd
     try:
         with np.load(path, allow_pickle=False) as z:
             parts = [(z[f"{s}_images"], z[f"{s}_labels"]) for s in splits if f"{s}_images" in z.files]
-    except (OSError, ValueError, KeyError) as e:
-        raise CxrError(f"cannot read '{path}' as a MedMNIST .npz ({e})") from None
+    except Exception as e:  # OSError, ValueError, EOFError (empty file), zipfile.BadZipFile, zlib.error, …
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CxrError(f"cannot read '{path}' as a MedMNIST .npz ({why})") from None
     if not parts:
         raise CxrError(f"'{path}' has no {'/'.join(f'{s}_images' for s in splits)} arrays (not a MedMNIST .npz?)")
     images = np.concatenate([p[0] for p in parts])
