@@ -727,8 +727,28 @@ def _check_load_args(size, crop: str, on_error: str) -> None:
         raise CxrError(f"size must be between 1 and 4096 px, got {size}")
 
 
+def _cache_unusable(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold the cache (it is a file, cannot be created, is not writable), or None."""
+    if folder.exists() and not folder.is_dir():
+        return "it is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
+
+
+def _not_caching(folder: Path, why: str, stacklevel: int) -> None:
+    """The one-line notice when the cache cannot be used: the data still loads, only slower next time."""
+    warnings.warn(f"not caching decoded data: the cache folder '{folder}' cannot be used ({why}); "
+                  "set CXRLIB_CACHE to a writable folder", stacklevel=stacklevel + 1)
+
+
 def _cache_folder(cache_dir, sources: Sequence[Path], stacklevel: int) -> Path | None:
-    """The cache folder, or None (with a warning) when it lies inside one of the ``sources``."""
+    """The cache folder, or None (with a one-line warning) when it lies inside one of the ``sources`` or cannot
+    be used (a file, a read-only folder): loading then goes on without the cache."""
     from cxrlib.config import cache_dir as default_cache_dir
 
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -736,6 +756,10 @@ def _cache_folder(cache_dir, sources: Sequence[Path], stacklevel: int) -> Path |
         if _inside(folder, src):
             warnings.warn(f"not caching: the cache folder '{folder}' is inside the source '{src}'", stacklevel=stacklevel + 1)
             return None
+    why = _cache_unusable(folder)
+    if why:
+        _not_caching(folder, why, stacklevel + 1)
+        return None
     return folder
 
 
@@ -778,8 +802,11 @@ def _decode_listing(
             base.parent.mkdir(parents=True, exist_ok=True)
             rows = RowReader.create(tmp, shape)
         except OSError as e:  # a read-only home must not stop training
-            warnings.warn(f"could not write the data cache under '{base.parent}': {e}", stacklevel=stacklevel)
-            tmp.unlink(missing_ok=True)
+            _not_caching(folder, e.strerror or str(e), stacklevel)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # e.g. the cache path runs through a file: there is nothing to remove
+                pass
             base, tmp = None, None
     if base is None:
         images = np.empty(shape, dtype=np.uint8)
@@ -1389,7 +1416,9 @@ def _phantom_set(
     key = hashlib.sha256(Path(phantom.__file__).read_bytes())
     key_kw = sorted([*kw.items(), ("masks", True)]) if masks else sorted(kw.items())  # masks=False: the old key
     key.update(json.dumps([CACHE_FORMAT, torch.__version__, n, size, seed, key_kw]).encode())
-    base = Path(cache_dir or default_cache_dir()) / "phantoms" / key.hexdigest()[:32]
+    folder = _cache_folder(cache_dir, [], 3) if cache else None
+    cache = folder is not None
+    base = (folder or Path(cache_dir or default_cache_dir())) / "phantoms" / key.hexdigest()[:32]
     mask_file = base.with_name(base.name + ".masks.npy")
     root = Path("phantom:")
     if cache:

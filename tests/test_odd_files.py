@@ -1,4 +1,4 @@
-"""Odd files end in one line naming the file, never a traceback (issue 28).
+"""Odd files and an unusable cache end in one line naming the file (or folder), never a traceback (issue 28).
 
 Every reader goes through ``data._open_any``: whatever a decoder raises becomes ``cannot read 'FILE': REASON``;
 ``inspect`` lists it and goes on, ``prepare``/``augment``/``load_dataset`` stop on it or skip it when asked."""
@@ -6,7 +6,9 @@ Every reader goes through ``data._open_any``: whatever a decoder raises becomes 
 from __future__ import annotations
 
 import io
+import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -190,3 +192,61 @@ def test_an_odd_checkpoint_is_one_line(tmp_path, content):
     with pytest.raises(CxrError) as e:
         load_checkpoint(path)
     assert f"'{path}'" in str(e.value) and "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- a cache folder that cannot be used
+@pytest.fixture
+def two_films(tmp_path):
+    for i in range(2):
+        _png(tmp_path / "films" / "normal" / f"{i}.png", side=24)
+    return tmp_path / "films"
+
+
+def _loads_without_cache(source, folder, why: str) -> None:
+    """The set still loads; ONE warning names the folder, the reason and CXRLIB_CACHE, and no temporary file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = data.load_dataset(source, size=32, n=4, **({} if source == "phantom" else {"workers": 1}))
+    assert len(ds) == (2 if source != "phantom" else 4)
+    notices = [str(w.message) for w in caught if "cach" in str(w.message)]
+    assert len(notices) == 1, notices
+    assert notices[0] == (f"not caching decoded data: the cache folder '{folder}' cannot be used ({why}); "
+                          "set CXRLIB_CACHE to a writable folder")
+
+
+@pytest.mark.parametrize("source", ["folder", "phantom"])
+def test_cache_pointing_at_a_file_loads_without_cache(tmp_path, two_films, monkeypatch, source):
+    cache = tmp_path / "cache.txt"
+    cache.write_text("not a folder")
+    monkeypatch.setenv("CXRLIB_CACHE", str(cache))
+    _loads_without_cache(two_films if source == "folder" else "phantom", cache, "it is a file, not a folder")
+    assert cache.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write a read-only folder")
+def test_read_only_cache_folder_loads_without_cache(tmp_path, two_films, monkeypatch):
+    cache = tmp_path / "ro"
+    cache.mkdir()
+    cache.chmod(0o555)
+    monkeypatch.setenv("CXRLIB_CACHE", str(cache))
+    try:
+        _loads_without_cache(two_films, cache, "it is not writable")
+    finally:
+        cache.chmod(0o755)
+
+
+def test_unwritable_cache_folder_loads_without_cache_even_as_root(tmp_path, two_films, monkeypatch):
+    """The same path as the read-only test, for runs as root (where chmod does not stop writes)."""
+    cache = tmp_path / "ro"
+    cache.mkdir()
+    monkeypatch.setenv("CXRLIB_CACHE", str(cache))
+    monkeypatch.setattr(data.os, "access", lambda path, mode: False)
+    _loads_without_cache(two_films, cache, "it is not writable")
+
+
+def test_cache_folder_that_cannot_be_created_loads_without_cache(tmp_path, two_films, monkeypatch):
+    parent = tmp_path / "file"
+    parent.write_text("x")
+    monkeypatch.setenv("CXRLIB_CACHE", str(parent / "cache"))
+    _loads_without_cache(two_films, parent / "cache", "Not a directory")
+
