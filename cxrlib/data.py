@@ -210,6 +210,18 @@ def _to_gray(im: Image.Image, path) -> Image.Image:
     raise ImageReadError(path, f"unsupported image mode '{mode}'")
 
 
+def _decoder_failure(e: Exception) -> str:
+    """The reason part of "cannot read 'FILE': REASON" for an exception a decoder raised."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, Image.DecompressionBombError):  # not an OSError: Image.open and load raise it
+        m = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", msg)
+        if m:
+            return (f"image too large ({int(m[1]):,} pixels; Pillow refuses more than {int(m[2]):,} as a possible "
+                    "decompression bomb: raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)")
+        return f"image too large ({msg})"
+    return f"cannot decode ({type(e).__name__}: {msg})" if msg else f"cannot decode ({type(e).__name__})"
+
+
 def _open_pil(f, path, draft: tuple[int, int, str] | None) -> _Decoded:
     """Decode a Pillow-readable file object; ``draft=(size, size, crop)`` lets JPEGs decode at 1/2–1/8 scale."""
     try:
@@ -229,7 +241,7 @@ def _open_pil(f, path, draft: tuple[int, int, str] | None) -> _Decoded:
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageReadError(path, f"image too large ({e})") from None
+        raise ImageReadError(path, _decoder_failure(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
         msg = str(e) or type(e).__name__
         if "truncat" in msg.lower():
@@ -268,9 +280,14 @@ def _dicom_pixels(f, path) -> tuple[np.ndarray, dict, list[str]]:
     MONOCHROME1 inverted (there, high values are dark)."""
     try:
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
     except ImportError:
-        raise ImageReadError(path, "reading DICOM needs pydicom: pip install pydicom", hint=None) from None
+        raise ImageReadError(path, "reading DICOM needs pydicom: pip install 'pydicom>=3.0'", hint=None) from None
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+    except ImportError:  # pydicom 2.x: installed, but without the pixels module
+        version = getattr(pydicom, "__version__", "?")
+        raise ImageReadError(path, f"reading DICOM needs pydicom 3.0 or newer (this is {version}): "
+                             "pip install -U 'pydicom>=3.0'", hint=None) from None
     try:
         ds = pydicom.dcmread(f, force=True)
     except Exception as e:  # pydicom raises many kinds on a broken header
@@ -334,12 +351,17 @@ def _open_any(path, draft: tuple[int, int, str] | None = None) -> _Decoded:
         if not head:
             raise ImageReadError(path, "empty file (0 bytes)")
         f.seek(0)
-        if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_EXTS:
-            a, info, notes = _dicom_pixels(f, path)
-            mode = f"{info['photometric']} {info['bits']}-bit"
-            h, w = a.shape
-            return _Decoded(Image.fromarray((a * 255.0).astype(np.float32)), "DICOM", w, h, mode, notes)
-        return _open_pil(f, path, draft)
+        try:
+            if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_EXTS:
+                a, info, notes = _dicom_pixels(f, path)
+                mode = f"{info['photometric']} {info['bits']}-bit"
+                h, w = a.shape
+                return _Decoded(Image.fromarray((a * 255.0).astype(np.float32)), "DICOM", w, h, mode, notes)
+            return _open_pil(f, path, draft)
+        except ImageReadError:
+            raise
+        except Exception as e:  # whatever else a decoder raises: one line naming the file, never a traceback
+            raise ImageReadError(path, _decoder_failure(e)) from None
 
 
 def read_image(path) -> np.ndarray:
@@ -699,8 +721,28 @@ def _check_load_args(size, crop: str, on_error: str) -> None:
         raise CxrError(f"size must be between 1 and 4096 px, got {size}")
 
 
+def _cache_unusable(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold the cache (it is a file, cannot be created, is not writable), or None."""
+    if folder.exists() and not folder.is_dir():
+        return "it is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
+
+
+def _not_caching(folder: Path, why: str, stacklevel: int) -> None:
+    """The one-line notice when the cache cannot be used: the data still loads, only slower next time."""
+    warnings.warn(f"not caching decoded data: the cache folder '{folder}' cannot be used ({why}); "
+                  "set CXRLIB_CACHE to a writable folder", stacklevel=stacklevel + 1)
+
+
 def _cache_folder(cache_dir, sources: Sequence[Path], stacklevel: int) -> Path | None:
-    """The cache folder, or None (with a warning) when it lies inside one of the ``sources``."""
+    """The cache folder, or None (with a one-line warning) when it lies inside one of the ``sources`` or cannot
+    be used (a file, a read-only folder): loading then goes on without the cache."""
     from cxrlib.config import cache_dir as default_cache_dir
 
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -708,6 +750,10 @@ def _cache_folder(cache_dir, sources: Sequence[Path], stacklevel: int) -> Path |
         if _inside(folder, src):
             warnings.warn(f"not caching: the cache folder '{folder}' is inside the source '{src}'", stacklevel=stacklevel + 1)
             return None
+    why = _cache_unusable(folder)
+    if why:
+        _not_caching(folder, why, stacklevel + 1)
+        return None
     return folder
 
 
@@ -750,8 +796,11 @@ def _decode_listing(
             base.parent.mkdir(parents=True, exist_ok=True)
             rows = RowReader.create(tmp, shape)
         except OSError as e:  # a read-only home must not stop training
-            warnings.warn(f"could not write the data cache under '{base.parent}': {e}", stacklevel=stacklevel)
-            tmp.unlink(missing_ok=True)
+            _not_caching(folder, e.strerror or str(e), stacklevel)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # e.g. the cache path runs through a file: there is nothing to remove
+                pass
             base, tmp = None, None
     if base is None:
         images = np.empty(shape, dtype=np.uint8)
@@ -1250,8 +1299,9 @@ def read_medmnist_npz(path, split: str | None = None) -> tuple[np.ndarray, np.nd
     try:
         with np.load(path, allow_pickle=False) as z:
             parts = [(z[f"{s}_images"], z[f"{s}_labels"]) for s in splits if f"{s}_images" in z.files]
-    except (OSError, ValueError, KeyError) as e:
-        raise CxrError(f"cannot read '{path}' as a MedMNIST .npz ({e})") from None
+    except Exception as e:  # OSError, ValueError, EOFError (empty file), zipfile.BadZipFile, zlib.error, …
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CxrError(f"cannot read '{path}' as a MedMNIST .npz ({why})") from None
     if not parts:
         raise CxrError(f"'{path}' has no {'/'.join(f'{s}_images' for s in splits)} arrays (not a MedMNIST .npz?)")
     images = np.concatenate([p[0] for p in parts])
@@ -1360,7 +1410,9 @@ def _phantom_set(
     key = hashlib.sha256(Path(phantom.__file__).read_bytes())
     key_kw = sorted([*kw.items(), ("masks", True)]) if masks else sorted(kw.items())  # masks=False: the old key
     key.update(json.dumps([CACHE_FORMAT, torch.__version__, n, size, seed, key_kw]).encode())
-    base = Path(cache_dir or default_cache_dir()) / "phantoms" / key.hexdigest()[:32]
+    folder = _cache_folder(cache_dir, [], 3) if cache else None
+    cache = folder is not None
+    base = (folder or Path(cache_dir or default_cache_dir())) / "phantoms" / key.hexdigest()[:32]
     mask_file = base.with_name(base.name + ".masks.npy")
     root = Path("phantom:")
     if cache:

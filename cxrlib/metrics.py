@@ -707,7 +707,7 @@ def fid_skip_reason(weights: str | os.PathLike | None = None) -> str | None:
     if not _has_package("torchmetrics"):
         return "FID skipped: torchmetrics is not installed (pip install 'cxrlib[metrics]')"
     if not _has_package("torch_fidelity"):
-        return ("FID skipped: its Inception network needs torch-fidelity (pip install torch-fidelity) and the "
+        return ("FID skipped: its Inception network needs torch-fidelity (pip install 'cxrlib[metrics]') and the "
                 f"weights file {FID_WEIGHTS_NAME} (--fid-weights PATH or ${FID_WEIGHTS_ENV})")
     if weights is not None and not Path(weights).expanduser().is_file():
         return f"FID skipped: no Inception weights file at '{weights}'"
