@@ -1362,7 +1362,7 @@ def _half_life_checker(candidate, reference):
             return (f"for {plan}, a half-life of {h:g} thousand images spans only {span:.1f} steps: the average "
                     f"would follow the raw G's jitter (demand (b): at least {PHASE_MIN_STEPS} steps, i.e. "
                     f"{PHASE_MIN_STEPS * batch / 1000:g} thousand images)")
-    return None
+    return Passes("your rule meets demands (a) and (b) on all five plans")  # many rules are right
 
 
 register(
