@@ -323,7 +323,7 @@ def _course_exercises() -> list[tuple[Path, int, str]]:
 def test_every_course_exercise_is_registered_named_by_notebook_and_checked_next():
     for path, index, name in _course_exercises():
         assert name.startswith(path.name[:3].replace("_", ".")), f"{path.name}: name {name!r} must start NN."
-        ex.get_exercise(name)  # registered in cxrlib/exercises.py
+        ex.get_exercise(name)  # registered in its bank, cxrlib/exercises/nbNN.py
         cells = ex.read_notebook(path)["cells"]
         following = next(c for c in cells[index + 1:] if c["cell_type"] == "code")
         assert f'check("{name}"' in following["source"], f"{path.name}: the cell after {name!r} must check it"
