@@ -294,13 +294,13 @@ def test_downscaled_jpeg_matches_full_decode(tmp_path):
 # --------------------------------------------------------------------------- cache
 def _count_decodes(monkeypatch) -> list:
     calls = []
-    real = data.decode_square
+    real = data.decoding.decode_square  # the loader looks it up there at each call
 
     def counting(*a, **k):
         calls.append(a[0])
         return real(*a, **k)
 
-    monkeypatch.setattr(data, "decode_square", counting)
+    monkeypatch.setattr(data.decoding, "decode_square", counting)
     return calls
 
 

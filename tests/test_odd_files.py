@@ -240,7 +240,7 @@ def test_unwritable_cache_folder_loads_without_cache_even_as_root(tmp_path, two_
     cache = tmp_path / "ro"
     cache.mkdir()
     monkeypatch.setenv("CXRLIB_CACHE", str(cache))
-    monkeypatch.setattr(data.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(data.cache.os, "access", lambda path, mode: False)
     _loads_without_cache(two_films, cache, "it is not writable")
 
 

@@ -91,7 +91,7 @@ def test_a_cache_disk_too_small_fails_before_decoding(tmp_path, monkeypatch):
     src = write_folder(tmp_path / "xr", n=6)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 100, 100))
     decoded = []
-    monkeypatch.setattr(cxdata, "decode_square", lambda *a, **k: decoded.append(a) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(cxdata.decoding, "decode_square", lambda *a, **k: decoded.append(a) or (_ for _ in ()).throw(AssertionError))
     with pytest.raises(CxrError) as e:
         load_images(src, size=64)
     msg = str(e.value)
