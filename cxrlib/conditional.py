@@ -11,8 +11,9 @@ generator happens to draw, ask it for a normal one or one with pneumonia. What c
 * **the networks** -- G's BatchNorm layers scale and shift per class (``models.ConditionalGenerator``; a G
   without BatchNorm reads [z, embed(y)] instead); D has a projection head, logit = ψ(φ(x)) + ⟨embed(y), φ(x)⟩
   (``models.ProjectionDiscriminator``, Miyato & Koyama 2018);
-* **the steps** -- exactly the unconditional D and G steps, with y passed along. A fake of class y is
-  judged against reals of class y, so G is rewarded only for a pneumonia image when it was asked for one.
+* **the steps** -- exactly the unconditional D and G steps (``cxrlib.gan.steps``), with y passed along: given
+  labels, a step calls G(z, y) and D(x, y). A fake of class y is judged against reals of class y, so G is
+  rewarded only for a pneumonia image when it was asked for one.
 
 DiffAugment/ADA, R1, EMA, label smoothing and flipping work unchanged: they act on images and logits.
 """
@@ -134,12 +135,6 @@ class Conditional(Unconditional):
         t = self.t
         return sample_class_labels(t.labels, n, t.rng, balanced=t.cfg.class_sampling == "balanced",
                                    n_classes=len(t.cfg.classes))
-
-    def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.t.G_fwd(z, y)
-
-    def discriminate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.t.D_fwd(x, y)
 
     def grid(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The sample grid (rows of 8): one row per class, the same 8 latents in each row of a block of

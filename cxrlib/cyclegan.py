@@ -30,8 +30,9 @@ from torch import nn
 from cxrlib import models
 from cxrlib.config import TrainConfig
 from cxrlib.errors import CxrError
+from cxrlib.gan.steps import frozen, grad_norm
 from cxrlib.pix2pix import run_eval
-from cxrlib.unconditional import Unconditional, frozen, grad_norm
+from cxrlib.unconditional import Unconditional
 
 MODEL_KEYWORDS = ("ngf", "ndf", "n_blocks", "n_layers", "generator")
 DIRECTIONS = ("a2b", "b2a")

@@ -28,8 +28,9 @@ import torch
 from cxrlib import models
 from cxrlib.config import TrainConfig
 from cxrlib.errors import CxrError
+from cxrlib.gan.steps import frozen, grad_norm
 from cxrlib.images import to_float
-from cxrlib.unconditional import Unconditional, frozen, grad_norm
+from cxrlib.unconditional import Unconditional
 
 MODEL_KEYWORDS = ("ngf", "ndf", "n_layers", "dropout")
 STRUCTURE_SHADES = {"lungs": 0.35, "heart": 0.6, "ribs": 0.85, "clavicles": 1.0}  # gray level in mask pictures

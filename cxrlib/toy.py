@@ -28,7 +28,7 @@ from torch import nn
 
 from cxrlib import losses
 from cxrlib.errors import CxrError
-from cxrlib.train import frozen
+from cxrlib.gan.steps import frozen
 
 
 # ======================================================================= the best discriminator (notebook 00)
@@ -182,7 +182,7 @@ def g_step(G, D, g_opt, z, cfg: ToyConfig | None = None, real=None) -> dict:
     real points ``real`` (runs, B, 2)); D frozen. Returns g_loss (float)."""
     cfg = cfg or ToyConfig()
     g_loss_fn = _loss(cfg)[1]
-    with frozen(D):  # D gets no weight gradients in the G step (cxrlib.train's helper)
+    with frozen(D):  # D gets no weight gradients in the G step (cxrlib.gan.steps' helper)
         fake_logits = D(G(z)).flatten()
         if cfg.loss in losses.RELATIVISTIC:
             if real is None:

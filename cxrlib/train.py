@@ -6,7 +6,8 @@
 
 The engine is the same for every GAN family (``cfg.family``, ``FAMILIES``); a family supplies its
 networks, how a batch is drawn and its D step and G step -- the whole algorithm of one family is one file:
-``cxrlib.unconditional`` (G(z), the course's start: read ``Unconditional.d_step`` and ``g_step``) and
+``cxrlib.unconditional`` (G(z), the course's start; its steps call the plain functions of
+``cxrlib.gan.steps``, the D step and the G step to read) and
 ``cxrlib.conditional`` (G(z, y) with class-conditional norms, a projection D), and the image-to-image
 families ``cxrlib.pix2pix`` (masks → X-ray: U-Net, PatchGAN, L1) and ``cxrlib.cyclegan`` (normal ↔ pneumonia
 from unpaired images: two G, two D, cycle and identity losses, an image pool). What the engine adds around them:
@@ -62,10 +63,11 @@ from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN
 from cxrlib.errors import CxrError
 from cxrlib.files import atomic_write
+from cxrlib.gan.steps import frozen, grad_norm  # noqa: F401  (public here too)
 from cxrlib.images import as_images, to_float, to_uint8
 from cxrlib.models import evaluating
 from cxrlib.pix2pix import Pix2Pix
-from cxrlib.unconditional import Unconditional, frozen, grad_norm  # noqa: F401  (frozen, grad_norm: public here too)
+from cxrlib.unconditional import Unconditional
 
 # The GAN families this engine trains (``TrainConfig.family``); each module holds its whole algorithm.
 FAMILIES = {"unconditional": Unconditional, "conditional": Conditional, "pix2pix": Pix2Pix, "cyclegan": CycleGAN}
@@ -522,17 +524,6 @@ class Trainer:
         """CUDA calls inside go to the training device (not the current one; matters with ``cuda:1``)."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def eager_D(self, on: bool = True):
-        """Inside the block ``D_fwd`` is the uncompiled D (R1's double backward cannot pass a compiled module)."""
-        compiled = self.D_fwd
-        if on:
-            self.D_fwd = self.D
-        try:
-            yield
-        finally:
-            self.D_fwd = compiled
-
     def autocast(self):
         """bf16 autocast on the training device when ``cfg.amp`` allows it, else a no-op."""
         if self.amp_dtype is None:
@@ -594,7 +585,7 @@ class Trainer:
     @with_own_global_rng
     def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
         """One discriminator update: D learns to call real images real and G(z) fake (the family's D step,
-        e.g. ``cxrlib.unconditional.Unconditional.d_step``).
+        whose algorithm is ``cxrlib.gan.steps.d_step``).
 
         real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch); labels: their
         classes (conditional family). Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)),
@@ -603,8 +594,8 @@ class Trainer:
 
     @with_own_global_rng
     def g_step(self) -> dict:
-        """One generator update: G learns to make D call G(z) real (the family's G step). Returns 0-d tensors
-        g_loss, g_grad_norm."""
+        """One generator update: G learns to make D call G(z) real (the family's G step; the algorithm is
+        ``cxrlib.gan.steps.g_step``). Returns 0-d tensors g_loss, g_grad_norm."""
         return self.family.g_step()
 
     def lr_decay_factor(self) -> float:
