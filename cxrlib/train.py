@@ -348,6 +348,8 @@ def load_checkpoint(path) -> dict:
         raise CxrError(f"'{path}' is not a cxrlib checkpoint (cannot read it: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CxrError(f"'{path}' is not a cxrlib checkpoint (no training state inside)")
+    if not isinstance(state.get("config"), dict):  # the format marker but a damaged or hand-made file
+        raise CxrError(f"'{path}' is an incomplete cxrlib checkpoint (no training config inside)")
     return upgrade_checkpoint(state)
 
 

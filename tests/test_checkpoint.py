@@ -155,6 +155,15 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, content):
         load_checkpoint(path)
 
 
+def test_a_checkpoint_without_its_config_is_refused_in_one_line(tmp_path):
+    from cxrlib.train import CHECKPOINT_FORMAT
+
+    path = tmp_path / "x.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "G": {}}, path)  # our marker, but no training config
+    with pytest.raises(CxrError, match=rf"'{path}' is an incomplete cxrlib checkpoint \(no training config"):
+        load_checkpoint(path)
+
+
 # ----------------------------------------------------------------------------- atomic writes
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     cfg = make_config("dcgan", steps=2, checkpoint_every=1, **{**TRICKY, "augment": "", "r1_gamma": 0.0})
