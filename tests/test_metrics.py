@@ -269,7 +269,7 @@ def test_fid_is_skipped_with_one_line_and_no_network(real, other, tmp_path, monk
 def test_fid_finds_inception_weights_only_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv(M.FID_WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(M, "_has_package", lambda name: True)  # as if torch-fidelity were installed
+    monkeypatch.setattr(M.frechet, "_has_package", lambda name: True)  # as if torch-fidelity were installed
     reason = M.fid_skip_reason()
     assert "not found" in reason and str(tmp_path / "hub" / "checkpoints") in reason and "--fid-weights" in reason
     cached = tmp_path / "hub" / "checkpoints" / M.FID_WEIGHTS_NAME
