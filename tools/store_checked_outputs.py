@@ -64,14 +64,9 @@ def read_notebook_from_node(node) -> dict:
     """An executed nbformat node as the plain dict ``read_notebook`` returns (sources joined)."""
     import json
 
-    nb = json.loads(json.dumps(node))
-    for cell in nb["cells"]:
-        if isinstance(cell.get("source"), list):
-            cell["source"] = "".join(cell["source"])
-        for out in cell.get("outputs", []):
-            if isinstance(out.get("text"), list):
-                out["text"] = "".join(out["text"])
-    return nb
+    from cxrlib.exercises.builder import join_sources
+
+    return join_sources(json.loads(json.dumps(node)))
 
 
 def main(argv: list[str] | None = None) -> int:

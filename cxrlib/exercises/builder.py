@@ -42,6 +42,11 @@ def read_notebook(path: str | os.PathLike) -> dict:
             nb = json.load(f)
         except json.JSONDecodeError as e:
             raise CxrError(f"cannot read '{path}': not a notebook ({e.msg} at line {e.lineno})") from None
+    return join_sources(nb)
+
+
+def join_sources(nb: dict) -> dict:
+    """The notebook dict with every cell's source and every stream output's text as one string (in place)."""
     for cell in nb.get("cells", []):
         if isinstance(cell.get("source"), list):
             cell["source"] = "".join(cell["source"])
