@@ -172,15 +172,45 @@ def _check_fresh(out) -> None:
         raise CxrError(f"'{out}' already holds a run ({last}); add --resume to continue it, or choose another --out")
 
 
+def _claimed(out):
+    """``RUN/.lock`` held by rank 0 from before anything is written to ``out`` until the command ends; every
+    process learns whether it was refused (so none waits for a rank 0 that has stopped)."""
+    import contextlib
+
+    from cxrlib import distributed
+    from cxrlib.errors import CxrError
+    from cxrlib.files import claim_folder
+
+    held, refused = contextlib.ExitStack(), None
+    if distributed.is_writer():
+        try:
+            held.enter_context(claim_folder(out))
+        except CxrError as e:
+            refused = str(e)
+    refused = distributed.broadcast_object(refused)
+    if refused is not None:
+        raise CxrError(refused)
+    return held
+
+
 def _cmd_train(args) -> int:
     from pathlib import Path
 
-    from cxrlib import distributed, models
+    from cxrlib import distributed
+
+    distributed.init(args.device or "auto")  # under torchrun: join the other processes first
+    with _claimed(Path(args.out)):
+        return _train(args)
+
+
+def _train(args) -> int:
+    from pathlib import Path
+
+    from cxrlib import models
     from cxrlib.config import IMAGE_TO_IMAGE, budget, make_config
     from cxrlib.errors import CxrError
     from cxrlib.train import Trainer
 
-    distributed.init(args.device or "auto")  # under torchrun: join the other processes first
     out = Path(args.out)
     overrides = {**_parse_sets(args.set), **_length(args)}
     for key in ("batch", "seed", "checkpoint_every", "log_every", "sample_every", "amp", "device"):
@@ -609,12 +639,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cxrlib.errors import CxrError
+    from cxrlib.errors import CxrError, TrainingStopped
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except TrainingStopped as e:  # SIGINT/SIGTERM: the step was finished and a checkpoint written
+        from cxrlib import distributed
+
+        if distributed.is_writer():
+            print(str(e), file=sys.stderr, flush=True)
+        return e.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -51,6 +51,8 @@ import math
 import os
 import pickle
 import re
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -61,8 +63,8 @@ from cxrlib import augment, config, distributed, losses
 from cxrlib.conditional import Conditional, class_labels
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN
-from cxrlib.errors import CxrError
-from cxrlib.files import atomic_write
+from cxrlib.errors import CxrError, TrainingStopped
+from cxrlib.files import atomic_write, claim_folder
 from cxrlib.gan.steps import frozen, grad_norm  # noqa: F401  (public here too)
 from cxrlib.images import as_images, to_float, to_uint8
 from cxrlib.models import evaluating
@@ -78,6 +80,40 @@ CHECKPOINT_VERSION = 2  # 2: the course networks lost spectral norm, BatchNorm a
 LOGGED_STATS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "D(x)", "D(G(z))", "g_grad_norm", "d_grad_norm")
 SAMPLE_SEED = 1234  # the fixed z of the sample grids and of the adaptive-lr quality signal
 EMA_NORM_BATCHES, EMA_NORM_BATCH = 4, 64  # 256 latents recompute the EMA generator's BatchNorm statistics
+
+
+class StopSignals:
+    """While active (``with StopSignals() as stop``): SIGINT and SIGTERM only set ``stop.signum``, so the
+    training loop can finish its step and checkpoint; a second one acts at once as the previous handler would.
+    The previous handlers come back on exit. Outside the main thread (where Python cannot set handlers) it
+    does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum, self._previous = None, {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # asked twice: stop now
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        self._restore()
+        return False
 
 
 class WallClockCapWarning(UserWarning):
@@ -642,6 +678,12 @@ class Trainer:
         Afterwards ``stopped_by_time`` says whether the cap ended the call before its step target
         (``target_step``); then a ``WallClockCapWarning`` says so in one line.
         Raises ``CxrError`` (after keeping the last good checkpoint) when a loss becomes NaN or infinite.
+
+        SIGINT or SIGTERM (Ctrl-C, ``kill``, a SLURM preemption): the current step is finished, ``log.jsonl``
+        gets its line, ``checkpoints/last.pt`` is written at that step and ``TrainingStopped`` (a
+        ``KeyboardInterrupt`` naming the checkpoint) is raised; with several processes every one stops at the
+        same step. The signal handlers in place before ``fit`` are restored when it returns. While it runs, the
+        run directory is claimed (``RUN/.lock``, see ``cxrlib.files.claim_folder``): a second writer is refused.
         """
         from cxrlib.progress import progress as progress_line
 
@@ -664,27 +706,65 @@ class Trainer:
             late = deadline is not None and time.perf_counter() >= deadline
             return distributed.any_true(late)[0] if self.world > 1 and deadline is not None else late
 
-        try:
-            while (target is None or self.step < target) and not past_deadline():
-                self.train_step()
-                self.seconds = time.perf_counter() - self._clock
-                bar.update(1)
-                if self.step % cfg.log_every == 0:
+        def signalled() -> bool:  # with several processes: when any of them was signalled, all stop here
+            asked = stop.signum is not None
+            return distributed.any_true(asked)[0] if self.world > 1 else asked
+
+        with contextlib.ExitStack() as held:
+            self._claim_out(held)
+            stop = held.enter_context(StopSignals())
+            try:
+                stopped = self._loop(target, past_deadline, signalled, bar, records)
+            finally:
+                bar.close()
+            if stopped:
+                if self._n_summed:
                     records.append(self.log())
-                    bar.set_postfix(d_loss=f"{records[-1]['d_loss']:.3f}", g_loss=f"{records[-1]['g_loss']:.3f}")
-                if cfg.adaptive_lr and self.step % cfg.adaptive_every == 0:
-                    self.adapt_lr()
-                if self.out is not None and self.writer and self.step % cfg.sample_every == 0:
-                    self.save_samples()
-                if self.out is not None and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint(periodic=True)  # every process: the checkpoint holds all their streams
-        finally:
-            bar.close()
+                path = self.save_checkpoint() if self.out is not None and self.step > 0 else None
+                raise TrainingStopped(stop.signum or signal.SIGTERM, self.step, path)
+            return self._finish(target, minutes, records)
+
+    def _claim_out(self, held: contextlib.ExitStack) -> None:
+        """Hold the run directory's lock for ``fit`` (rank 0 claims; every process learns the outcome)."""
+        if self.out is None:
+            return
+        refused = None
+        if self.writer:
+            try:
+                held.enter_context(claim_folder(self.out))
+            except CxrError as e:
+                refused = str(e)
+        if self.world > 1:
+            refused = distributed.broadcast_object(refused)
+        if refused is not None:
+            raise CxrError(refused)
+
+    def _loop(self, target, past_deadline, signalled, bar, records) -> bool:
+        """The training loop of ``fit``; True when a signal stopped it."""
+        cfg = self.cfg
+        while (target is None or self.step < target) and not past_deadline():
+            self.train_step()
+            self.seconds = time.perf_counter() - self._clock
+            bar.update(1)
+            if self.step % cfg.log_every == 0:
+                records.append(self.log())
+                bar.set_postfix(d_loss=f"{records[-1]['d_loss']:.3f}", g_loss=f"{records[-1]['g_loss']:.3f}")
+            if cfg.adaptive_lr and self.step % cfg.adaptive_every == 0:
+                self.adapt_lr()
+            if self.out is not None and self.writer and self.step % cfg.sample_every == 0:
+                self.save_samples()
+            if self.out is not None and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint(periodic=True)  # every process: the checkpoint holds all their streams
+            if signalled():
+                return True
+        return False
+
+    def _finish(self, target, minutes, records) -> list[dict]:
         if target is not None and self.step < target:  # the loop only ends early at the deadline
             self.stopped_by_time = True
             warnings.warn(f"stopped by the wall-clock cap ({minutes:g} min) after {self.step} of {target} steps: "
                           "results differ from a full run; raise minutes or run on a quieter machine",
-                          WallClockCapWarning, stacklevel=2)
+                          WallClockCapWarning, stacklevel=3)
         if self._n_summed:
             records.append(self.log())
         if self.out is not None and self.step > 0:

@@ -1,0 +1,155 @@
+"""Stopping a run never loses work (SIGINT/SIGTERM: finish the step, checkpoint, exit non-zero; ``--resume``
+continues exactly) and one writer per run folder (``RUN/.lock``: refused while held, taken over when stale)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxrlib import config
+from cxrlib.cli import main
+from cxrlib.config import make_config
+from cxrlib.errors import TrainingStopped
+from cxrlib.files import claim_folder
+from cxrlib.train import Trainer, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = ["train", "--data", "phantom", "--n-images", "32", "--size", "32", "--batch", "8", "--log-every", "1",
+         "--checkpoint-every", "1000", "--set", "width=0.25", "--set", "amp=\"off\"", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch, tmp_path):
+    monkeypatch.setattr(config, "set_threads", lambda n=None: torch.set_num_threads(1) or 1)
+    monkeypatch.setenv("CXRLIB_CACHE", str(tmp_path / "cache"))
+
+
+def cli(*argv, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CXRLIB_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cxrlib", *map(str, argv)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def log_steps(run: Path) -> list[int]:
+    import json
+
+    try:
+        lines = (run / "log.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(x)["step"] for x in lines if x.endswith("}")]
+
+
+def test_sigterm_mid_run_checkpoints_the_step_reached_and_resume_ends_with_the_same_weights(tmp_path, capsys):
+    run, straight, steps = tmp_path / "run", tmp_path / "straight", 200
+    child = cli(*TRAIN, "--steps", steps, "--out", run)
+    try:
+        deadline = time.monotonic() + 120
+        while len(log_steps(run)) < 3 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.poll() is None, child.stderr.read()
+        # a second writer while the first runs is refused in one line naming the folder and the pid
+        assert main([*TRAIN, "--steps", str(steps), "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(run) in err[0] and f"pid {child.pid}" in err[0], err
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 143, err
+    at = load_checkpoint(run)["step"]
+    assert 3 <= at < steps and log_steps(run)[-1] == at  # the step it reached, not a periodic one
+    assert not list((run / "checkpoints").glob("step_*.pt"))
+    assert err.strip().splitlines()[-1] == f"stopped by SIGTERM at step {at}: checkpoint " \
+        f"{run / 'checkpoints' / 'last.pt'} (continue with --resume)"
+    assert not (run / ".lock").exists() and not list(run.rglob(".*tmp*"))
+
+    resumed = cli(*TRAIN, "--steps", steps, "--out", run, "--resume")
+    ref = cli(*TRAIN, "--steps", steps, "--out", straight)
+    for p in (resumed, ref):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    a, b = load_checkpoint(run), load_checkpoint(straight)
+    assert a["step"] == b["step"] == steps
+    for key in ("G", "D", "G_ema"):
+        if key in a:
+            for name in a[key]:
+                assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
+    for key in ("g_opt", "d_opt"):
+        for i, st in a[key]["state"].items():
+            for name, v in st.items():
+                assert torch.equal(v, b[key]["state"][i][name]), f"{key}[{i}].{name}"
+    assert log_steps(run) == list(range(1, steps + 1))
+
+
+def test_sigint_in_process_finishes_the_step_checkpoints_and_restores_the_handlers(tmp_path):
+    def mine(signum, frame):
+        raise AssertionError("the trainer's handler should have taken this signal")
+
+    def interrupt_at_3(trainer, record):
+        if record["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    data = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = make_config("course", size=32, batch=8, width=0.25, amp="off", steps=10, log_every=1, checkpoint_every=1000)
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        trainer = Trainer(cfg, data, out=tmp_path / "run", callbacks=[interrupt_at_3])
+        with pytest.raises(TrainingStopped, match=r"^stopped by SIGINT at step 3: checkpoint .*last\.pt") as e:
+            trainer.fit(progress=False)
+        assert signal.getsignal(signal.SIGINT) is mine
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert e.value.exit_status == 130 and e.value.step == 3 == trainer.step
+    assert load_checkpoint(tmp_path / "run")["step"] == 3
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_a_trainer_on_a_folder_a_live_process_holds_is_refused(tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / ".lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        assert main([*TRAIN, "--steps", "2", "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0] == f"error: '{run}' is in use by run pid {holder.pid} on this host; " \
+            "wait for it to end or choose another --out"
+        assert not (run / "config.json").exists()  # nothing of the run was touched
+        assert (run / ".lock").read_text() == f"{holder.pid} {socket.gethostname()}\n"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over_with_a_notice(tmp_path, capsys):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text(f"{gone.pid} {socket.gethostname()}\n")
+    assert main([*TRAIN, "--steps", "2", "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"notice: taking over '{run}' from run pid {gone.pid}, which is no longer running" in err
+    assert load_checkpoint(run)["step"] == 2 and not (run / ".lock").exists()
+
+
+def test_claims_nest_in_one_process_and_release_on_error(tmp_path):
+    with claim_folder(tmp_path) as lock:
+        with claim_folder(tmp_path):
+            assert lock.read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+        assert lock.exists()
+    assert not lock.exists()
+    with pytest.raises(RuntimeError), claim_folder(tmp_path):
+        raise RuntimeError
+    assert not (tmp_path / ".lock").exists()
