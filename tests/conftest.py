@@ -121,3 +121,17 @@ def image_folder(tmp_path, make_image):
     make_image(root / "pneumonia" / "p1.png", values=1.0 - gradient())
     make_image(root / "pneumonia" / "p2.bmp")
     return root
+
+
+def assert_same_training_state(sa: dict, sb: dict) -> None:
+    """Two checkpoint-shaped states hold equal networks (G, D, G_ema) and optimiser moments, tensor for tensor."""
+    import torch
+
+    for key in ("G", "D", "G_ema"):
+        if key in sa:
+            for name in sa[key]:
+                assert torch.equal(sa[key][name], sb[key][name]), f"{key}.{name}"
+    for key in ("g_opt", "d_opt"):
+        for i, st in sa[key]["state"].items():
+            for name, v in st.items():
+                assert torch.equal(v, sb[key]["state"][i][name]), f"{key}[{i}].{name}"

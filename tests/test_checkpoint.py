@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_training_state
 
 from cxrlib import config
 from cxrlib.config import make_config
@@ -41,15 +42,7 @@ def images(n=32, size=32):
 
 
 def assert_same_state(a: Trainer, b: Trainer):
-    sa, sb = a.state_dict(), b.state_dict()
-    for key in ("G", "D", "G_ema"):
-        if key in sa:
-            for name in sa[key]:
-                assert torch.equal(sa[key][name], sb[key][name]), f"{key}.{name}"
-    for key in ("g_opt", "d_opt"):
-        for i, st in sa[key]["state"].items():
-            for name, v in st.items():
-                assert torch.equal(v, sb[key]["state"][i][name]), f"{key}[{i}].{name}"
+    assert_same_training_state(a.state_dict(), b.state_dict())
     assert (a.step, a.images_seen, a.d_updates) == (b.step, b.images_seen, b.d_updates)
     assert torch.equal(a.rng.get_state(), b.rng.get_state())
     if a.ada is not None:

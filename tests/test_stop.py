@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_training_state
 
 from cxrlib import config
 from cxrlib.cli import main
@@ -80,14 +81,7 @@ def test_sigterm_mid_run_checkpoints_the_step_reached_and_resume_ends_with_the_s
         assert p.returncode == 0, err
     a, b = load_checkpoint(run), load_checkpoint(straight)
     assert a["step"] == b["step"] == steps
-    for key in ("G", "D", "G_ema"):
-        if key in a:
-            for name in a[key]:
-                assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
-    for key in ("g_opt", "d_opt"):
-        for i, st in a[key]["state"].items():
-            for name, v in st.items():
-                assert torch.equal(v, b[key]["state"][i][name]), f"{key}[{i}].{name}"
+    assert_same_training_state(a, b)
     assert log_steps(run) == list(range(1, steps + 1))
 
 
