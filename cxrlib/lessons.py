@@ -31,7 +31,7 @@ Lessons in the bank:
 * ``layers`` (notebook 02): the ``course`` networks as they are and with the three layers they left out (BatchNorm in
   G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
   generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
-* ``modern`` (notebook 09): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
+* ``modern`` (notebook 10): the ``course`` recipe (BCE + R1) and the ``modern`` one (RpGAN + R1 + R2) on the same
   1,000 64-px phantoms, 2,300 steps each (their time: benchmarks/RESULTS.md), SWD ×10³ of the EMA generator
   against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
 """
@@ -75,10 +75,10 @@ LESSONS = {
     # notebook 08: Pix2Pix with its GAN term and without it (L1 only), about the same training time each
     "pix2pix": dict(notebook="08", size=64, n_train=1000, n_test=200, width=0.5, gan_steps=300,
                     l1_steps=540, seeds=3),
-    # notebook 09: the course recipe (BCE + R1) against the modern one (RpGAN + R1 + R2), the same 2,300 steps
+    # notebook 10: the course recipe (BCE + R1) against the modern one (RpGAN + R1 + R2), the same 2,300 steps
     # (fixed steps keep the bank reproducible): ~6 minutes each on a quiet 2-core AMX/bf16 CPU with the lean course
     # networks, a modern step costing ~6 % more (2026-12-03; train_seconds holds each arm's)
-    "modern": dict(notebook="09", size=64, batch=32, n_images=1000, n_heldout=1000,
+    "modern": dict(notebook="10", size=64, batch=32, n_images=1000, n_heldout=1000,
                    arms={"course": {"preset": "course", "steps": 2300}, "modern": {"preset": "modern", "steps": 2300}},
                    seeds=3, nets=2),
 }

@@ -55,13 +55,13 @@ registered by its dotted name ``"cxrlib.exercises.<name>"`` and re-exported here
 
 **Where things are**: ``checks.py``, the check framework (registry, ``check``, checker builders, value diffing);
 ``builder.py``, the student-version builder (a tool for the course's authors, with the notebook reading and
-writing that ``tools/`` uses too; ``__main__.py`` runs it); ``nb00.py`` … ``nb09.py``, one bank per notebook.
+writing that ``tools/`` uses too; ``__main__.py`` runs it); ``nb00.py`` … ``nb10.py``, one bank per notebook.
 This module re-exports what notebooks, tests and tools import (``from cxrlib.exercises import check``).
 """
 
 from __future__ import annotations
 
-from cxrlib.exercises import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09  # noqa: F401  (register)
+from cxrlib.exercises import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09, nb10  # noqa: F401  (register)
 from cxrlib.exercises.builder import (
     BADGES_MARKER,
     BEGIN,
@@ -115,6 +115,7 @@ from cxrlib.exercises.nb03 import smallest_sufficient_set
 from cxrlib.exercises.nb04 import rescue_collapse, smoothed_toy_step
 from cxrlib.exercises.nb05 import PHASE_MIN_STEPS, PHASE_SHARE, finetune_half_life, reduce_on_plateau
 from cxrlib.exercises.nb06 import PROBE_HIST_MAX, PROBE_SWD_MIN, shuffle_pixels
+from cxrlib.exercises.nb10 import pairing_g_loss
 
 __all__ = [
     # the check framework
@@ -128,5 +129,6 @@ __all__ = [
     "student_notebook", "write_notebook",
     # references defined in the banks (their checks print `cxrlib.exercises.<name>`) and constants notebooks read
     "spectral_normalise", "smallest_sufficient_set", "rescue_collapse", "smoothed_toy_step", "finetune_half_life",
-    "reduce_on_plateau", "shuffle_pixels", "PHASE_MIN_STEPS", "PHASE_SHARE", "PROBE_HIST_MAX", "PROBE_SWD_MIN",
+    "reduce_on_plateau", "shuffle_pixels", "pairing_g_loss", "PHASE_MIN_STEPS", "PHASE_SHARE", "PROBE_HIST_MAX",
+    "PROBE_SWD_MIN",
 ]

@@ -1,4 +1,4 @@
-"""Notebook 09's exercises (``notebooks/09_style_and_modern_gans.ipynb``): modulated weights, and the
+"""Notebook 09's exercises (``notebooks/09_stylegan_ideas.ipynb``): modulated weights, and the
 truncation trick.
 
 Each is registered as ``"09.<name>"``; see :mod:`cxrlib.exercises` for the convention."""

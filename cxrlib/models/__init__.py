@@ -82,7 +82,7 @@ PRESET_NOTES: dict[str, str] = {
     "modern": (
         "The course networks trained with the modern recipe (Huang et al. 2025, R3GAN, at our scale): the "
         "relativistic pairing loss with R1 and R2 penalties, no label tricks, EMA of G, Adam with beta1 = 0. The "
-        "paper's claim is that a well-posed loss makes the bag of tricks unnecessary; notebook 09 tests it."
+        "paper's claim is that a well-posed loss makes the bag of tricks unnecessary; notebook 10 tests it."
     ),
 }
 
