@@ -205,3 +205,15 @@ def test_interpolates_lie_between_real_and_fake_with_one_reproducible_eps_per_im
     with pytest.raises(CxrError, match="same shape"):
         interpolates(real, fake[:2])
 
+
+def test_every_loss_is_a_config_choice_and_named_in_the_cli_help():
+    import argparse
+
+    from cxrlib import cli
+    from cxrlib.config import LOSS_CHOICES
+
+    assert set(LOSSES) == set(LOSS_CHOICES)
+    p = argparse.ArgumentParser()
+    cli._add_train_options(p)
+    help_text = " ".join(p.format_help().split())
+    assert all(name in help_text for name in LOSS_CHOICES), help_text
