@@ -289,15 +289,16 @@ def g_loss_wgan(fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
 
 def interpolates(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """WGAN-GP's points: ``x̂ = ε·x + (1 − ε)·G(z)``, one ε ~ U(0, 1) per image, drawn from ``generator`` (on
-    the images' device; ε has shape (B, 1, …) and is drawn in float32 whatever the images' dtype).
+    the images' device; ε has shape (B, 1, …)).
 
-    real, fake: (B, …) of the same shape, e.g. the (augmented) images D has just scored. Returns x̂ detached from
-    both, with ``requires_grad`` set, ready for ``gradient_penalty(D(x̂), x̂)``."""
+    real, fake: (B, …) of the same shape, e.g. the (augmented) images D has just scored; either may be bfloat16
+    (G's fakes under autocast). Returns x̂ in float32, detached from both, with ``requires_grad`` set, ready for
+    ``gradient_penalty(D(x̂), x̂)``."""
     if real.shape != fake.shape:
         raise CxrError(f"interpolates needs reals and fakes of the same shape, got {tuple(real.shape)} and "
                        f"{tuple(fake.shape)}")
     eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device)
-    return torch.lerp(fake.detach(), real.detach(), eps.to(real.dtype)).requires_grad_()
+    return torch.lerp(fake.detach().float(), real.detach().float(), eps).requires_grad_()
 
 
 def gradient_penalty(critic_scores: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -204,6 +204,8 @@ def test_interpolates_lie_between_real_and_fake_with_one_reproducible_eps_per_im
     assert torch.equal(eps[:, 0], torch.rand(4, generator=torch.Generator().manual_seed(7)))
     with pytest.raises(CxrError, match="same shape"):
         interpolates(real, fake[:2])
+    mixed = interpolates(real, fake.bfloat16(), torch.Generator().manual_seed(7))  # G's fakes under autocast
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, a)
 
 
 def test_every_loss_is_a_config_choice_and_named_in_the_cli_help():
