@@ -476,7 +476,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast: auto (where fast), bf16, off")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other training option, e.g. --set r1_gamma=0.5 --set augment=translation")
+                   help="any other training option, e.g. --set r1_gamma=0.5 --set augment=translation "
+                   "--set loss=hinge (bce, hinge, lsgan, rpgan, wgan-gp)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_on_error(p)
 

@@ -190,7 +190,7 @@ def budget(kind: str | None = None) -> Budget:
 # checkpoints (primitives only, so a checkpoint loads with ``torch.load(weights_only=True)``).
 
 AMP_CHOICES = ("auto", "bf16", "off")
-LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan")
+LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan", "wgan-gp")
 FAMILY_CHOICES = ("unconditional", "conditional", "pix2pix", "cyclegan")  # the engine's GAN families (train.FAMILIES)
 IMAGE_TO_IMAGE = ("pix2pix", "cyclegan")  # families that translate images instead of drawing them from z
 CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
@@ -221,8 +221,13 @@ class TrainConfig:
     caps the run's *total* training time (over resumes); with ``steps`` it is a safety net, and
     ``Trainer.fit`` warns when it binds. A field missing from an older config dict takes its default here.
 
-    Losses and tricks: ``loss`` "bce" (non-saturating), "hinge", "lsgan" (least squares) or "rpgan" (the
-    relativistic pairing loss of R3GAN); ``label_smoothing`` s gives D targets
+    Losses and tricks: ``loss`` "bce" (non-saturating), "hinge", "lsgan" (least squares), "rpgan" (the
+    relativistic pairing loss of R3GAN) or "wgan-gp" (the Wasserstein critic loss with ``gp_weight`` λ times the
+    gradient penalty on random points between reals and fakes, every D step; Gulrajani et al. 2017, whose recipe
+    is λ = 10, ``d_steps_per_g_step`` 5, Adam lr 1e-4 with betas (0, 0.9): ``cxrlib.losses.d_loss_wgan``; its
+    critic must not mix the images of a batch: the course, modern and style D have no BatchNorm -- their
+    minibatch-std layer mixes groups of 4, as under R1 --, the dcgan D has, and training warns; unconditional
+    family only); ``label_smoothing`` s gives D targets
     1 - s/2 and s/2 (the original project's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
     original project's "label swapping"; both for bce and rpgan); ``r1_gamma`` > 0 adds the R1 gradient penalty on real
     images and ``r2_gamma`` > 0 the R2 penalty on fakes, both lazily every ``r1_every`` D steps (``r1_every``
@@ -275,6 +280,7 @@ class TrainConfig:
     r1_gamma: float = 0.0
     r1_every: int = 16  # lazy regularisation interval of R1 *and* R2 (name kept: checkpoints store it)
     r2_gamma: float = 0.0
+    gp_weight: float = 10.0  # λ of WGAN-GP's gradient penalty, used only with loss="wgan-gp"
     augment: str = ""
     augment_p: float = 1.0
     ada: bool = False
@@ -383,7 +389,10 @@ class TrainConfig:
                 bad(f, "must be > 0")
         if self.family in IMAGE_TO_IMAGE and self.loss == "rpgan":
             bad("loss", "the relativistic pairing loss is for GANs drawing from z (pairs of reals and fakes)")
-        for f in ("r1_gamma", "r2_gamma", "ema_half_life_kimg", "ema_rampup", "width", "l1_weight", "gan_weight",
+        if self.family != "unconditional" and self.loss == "wgan-gp":
+            bad("loss", "WGAN-GP's penalty is implemented for the unconditional family only (it scores points "
+                "between a real and a fake image, which need one label)")
+        for f in ("r1_gamma", "r2_gamma", "gp_weight", "ema_half_life_kimg", "ema_rampup", "width", "l1_weight", "gan_weight",
                   "cycle_weight", "identity_weight"):
             if getattr(self, f) < 0:
                 bad(f, "must be >= 0")

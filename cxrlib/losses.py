@@ -6,9 +6,10 @@ to call ``backward()`` on; ``stats`` holds detached 0-dim tensors named as in th
 ``d_loss_fake``, ``D(x)``, ``D(G(z))`` = mean sigmoid probabilities). Nothing here calls ``.item()``: the
 trainer reads the stats only at log intervals, so the device never waits for the host.
 
-``LOSSES = {"bce": …, "hinge": …, "lsgan": …, "rpgan": …}``: each a pair (D loss, G loss). The relativistic
-loss (``RELATIVISTIC``) compares each fake with a real image, so its G loss takes the real logits as well:
-``g_loss(fake_logits, real_logits)``.
+``LOSSES = {"bce": …, "hinge": …, "lsgan": …, "rpgan": …, "wgan-gp": …}``: each a pair (D loss, G loss). The
+relativistic loss (``RELATIVISTIC``) compares each fake with a real image, so its G loss takes the real logits as
+well: ``g_loss(fake_logits, real_logits)``. "wgan-gp" is the Wasserstein critic loss; its gradient penalty
+(:func:`gradient_penalty` on :func:`interpolates`) is added by the D step, as R1 and R2 are.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def _probs(logits: torch.Tensor) -> torch.Tensor:
 def _d_stats(d_loss_real, d_loss_fake, d_real, d_fake) -> dict:
     """The D losses' statistics: both halves of the loss (detached) and D's mean verdict on each side."""
     return {"d_loss_real": d_loss_real.detach(), "d_loss_fake": d_loss_fake.detach(), "D(x)": d_real, "D(G(z))": d_fake}
+
+
+def _no_label_tricks(loss: str, label_smoothing: float, flip_prob: float) -> None:
+    """Smoothing and flipping are tricks of the BCE-type losses: a non-zero value is refused, not ignored."""
+    if label_smoothing or flip_prob:
+        raise CxrError(f"label smoothing and label flipping apply to the {' and '.join(map(repr, TRICK_LOSSES))} "
+                       f"losses only, not to {loss!r}")
 
 
 # ----------------------------------------------------------------------------------------------- BCE
@@ -121,8 +129,7 @@ def d_loss_hinge(
     keywords as :func:`d_loss_bce` so the two are interchangeable, but smoothing and flipping are BCE tricks:
     non-zero values are refused rather than silently ignored.
     """
-    if label_smoothing or flip_prob:
-        raise CxrError("label smoothing and label flipping apply to the 'bce' loss only, not to 'hinge'")
+    _no_label_tricks("hinge", label_smoothing, flip_prob)
     d_loss_real = F.relu(1.0 - real_logits.float()).mean()
     d_loss_fake = F.relu(1.0 + fake_logits.float()).mean()
     stats = _d_stats(d_loss_real, d_loss_fake, _probs(real_logits), _probs(fake_logits))
@@ -152,12 +159,17 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
     return _grad_sq(real_logits, real_images, "r1_penalty needs real_images")
 
 
-def _grad_sq(logits: torch.Tensor, images: torch.Tensor, what: str) -> torch.Tensor:
-    """‖∇ₓ Σ logits‖² per image (B,), float32, graph kept; ``what`` names the missing requires_grad."""
+def _input_grad(logits: torch.Tensor, images: torch.Tensor, what: str) -> torch.Tensor:
+    """∇ₓ Σ logits, flattened per image (B, N), float32, graph kept; ``what`` names the missing requires_grad."""
     if not images.requires_grad:
         raise CxrError(f"{what}.requires_grad_() before D is run on them")
     (grad,) = torch.autograd.grad(logits.float().sum(), images, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1)
+    return grad.float().flatten(1)
+
+
+def _grad_sq(logits: torch.Tensor, images: torch.Tensor, what: str) -> torch.Tensor:
+    """‖∇ₓ Σ logits‖² per image (B,), float32, graph kept."""
+    return _input_grad(logits, images, what).pow(2).sum(1)
 
 
 def r1_weight(gamma: float, every: int = 1) -> float:
@@ -185,8 +197,7 @@ def d_loss_lsgan(
     D's outputs are scores regressed to 1 (real) and 0 (fake), not logits of a probability; the quadratic
     keeps pulling samples that D already calls fake but that lie far from the data. The stats ``D(x)`` and
     ``D(G(z))`` are the mean scores (targets 1 and 0). Smoothing and flipping are refused as for hinge."""
-    if label_smoothing or flip_prob:
-        raise CxrError("label smoothing and label flipping apply to the 'bce' loss only, not to 'lsgan'")
+    _no_label_tricks("lsgan", label_smoothing, flip_prob)
     d_loss_real = (real_logits.float() - 1).pow(2).mean()
     d_loss_fake = fake_logits.float().pow(2).mean()
     stats = _d_stats(d_loss_real, d_loss_fake, real_logits.detach().float().mean(), fake_logits.detach().float().mean())
@@ -240,7 +251,71 @@ def r2_penalty(fake_logits: torch.Tensor, fake_images: torch.Tensor) -> torch.Te
     return _grad_sq(fake_logits, fake_images, "r2_penalty needs fake_images")
 
 
+# ----------------------------------------------------------------------------------------------- Wasserstein, gradient penalty
+def d_loss_wgan(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    flip_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Wasserstein critic loss (Arjovsky et al. 2017): ``mean(D(G(z))) − mean(D(x))``.
+
+    D is a *critic*: its outputs are scores, not logits of a probability, and ``−d_loss`` estimates the
+    Wasserstein-1 distance between the real and the generated images -- but only while D is 1-Lipschitz. WGAN-GP
+    (Gulrajani et al. 2017, "Improved Training of Wasserstein GANs") keeps it so softly: the D step adds
+    λ · :func:`gradient_penalty` on :func:`interpolates` (``TrainConfig.gp_weight``, ``ToyConfig.gp_weight``).
+    Without the penalty the critic's scores grow without bound. The paper's recipe (its Algorithm 1): λ = 10,
+    n_critic = 5 critic updates per G update (``d_steps_per_g_step=5``), Adam with lr 1e-4 and β = (0, 0.9) for
+    both networks, and no BatchNorm in the critic (it makes each image's score depend on the batch, so the
+    per-image penalty no longer constrains the critic the loss uses; the paper suggests layer norm instead).
+    On the CLI: ``--set loss=wgan-gp --set d_steps_per_g_step=5 --set g_lr=1e-4 --set d_lr=1e-4
+    --set g_betas=[0,0.9] --set d_betas=[0,0.9]`` (``gp_weight`` is 10 by default).
+
+    Stats as for :func:`d_loss_lsgan`: ``D(x)`` and ``D(G(z))`` are the mean *scores* (their difference is the
+    critic's distance estimate), ``d_loss_real`` = −mean(D(x)), ``d_loss_fake`` = mean(D(G(z))). Smoothing and
+    flipping are refused as for hinge."""
+    _no_label_tricks("wgan-gp", label_smoothing, flip_prob)
+    d_real, d_fake = real_logits.float().mean(), fake_logits.float().mean()
+    return d_fake - d_real, _d_stats(-d_real, d_fake, d_real.detach(), d_fake.detach())
+
+
+def g_loss_wgan(fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Wasserstein generator loss: ``−mean(D(G(z)))``. Returns ``(g_loss, {"D(G(z))": mean score})``."""
+    d_fake = fake_logits.float().mean()
+    return -d_fake, {"D(G(z))": d_fake.detach()}
+
+
+def interpolates(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP's points: ``x̂ = ε·x + (1 − ε)·G(z)``, one ε ~ U(0, 1) per image, drawn from ``generator`` (on
+    the images' device; ε has shape (B, 1, …)).
+
+    real, fake: (B, …) of the same shape, e.g. the (augmented) images D has just scored; either may be bfloat16
+    (G's fakes under autocast). Returns x̂ in float32, detached from both, with ``requires_grad`` set, ready for
+    ``gradient_penalty(D(x̂), x̂)``."""
+    if real.shape != fake.shape:
+        raise CxrError(f"interpolates needs reals and fakes of the same shape, got {tuple(real.shape)} and "
+                       f"{tuple(fake.shape)}")
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device)
+    return torch.lerp(fake.detach().float(), real.detach().float(), eps).requires_grad_()
+
+
+def gradient_penalty(critic_scores: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's penalty (Gulrajani et al. 2017): ``(‖∇ D(x̂)‖₂ − 1)²`` per point, shape (B,), float32.
+
+    critic_scores: (B,) = D(x̂); points: the x̂ D was run on, with ``requires_grad`` (:func:`interpolates` sets
+    it). Unlike R1 it pulls the gradient's norm towards 1 (two-sided), on random points between the reals and the
+    fakes: a 1-Lipschitz critic has norm ≤ 1 everywhere and, at the optimum, exactly 1 along those lines. The
+    graph is kept so the penalty back-propagates into D's weights; weight it with λ (paper: 10) every D step.
+    A critic that mixes the images of a batch (BatchNorm; the course D's minibatch-std layer mixes groups of
+    4) gets each point's gradient of the *summed* scores, as R1 does."""
+    sq = _input_grad(critic_scores, points, "gradient_penalty needs points").pow(2).sum(1)
+    return (torch.sqrt(sq + 1e-12) - 1).pow(2)  # 1e-12: a finite second derivative where D is flat
+
+
 LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge), "lsgan": (d_loss_lsgan, g_loss_lsgan),
-          "rpgan": (d_loss_rpgan, g_loss_rpgan)}
+          "rpgan": (d_loss_rpgan, g_loss_rpgan), "wgan-gp": (d_loss_wgan, g_loss_wgan)}
 RELATIVISTIC = ("rpgan",)  # losses whose G loss also reads D's logits on real images
 TRICK_LOSSES = ("bce", "rpgan")  # losses that take label smoothing and flipping
+PENALISED = ("wgan-gp",)  # losses whose D step adds the gradient penalty on interpolates (gp_weight)

@@ -110,9 +110,11 @@ def toy_models(runs: int, z_dim: int = 2, hidden: int = 64, depth: int = 2, seed
 class ToyConfig:
     """One toy recipe. The tricks have the names and meaning of ``cxrlib.config.TrainConfig``'s.
 
-    loss: "bce" (the course's non-saturating loss) or "rpgan" (the relativistic pairing loss of notebook 09,
-    ``cxrlib.losses.d_loss_rpgan``; smoothing and flipping apply to its paired difference); r2_gamma: R2 penalty
-    on G's points (R1's twin; RpGAN + R1 + R2 is R3GAN's recipe);
+    loss: "bce" (the course's non-saturating loss), "rpgan" (the relativistic pairing loss of notebook 09,
+    ``cxrlib.losses.d_loss_rpgan``; smoothing and flipping apply to its paired difference) or "wgan-gp" (the
+    Wasserstein critic loss, ``cxrlib.losses.d_loss_wgan``, plus ``gp_weight`` λ times
+    ``cxrlib.losses.gradient_penalty`` on points between the real and the fake points, every D update; no
+    smoothing or flipping); r2_gamma: R2 penalty on G's points (R1's twin; RpGAN + R1 + R2 is R3GAN's recipe);
     steps: training iterations (each ``d_steps_per_g_step`` D updates then ``g_steps_per_d_step`` G updates);
     batch: points per batch; g_lr, d_lr, betas: Adam; label_smoothing s: D's targets 1 - s/2 and s/2;
     flip_prob: each D target swapped with this probability; r1_gamma: R1 penalty on real points;
@@ -136,6 +138,7 @@ class ToyConfig:
     r1_gamma: float = 0.0
     r2_gamma: float = 0.0
     loss: str = "bce"
+    gp_weight: float = 10.0  # used only with loss="wgan-gp"
     ema_half_life: float = 0.0
     modes: int = 8
     std: float = 0.05
@@ -148,9 +151,10 @@ class ToyConfig:
 def d_step(G, D, d_opt, real, z, cfg: ToyConfig, generator=None) -> dict:
     """One discriminator update on real points and G(z); G frozen. Returns d_loss, D(x), D(G(z)) (floats).
 
-    The loss is the image trainer's (``cxrlib.losses.d_loss_bce`` or ``d_loss_rpgan``, with their smoothing and
-    flipping) on the logits of all runs at once; R1 is ``cxrlib.losses.r1_penalty`` on the real points, R2
-    ``cxrlib.losses.r2_penalty`` on G's."""
+    The loss is the image trainer's (``cxrlib.losses.d_loss_bce``, ``d_loss_rpgan`` with their smoothing and
+    flipping, or ``d_loss_wgan``) on the logits of all runs at once; R1 is ``cxrlib.losses.r1_penalty`` on the
+    real points, R2 ``cxrlib.losses.r2_penalty`` on G's, WGAN-GP's ``cxrlib.losses.gradient_penalty`` on
+    ``cxrlib.losses.interpolates`` of the two (ε drawn from ``generator``, after the flips)."""
     d_loss_fn = _loss(cfg)[0]
     with torch.no_grad():
         fake = G(z)
@@ -165,15 +169,22 @@ def d_step(G, D, d_opt, real, z, cfg: ToyConfig, generator=None) -> dict:
         total = total + losses.r1_weight(cfg.r1_gamma) * losses.r1_penalty(real_logits, real).mean()
     if cfg.r2_gamma > 0:  # the same on G's points
         total = total + losses.r1_weight(cfg.r2_gamma) * losses.r2_penalty(fake_logits, fake).mean()
+    if cfg.loss in losses.PENALISED and cfg.gp_weight > 0:  # λ·E(‖∇D(x̂)‖ − 1)² between real and fake points
+        points = losses.interpolates(real, fake, generator)  # (runs·B, 2): one ε per point
+        gp = losses.gradient_penalty(D(points.view(runs, -1, 2)).flatten(), points).mean()
+        total = total + cfg.gp_weight * gp
     d_opt.zero_grad(set_to_none=True)
     total.backward()
     d_opt.step()
     return {"d_loss": d_loss.item(), "D(x)": stats["D(x)"].item(), "D(G(z))": stats["D(G(z))"].item()}
 
 
+TOY_LOSSES = losses.TRICK_LOSSES + losses.PENALISED  # the losses the toy trains with
+
+
 def _loss(cfg: ToyConfig):
-    if cfg.loss not in losses.TRICK_LOSSES:
-        raise CxrError(f"toy loss must be one of {', '.join(losses.TRICK_LOSSES)} (got {cfg.loss!r})")
+    if cfg.loss not in TOY_LOSSES:
+        raise CxrError(f"toy loss must be one of {', '.join(TOY_LOSSES)} (got {cfg.loss!r})")
     return losses.LOSSES[cfg.loss]
 
 
@@ -488,6 +499,26 @@ def modern_variants(steps: int = 2000) -> dict[str, ToyConfig]:
         "  + 3 G steps per D step": modern.replace(g_steps_per_d_step=3),
         "BCE, no tricks": base,
         "BCE + the original 3 tricks": base.replace(label_smoothing=0.1, flip_prob=0.05, g_steps_per_d_step=3),
+    }
+
+
+def wgan_variants(steps: int = 2000) -> dict[str, ToyConfig]:
+    """Notebook 03's grid "why the field moved from WGAN-GP to R1 and RpGAN": the plain BCE recipe of notebook 04
+    (no penalties, Adam β₁ 0.5), WGAN-GP with the recipe of Gulrajani et al. 2017 (5 critic updates per G update,
+    Adam β = (0, 0.9), λ = 10) and the modern RpGAN + R1 + R2 of notebook 09.
+
+    WGAN-GP's learning rate is the toy's 1e-3, not the paper's 1e-4: the paper trains 100,000–200,000 G updates, and
+    in the toy's 2,000 a G at 1e-4 has not left its starting blob (0.2 of 8 modes over 4 seeds, 2 % good samples).
+    Every row makes ``steps`` G updates; WGAN-GP's 5 D updates with a double backward each cost it about 4–5× the
+    seconds of a BCE step (``ToyResult.seconds``: the cost per step to set beside the counts). λ is the paper's 10;
+    the authors' own 8-Gaussian script (gan_toy.py) uses 0.1 for toy tasks, which here (4 seeds, 2,000 steps) kept
+    all 8 modes and about twice the good samples of λ 10; with 1 D step per G step the game did not start."""
+    base = ToyConfig(steps=steps)
+    return {
+        "BCE, no penalties": base,
+        "WGAN-GP (5 D steps, λ 10)": base.replace(loss="wgan-gp", gp_weight=10.0, d_steps_per_g_step=5,
+                                                  betas=(0.0, 0.9)),
+        "RpGAN + R1 + R2": modern_variants(steps)["RpGAN + R1 + R2"],
     }
 
 

@@ -52,10 +52,15 @@ def assert_same_state(a: Trainer, b: Trainer):
 
 # original (old name "seed", kept as an alias): dropout draws from torch's global RNG; refresh: recomputing the EMA's BatchNorm statistics at every
 # sample grid and checkpoint changes nothing of the run
-@pytest.mark.parametrize("preset,refresh", [("course", False), ("original", False), ("course", True), ("seed", True)])
-def test_resume_continues_exactly_in_process(tmp_path, preset, refresh):
+# wgan-gp: the penalty's ε per image come from the trainer's generator, five D steps per G step
+WGAN_GP = dict(loss="wgan-gp", label_smoothing=0.0, flip_prob=0.0, d_steps_per_g_step=5)
+
+
+@pytest.mark.parametrize("preset,refresh,loss", [("course", False, {}), ("original", False, {}), ("course", True, {}),
+                                                 ("seed", True, {}), ("course", False, WGAN_GP)])
+def test_resume_continues_exactly_in_process(tmp_path, preset, refresh, loss):
     cfg = make_config(preset, steps=6, checkpoint_every=3, ema_bn_refresh=refresh,
-                      **{**TRICKY, "width": 0.125 if preset in ("original", "seed") else 0.25})
+                      **{**TRICKY, "width": 0.125 if preset in ("original", "seed") else 0.25, **loss})
     reference = Trainer(cfg, images())
     reference.fit(progress=False)
 

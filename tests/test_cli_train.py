@@ -87,6 +87,10 @@ def test_train_sample_finetune_end_to_end(tmp_path, xray_folder, capsys):
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--size", "48"], "48"),
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--size", "32", "--resume"], "nothing to resume"),
     (["train", "--data", "{data}", "--out", "{tmp}/r", "--size", "32", "--set", "nonsense=1"], "nonsense"),
+    (["train", "--data", "{data}", "--out", "{tmp}/r", "--size", "32", "--conditional", "--set", "loss=wgan-gp"],
+     "for the unconditional family only"),
+    (["train", "--data", "{data}", "--out", "{tmp}/r", "--size", "32", "--set", "loss=wgan-gp", "--set",
+      "label_smoothing=0.1", "--quiet"], "set them to 0 with loss='wgan-gp'"),
     (["sample", "--ckpt", "{data}/normal/im01.png", "--n", "2", "--out", "{tmp}/s"], "is not a cxrlib checkpoint"),
     (["sample", "--ckpt", "{tmp}/none.pt", "--n", "2", "--out", "{tmp}/s"], "no checkpoint at"),
     (["finetune", "--ckpt", "{tmp}/none.pt", "--data", "{data}", "--out", "{tmp}/f"], "no checkpoint at"),
@@ -96,6 +100,22 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, xray_folder, capsys, a
     assert main([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message.format(**fill) in err
+
+
+def test_train_with_wgan_gp_logs_finite_losses_and_its_penalty_and_resumes(tmp_path, xray_folder):
+    """The brief's command at test size: dcgan's D has BatchNorm, which the paper's critic has not: a warning."""
+    run_dir = tmp_path / "run"
+    argv = ["--data", xray_folder, "--out", run_dir, "--preset", "dcgan", "--size", 32, "--batch", 8,
+            "--log-every", 1, "--checkpoint-every", 2, "--set", "loss=wgan-gp", *TINY]
+    with pytest.warns(UserWarning, match="BatchNorm"):
+        assert run("train", "--steps", 2, *argv) == 0
+        assert run("train", "--steps", 3, "--resume", *argv) == 0
+    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    for r in log:
+        assert all(np.isfinite(r[k]) for k in ("d_loss", "g_loss", "D(x)", "D(G(z))", "gp")), r
+        assert r["gp"] > 0
+    assert json.loads((run_dir / "config.json").read_text())["gp_weight"] == 10.0
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path, xray_folder, capsys):

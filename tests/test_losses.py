@@ -148,3 +148,74 @@ def test_lazy_r1_weight_compensates_for_the_interval():
     assert r1_weight(10.0, every=16) == 80.0
     with pytest.raises(CxrError):
         r1_weight(1.0, every=0)
+
+
+# ----------------------------------------------------------------------------------------------- WGAN-GP
+def test_wgan_critic_loss_rewards_a_critic_that_scores_reals_higher():
+    from cxrlib.losses import d_loss_wgan, g_loss_wgan
+
+    real, fake = torch.tensor([2.0, 1.0]), torch.tensor([-1.0, 0.0])
+    good, stats = d_loss_wgan(real, fake)
+    bad, _ = d_loss_wgan(fake, real)  # the same scores, the critic the wrong way round
+    assert good.item() == pytest.approx(-0.5 - 1.5) and bad.item() == pytest.approx(2.0) and good < bad
+    assert stats["D(x)"].item() == pytest.approx(1.5) and stats["D(G(z))"].item() == pytest.approx(-0.5)  # scores
+    assert stats["d_loss_real"].item() == pytest.approx(-1.5) and stats["d_loss_fake"].item() == pytest.approx(-0.5)
+    g, g_stats = g_loss_wgan(fake)
+    assert g.item() == pytest.approx(0.5) and g_stats["D(G(z))"].item() == pytest.approx(-0.5)
+    assert LOSSES["wgan-gp"] == (d_loss_wgan, g_loss_wgan)
+
+
+def test_wgan_refuses_label_smoothing_in_one_line():
+    from cxrlib.losses import d_loss_wgan
+
+    with pytest.raises(CxrError, match="not to 'wgan-gp'") as err:
+        d_loss_wgan(torch.zeros(2), torch.zeros(2), label_smoothing=0.1)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("w", [[0.6, 0.8], [3.0, 4.0], [0.3, 0.4]])
+def test_gradient_penalty_of_a_linear_critic_is_its_weight_norm_gap(w):
+    """D(x) = w·x + b has ∇D = w everywhere: the penalty is (‖w‖ − 1)², zero for a unit-norm (1-Lipschitz) w."""
+    from cxrlib.losses import gradient_penalty, interpolates
+
+    critic = nn.Linear(2, 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([w]))
+    points = interpolates(torch.randn(5, 2), torch.randn(5, 2), torch.Generator().manual_seed(0))
+    gp = gradient_penalty(critic(points).squeeze(1), points)
+    norm = math.hypot(*w)
+    assert gp.shape == (5,) and gp.dtype == torch.float32
+    assert torch.allclose(gp, torch.full((5,), (norm - 1) ** 2), atol=1e-6), gp
+    gp.mean().backward()  # the graph reaches the critic's weights: d/dw (‖w‖ − 1)² = 2(‖w‖ − 1) w/‖w‖
+    want = torch.tensor([w]) * 2 * (norm - 1) / norm
+    assert torch.allclose(critic.weight.grad, want, atol=1e-5)
+
+
+def test_interpolates_lie_between_real_and_fake_with_one_reproducible_eps_per_image():
+    from cxrlib.losses import interpolates
+
+    real, fake = torch.ones(4, 1, 3, 3), torch.zeros(4, 1, 3, 3)
+    a = interpolates(real, fake, torch.Generator().manual_seed(7))
+    b = interpolates(real, fake, torch.Generator().manual_seed(7))
+    c = interpolates(real, fake, torch.Generator().manual_seed(8))
+    assert a.requires_grad and torch.equal(a, b) and not torch.equal(a, c)
+    eps = a.flatten(1)  # with real = 1 and fake = 0, x̂ = ε
+    assert torch.equal(eps, eps[:, :1].expand_as(eps)) and bool(((eps > 0) & (eps < 1)).all())
+    assert torch.equal(eps[:, 0], torch.rand(4, generator=torch.Generator().manual_seed(7)))
+    with pytest.raises(CxrError, match="same shape"):
+        interpolates(real, fake[:2])
+    mixed = interpolates(real, fake.bfloat16(), torch.Generator().manual_seed(7))  # G's fakes under autocast
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, a)
+
+
+def test_every_loss_is_a_config_choice_and_named_in_the_cli_help():
+    import argparse
+
+    from cxrlib import cli
+    from cxrlib.config import LOSS_CHOICES
+
+    assert set(LOSSES) == set(LOSS_CHOICES)
+    p = argparse.ArgumentParser()
+    cli._add_train_options(p)
+    help_text = " ".join(p.format_help().split())
+    assert all(name in help_text for name in LOSS_CHOICES), help_text

@@ -40,7 +40,8 @@ def by_hand(t: Trainer) -> tuple[dict, dict]:
         lazy = t.d_updates % cfg.r1_every == 0
         d = steps.d_step(t.G, t.D, t.d_opt, real, z, loss=t.d_loss, augment=t.augment,
                          r1_gamma=cfg.r1_gamma if lazy else 0, r2_gamma=cfg.r2_gamma if lazy else 0,
-                         reg_every=cfg.r1_every, on_real_logits=None if t.ada is None else t.ada.update)
+                         reg_every=cfg.r1_every, gp_weight=cfg.gp_weight if cfg.loss in losses.PENALISED else 0,
+                         generator=t.rng, on_real_logits=None if t.ada is None else t.ada.update)
         if t.ada is not None:
             t.ada.step(len(real))
         t.d_updates += 1
@@ -56,6 +57,7 @@ def by_hand(t: Trainer) -> tuple[dict, dict]:
 @pytest.mark.parametrize("preset, kw", [
     ("course", dict(r1_gamma=1.0, r2_gamma=0.5, r1_every=2)),  # DiffAugment + ADA, lazy R1 and R2, EMA
     ("original", dict(loss="rpgan")),  # dropout, label smoothing and flipping, the relativistic G loss
+    ("course", dict(loss="wgan-gp", label_smoothing=0.0, flip_prob=0.0)),  # the penalty's ε from the trainer's rng
 ])
 def test_the_plain_steps_give_the_trainers_statistics(preset, kw):
     data = images()
@@ -105,3 +107,22 @@ def test_the_student_tier_does_not_import_the_engine():
     code = "import sys, cxrlib.gan.steps; print(sorted(m for m in sys.modules if m.startswith('cxrlib')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "cxrlib.train" not in out and "cxrlib.unconditional" not in out, out
+
+
+def test_the_gradient_penalty_is_added_and_draws_its_eps_only_when_on():
+    """gp_weight > 0 adds WGAN-GP's penalty and draws one ε per image from the generator; at 0 the step draws
+    nothing from it (the other losses keep their random numbers)."""
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh())
+    D = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.LeakyReLU(0.2), torch.nn.Linear(8, 1), torch.nn.Flatten(0))
+    d_opt = torch.optim.Adam(D.parameters(), 1e-3)
+    real, z = torch.randn(32, 16), torch.randn(32, 4)
+    d_loss = losses.LOSSES["wgan-gp"][0]
+    rng = torch.Generator().manual_seed(3)
+    off = steps.d_step(G, D, d_opt, real, z, loss=d_loss, generator=rng)
+    assert "gp" not in off and torch.equal(rng.get_state(), torch.Generator().manual_seed(3).get_state())
+    on = steps.d_step(G, D, d_opt, real, z, loss=d_loss, gp_weight=10.0, generator=rng)
+    assert on["gp"].dim() == 0 and torch.isfinite(on["gp"]) and on["gp"] > 0
+    after = torch.Generator().manual_seed(3)
+    torch.rand(32, generator=after)
+    assert torch.equal(rng.get_state(), after.get_state())  # exactly one ε per image was drawn

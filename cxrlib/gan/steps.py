@@ -3,7 +3,8 @@
 This is the whole algorithm of one training iteration (Goodfellow et al. 2014, with the course's tricks):
 
 * **D step** -- show D a batch of real images x and of fakes G(z); D learns to call x real and G(z) fake.
-  G is not trained here (``no_grad``). Optional R1 penalty on the real images, R2 on the fakes.
+  G is not trained here (``no_grad``). Optional R1 penalty on the real images, R2 on the fakes, WGAN-GP's penalty on
+  random points between them.
 * **G step** -- G makes a batch G(z); G learns to make D call it real. D is frozen (no weight gradients).
   With a relativistic loss ("rpgan") D also scores a real batch and each fake must look more real than its pair.
 * Both steps pass reals and fakes through the *same* augmentation, so an augmentation never tells reals from
@@ -30,6 +31,7 @@ import contextlib
 import torch
 
 from cxrlib import losses
+from cxrlib.errors import CxrError
 
 
 def grad_norm(module: torch.nn.Module) -> torch.Tensor:
@@ -61,8 +63,8 @@ def run(net, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tenso
 
 
 def d_step(G, D, d_opt, real, z, *, real_labels=None, fake_labels=None, loss, augment=identity,
-           r1_gamma: float = 0.0, r2_gamma: float = 0.0, reg_every: int = 1, autocast=contextlib.nullcontext,
-           on_real_logits=None) -> dict:
+           r1_gamma: float = 0.0, r2_gamma: float = 0.0, reg_every: int = 1, gp_weight: float = 0.0,
+           generator: torch.Generator | None = None, autocast=contextlib.nullcontext, on_real_logits=None) -> dict:
     """One discriminator update: D learns to call the real images real and G(z) fake.
 
     G, D: the networks (``nn.Module``s; compiled ones work alike); d_opt: D's optimiser; real: (B, 1, S, S) float
@@ -70,17 +72,23 @@ def d_step(G, D, d_opt, real, z, *, real_labels=None, fake_labels=None, loss, au
     unconditional); loss: ``loss(real_logits, fake_logits) -> (loss, stats)`` (``cxrlib.losses``); augment: the
     augmentation of reals and fakes alike; r1_gamma, r2_gamma: the strength γ of the R1 / R2 penalty (0: none this
     step), weighted γ/2 · ``reg_every`` (``losses.r1_weight``) when only every ``reg_every``-th step adds them;
-    autocast: returns the context the forward passes run in; on_real_logits: called with D's logits on the reals
-    after the update (ADA's overfitting signal). Returns 0-d tensors: d_loss, the loss's statistics
-    (d_loss_real, d_loss_fake, D(x), D(G(z))), r1, r2 (when added) and d_grad_norm.
+    gp_weight: λ of WGAN-GP's penalty ``losses.gradient_penalty`` (0: none; the paper's λ = 10, every step) on
+    ``losses.interpolates`` of the images D scored (after the augmentation), one ε per image drawn from
+    ``generator`` (drawn only when λ > 0, after everything else this step draws), scored with ``real_labels``
+    (a conditional GAN must give the fakes the reals' labels); autocast: returns the context the forward passes
+    run in; on_real_logits: called with D's logits on the reals after the update (ADA's overfitting signal).
+    Returns 0-d tensors: d_loss, the loss's statistics (d_loss_real, d_loss_fake, D(x), D(G(z))), r1, r2, gp
+    (when added) and d_grad_norm.
     """
     real = real.detach().requires_grad_(r1_gamma > 0)  # R1 differentiates D(x) with respect to x
     with torch.no_grad(), autocast():  # G is not trained in the D step
         fake = run(G, z, fake_labels)
     fake.requires_grad_(r2_gamma > 0)
     with autocast():
-        real_logits = run(D, augment(real), real_labels)
-        fake_logits = run(D, augment(fake), fake_labels)
+        real_in = augment(real)
+        real_logits = run(D, real_in, real_labels)
+        fake_in = augment(fake)
+        fake_logits = run(D, fake_in, fake_labels)
     d_loss, stats = loss(real_logits.float(), fake_logits.float())
     total = d_loss
     if r1_gamma > 0:  # γ/2 · E‖∇ₓD(x)‖² on the real images
@@ -91,6 +99,16 @@ def d_step(G, D, d_opt, real, z, *, real_labels=None, fake_labels=None, loss, au
         r2 = losses.r2_penalty(fake_logits, fake).mean()
         total = total + losses.r1_weight(r2_gamma, reg_every) * r2
         stats["r2"] = r2.detach()
+    if gp_weight > 0:  # WGAN-GP: λ · E(‖∇D(x̂)‖ − 1)² on random points between the reals and fakes D scored
+        if real_labels is not None and (fake_labels is None or not torch.equal(real_labels, fake_labels)):
+            raise CxrError("the gradient penalty scores each point between a real and a fake with one label: "
+                           "give the fakes the reals' labels")
+        points = losses.interpolates(real_in, fake_in, generator)
+        with autocast():
+            point_logits = run(D, points, real_labels)
+        gp = losses.gradient_penalty(point_logits, points).mean()
+        total = total + gp_weight * gp
+        stats["gp"] = gp.detach()
     d_opt.zero_grad(set_to_none=True)
     total.backward()
     stats["d_grad_norm"] = grad_norm(D)
