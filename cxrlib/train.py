@@ -12,9 +12,9 @@ networks, how a batch is drawn and its D step and G step -- the whole algorithm 
 families ``cxrlib.pix2pix`` (masks → X-ray: U-Net, PatchGAN, L1) and ``cxrlib.cyclegan`` (normal ↔ pneumonia
 from unpaired images: two G, two D, cycle and identity losses, an image pool). What the engine adds around them:
 
-* An exponential moving average of G (the EMA generator) is what we sample from: it averages out the last
-  steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update; with
-  ``cfg.ema_bn_refresh`` they are recomputed for the averaged weights before it is sampled or saved.
+* An exponential moving average of G (the EMA generator, ``cxrlib.gan.ema``) is what we sample from: it
+  averages out the last steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update;
+  with ``cfg.ema_bn_refresh`` they are recomputed for the averaged weights before it is sampled or saved.
 
 Engineering (why the loop looks the way it does):
 
@@ -44,7 +44,6 @@ Files of a run directory ``RUN``: ``config.json``, ``log.jsonl`` (one JSON objec
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import json
 import math
@@ -65,6 +64,11 @@ from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN
 from cxrlib.errors import CxrError, TrainingStopped
 from cxrlib.files import atomic_write, claim_folder
+from cxrlib.gan.ema import EMA, ema_beta
+from cxrlib.gan.ema import NORM_STATS_SEED as NORM_STATS_SEED
+from cxrlib.gan.ema import norm_layers as norm_layers
+from cxrlib.gan.plateau import PLATEAU_THRESHOLD as PLATEAU_THRESHOLD
+from cxrlib.gan.plateau import plateau_step
 from cxrlib.gan.steps import frozen, grad_norm  # noqa: F401  (public here too)
 from cxrlib.images import as_images, to_float, to_uint8
 from cxrlib.models import evaluating
@@ -232,39 +236,6 @@ class HostBatches:
         self.gen.set_state(state["gen"])
 
 
-def ema_beta(batch: int, half_life_kimg: float, images_seen: int = 0, rampup: float = 0.0) -> float:
-    """EMA decay per update: 0.5 ** (batch / half_life_images), so the weight of an update halves every
-    ``half_life_kimg`` thousand images. With ``rampup`` r > 0 the half-life is capped at r × images seen
-    (StyleGAN2-ADA), so the average does not drag the random initial weights along early on."""
-    half_life = half_life_kimg * 1000.0
-    if rampup > 0:
-        half_life = min(half_life, images_seen * rampup)
-    return 0.5 ** (batch / half_life) if half_life > 0 else 0.0
-
-
-PLATEAU_THRESHOLD = 0.01  # a quality measurement must beat the best so far by 1 % to count as an improvement
-
-
-def plateau_step(best: float, bad: int, d: float, patience: int,
-                 threshold: float = PLATEAU_THRESHOLD) -> tuple[float, int, bool]:
-    """The reduce-on-plateau rule, one measurement at a time (``Trainer.adapt_lr``; exercise 05.reduce_on_plateau).
-
-    ``d``: the new measurement of a distance (lower is better, e.g. SWD); ``best``: the best so far; ``bad``: how
-    many measurements in a row did not improve. ``d`` improves when it is below ``(1 - threshold)`` × ``best``.
-    Returns the new ``(best, bad, reduce)``: ``reduce`` is True when ``bad`` reaches ``patience`` -- multiply the
-    learning rates by the factor -- and the count then starts again."""
-    if d < best * (1 - threshold):
-        return d, 0, False
-    bad += 1
-    if bad >= patience:
-        return best, 0, True
-    return best, bad, False
-
-
-# ======================================================================= EMA generator
-NORM_STATS_SEED = 4321  # the EMA's own latents for recomputing its BatchNorm statistics (never training's RNG)
-
-
 def adam(params, **kw) -> torch.optim.Adam:
     """Adam with one fused kernel for all tensors (CUDA; CPU from torch 2.4), else torch's multi-tensor form.
 
@@ -275,63 +246,6 @@ def adam(params, **kw) -> torch.optim.Adam:
         return torch.optim.Adam(params, fused=True, **kw)
     except (RuntimeError, ValueError):  # an older torch without the fused CPU kernel
         return torch.optim.Adam(params, foreach=True, **kw)
-
-
-def norm_layers(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of a module that keep running statistics."""
-    return [m for m in module.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-class EMA:
-    """An exponential moving average of a generator's weights: ``ema = beta·ema + (1 - beta)·G``.
-
-    ``model`` is a frozen copy of G in eval mode. Buffers (BatchNorm running statistics) cannot be averaged
-    meaningfully, so ``update`` copies G's -- but those describe G's activations, not the averaged weights'.
-    ``refresh_norm_stats`` recomputes them for the averaged weights; ``dirty``: an update (or the copy at
-    construction) came after the last refresh.
-    """
-
-    def __init__(self, G: torch.nn.Module):
-        self.model = copy.deepcopy(G).eval().requires_grad_(False)
-        self.dirty = True  # the copied statistics are G's
-
-    @torch.no_grad()
-    def update(self, G: torch.nn.Module, beta: float) -> None:
-        ema_params, params = list(self.model.parameters()), list(G.parameters())
-        torch._foreach_lerp_(ema_params, params, 1.0 - beta)  # ema += (1-beta)·(G - ema), all tensors at once
-        for b_ema, b in zip(self.model.buffers(), G.buffers()):
-            b_ema.copy_(b)
-        self.dirty = True
-
-    @torch.no_grad()
-    def refresh_norm_stats(self, z_dim: int, n_batches: int = 4, batch: int = 64, device=None,
-                           seed: int = NORM_STATS_SEED) -> None:
-        """Recompute the BatchNorm running statistics of the averaged weights from ``n_batches`` batches of
-        ``batch`` latents z ~ N(0, I) of shape (batch, z_dim).
-
-        Only the BatchNorm layers run in train mode, with momentum None (a plain average over the batches, not
-        a decay); dropout stays off. The latents come from a generator seeded with ``seed``, so the result
-        depends on the weights alone and training's random streams are untouched (exact resume). A model
-        without BatchNorm is left as it is."""
-        norms = norm_layers(self.model)
-        if norms:
-            device = torch.device(device) if device is not None else next(self.model.parameters()).device
-            gen = torch.Generator(device).manual_seed(seed)
-            momenta = [m.momentum for m in norms]
-            self.model.eval()
-            try:
-                for m in norms:
-                    m.reset_running_stats()
-                    m.momentum = None
-                    m.train()
-                for _ in range(n_batches):
-                    self.model(torch.randn(batch, z_dim, generator=gen, device=device))
-            finally:
-                for m, momentum in zip(norms, momenta):
-                    m.momentum = momentum
-                self.model.eval()
-        self.dirty = False
 
 
 # ======================================================================= checkpoint files

@@ -36,10 +36,10 @@ def reduce_on_plateau(history, patience=2, factor=0.5, threshold=0.01):
     history: measurements of a distance (lower is better, e.g. SWD), in order. A measurement *improves* when it
     is below ``(1 - threshold)`` × the best so far; after ``patience`` measurements in a row without improvement
     the scale is multiplied by ``factor`` and the count starts again. Returns a list of floats, one per
-    measurement, starting from a scale of 1. The rule itself is ``cxrlib.train.plateau_step``, which
+    measurement, starting from a scale of 1. The rule itself is ``cxrlib.gan.plateau.plateau_step``, which
     ``Trainer.adapt_lr`` applies.
     """
-    from cxrlib.train import plateau_step
+    from cxrlib.gan.plateau import plateau_step
 
     best, bad, scale, scales = math.inf, 0, 1.0, []
     for d in history:

@@ -8,6 +8,10 @@ each piece runs and with which values, and calls it. Imports go one way: the eng
 
 * :mod:`cxrlib.gan.steps` -- the D step and the G step of a GAN (:func:`~cxrlib.gan.steps.d_step`,
   :func:`~cxrlib.gan.steps.g_step`).
+* :mod:`cxrlib.gan.ema` -- the EMA generator, an exponential moving average of G's weights
+  (:func:`~cxrlib.gan.ema.ema_beta`, :class:`~cxrlib.gan.ema.EMA`).
+* :mod:`cxrlib.gan.plateau` -- the reduce-on-plateau rule of the adaptive learning rate
+  (:func:`~cxrlib.gan.plateau.plateau_step`).
 """
 
 from cxrlib.gan.steps import d_step, g_step  # noqa: F401
