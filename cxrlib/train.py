@@ -16,16 +16,18 @@ from unpaired images: two G, two D, cycle and identity losses, an image pool). W
   averages out the last steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update;
   with ``cfg.ema_bn_refresh`` they are recomputed for the averaged weights before it is sampled or saved.
 
-Engineering (why the loop looks the way it does):
+Engineering (why the loop looks the way it does; the machinery is in ``cxrlib.engine``, one job per module,
+and its names stay importable from here):
 
 * the whole data set is a uint8 tensor on the training device; a batch is ``images[randint(...)]`` turned
   into floats there (no DataLoader, no PIL). A set too large for the GPU (``device_data_limit``) or
   memory-mapped from its cache file (``ImageSet.memmap``) stays on the host: batches are read by index
-  (``cxrlib.data.RowReader``) and, on a GPU, staged one ahead in pinned memory (``HostBatches``);
+  (``cxrlib.data.RowReader``) and, on a GPU, staged one ahead in pinned memory (``HostBatches``; both in
+  ``cxrlib.engine.batches``);
 * every random draw (batch indices, z, augmentation, label flips) comes from the trainer's own
   ``torch.Generator``; dropout draws from torch's global generator, which the D and G steps set to the
-  trainer's own saved stream (``with_own_global_rng``). Each stream has its own seed derived from
-  ``cfg.seed`` (``distributed.stream_seed``; the initialisation uses ``cfg.seed`` itself). The states go
+  trainer's own saved stream (``with_own_global_rng``, ``cxrlib.engine.rng``). Each stream has its own seed
+  derived from ``cfg.seed`` (``distributed.stream_seed``; the initialisation uses ``cfg.seed`` itself). The states go
   into the checkpoint, so a resumed run continues *exactly* as if it had never stopped -- bit for bit on a
   CPU; on CUDA statistically the same (upsampling's backward and cuDNN's default algorithms are not
   deterministic);
@@ -35,23 +37,19 @@ Engineering (why the loop looks the way it does):
   the checkpoint, so a resumed run does not get it again), and ``fit`` warns when the net cut a run short;
 * statistics stay tensors between log lines (no ``.item()``, no host synchronisation per step);
 * bf16 autocast where the hardware has bf16 (CUDA, CPUs with AVX512-BF16/AMX), ``channels_last``, fused
-  Adam (CUDA; CPU from torch 2.4), optional ``torch.compile``.
+  Adam (CUDA; CPU from torch 2.4; ``cxrlib.engine.hardware``), optional ``torch.compile``.
 
 Files of a run directory ``RUN``: ``config.json``, ``log.jsonl`` (one JSON object per log interval),
-``samples/step_XXXXXX.png`` (fixed-z grids), ``checkpoints/last.pt`` and ``checkpoints/step_XXXXXX.pt``.
+``samples/step_XXXXXX.png`` (fixed-z grids), ``checkpoints/last.pt`` and ``checkpoints/step_XXXXXX.pt``
+(read, upgraded and exported by ``cxrlib.engine.checkpoints``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
-import os
-import pickle
-import re
 import signal
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -59,9 +57,23 @@ from pathlib import Path
 import torch
 
 from cxrlib import augment, config, distributed, losses
-from cxrlib.conditional import Conditional, class_labels
+from cxrlib.conditional import class_labels
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
-from cxrlib.cyclegan import CycleGAN
+from cxrlib.engine.batches import DEVICE_DATA_SHARE as DEVICE_DATA_SHARE
+from cxrlib.engine.batches import HostBatches, device_data_limit
+from cxrlib.engine.benchmark import time_steps
+from cxrlib.engine.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
+from cxrlib.engine.checkpoints import export_pretrained as export_pretrained
+from cxrlib.engine.checkpoints import save_torch as _save_torch
+from cxrlib.engine.checkpoints import upgrade_checkpoint as upgrade_checkpoint
+from cxrlib.engine.families import FAMILIES
+from cxrlib.engine.hardware import adam, amp_dtype
+from cxrlib.engine.hardware import cuda_has_native_bf16 as cuda_has_native_bf16
+from cxrlib.engine.rng import restore_streams, save_streams, with_own_global_rng
+from cxrlib.engine.sampling import SAMPLE_BATCH, fixed_batches
+from cxrlib.engine.sampling import load_generator as load_generator
+from cxrlib.engine.sampling import write_samples as write_samples
+from cxrlib.engine.stopping import StopSignals, WallClockCapWarning
 from cxrlib.errors import CxrError, TrainingStopped
 from cxrlib.files import atomic_write, claim_folder
 from cxrlib.gan.ema import EMA, ema_beta
@@ -69,272 +81,15 @@ from cxrlib.gan.ema import NORM_STATS_SEED as NORM_STATS_SEED
 from cxrlib.gan.ema import norm_layers as norm_layers
 from cxrlib.gan.plateau import PLATEAU_THRESHOLD as PLATEAU_THRESHOLD
 from cxrlib.gan.plateau import plateau_step
-from cxrlib.gan.steps import frozen, grad_norm  # noqa: F401  (public here too)
+from cxrlib.gan.steps import frozen as frozen
+from cxrlib.gan.steps import grad_norm as grad_norm
 from cxrlib.images import as_images, to_float, to_uint8
 from cxrlib.models import evaluating
-from cxrlib.pix2pix import Pix2Pix
-from cxrlib.unconditional import Unconditional
 
-# The GAN families this engine trains (``TrainConfig.family``); each module holds its whole algorithm.
-FAMILIES = {"unconditional": Unconditional, "conditional": Conditional, "pix2pix": Pix2Pix, "cyclegan": CycleGAN}
-
-CHECKPOINT_FORMAT = "cxrlib-gan-checkpoint"
-CHECKPOINT_VERSION = 2  # 2: the course networks lost spectral norm, BatchNorm and skip outputs by default
 # What a log line holds, averaged over the steps since the previous line (besides step, time and lr).
 LOGGED_STATS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "D(x)", "D(G(z))", "g_grad_norm", "d_grad_norm")
 SAMPLE_SEED = 1234  # the fixed z of the sample grids and of the adaptive-lr quality signal
 EMA_NORM_BATCHES, EMA_NORM_BATCH = 4, 64  # 256 latents recompute the EMA generator's BatchNorm statistics
-
-
-class StopSignals:
-    """While active (``with StopSignals() as stop``): SIGINT and SIGTERM only set ``stop.signum``, so the
-    training loop can finish its step and checkpoint; a second one acts at once as the previous handler would.
-    The previous handlers come back on exit. Outside the main thread (where Python cannot set handlers) it
-    does nothing."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum, self._previous = None, {}
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:  # asked twice: stop now
-            self._restore()
-            signal.raise_signal(signum)
-            return
-        self.signum = signum
-
-    def _restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        self._restore()
-        return False
-
-
-class WallClockCapWarning(UserWarning):
-    """``Trainer.fit`` stopped at its wall-clock cap before its step target: not the run the config describes."""
-
-
-# ======================================================================= small helpers
-SAMPLE_BATCH = 16  # rows per generator call when sampling (every call exactly this many: see fixed_batches)
-
-
-def fixed_batches(n: int, batch: int, *tensors):
-    """Chunks of rows 0..n-1 of ``tensors`` (None entries pass through), each exactly ``batch`` rows: the last
-    is padded by repeating its last row. Yields ``(start, rows, chunks)``; keep the first ``rows`` outputs.
-    Every row is then computed in a call of the same shape, so its result does not depend on n: the CPU and
-    GPU libraries pick other kernels for other batch sizes (batch 1 vs 5 differs by ~1e-6 on an AVX2 CPU,
-    enough to flip a rounded grey level)."""
-    for start in range(0, n, batch):
-        chunks = [None if t is None else t[start:start + batch] for t in tensors]
-        rows = min(batch, n - start)
-        if rows < batch:
-            chunks = [None if c is None else torch.cat([c, c[-1:].expand(batch - rows, *c.shape[1:])]) for c in chunks]
-        yield start, rows, chunks
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``TrainConfig.amp`` on a device: bf16 or None (fp32)."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":  # native bf16 only (Ampere, sm_80, and newer): a T4 would emulate it, slowly
-        return torch.bfloat16 if cuda_has_native_bf16(device) else None
-    if device.type == "cpu":
-        return torch.bfloat16 if config.cpu_has_bf16() else None
-    return None
-
-
-def cuda_has_native_bf16(device=None) -> bool:
-    """True on GPUs that compute in bf16 natively (compute capability 8.0 or newer: A100, L4, H100, …).
-
-    ``torch.cuda.is_bf16_supported()`` also says True where bf16 is only emulated (a Colab T4, sm_75), where
-    autocast to bf16 is slower than fp32; there ``amp="auto"`` trains in fp32."""
-    if not torch.cuda.is_available():
-        return False
-    major, _ = torch.cuda.get_device_capability(device)
-    return major >= 8
-
-
-# A data set larger than this share of the GPU's free memory stays in host memory (or memory-mapped) and is
-# copied to the GPU batch by batch; ``$CXRLIB_DEVICE_DATA_BYTES`` sets the limit in bytes instead.
-DEVICE_DATA_SHARE = 0.5
-
-
-def device_data_limit(device: torch.device) -> int:
-    """Bytes of training images that may go onto ``device`` whole (the fast path); more stay on the host."""
-    value = os.environ.get("CXRLIB_DEVICE_DATA_BYTES", "").strip()
-    if value:
-        try:
-            return int(float(value))
-        except ValueError:
-            raise CxrError(f"$CXRLIB_DEVICE_DATA_BYTES must be a number of bytes, got {value!r}") from None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(DEVICE_DATA_SHARE * free)
-    return 2**62  # the CPU trains from host memory anyway (the variable above still forces staged batches)
-
-
-class HostBatches:
-    """Random training batches of a data set that stays in host memory or in its memory-mapped cache file,
-    one batch ahead: when a batch is taken, the next one's indices are drawn (from this object's own CPU
-    generator, so resume is exact), a background thread gathers those images into pinned memory, and the
-    copy to the device is ``non_blocking`` -- the GPU does not wait for the disk or the page cache.
-
-    images: uint8 (N, 1, S, S) on the CPU, or a ``cxrlib.data.RowReader`` of a memory-mapped set's file; rows:
-    the training rows of it (None: all); seed: the index stream's."""
-
-    def __init__(self, images, device: torch.device, seed: int, rows: torch.Tensor | None = None):
-        import concurrent.futures
-
-        self.images, self.rows, self.device = images, rows, torch.device(device)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrlib-batches")
-        self.pending = None  # (batch size, index-stream state before drawing it, future of the pinned batch)
-
-    def __len__(self) -> int:
-        return len(self.rows) if self.rows is not None else len(self.images)
-
-    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.images.read(idx) if hasattr(self.images, "read") else self.images[idx]
-        return x.pin_memory() if self.device.type == "cuda" else x
-
-    def _launch(self, n: int) -> None:
-        state = self.gen.get_state()
-        idx = torch.randint(len(self), (n,), generator=self.gen)
-        if self.rows is not None:
-            idx = self.rows[idx]
-        self.pending = (n, state, self.pool.submit(self._gather, idx))
-
-    def take(self, n: int) -> torch.Tensor:
-        """n random training images, uint8 (n, 1, S, S) on the device."""
-        if self.pending is not None and self.pending[0] != n:  # another size: draw it from the same state
-            self.gen.set_state(self.pending[1])
-            self.pending = None
-        if self.pending is None:
-            self._launch(n)
-        batch = self.pending[2].result()
-        self._launch(n)
-        return batch.to(self.device, non_blocking=True)
-
-    def state_dict(self) -> dict:
-        """The index stream as it was before the batch now being prefetched (that batch is drawn again)."""
-        return {"gen": self.pending[1] if self.pending is not None else self.gen.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.pending = None
-        self.gen.set_state(state["gen"])
-
-
-def adam(params, **kw) -> torch.optim.Adam:
-    """Adam with one fused kernel for all tensors (CUDA; CPU from torch 2.4), else torch's multi-tensor form.
-
-    On CPU torch's default is a loop of ~10 small ops per tensor, for each of the course G and D's 70 tensors;
-    the fused kernel is several times faster (timings in benchmarks/RESULTS.md, issue 10)."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, fused=True, **kw)
-    except (RuntimeError, ValueError):  # an older torch without the fused CPU kernel
-        return torch.optim.Adam(params, foreach=True, **kw)
-
-
-# ======================================================================= checkpoint files
-def _save_torch(obj, tmp: Path) -> None:
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())  # the rename must not overtake the data on a power cut
-
-
-
-
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint safely (``torch.load(weights_only=True)``: tensors and plain containers only).
-
-    A file with Python objects in it (which could run code when unpickled) or a file that is not a cxrlib
-    checkpoint raises ``CxrError`` with one line naming the file. The names ``"pretrained"`` and
-    ``"pretrained-conditional"`` (when no such file or folder exists here) mean the checkpoints shipped with
-    cxrlib (``cxrlib.assets.SHIPPED``).
-    """
-    from cxrlib import assets
-
-    path = Path(path)
-    if str(path) in assets.SHIPPED and not path.exists():
-        name, shipped = str(path), assets.shipped_path(str(path))
-        found = assets.pretrained_checkpoint(name=name)
-        if found is None:
-            why = "its sha256 does not match" if shipped.is_file() else "it is not installed"
-            raise CxrError(f"no {name} checkpoint: {why} ('{shipped}'; `make {name}` rebuilds it)")
-        path = found
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise CxrError(f"no checkpoint at '{path}'")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found or head[:1] == b"\x80" or head[:2] == b"PK":
-            what = f"it would import {found.group(1)}" if found else "unsupported pickle content"
-            raise CxrError(
-                f"refusing to load '{path}': it contains Python objects, not just tensors ({what}; "
-                "only load checkpoints you made or trust)"
-            ) from None
-        raise CxrError(f"'{path}' is not a cxrlib checkpoint (not a torch file)") from None
-    except Exception as e:  # truncated zip, empty file, text, …
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CxrError(f"'{path}' is not a cxrlib checkpoint (cannot read it: {reason})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CxrError(f"'{path}' is not a cxrlib checkpoint (no training state inside)")
-    if not isinstance(state.get("config"), dict):  # the format marker but a damaged or hand-made file
-        raise CxrError(f"'{path}' is an incomplete cxrlib checkpoint (no training config inside)")
-    return upgrade_checkpoint(state)
-
-
-def upgrade_checkpoint(state: dict) -> dict:
-    """A checkpoint written before ``CHECKPOINT_VERSION`` 2 built the course networks with the old defaults
-    (``models.LEGACY_NETWORKS``: spectral norm, BatchNorm, skip outputs); name them in its config, so it
-    rebuilds the networks it was trained with and resumes, samples and fine-tunes as before."""
-    from cxrlib import models
-
-    cfg = state.get("config")
-    if state.get("version", 1) < 2 and isinstance(cfg, dict) and cfg.get("preset") in models.LEGACY_NETWORKS:
-        cfg["model_kwargs"] = {**models.LEGACY_NETWORKS[cfg["preset"]], **(cfg.get("model_kwargs") or {})}
-    return state
-
-
-def with_own_global_rng(step):
-    """Decorator for the D and G steps: run them with torch's global RNG (what dropout draws from) set to
-    the trainer's own saved stream, then store that stream back and restore the caller's. Two trainers in one
-    notebook, or a ``torch.randn`` between steps, then never change a run's dropout masks."""
-
-    @functools.wraps(step)
-    def wrapped(self, *args, **kwargs):
-        cuda = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.set_rng_state(self.global_rng["torch"])
-            if cuda:
-                torch.cuda.set_rng_state(self.global_rng["cuda"], self.device)
-            try:
-                return step(self, *args, **kwargs)
-            finally:
-                self.global_rng["torch"] = torch.get_rng_state()
-                if cuda:
-                    self.global_rng["cuda"] = torch.cuda.get_rng_state(self.device)
-
-    return wrapped
 
 
 # ======================================================================= the trainer
@@ -872,7 +627,7 @@ class Trainer:
             "plateau": {"best": float(self.plateau["best"]), "bad": int(self.plateau["bad"])},
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-            "rng": self._streams(),
+            "rng": save_streams(self.rng, self.global_rng, self.device, self.host_batches),
         }
         if self.world > 1:  # every process's random streams (rank 0's are also "rng")
             state["rng_ranks"] = distributed.gather_objects(state["rng"])
@@ -916,42 +671,10 @@ class Trainer:
             self.family.load_state_dict(state["family"])
         self.lr_decay = self.lr_decay_factor()
         self.set_lr_scale(self.lr_scale)  # the config is the truth for lr and betas
-        if rng:
-            self._restore_streams(state)
-
-    def _streams(self) -> dict:
-        """This process's random streams: the trainer's generator, dropout's global stream(s), the host batch
-        indices, and the device type they belong to (a CUDA generator's state does not fit a CPU one)."""
-        streams = {"trainer": self.rng.get_state(), **self.global_rng, "device": self.device.type}
-        if self.host_batches is not None:
-            streams["batches"] = self.host_batches.state_dict()["gen"]
-        return streams
-
-    def _restore_streams(self, state: dict) -> None:
-        """Continue the checkpoint's random streams exactly -- or, when they cannot be (written on another
-        device type, or by another number of processes), start fresh ones derived from the seed and the step,
-        with a one-line notice: the run goes on, statistically the same but no longer bit-exact."""
-        saved = state["rng"]
-        if self.world > 1 or "rng_ranks" in state:
-            ranks = state.get("rng_ranks", [saved])
-            saved = ranks[self.rank] if len(ranks) == self.world else None
-            why = None if saved is not None else f"{len(ranks)} process(es) wrote the checkpoint, {self.world} resume it"
-        else:
-            why = None
-        if saved is not None:
-            device = saved.get("device") or ("cpu" if saved["trainer"].numel() > 64 else "cuda")  # older files
-            if device != self.device.type:
-                why = f"the checkpoint's random streams are {device} ones and this run is on {self.device.type}"
-        if why is not None:
-            if self.writer:
-                warnings.warn(f"resuming with fresh random streams ({why}): the run continues, but not bit-exactly "
-                              "as it would have", RuntimeWarning, stacklevel=3)
-            self.rng.manual_seed(distributed.stream_seed(self.cfg.seed, f"trainer-resumed-{self.step}", self.rank))
-            return
-        self.rng.set_state(saved["trainer"])
-        self.global_rng = {k: v for k, v in saved.items() if k in ("torch", "cuda")}
-        if self.host_batches is not None and "batches" in saved:
-            self.host_batches.load_state_dict({"gen": saved["batches"]})
+        if rng:  # the trainer's streams continue exactly (or start afresh, with a notice, when they cannot)
+            self.global_rng = restore_streams(state, self.rng, self.global_rng, self.host_batches, self.device,
+                                              seed=self.cfg.seed, step=self.step, rank=self.rank,
+                                              world=self.world, writer=self.writer)
 
     def save_checkpoint(self, path=None, periodic: bool = False) -> Path:
         """Write the state to ``path`` (default ``RUN/checkpoints/last.pt``; ``periodic`` also keeps
@@ -1049,156 +772,17 @@ def throughput(preset: str = "dcgan", size: int = 64, batch: int | None = None, 
                amp: str = "auto", device: str = "auto", channels_last: bool = True, **overrides) -> dict:
     """Measure training speed of a preset on random data: {"images_per_s", "ms_per_step", "batch", …}.
 
-    Runs ``warmup`` iterations untimed, then ``steps`` timed ones (synchronising the device at both ends).
+    Runs ``warmup`` iterations untimed, then ``steps`` timed ones (synchronising the device at both ends:
+    ``cxrlib.engine.benchmark.time_steps``).
     """
     cfg = make_config(preset, size=size, steps=steps + warmup, amp=amp, device=device,
                       channels_last=channels_last, **({"batch": batch} if batch else {}), **overrides)
     data = torch.randint(0, 256, (max(cfg.batch, 64), 1, size, size), dtype=torch.uint8)
     t = Trainer(cfg, data)
-
-    def sync():
-        if t.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        t.train_step()
-    sync()
-    if t.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        t.train_step()
-    sync()
-    dt = time.perf_counter() - t0
+    dt, peak = time_steps(t.train_step, t.device, steps, warmup)
     result = {"preset": preset, "size": size, "batch": cfg.batch, "amp": str(t.amp_dtype or "fp32").replace("torch.", ""),
               "device": t.device.type, "images_per_s": cfg.batch * cfg.d_steps_per_g_step * steps / dt,
               "ms_per_step": 1000 * dt / steps}
-    if t.device.type == "cuda":
-        result["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if peak is not None:
+        result["peak_memory_gb"] = peak / 2**30
     return result
-
-
-# ======================================================================= using a trained generator
-def load_generator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
-    """The generator of a checkpoint (its EMA copy when present and ``ema``), in eval mode, and the config.
-
-    ckpt: a checkpoint file or a run directory. G maps z: (B, G.z_dim) → (B, 1, S, S) in [-1, 1]."""
-    state = load_checkpoint(ckpt)
-    cfg = TrainConfig.from_dict(state["config"])
-    G, _ = FAMILIES[cfg.family].build_models(cfg)
-    weights = state["G_ema"] if (ema and "G_ema" in state) else state["G"]
-    try:
-        G.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CxrError(f"'{ckpt}': generator weights do not fit its config ({str(e).splitlines()[0][:120]})") from None
-    return G.to(config.get_device(device)).eval().requires_grad_(False), cfg
-
-
-def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
-    """Write a small shippable checkpoint from a run: the EMA generator (as both G and G_ema, stored once; an
-    image-to-image run, trained without EMA: its G) and D,
-    in float16, with the config and counters, plus ``<dst>.sha256`` beside it — loadable by
-    ``load_generator`` and ``Trainer.finetune`` (which starts fresh optimiser moments anyway).
-
-    float16 halves the file (the course preset at 64 px: ~7 MB instead of ~18 MB with fp32 G, EMA-G and D);
-    ``load_state_dict`` casts the weights back to float32. ``discriminator=False`` leaves D out (a translator
-    that is only applied, like the shipped CycleGAN: ``load_generator`` works, fine-tuning from it does not)."""
-    from cxrlib.assets import sha256
-
-    state = load_checkpoint(ckpt)
-    translator = state["config"].get("family") in IMAGE_TO_IMAGE  # trained without EMA: G itself is exported
-    if "G_ema" not in state and not translator:
-        raise CxrError(f"'{ckpt}' has no EMA generator to export (train with an EMA half-life > 0)")
-
-    def half(weights: dict) -> dict:
-        return {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
-
-    g = half(state["G_ema"] if "G_ema" in state else state["G"])
-    small = {k: state[k] for k in ("format", "version", "config", "step", "images_seen", "seconds", "d_updates")}
-    small.update(G=g, **({"D": half(state["D"])} if discriminator else {}), **({"G_ema": g} if "G_ema" in state else {}))
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dst, lambda tmp: _save_torch(small, tmp))
-    digest = sha256(dst)
-    atomic_write(dst.with_suffix(".sha256"), lambda tmp: tmp.write_text(f"{digest}  {dst.name}\n"))
-    return f"wrote '{dst}' ({dst.stat().st_size / 1e6:.1f} MB, step {small['step']}, sha256 {digest[:12]}…)"
-
-
-def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, batch: int = SAMPLE_BATCH, label=None,
-                  per_class: int | None = None, truncation: float = 1.0, mix_seed: int | None = None,
-                  mix_layers=None) -> str:
-    """Write n generated images as ``out/sample_XXXXX.png`` (each written to a temp name, then renamed).
-
-    Conditional checkpoints: ``label`` (a class name or index) draws all n as that class; ``per_class`` N
-    writes N of every class to ``out/<class>/sample_XXXXX.png`` (the same latents for each class, so file k
-    of every folder is one z drawn as each class). Without either, the classes come in turn.
-    Style generators (preset "style"): ``truncation`` ψ < 1 pulls every w toward the running mean of w;
-    ``mix_seed`` K with ``mix_layers`` (e.g. "0-2"; default: the coarse layers) takes those layers' w from
-    latent i of seed K for image i (style mixing). Either asked of a generator without a mapping network is a
-    one-line error. Returns a one-line summary. The same checkpoint and seed give the same images."""
-    from PIL import Image
-
-    from cxrlib.models import style
-
-    if per_class is not None and label is not None:
-        raise CxrError("give --class or --per-class, not both")
-    count = per_class if per_class is not None else n
-    if count is None or count < 1:
-        raise CxrError(f"--{'per-class' if per_class is not None else 'n'} must be at least 1, got {count}")
-    G, cfg = load_generator(ckpt, ema=ema)
-    if cfg.family in IMAGE_TO_IMAGE:
-        raise CxrError(f"'{ckpt}' is a {cfg.family} run, which translates images rather than drawing them: use "
-                       "`python -m cxrlib translate --ckpt RUN --src DIR --dst DIR`")
-    if per_class is not None and cfg.family != "conditional":
-        raise CxrError("this generator is unconditional (trained without classes), so --per-class has no classes "
-                       "to draw: train one with --conditional")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CxrError(f"cannot write samples into '{out}': it is a file, not a folder")
-    jobs = ([(out / name, class_labels(cfg, k, count)) for k, name in enumerate(cfg.classes)]
-            if per_class is not None else [(out, class_labels(cfg, label, count))])
-    if mix_layers is not None and mix_seed is None:
-        raise CxrError("--mix-layers needs --mix-seed K (the latents the mixed layers come from)")
-    styled = truncation != 1 or mix_seed is not None
-    if styled:
-        net = style.style_network(G)  # a one-line error for a generator without a mapping network
-        style.check_psi(truncation)
-        mixed = style.parse_layers(mix_layers if mix_layers is not None else style.style_layer_groups(G)["coarse"],
-                                   net.num_ws) if mix_seed is not None else []
-    device = next(G.parameters()).device
-    dtype = amp_dtype(cfg.amp, device)
-    z_all = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    z_mix = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(mix_seed)) if mix_seed is not None else None
-
-    def draw(z, y, zm):
-        if not styled:
-            return G(z) if y is None else G(z, y)
-        zs = [z] if zm is None else [z, zm.to(device)]
-        if cfg.family == "conditional":
-            zs = [G.latent(zz, y) for zz in zs]
-        ws = [net.ws(zz, truncation) for zz in zs]
-        if len(ws) == 2:
-            ws[0] = ws[0].clone()
-            ws[0][:, mixed] = ws[1][:, mixed]
-        return net.synthesis(ws[0])
-
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for folder, y_all in jobs:
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, rows, (z, y, zm) in fixed_batches(count, batch, z_all, y_all, z_mix):
-                x = draw(z.to(device), None if y is None else y.to(device), zm)[:rows]
-                for j, img in enumerate(to_uint8(x.float()).cpu()):
-                    pic = Image.fromarray(img[0].numpy())  # uint8 (H, W) → mode "L"
-                    atomic_write(folder / f"sample_{i + j:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
-    which = "EMA generator" if (ema and cfg.ema_half_life_kimg > 0) else "generator"
-    what = f"{cfg.family} {cfg.preset} {cfg.size}px" if cfg.family != "unconditional" else f"{cfg.preset} {cfg.size}px"
-    if per_class is not None:
-        return (f"wrote {count} samples of each class ({', '.join(cfg.classes)}; {which}, {what}, seed {seed}) "
-                f"to '{out}/<class>/'")
-    named = f", class {cfg.classes[class_labels(cfg, label, 1).item()]}" if label is not None else ""
-    if truncation != 1:
-        named += f", truncation ψ={truncation:g}"
-    if mix_seed is not None:
-        named += f", style layers {mixed[0]}-{mixed[-1]} from seed {mix_seed}" if mixed == list(
-            range(mixed[0], mixed[-1] + 1)) else f", style layers {mixed} from seed {mix_seed}"
-    return f"wrote {count} samples ({which}, {what}{named}, seed {seed}) to '{out}'"

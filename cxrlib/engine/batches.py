@@ -1,0 +1,82 @@
+"""Where the training images live and how a batch reaches the device.
+
+The fast path keeps the whole uint8 set on the training device. A set larger than ``device_data_limit`` (or
+memory-mapped from its cache file) stays on the host, and on a GPU ``HostBatches`` stages its random batches
+one ahead in pinned memory."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from cxrlib.errors import CxrError
+
+# A data set larger than this share of the GPU's free memory stays in host memory (or memory-mapped) and is
+# copied to the GPU batch by batch; ``$CXRLIB_DEVICE_DATA_BYTES`` sets the limit in bytes instead.
+DEVICE_DATA_SHARE = 0.5
+
+
+def device_data_limit(device: torch.device) -> int:
+    """Bytes of training images that may go onto ``device`` whole (the fast path); more stay on the host."""
+    value = os.environ.get("CXRLIB_DEVICE_DATA_BYTES", "").strip()
+    if value:
+        try:
+            return int(float(value))
+        except ValueError:
+            raise CxrError(f"$CXRLIB_DEVICE_DATA_BYTES must be a number of bytes, got {value!r}") from None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(DEVICE_DATA_SHARE * free)
+    return 2**62  # the CPU trains from host memory anyway (the variable above still forces staged batches)
+
+
+class HostBatches:
+    """Random training batches of a data set that stays in host memory or in its memory-mapped cache file,
+    one batch ahead: when a batch is taken, the next one's indices are drawn (from this object's own CPU
+    generator, so resume is exact), a background thread gathers those images into pinned memory, and the
+    copy to the device is ``non_blocking`` -- the GPU does not wait for the disk or the page cache.
+
+    images: uint8 (N, 1, S, S) on the CPU, or a ``cxrlib.data.RowReader`` of a memory-mapped set's file; rows:
+    the training rows of it (None: all); seed: the index stream's."""
+
+    def __init__(self, images, device: torch.device, seed: int, rows: torch.Tensor | None = None):
+        import concurrent.futures
+
+        self.images, self.rows, self.device = images, rows, torch.device(device)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrlib-batches")
+        self.pending = None  # (batch size, index-stream state before drawing it, future of the pinned batch)
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.images)
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.images.read(idx) if hasattr(self.images, "read") else self.images[idx]
+        return x.pin_memory() if self.device.type == "cuda" else x
+
+    def _launch(self, n: int) -> None:
+        state = self.gen.get_state()
+        idx = torch.randint(len(self), (n,), generator=self.gen)
+        if self.rows is not None:
+            idx = self.rows[idx]
+        self.pending = (n, state, self.pool.submit(self._gather, idx))
+
+    def take(self, n: int) -> torch.Tensor:
+        """n random training images, uint8 (n, 1, S, S) on the device."""
+        if self.pending is not None and self.pending[0] != n:  # another size: draw it from the same state
+            self.gen.set_state(self.pending[1])
+            self.pending = None
+        if self.pending is None:
+            self._launch(n)
+        batch = self.pending[2].result()
+        self._launch(n)
+        return batch.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        """The index stream as it was before the batch now being prefetched (that batch is drawn again)."""
+        return {"gen": self.pending[1] if self.pending is not None else self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = None
+        self.gen.set_state(state["gen"])

@@ -1,0 +1,40 @@
+"""The engine tier (``cxrlib.engine``) and the student tier's EMA and plateau rule (``cxrlib.gan``): every name
+``cxrlib.train`` offered before the split is still importable from it, as the same object, and imports go one
+way (the engine and the student tier never import ``cxrlib.train``; the student tier never imports the engine)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from cxrlib import train
+from cxrlib.engine import batches, checkpoints, families, hardware, rng, sampling, stopping
+from cxrlib.gan import ema, plateau
+
+MOVED = [
+    (stopping, "StopSignals"), (stopping, "WallClockCapWarning"),
+    (sampling, "SAMPLE_BATCH"), (sampling, "fixed_batches"), (sampling, "load_generator"),
+    (sampling, "write_samples"),
+    (hardware, "amp_dtype"), (hardware, "cuda_has_native_bf16"), (hardware, "adam"),
+    (batches, "DEVICE_DATA_SHARE"), (batches, "device_data_limit"), (batches, "HostBatches"),
+    (checkpoints, "CHECKPOINT_FORMAT"), (checkpoints, "CHECKPOINT_VERSION"), (checkpoints, "load_checkpoint"),
+    (checkpoints, "upgrade_checkpoint"), (checkpoints, "export_pretrained"),
+    (rng, "with_own_global_rng"), (families, "FAMILIES"),
+    (ema, "ema_beta"), (ema, "EMA"), (ema, "norm_layers"), (ema, "NORM_STATS_SEED"),
+    (plateau, "plateau_step"), (plateau, "PLATEAU_THRESHOLD"),
+]
+
+
+@pytest.mark.parametrize("module, name", MOVED, ids=[name for _, name in MOVED])
+def test_a_moved_name_is_still_importable_from_train(module, name):
+    assert getattr(train, name) is getattr(module, name)
+
+
+def test_imports_go_one_way():
+    code = ("import sys, cxrlib.gan.ema, cxrlib.gan.plateau, cxrlib.gan.steps; "
+            "assert not any(m.startswith(('cxrlib.engine', 'cxrlib.train')) for m in sys.modules), 'gan'; "
+            "import cxrlib.engine.sampling, cxrlib.engine.checkpoints, cxrlib.engine.batches, cxrlib.engine.rng, "
+            "cxrlib.engine.hardware, cxrlib.engine.stopping, cxrlib.engine.benchmark, cxrlib.engine.families; "
+            "assert 'cxrlib.train' not in sys.modules, 'engine'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]
