@@ -60,7 +60,8 @@ from cxrlib import augment, config, distributed, losses
 from cxrlib.conditional import class_labels
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
 from cxrlib.engine.batches import DEVICE_DATA_SHARE as DEVICE_DATA_SHARE
-from cxrlib.engine.batches import HostBatches, device_data_limit
+from cxrlib.engine.batches import HostBatches, place_images, split_heldout
+from cxrlib.engine.batches import device_data_limit as device_data_limit
 from cxrlib.engine.benchmark import time_steps
 from cxrlib.engine.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 from cxrlib.engine.checkpoints import export_pretrained as export_pretrained
@@ -69,6 +70,7 @@ from cxrlib.engine.checkpoints import upgrade_checkpoint as upgrade_checkpoint
 from cxrlib.engine.families import FAMILIES
 from cxrlib.engine.hardware import adam, amp_dtype
 from cxrlib.engine.hardware import cuda_has_native_bf16 as cuda_has_native_bf16
+from cxrlib.engine.processes import join_processes
 from cxrlib.engine.rng import restore_streams, save_streams, with_own_global_rng
 from cxrlib.engine.sampling import SAMPLE_BATCH, fixed_batches
 from cxrlib.engine.sampling import load_generator as load_generator
@@ -120,15 +122,8 @@ class Trainer:
         family = FAMILIES[cfg.family]
         self.cfg = cfg = family.configure(cfg, data)
         # under torchrun: one process of several (cxrlib.distributed); otherwise rank 0 of 1
-        dist_device = distributed.init(cfg.device)
-        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.rank, self.world, self.device, self.batch = join_processes(cfg.device, cfg.batch)  # batch: per process
         self.writer = self.rank == 0  # the process that writes the run's files
-        if cfg.batch % self.world:
-            raise CxrError(f"--batch {cfg.batch} is the global batch and must divide among the {self.world} "
-                           f"processes (e.g. {max(1, cfg.batch // self.world) * self.world})")
-        self.batch = cfg.batch // self.world  # images per process and step
-        config.set_threads()
-        self.device = dist_device or config.get_device(cfg.device)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.out = Path(out) if out is not None else None
         self.callbacks = list(callbacks)
@@ -141,22 +136,9 @@ class Trainer:
         mapped = bool(getattr(data, "memmap", ""))  # pixels in a memory-mapped cache file: never copy them all
         self.heldout, self.rows = None, None  # rows: the training rows of a memory-mapped set (None: all)
         if cfg.adaptive_lr:  # the quality signal compares samples with images D never trained on
-            k = max(8, min(256, len(images) // 5))
-            perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))
-            if mapped:
-                self.heldout, self.rows = images[perm[:k]], perm[k:]
-            else:
-                self.heldout, images = images[perm[:k]], images[perm[k:]]
-            labels = None if labels is None else labels[perm[k:]]
+            images, labels, self.heldout, self.rows = split_heldout(images, labels, cfg.seed, mapped)
         # the fast path: the whole set on the training device; too large (or memory-mapped): batches from the host
-        self.on_host = (self.device.type != "cpu" and mapped) or images.numel() > device_data_limit(self.device)
-        self.images = images if (self.on_host or mapped) else images.to(self.device)
-        # a mapped set's batches are read from its file (not faulted in through the map: see RowReader)
-        self.reader = None
-        if mapped:
-            from cxrlib.data import RowReader
-
-            self.reader = RowReader(data.memmap)
+        self.images, self.on_host, self.reader = place_images(images, self.device, data.memmap if mapped else None)
         self.labels = None if labels is None else labels.to(self.device)  # class index per training image
 
         with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG

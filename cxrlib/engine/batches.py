@@ -80,3 +80,39 @@ class HostBatches:
     def load_state_dict(self, state: dict) -> None:
         self.pending = None
         self.gen.set_state(state["gen"])
+
+
+def split_heldout(images, labels, seed: int, mapped: bool):
+    """Hold out the adaptive learning rate's quality images (``Trainer.adapt_lr``): k = a fifth of the set,
+    at least 8 and at most 256, chosen by a permutation seeded with ``seed``; D never trains on them.
+
+    images: uint8 (N, 1, S, S) (for a memory-mapped set, its mapped tensor); labels: (N,) or None; mapped:
+    the set is memory-mapped, so its training images are not copied out but named by ``rows``. Returns
+    ``(images, labels, heldout, rows)``: the training images (all of them when mapped) and their labels, the
+    held-out images, and the training rows of a mapped set (None otherwise)."""
+    k = max(8, min(256, len(images) // 5))
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    rows = None
+    if mapped:
+        heldout, rows = images[perm[:k]], perm[k:]
+    else:
+        heldout, images = images[perm[:k]], images[perm[k:]]
+    labels = None if labels is None else labels[perm[k:]]
+    return images, labels, heldout, rows
+
+
+def place_images(images, device: torch.device, memmap=None):
+    """Where the training images stay: the whole set on ``device`` (the fast path), or on the host when it is
+    larger than ``device_data_limit`` or memory-mapped (``memmap``: its cache file) and the device is a GPU.
+
+    Returns ``(images, on_host, reader)``: the images where they stay (a mapped set's are never copied), whether
+    batches come from the host, and a ``cxrlib.data.RowReader`` of the mapped file (its batches are read from
+    the file, not faulted in through the map; None when not mapped)."""
+    mapped = bool(memmap)
+    on_host = (device.type != "cpu" and mapped) or images.numel() > device_data_limit(device)
+    reader = None
+    if mapped:
+        from cxrlib.data import RowReader
+
+        reader = RowReader(memmap)
+    return (images if (on_host or mapped) else images.to(device)), on_host, reader
