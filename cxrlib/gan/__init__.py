@@ -2,8 +2,8 @@
 
 What lives here is written to be read top to bottom: plain functions of explicit arguments (networks,
 optimisers, batches, latents, loss, augmentation) that return their statistics. Nothing here knows the
-``Trainer``, torchrun, memory maps, checkpoints or RNG bookkeeping; the engine (``cxrlib.train``) decides *when*
-each piece runs and with which values, and calls it. Imports go one way: the engine and the families import
+``Trainer``, torchrun, memory maps, checkpoints or RNG bookkeeping; the engine (``cxrlib.train`` and
+``cxrlib.engine``) decides *when* each piece runs and with which values, and calls it. Imports go one way: the engine and the families import
 ``cxrlib.gan``, never the reverse.
 
 * :mod:`cxrlib.gan.steps` -- the D step and the G step of a GAN (:func:`~cxrlib.gan.steps.d_step`,

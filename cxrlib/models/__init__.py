@@ -842,8 +842,8 @@ PRESET_KEYWORDS = {
               "spectral_norm"),
 }
 PRESET_KEYWORDS["modern"] = PRESET_KEYWORDS["course"]  # the modern recipe trains the course networks
-# The course networks' defaults before checkpoint version 2 (cxrlib.train.upgrade_checkpoint): what a checkpoint
-# written then was trained with. Measured on a 2-core CPU (benchmarks/RESULTS.md, 2026-12-03), the three layers cost
+# The course networks' defaults before checkpoint version 2 (cxrlib.engine.checkpoints.upgrade_checkpoint): what a
+# checkpoint written then was trained with. Measured on a 2-core CPU (benchmarks/RESULTS.md, 2026-12-03), the three layers cost
 # more quality per CPU minute than they gave, and a step without them reaches dcgan's FLOP rate.
 LEGACY_NETWORKS = {p: {"norm": "batch", "skips": True, "spectral_norm": True} for p in ("course", "modern")}
 # The conditional pair keeps them: its G reads the class through class-conditional BatchNorm, and its figures
