@@ -327,6 +327,16 @@ def test_truncation_sweep_and_the_explorer_pull_images_together_as_psi_falls():
     assert [r["psi"] for r in rows] == [0.1, 1.0] and G.training  # mode restored
     assert rows[0]["ms_ssim"] > rows[1]["ms_ssim"]
     assert rows[0]["ms_ssim_seeds"] == [rows[0]["ms_ssim"]] and len(rows[1]["swd_seeds"]) == 1  # one seed
+    assert "judged" not in rows[0]
+    # a judge that calls an image "bright" when its mean is above the median of its batch: the share it reports
+    # is the share of images it gives at least 0.5, per seed, and their mean over the two seeds
+    judged = truncation_sweep(G, real, psis=(0.1, 1.0), n=16, n_pairs=40, seeds=(0, 1),
+                              judge=lambda x: (x.mean((1, 2, 3)) > x.mean((1, 2, 3)).median()).float())
+    for r in judged:
+        assert len(r["judged_seeds"]) == 2 and all(0 <= v <= 1 for v in r["judged_seeds"])
+        assert r["judged"] == pytest.approx(sum(r["judged_seeds"]) / 2)
+        assert r["judged"] == pytest.approx(8 / 16)  # torch's median of 16 is the lower middle value: 8 lie above it
+    assert truncation_sweep(G, real, psis=(1.0,), n=8, n_pairs=10, judge=lambda x: torch.ones(len(x)))[0]["judged"] == 1
     views = widgets.truncation_views(G, 0.1, n=4), widgets.truncation_views(G, 1.0, n=4)
     assert views[0].shape == (4, 1, 32, 32) and views[0].std(0).mean() < views[1].std(0).mean()
     box = widgets.truncation_explorer(G, n=3)

@@ -360,14 +360,16 @@ def mixing_effect(G: nn.Module, n: int = 64, seed: int = 0, groups: dict | None 
 
 @torch.no_grad()
 def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int = 500, seeds=(0,),
-                     n_pairs: int = 500) -> list[dict]:
+                     n_pairs: int = 500, judge=None) -> list[dict]:
     """The truncation trick's trade-off in numbers: for each ψ and each latent seed in ``seeds``, ``n`` images
     (the same latents for every ψ), their **diversity** (mean MS-SSIM of ``n_pairs`` random pairs: higher = more
     alike; compare with the real set's, ``cxrlib.metrics.diversity(real)``) and their **SWD ×10³** against
     ``real`` (N, 1, S, S). Returns [{"psi", "ms_ssim", "swd", "ms_ssim_std", "swd_std", "ms_ssim_seeds",
     "swd_seeds"}] in ψ order: means over the seeds, their seed-to-seed standard deviations (0 for one seed) and
     the values per seed (lists in ``seeds`` order: seed k uses the same latents at every ψ, so two ψ compare
-    paired by seed)."""
+    paired by seed). ``judge``: optionally a function images (n, 1, S, S) in [-1, 1] → (n,) probabilities of one
+    class (e.g. a classifier's pneumonia probability); then each row also has "judged", "judged_std" and
+    "judged_seeds": the share of images it gives ≥ 0.5, as above."""
     from cxrlib import metrics
 
     with evaluating(_unconditional(G, "truncation_sweep")) as net:
@@ -377,14 +379,18 @@ def truncation_sweep(G: nn.Module, real, psis=(0.3, 0.5, 0.7, 0.85, 1.0), n: int
             rows = []
             for psi in psis:
                 x = torch.cat([net(z[i:i + 100], truncation=psi) for i in range(0, n, 100)])
-                rows.append((metrics.diversity(x, n_pairs=n_pairs, seed=seed), metrics.swd(real, x, seed=seed)["avg"]))
+                row = [metrics.diversity(x, n_pairs=n_pairs, seed=seed), metrics.swd(real, x, seed=seed)["avg"]]
+                if judge is not None:
+                    row.append(float((judge(x) >= 0.5).float().mean()))
+                rows.append(row)
             per_seed.append(rows)
-        values = torch.tensor(per_seed, dtype=torch.float64)  # (seeds, psis, 2)
+        values = torch.tensor(per_seed, dtype=torch.float64)  # (seeds, psis, 2 or 3)
         mean = values.mean(0)
         std = values.std(0) if len(seeds) > 1 else torch.zeros_like(mean)
-        return [{"psi": float(p), "ms_ssim": float(mean[k, 0]), "swd": float(mean[k, 1]),
-                 "ms_ssim_std": float(std[k, 0]), "swd_std": float(std[k, 1]),
-                 "ms_ssim_seeds": values[:, k, 0].tolist(), "swd_seeds": values[:, k, 1].tolist()}
+        keys = ("ms_ssim", "swd", "judged")[:values.shape[-1]]
+        return [{"psi": float(p), **{key: float(mean[k, j]) for j, key in enumerate(keys)},
+                 **{f"{key}_std": float(std[k, j]) for j, key in enumerate(keys)},
+                 **{f"{key}_seeds": values[:, k, j].tolist() for j, key in enumerate(keys)}}
                 for k, p in enumerate(psis)]
 
 
