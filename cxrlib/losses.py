@@ -224,7 +224,7 @@ def d_loss_rpgan(
     well-behaved equilibrium (R3GAN's argument for dropping the bag of tricks).
 
     It is BCE on the difference logit with target 1, so the original project's tricks carry over for the experiment of
-    notebook 09: ``label_smoothing`` s makes the target 1 − s/2, ``flip_prob`` reverses a pair's target.
+    notebook 10: ``label_smoothing`` s makes the target 1 − s/2, ``flip_prob`` reverses a pair's target.
     Pairs real_logits[i] with fake_logits[i] (equal batch sizes). Stats as for :func:`d_loss_bce`
     (``d_loss_real`` = the pairs' loss, ``d_loss_fake`` = 0: the loss has only one term)."""
     if real_logits.shape != fake_logits.shape:
