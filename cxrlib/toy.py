@@ -14,13 +14,15 @@ checked against the truth, so we can *count* what a generator does:
 
 ``train`` trains ``seeds`` independent GANs in one batched computation (their weights are stacked along a first
 "run" dimension, so one matrix multiply serves them all): a trick × seed grid runs in well under a minute on two
-CPU cores, and every verdict comes with its seed-to-seed spread. The training step (:func:`train_step`) is the same
-algorithm as ``cxrlib.train.Trainer``'s D step and G step, with the same tricks by the same names.
+CPU cores, and every verdict comes with its seed-to-seed spread. The training step (:func:`train_step`) calls the
+image trainer's own D step and G step (``cxrlib.gan.steps.d_step`` / ``g_step``), with the same tricks by the same
+names: all runs' points form one batch of the step (:class:`PerPoint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -28,7 +30,7 @@ from torch import nn
 
 from cxrlib import losses
 from cxrlib.errors import CxrError
-from cxrlib.gan.steps import frozen
+from cxrlib.gan import steps as gan_steps
 
 
 # ======================================================================= the best discriminator (notebook 00)
@@ -148,35 +150,47 @@ class ToyConfig:
         return dataclasses.replace(self, **changes)
 
 
+class PerPoint(nn.Module):
+    """A toy network of ``runs`` stacked runs seen as one network of points: (runs·B, n) → (runs·B, …).
+
+    The shared steps (``cxrlib.gan.steps``) treat the first dimension as the batch; wrapped so, all runs' points
+    form one batch of runs·B rows (one row per point: R1, R2 and the gradient penalty are per point, the loss is
+    the mean over every run's points), folded back into (runs, B, n) for the batched MLP. It only reshapes: the
+    numbers are the unwrapped network's, bit for bit."""
+
+    def __init__(self, net: nn.Module, runs: int):
+        super().__init__()
+        self.net, self.runs = net, runs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(self.runs, -1, x.shape[-1])).flatten(0, 1)
+
+
+def _per_point(G, D):
+    """``(G, D)`` wrapped by :class:`PerPoint`."""
+    runs = D.net[0].weight.shape[0]
+    return PerPoint(G, runs), PerPoint(D, runs)
+
+
+def _points(x: torch.Tensor) -> torch.Tensor:
+    """(runs, B, n) → (runs·B, n): every run's rows as one batch."""
+    return x.reshape(-1, x.shape[-1])
+
+
 def d_step(G, D, d_opt, real, z, cfg: ToyConfig, generator=None) -> dict:
-    """One discriminator update on real points and G(z); G frozen. Returns d_loss, D(x), D(G(z)) (floats).
+    """One discriminator update on real points (runs, B, 2) and G(z), z (runs, B, z_dim): the image GAN's D step
+    (``cxrlib.gan.steps.d_step``) on all runs' points as one batch. Returns d_loss, D(x), D(G(z)) (floats).
 
     The loss is the image trainer's (``cxrlib.losses.d_loss_bce``, ``d_loss_rpgan`` with their smoothing and
-    flipping, or ``d_loss_wgan``) on the logits of all runs at once; R1 is ``cxrlib.losses.r1_penalty`` on the
-    real points, R2 ``cxrlib.losses.r2_penalty`` on G's, WGAN-GP's ``cxrlib.losses.gradient_penalty`` on
-    ``cxrlib.losses.interpolates`` of the two (ε drawn from ``generator``, after the flips)."""
+    flipping, or ``d_loss_wgan``); R1 on the real points, R2 on G's, WGAN-GP's penalty (``gp_weight``, with
+    loss="wgan-gp" only) on points between the two (ε drawn from ``generator``, after the flips)."""
     d_loss_fn = _loss(cfg)[0]
-    with torch.no_grad():
-        fake = G(z)
-    runs = real.shape[0]
-    real = real.detach().reshape(-1, 2).requires_grad_(cfg.r1_gamma > 0)  # (runs·B, 2): one row per point
-    fake = fake.reshape(-1, 2).requires_grad_(cfg.r2_gamma > 0)
-    real_logits, fake_logits = D(real.view(runs, -1, 2)).flatten(), D(fake.view(runs, -1, 2)).flatten()
-    d_loss, stats = d_loss_fn(real_logits, fake_logits, label_smoothing=cfg.label_smoothing,
-                              flip_prob=cfg.flip_prob, generator=generator)
-    total = d_loss
-    if cfg.r1_gamma > 0:  # (γ/2)·E‖∇ₓD(x)‖² on real points
-        total = total + losses.r1_weight(cfg.r1_gamma) * losses.r1_penalty(real_logits, real).mean()
-    if cfg.r2_gamma > 0:  # the same on G's points
-        total = total + losses.r1_weight(cfg.r2_gamma) * losses.r2_penalty(fake_logits, fake).mean()
-    if cfg.loss in losses.PENALISED and cfg.gp_weight > 0:  # λ·E(‖∇D(x̂)‖ − 1)² between real and fake points
-        points = losses.interpolates(real, fake, generator)  # (runs·B, 2): one ε per point
-        gp = losses.gradient_penalty(D(points.view(runs, -1, 2)).flatten(), points).mean()
-        total = total + cfg.gp_weight * gp
-    d_opt.zero_grad(set_to_none=True)
-    total.backward()
-    d_opt.step()
-    return {"d_loss": d_loss.item(), "D(x)": stats["D(x)"].item(), "D(G(z))": stats["D(G(z))"].item()}
+    loss = functools.partial(d_loss_fn, label_smoothing=cfg.label_smoothing, flip_prob=cfg.flip_prob,
+                             generator=generator)
+    stats = gan_steps.d_step(*_per_point(G, D), d_opt, _points(real), _points(z), loss=loss,
+                             r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
+                             gp_weight=cfg.gp_weight if cfg.loss in losses.PENALISED else 0.0, generator=generator)
+    return {k: stats[k].item() for k in ("d_loss", "D(x)", "D(G(z))")}
 
 
 TOY_LOSSES = losses.TRICK_LOSSES + losses.PENALISED  # the losses the toy trains with
@@ -189,24 +203,18 @@ def _loss(cfg: ToyConfig):
 
 
 def g_step(G, D, g_opt, z, cfg: ToyConfig | None = None, real=None) -> dict:
-    """One generator update (non-saturating loss; with ``cfg.loss == "rpgan"`` the relativistic one against the
-    real points ``real`` (runs, B, 2)); D frozen. Returns g_loss (float)."""
+    """One generator update (``cxrlib.gan.steps.g_step`` on all runs' points as one batch): the non-saturating
+    loss, or with ``cfg.loss == "rpgan"`` the relativistic one against the real points ``real`` (runs, B, 2).
+    Returns g_loss (float)."""
     cfg = cfg or ToyConfig()
     g_loss_fn = _loss(cfg)[1]
-    with frozen(D):  # D gets no weight gradients in the G step (cxrlib.gan.steps' helper)
-        fake_logits = D(G(z)).flatten()
-        if cfg.loss in losses.RELATIVISTIC:
-            if real is None:
-                raise CxrError("a relativistic G step needs a batch of real points")
-            with torch.no_grad():
-                real_logits = D(real).flatten()
-            g_loss, _ = g_loss_fn(fake_logits, real_logits)
-        else:
-            g_loss, _ = g_loss_fn(fake_logits)
-    g_opt.zero_grad(set_to_none=True)
-    g_loss.backward()
-    g_opt.step()
-    return {"g_loss": g_loss.item()}
+    reals = None
+    if cfg.loss in losses.RELATIVISTIC:  # each fake is judged against a real point (drawn by the caller)
+        if real is None:
+            raise CxrError("a relativistic G step needs a batch of real points")
+        reals = lambda: (_points(real), None)  # noqa: E731
+    stats = gan_steps.g_step(*_per_point(G, D), g_opt, _points(z), loss=g_loss_fn, real_batch=reals)
+    return {"g_loss": stats["g_loss"].item()}
 
 
 def real_batch(cfg: ToyConfig, runs: int, generator=None, train_points=None) -> torch.Tensor:

@@ -308,3 +308,29 @@ def test_toy_trains_with_wgan_gp_and_its_grid_follows_the_papers_recipe():
     assert not torch.equal(result.samples, plain.samples)
     with pytest.raises(CxrError, match="not to 'wgan-gp'"):
         toy.train(wgan.replace(steps=1, label_smoothing=0.1), seeds=1)
+
+
+def test_toy_steps_are_the_image_gans_steps_on_all_runs_points_as_one_batch(monkeypatch):
+    """toy.train_step calls cxrlib.gan.steps.d_step / g_step (the image trainer's), d_steps_per_g_step and
+    g_steps_per_d_step times, on (runs·B, …) rows; PerPoint only reshapes, so the logits are D's own."""
+    from cxrlib.gan import steps
+
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(G, D, opt, *args, **kwargs):
+            calls.append((name, tuple(args[0].shape)))
+            return fn(G, D, opt, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(steps, "d_step", spy("d", steps.d_step))
+    monkeypatch.setattr(steps, "g_step", spy("g", steps.g_step))
+    cfg = toy.ToyConfig(batch=8, d_steps_per_g_step=2, loss="rpgan")
+    G, D = toy.toy_models(3, seed=0)
+    stats = toy.train_step(G, D, torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()), cfg,
+                           torch.Generator().manual_seed(0))
+    assert calls == [("d", (24, 2)), ("d", (24, 2)), ("g", (24, 2))]
+    assert set(stats) == {"d_loss", "D(x)", "D(G(z))", "g_loss"} and all(isinstance(v, float) for v in stats.values())
+    x = torch.randn(3, 8, 2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(toy.PerPoint(D, 3)(x.reshape(-1, 2)), D(x).flatten())
+    assert torch.equal(toy.PerPoint(G, 3)(x.reshape(-1, 2)), G(x).reshape(-1, 2))
