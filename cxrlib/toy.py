@@ -112,7 +112,7 @@ def toy_models(runs: int, z_dim: int = 2, hidden: int = 64, depth: int = 2, seed
 class ToyConfig:
     """One toy recipe. The tricks have the names and meaning of ``cxrlib.config.TrainConfig``'s.
 
-    loss: "bce" (the course's non-saturating loss), "rpgan" (the relativistic pairing loss of notebook 09,
+    loss: "bce" (the course's non-saturating loss), "rpgan" (the relativistic pairing loss of notebook 10,
     ``cxrlib.losses.d_loss_rpgan``; smoothing and flipping apply to its paired difference) or "wgan-gp" (the
     Wasserstein critic loss, ``cxrlib.losses.d_loss_wgan``, plus ``gp_weight`` λ times
     ``cxrlib.losses.gradient_penalty`` on points between the real and the fake points, every D update; no
@@ -439,7 +439,7 @@ def conclusions(results: dict[str, ToyResult], baseline: str | None = None) -> s
             parts.append(f"{m - bm:+.1f} modes")
         if verdict(g - bg, gs, bgs) == "above":
             parts.append(f"{100 * (g - bg):+.0f} pp good samples")
-        label = name.strip()  # notebook 09 indents the rows that add a trick to its first one
+        label = name.strip()  # notebook 10 indents the rows that add a trick to its first one
         (above if parts else within).append(f"{label} ({', '.join(parts)})" if parts else label)
     seeds = len(results[baseline].modes_covered)
     return (f"Modes covered and good samples, against {baseline!r}: above twice the spread of {seeds} seeds: "
@@ -495,7 +495,7 @@ def trick_variants(steps: int = 2000) -> dict[str, ToyConfig]:
 
 
 def modern_variants(steps: int = 2000) -> dict[str, ToyConfig]:
-    """Notebook 09's grid: the modern recipe (RpGAN + R1 + R2, Adam β₁ = 0, no tricks) first, then the original
+    """Notebook 10's grid: the modern recipe (RpGAN + R1 + R2, Adam β₁ = 0, no tricks) first, then the original
     project's tricks added to it one at a time, then the course's BCE without and with those tricks -- does a trick
     still help once the loss is well posed?"""
     base = ToyConfig(steps=steps)
@@ -511,9 +511,9 @@ def modern_variants(steps: int = 2000) -> dict[str, ToyConfig]:
 
 
 def wgan_variants(steps: int = 2000) -> dict[str, ToyConfig]:
-    """Notebook 03's grid "why the field moved from WGAN-GP to R1 and RpGAN": the plain BCE recipe of notebook 04
-    (no penalties, Adam β₁ 0.5), WGAN-GP with the recipe of Gulrajani et al. 2017 (5 critic updates per G update,
-    Adam β = (0, 0.9), λ = 10) and the modern RpGAN + R1 + R2 of notebook 09.
+    """Notebook 10's WGAN-GP rows, "why the field moved from WGAN-GP to R1 and RpGAN": the plain BCE recipe of
+    notebook 04 (no penalties, Adam β₁ 0.5), WGAN-GP with the recipe of Gulrajani et al. 2017 (5 critic updates per G update,
+    Adam β = (0, 0.9), λ = 10) and the modern RpGAN + R1 + R2 of notebook 10.
 
     WGAN-GP's learning rate is the toy's 1e-3, not the paper's 1e-4: the paper trains 100,000–200,000 G updates, and
     in the toy's 2,000 a G at 1e-4 has not left its starting blob (0.2 of 8 modes over 4 seeds, 2 % good samples).

@@ -265,7 +265,7 @@ def test_rpgan_toy_step_is_the_pairing_loss_with_r2_on_g_points():
 
 
 def test_modern_toy_recipe_keeps_every_mode_where_bce_with_three_g_steps_collapses():
-    """Notebook 09's toy lesson in small: with RpGAN + R1 + R2 the seed's "3 G steps per D step" no longer
+    """Notebook 10's toy lesson in small: with RpGAN + R1 + R2 the seed's "3 G steps per D step" no longer
     collapses the ring (it does under BCE: the test above)."""
     grid = toy.modern_variants(1200)
     greedy = toy.train(grid["  + 3 G steps per D step"], seeds=2)
