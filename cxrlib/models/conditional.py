@@ -59,11 +59,11 @@ class ConditionalGenerator(nn.Module):
     * ``class_dim`` > 0 -- a learned embedding e(y) of ``class_dim`` numbers concatenated to z (``base`` built
       for ``z_dim + class_dim`` inputs). The default for a G without BatchNorm.
 
-    Why normalisation by default, measured (course preset, 32-px phantoms, 800 steps): with e(y) concatenated to
-    z the samples of one class came out nearly alike -- MS-SSIM diversity 0.93-0.95 against 0.75-0.78 for real
-    images and for the unconditional G, and 0.88 even when D ignored the labels, 0.80 with a zero embedding:
-    a class vector beside z in the first layer crowds z out. With class-conditional BatchNorm the diversity
-    stayed at 0.70-0.82 and the SWD at the unconditional G's.
+    Why normalisation by default, measured (course preset, 32-px phantoms): with e(y) concatenated to z the
+    samples of one class came out nearly alike, far less varied than real images and the unconditional G's, even
+    when D ignored the labels: a class vector beside z in the first layer crowds z out. With class-conditional
+    BatchNorm the diversity and the SWD stayed near the unconditional G's (figures in benchmarks/RESULTS.md,
+    2026-12-02, "How the conditional G reads its class").
 
     The same z with another y draws "the same patient" as the other class, as far as the network learnt to
     keep the two apart. ``y=None`` draws the classes in turn (0, 1, 0, 1, …): code written for unconditional

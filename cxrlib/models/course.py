@@ -147,7 +147,7 @@ class CourseDiscriminator(FeaturesHead):
     generator (:func:`course_width`). ``spectral_norm=True`` adds spectral normalisation (Miyato et al. 2018)
     on every convolution and linear layer: it bounds each layer's Lipschitz constant, so D cannot become
     arbitrarily sharp. The course's default leaves it to R1 to keep D smooth: without spectral norm its step
-    is ~15 % shorter and 3-minute CPU runs ended better (30.1 ± 3.7 vs 44.9 ± 2.7 SWD, 3 seeds; RESULTS.md).
+    is shorter and equal-time CPU runs ended better (figures in benchmarks/RESULTS.md, issue 10).
     The style preset keeps it on (its shipped D was trained so).
     """
 
