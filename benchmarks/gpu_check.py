@@ -41,7 +41,7 @@ from cxrlib.config import make_config  # noqa: E402
 from cxrlib.data import load_dataset  # noqa: E402
 from cxrlib.train import Trainer, throughput  # noqa: E402
 
-PRESETS = ("course", "dcgan", "seed", "style", "modern")
+PRESETS = ("course", "dcgan", "original", "style", "modern")  # the network presets timed (cxrlib.models.NETWORKS)
 
 
 def machine() -> dict:
@@ -101,7 +101,7 @@ def _one(preset, size, batch, dry, compile=False) -> dict:
     except Exception as e:
         r = {"preset": preset, "size": size, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
     r["compile"] = compile
-    print(f"  {preset:7s} {size:4d}px batch {r.get('batch', batch)}{' compiled' if compile else ''}: "
+    print(f"  {preset:8s} {size:4d}px batch {r.get('batch', batch)}{' compiled' if compile else ''}: "
           f"{r.get('images_per_s', r.get('error'))} img/s, peak {r.get('peak_memory_gb', '-')} GB", flush=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -6,7 +6,7 @@ The budget of a training run is its number of steps, so every machine trains the
 same numbers, only faster or slower; ``minutes`` is a safety net (about 3× the expected time) that stops a
 run on a much slower or overloaded machine, and training says so when it does. Three budgets exist:
 
-* ``smoke`` when the environment variable ``CXRLIB_SMOKE=1`` is set (CI: every training cell ~20 s),
+* ``smoke`` when the environment variable ``CXRLIB_SMOKE=1`` is set (CI: tiny runs, every training cell in seconds),
 * ``cpu``  on a laptop (80 steps of the course preset at 64 px; how long they take: benchmarks/RESULTS.md),
 * ``gpu``  when CUDA is available (real runs at 256 px and above).
 
@@ -177,7 +177,7 @@ def budget(kind: str | None = None) -> Budget:
     threads = cpu_cores()
     if kind == "smoke":
         return Budget("smoke", dev.type, 32, 96, 16, 40, 2.0, 64, threads)
-    if kind == "cpu":  # a course step at 64 px, batch 32: ~1.1 s on an AVX2-only 2-core CPU (0.2 s bf16 on AMX) → 80 steps ≲ 1.5 min
+    if kind == "cpu":  # 80 course steps at 64 px, batch 32 (what a step takes on which CPU: benchmarks/RESULTS.md)
         return Budget("cpu", dev.type, 64, 1000, 32, 80, 5.0, 500, threads)
     if kind == "gpu":
         return Budget("gpu", dev.type, 256, 3000, 32, 20000, 30.0, 2000, threads)
@@ -191,7 +191,8 @@ def budget(kind: str | None = None) -> Budget:
 
 AMP_CHOICES = ("auto", "bf16", "off")
 LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan", "wgan-gp")
-FAMILY_CHOICES = ("unconditional", "conditional", "pix2pix", "cyclegan")  # the engine's GAN families (train.FAMILIES)
+# the GAN families, by name (cxrlib.engine.families.FAMILIES maps them to their classes)
+FAMILY_CHOICES = ("unconditional", "conditional", "pix2pix", "cyclegan")
 IMAGE_TO_IMAGE = ("pix2pix", "cyclegan")  # families that translate images instead of drawing them from z
 CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
 
@@ -211,10 +212,11 @@ class TrainConfig:
     shown to D). ``lr_decay_start`` f < 1 decays both learning rates linearly to 0 over the last 1 − f of
     the run (CycleGAN: 0.5).
 
-    Architecture: ``preset`` ("original" -- the original project's, old name "seed" --, "dcgan", "course", "style", "modern" = the course networks) names the networks *and* (through ``PRESETS``)
-    their training recipe; ``size`` is the image side in px (a power of two, 32–512); ``z_dim`` None keeps
-    the preset's latent size; ``width`` scales every layer's channels; ``model_kwargs`` go to
-    ``models.build_models``.
+    Architecture: ``preset`` names the networks *and* (through ``PRESETS``) their training recipe: "original" (the
+    original project's; old name "seed"), "dcgan", "course", "style", "modern" (the course networks with the
+    modern recipe), or "pix2pix" / "cyclegan" (the image-to-image families' networks and recipes); ``size`` is the
+    image side in px (a power of two, 32–512); ``z_dim`` None keeps the preset's latent size; ``width`` scales
+    every layer's channels; ``model_kwargs`` go to ``models.build_models``.
 
     Length: ``steps`` training iterations (each = ``d_steps_per_g_step`` D updates and
     ``g_steps_per_d_step`` G updates) and/or ``minutes`` of wall-clock, whichever ends first. ``minutes``
@@ -230,8 +232,9 @@ class TrainConfig:
     family only); ``label_smoothing`` s gives D targets
     1 - s/2 and s/2 (the original project's 0.1 → 0.95/0.05); ``flip_prob`` swaps real/fake labels per sample (the
     original project's "label swapping"; both for bce and rpgan); ``r1_gamma`` > 0 adds the R1 gradient penalty on real
-    images and ``r2_gamma`` > 0 the R2 penalty on fakes, both lazily every ``r1_every`` D steps (``r1_every``
-    paces R2 too: the name is older than R2 and stays, since checkpoints store it); ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
+    images and ``r2_gamma`` > 0 the R2 penalty on fakes, both lazily every ``reg_every`` D steps (its old name
+    ``r1_every``, from before R2, still works: in configs and checkpoints, in ``make_config``/``replace``, as an
+    attribute); ``augment`` is a DiffAugment policy ("" = none, e.g. "color,translation,cutout")
     applied with probability ``augment_p`` to real and fake alike, or with an adaptive p when ``ada``
     (raised while the sign of D's real logits, r_t = E[sign D(x)], is above ``ada_target``; p can move
     from 0 to 1 in ``ada_speed_kimg`` thousand images).
@@ -278,7 +281,7 @@ class TrainConfig:
     g_steps_per_d_step: int = 1
     d_steps_per_g_step: int = 1
     r1_gamma: float = 0.0
-    r1_every: int = 16  # lazy regularisation interval of R1 *and* R2 (name kept: checkpoints store it)
+    reg_every: int = 16  # lazy regularisation interval of R1 and R2 (old name r1_every: RENAMED_FIELDS)
     r2_gamma: float = 0.0
     gp_weight: float = 10.0  # λ of WGAN-GP's gradient penalty, used only with loss="wgan-gp"
     augment: str = ""
@@ -362,7 +365,7 @@ class TrainConfig:
             bad("pool_size", "must be >= 0 (0: no history pool)")
         if self.size < 8 or self.size & (self.size - 1):
             bad("size", "must be a power of two, e.g. 32, 64, …, 512")
-        for f in ("batch", "g_steps_per_d_step", "d_steps_per_g_step", "r1_every", "log_every",
+        for f in ("batch", "g_steps_per_d_step", "d_steps_per_g_step", "reg_every", "log_every",
                   "sample_every", "checkpoint_every", "adaptive_every", "adaptive_patience"):
             if int(getattr(self, f)) < 1:
                 bad(f, "must be a positive integer")
@@ -406,11 +409,18 @@ class TrainConfig:
         d["structures"], d["domains"] = list(self.structures), list(self.domains)
         return d
 
+    @property
+    def r1_every(self) -> int:
+        """Old name of ``reg_every`` (the interval paces R2 as well as R1)."""
+        return self.reg_every
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``CxrError`` naming them."""
+        """Inverse of ``to_dict``; unknown keys raise ``CxrError`` naming them; old field names
+        (``RENAMED_FIELDS``, e.g. an older checkpoint's ``r1_every``) are read as the new ones."""
         from cxrlib.errors import CxrError
 
+        d = renamed_fields(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -419,7 +429,27 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (unknown names raise ``CxrError``)."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        return TrainConfig.from_dict({**self.to_dict(), **renamed_fields(changes)})
+
+
+#: older names of config fields that still work (configs and checkpoints written before the rename keep loading)
+RENAMED_FIELDS = {"r1_every": "reg_every"}
+
+
+def renamed_fields(d: dict) -> dict:
+    """``d`` with old field names (``RENAMED_FIELDS``) replaced by the new ones; both names with different values
+    raise ``CxrError``."""
+    from cxrlib.errors import CxrError
+
+    out = dict(d)
+    for old, new in RENAMED_FIELDS.items():
+        if old in out:
+            value = out.pop(old)
+            if new in out and out[new] != value:
+                raise CxrError(f"{old} is the old name of {new}: give one of them, not both ({old}={value!r}, "
+                               f"{new}={out[new]!r})")
+            out[new] = value
+    return out
 
 
 #: older preset names that still work (configs and checkpoints written before the rename keep loading)
@@ -445,7 +475,7 @@ PRESETS: dict[str, dict] = {
     # half-life ramped up over the first images. Compared against dcgan by benchmarks/quality_bar.py.
     "course": dict(
         preset="course", batch=32, loss="bce", g_lr=2e-4, d_lr=2e-4,
-        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r1_every=16,
+        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, reg_every=16,
         augment="translation,cutout", augment_p=1.0, ada=True, ada_target=0.6, ada_speed_kimg=20.0,
         ema_half_life_kimg=5.0, ema_rampup=0.05,
     ),
@@ -454,7 +484,7 @@ PRESETS: dict[str, dict] = {
     # StyleGAN2's in small (non-saturating loss, lazy R1, Adam beta1 0, EMA, ADA).
     "style": dict(
         preset="style", batch=32, loss="bce", g_lr=2e-4, d_lr=2e-4,
-        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r1_every=16,
+        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, reg_every=16,
         augment="translation,cutout", augment_p=1.0, ada=True, ada_target=0.6, ada_speed_kimg=20.0,
         ema_half_life_kimg=5.0, ema_rampup=0.05,
     ),
@@ -463,7 +493,7 @@ PRESETS: dict[str, dict] = {
     # ADA stays on as in R3GAN's own runs. Everything else as "course", so the two differ only in the loss.
     "modern": dict(
         preset="modern", batch=32, loss="rpgan", g_lr=2e-4, d_lr=2e-4,
-        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r2_gamma=0.1, r1_every=16,
+        g_betas=(0.0, 0.99), d_betas=(0.0, 0.99), r1_gamma=0.1, r2_gamma=0.1, reg_every=16,
         label_smoothing=0.0, flip_prob=0.0,
         augment="translation,cutout", augment_p=1.0, ada=True, ada_target=0.6, ada_speed_kimg=20.0,
         ema_half_life_kimg=5.0, ema_rampup=0.05,
@@ -496,4 +526,5 @@ def make_config(preset: str = "course", **overrides) -> TrainConfig:
     preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESETS:
         raise CxrError(f"unknown preset {preset!r} (choose one of {', '.join(PRESETS)})")
+    overrides = renamed_fields(overrides)
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **PRESETS[preset], **overrides}).validate()

@@ -66,7 +66,7 @@ class Unconditional:
         """One discriminator update (``cxrlib.gan.steps.d_step``) with the trainer's networks and settings.
 
         real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch) and its labels.
-        R1/R2 are added every ``r1_every`` D updates, WGAN-GP's penalty (``cfg.gp_weight``, loss "wgan-gp") on
+        R1/R2 are added every ``reg_every`` D updates, WGAN-GP's penalty (``cfg.gp_weight``, loss "wgan-gp") on
         every one, both with the uncompiled D (a compiled one cannot differentiate twice); afterwards ADA sees D's
         logits on the reals and the images are counted.
         Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1, r2, gp).
@@ -76,12 +76,12 @@ class Unconditional:
             real, labels = self.real_batch(t.batch)
         y_fake = self.fake_labels(len(real))
         z = t.sample_z(len(real))
-        lazy = t.d_updates % cfg.r1_every == 0  # lazy R1/R2: every r1_every steps
+        lazy = t.d_updates % cfg.reg_every == 0  # lazy R1/R2: every reg_every steps
         r1_gamma, r2_gamma = (cfg.r1_gamma, cfg.r2_gamma) if lazy else (0.0, 0.0)
         gp_weight = cfg.gp_weight if cfg.loss in losses.PENALISED else 0.0  # ε is drawn only when it is on
         D = t.D if r1_gamma > 0 or r2_gamma > 0 or gp_weight > 0 else t.D_fwd
         stats = steps.d_step(t.G_fwd, D, t.d_opt, real, z, real_labels=labels, fake_labels=y_fake, loss=t.d_loss,
-                             augment=t.augment, r1_gamma=r1_gamma, r2_gamma=r2_gamma, reg_every=cfg.r1_every,
+                             augment=t.augment, r1_gamma=r1_gamma, r2_gamma=r2_gamma, reg_every=cfg.reg_every,
                              gp_weight=gp_weight, generator=t.rng, autocast=t.autocast,
                              on_real_logits=None if t.ada is None else t.ada.update)
         if t.ada is not None:

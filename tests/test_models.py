@@ -92,6 +92,23 @@ def test_preset_notes_describe_every_preset():
     assert all(len(text) > 200 for text in PRESET_NOTES.values())
 
 
+def test_every_network_lives_in_its_architectures_file_and_is_still_a_models_name():
+    """One file per architecture family; ``cxrlib.models`` re-exports every name it had before the split."""
+    for name in models.__all__:
+        assert getattr(models, name) is not None, name
+    homes = {
+        "course": (models.course_generator, models.CourseDiscriminator, models.MinibatchStd),
+        "original": (models.original_generator, models.OriginalDiscriminator, models.SampleDropout),
+        "dcgan": (models.DCGANGenerator, models.DCGANDiscriminator),
+        "conditional": (models.ConditionalGenerator, models.ProjectionDiscriminator, models.ClassBatchNorm2d),
+        "common": (models.SkipGenerator, models.FeaturesHead, models.evaluating, models.check_size),
+        "inspection": (models.count_params, models.layer_table, models.flops_per_image),
+        "nb02": (models.upsampling_stack, models.upsample_conv_block, models.largest_singular_value),
+    }
+    for module, objects in homes.items():
+        assert all(obj.__module__ == f"cxrlib.models.{module}" for obj in objects), module
+
+
 # ------------------------------------------------------------------------------------------- the seed
 
 

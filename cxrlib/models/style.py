@@ -37,7 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cxrlib.errors import CxrError
-from cxrlib.models import evaluating
+from cxrlib.models.common import check_size, evaluating, levels_to_size, n_doublings
+from cxrlib.models.course import course_width
 
 MIXING_PROB = 0.9  # StyleGAN2's style-mixing probability
 W_AVG_BETA = 0.995  # the running mean of w: decay per training forward pass (StyleGAN2)
@@ -154,8 +155,6 @@ class StyleGenerator(nn.Module):
                  ch_max: int = 512, mapping_layers: int = 4, lr_mul: float = 0.1, mixing_prob: float = MIXING_PROB,
                  label_dim: int = 0):
         super().__init__()
-        from cxrlib.models import check_size, course_width, n_doublings
-
         n = n_doublings(check_size(size))
         ch = [course_width(size, 4 << k, width=width, ch_out=ch_out, ch_max=ch_max) for k in range(n + 1)]
         self.size, self.z_dim, self.w_dim, self.mixing_prob = size, z_dim, w_dim, float(mixing_prob)
@@ -200,9 +199,7 @@ class StyleGenerator(nn.Module):
                 levels.append(y)
         out = torch.tanh(img)
         if return_levels:
-            from cxrlib.models import _levels_to_size
-
-            return out, _levels_to_size(levels)
+            return out, levels_to_size(levels)
         return out
 
     def ws(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
