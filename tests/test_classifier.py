@@ -90,6 +90,18 @@ def test_roc_auc_matches_the_pairwise_definition_with_many_ties():
         assert C.roc_auc(scores, labels) == pytest.approx(pairwise_auc(scores, labels), abs=1e-12)
 
 
+def test_roc_auc_agrees_with_scikit_learn_including_ties():
+    roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
+    rng = np.random.default_rng(1)
+    for n, decimals in [(7, 1), (40, 0), (200, 1), (1000, 2), (1000, 6)]:  # coarse rounding: ties across classes
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]  # both classes present
+        scores = np.round(rng.normal(labels * 0.5, 1.0), decimals)
+        assert C.roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12), (n, decimals)
+    scores, labels = torch.tensor([0.3, 0.3, 0.3, 0.9, 0.1, 0.9]), torch.tensor([0, 1, 1, 0, 0, 1])
+    assert C.roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-12)
+
+
 def test_roc_auc_refuses_one_class_and_non_binary_labels():
     with pytest.raises(CxrError) as e:
         C.roc_auc([0.1, 0.7, 0.3], [1, 1, 1])

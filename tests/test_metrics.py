@@ -127,6 +127,57 @@ def test_ms_ssim_is_one_for_identical_images_and_lower_for_different_ones(real, 
     assert M.ms_ssim_scales(32) == 3 and M.ms_ssim_scales(64) == 4 and M.ms_ssim_scales(256) == 5
 
 
+def _corrupted_pair(size: int):
+    """4 phantoms and corrupted twins: two with pixel noise, two mirrored (MS-SSIM from about 0.5 to 0.9)."""
+    x = generate(4, size, seed=1).images
+    g = torch.Generator().manual_seed(0)
+    noisy = (x.float() + 25 * torch.randn(x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    return x, torch.cat([noisy[:2], x[2:].flip(-1)])
+
+
+@pytest.mark.parametrize(("size", "kernel_size", "sigma"), [(64, 7, 0.9), (192, 11, 1.5)])
+def test_ms_ssim_equals_wangs_product_built_from_torchmetrics_ssim_terms(size, kernel_size, sigma):
+    """torchmetrics cannot take our course window: its Gaussian has int(3.5σ + 0.5)·2 + 1 taps whatever
+    ``kernel_size`` says (11 at σ 1.5), so the 7-tap check uses σ 0.9 (7 taps there too). Its per-scale
+    contrast-structure means are 'valid' means like ours; its last-scale term is not Wang's (see the next test),
+    so that one is built here from its full SSIM map with k2 so large that cs ≡ 1 (the map is then the luminance
+    term), cropped to the valid positions. The product with our renormalised weights must be our MS-SSIM."""
+    tm_ssim = pytest.importorskip("torchmetrics.functional.image").structural_similarity_index_measure
+    x, y = _corrupted_pair(size)
+    a, b = x.double() / 255, y.double() / 255
+    n = M.ms_ssim_scales(size, kernel_size)
+    betas = torch.tensor(M.MS_SSIM_BETAS[:n], dtype=torch.float64)
+    kw = {"sigma": sigma, "kernel_size": kernel_size, "data_range": 1.0, "reduction": "none"}
+    factors = []
+    for scale in range(n):
+        _, cs = tm_ssim(a, b, return_contrast_sensitivity=True, **kw)
+        if scale == n - 1:  # Wang et al. 2003: the luminance term enters at the coarsest scale only
+            pad = (kernel_size - 1) // 2
+            _, lum = tm_ssim(a, b, k2=1e6, return_full_image=True, **kw)
+            cs = cs * lum[..., pad:-pad, pad:-pad].mean(dim=(1, 2, 3))
+        factors.append(cs.clamp_min(0))
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    reference = (torch.stack(factors, dim=1) ** (betas / betas.sum())).prod(dim=1)
+    ours = M.ms_ssim(x, y, kernel_size=kernel_size, sigma=sigma)
+    assert reference.min() < 0.7 and reference.max() > 0.8  # far from the trivial 1
+    assert torch.allclose(ours.double(), reference, atol=2e-5), (ours, reference)
+
+
+def test_ms_ssim_with_torchmetrics_window_and_scales_is_close_to_its_ms_ssim():
+    """``MultiScaleStructuralSimilarityIndexMeasure`` at its defaults (11 taps, σ 1.5, 5 scales; relu as our
+    clipping) differs from ours in three documented ways: its last scale is the mean of l·cs over the whole image,
+    reflect-padded at the borders (pytorch-msssim), ours mean(l)·mean(cs) over the valid positions (Wang's
+    reference code); its weights are Wang's as printed (sum 1.0001), ours renormalised to 1. Measured at 192 px:
+    at most 0.003 apart. Weights in the wrong order would be 0.06 off."""
+    tm = pytest.importorskip("torchmetrics.image")
+    x, y = _corrupted_pair(192)
+    reference = tm.MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, normalize="relu", reduction="none")(
+        x.float() / 255, y.float() / 255)
+    ours = M.ms_ssim(x, y, kernel_size=11, n_scales=5)
+    assert torch.allclose(ours, reference, atol=0.005), (ours, reference)
+    assert torch.equal(ours.argsort(), reference.argsort())
+
+
 def test_diversity_is_higher_for_a_collapsed_set_than_for_real_phantoms(real):
     d_real, d_collapsed = M.diversity(real, n_pairs=300), M.diversity(collapsed(real, 100), n_pairs=300)
     assert d_collapsed > 0.95 > d_real + 0.1
@@ -207,6 +258,55 @@ def test_small_sets_get_a_plain_warning_and_large_ones_none(real, other, large_p
     only_fake = M.knn_warnings(M.MIN_KNN_IMAGES, 64)
     assert len(only_fake) == 1 and "(fake 64 images)" in only_fake[0]
     assert M.precision_recall(*large_pair)["warnings"] == []
+
+
+def _naeem_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
+    """Precision, recall, density and coverage as Naeem et al. 2020 define them (their ``prdc`` package's
+    formulas, in float64 with exact distances). One difference from ours: prdc tests ``d < radius``, we
+    ``d <= radius`` — it matters only for a point exactly on a ball's edge (fakes equal to reals)."""
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
+    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=-1)
+    d_rf = np.linalg.norm(real[:, None] - fake[None], axis=-1)  # (N, M)
+    r_real = np.sort(d_rr, axis=1)[:, k]  # column 0 is the point itself
+    r_fake = np.sort(d_ff, axis=1)[:, k]
+    inside = d_rf < r_real[:, None]  # fake j inside real ball i
+    return {
+        "precision": inside.any(axis=0).mean(),
+        "recall": (d_rf < r_fake[None, :]).any(axis=1).mean(),
+        "density": inside.sum(axis=0).mean() / k,
+        "coverage": (d_rf.min(axis=1) < r_real).mean(),
+    }
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_precision_recall_density_coverage_match_naeem_et_al(k):
+    """Our k-NN figures against Naeem et al.'s definitions (``prdc`` itself when installed), on the same
+    standardised features: 12-D Gaussian reals and shifted, narrower fakes (every figure between 0.1 and 0.9)."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(0, 1, (240, 12))
+    fake = rng.normal(0.6, 0.9, (180, 12))
+    # precision_recall takes images; the "images" here are row indices into the feature tables
+    table = {"real": torch.tensor(real, dtype=torch.float32), "fake": torch.tensor(fake, dtype=torch.float32)}
+
+    def embed(x):
+        which = "real" if x.shape[0] == len(real) else "fake"
+        return table[which][x.flatten(1)[:, 0].long()]
+
+    index = lambda n: torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1)  # noqa: E731  (n ≤ 256)
+    ours = M.precision_recall(index(len(real)), index(len(fake)), k=k, features=embed)
+    mu, sd = real.mean(0), real.std(0, ddof=1)  # standardised by the real set's mean and std, as documented
+    real_s, fake_s = (real - mu) / sd, (fake - mu) / sd
+    try:
+        from prdc import compute_prdc
+
+        reference = compute_prdc(real_features=real_s, fake_features=fake_s, nearest_k=k)
+    except ImportError:
+        reference = _naeem_prdc(real_s, fake_s, k)
+    assert all(0.1 < reference[name] < 0.9 for name in ("precision", "recall", "density", "coverage")), reference
+    one_point = {"precision": 1 / len(fake), "recall": 1 / len(real), "coverage": 1 / len(real),
+                 "density": 1 / (k * len(fake))}  # float32 distances may move one point across a ball's edge
+    for name, tol in one_point.items():
+        assert ours[name] == pytest.approx(reference[name], abs=tol + 1e-9), (name, ours[name], reference[name])
 
 
 # ======================================================================= memorisation audit
