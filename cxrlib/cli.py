@@ -1,7 +1,8 @@
 """``python -m cxrlib <command>`` — the command line (usage: the README's "Training from the command line").
 
 Every command has ``--help``; bad input ends with one line ``error: …`` on stderr and exit status 2,
-never a traceback (set ``CXRLIB_DEBUG=1`` to see one).
+never a traceback (set ``CXRLIB_DEBUG=1`` to see one). So do running out of memory and a device torch cannot
+use (``_known_failure``: the line says what to change); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -172,6 +173,133 @@ def _check_fresh(out) -> None:
         raise CxrError(f"'{out}' already holds a run ({last}); add --resume to continue it, or choose another --out")
 
 
+def _config_file(source) -> tuple[dict, str]:
+    """``train --config FILE``: the training options saved in a JSON file (a run's ``config.json``, or the run
+    folder holding one) → (options, the file's name for messages). Every problem with the file is one
+    ``CxrError`` naming it and the reason; ``classes`` and ``structures`` are left out (the data decides them)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from cxrlib.config import TrainConfig
+    from cxrlib.errors import CxrError
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "config.json"
+    where = f"--config '{path}'"
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise CxrError(f"{where}: YAML is not read here; give a JSON file such as a run's config.json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CxrError(f"{where}: no such file (give a run's config.json, or its run folder)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CxrError(f"{where}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        saved = json.loads(text)
+    except ValueError as e:
+        raise CxrError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise CxrError(f"{where}: expected a JSON object of training options, got a {type(saved).__name__}")
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise CxrError(f"{where}: unknown training option(s) {', '.join(unknown)}")
+    return {k: v for k, v in saved.items() if k not in ("classes", "structures")}, where
+
+
+def _saved_config(args, overrides: dict) -> tuple[str | None, dict]:
+    """``train --config FILE`` → (its preset, its other options), checked on their own (a bad value is the
+    file's fault, named as such) before the flags override them; a ``--preset`` other than the file's is
+    refused (the file holds that preset's whole recipe)."""
+    from cxrlib.config import make_config
+    from cxrlib.errors import CxrError
+
+    options, where = _config_file(args.config)
+    preset = options.pop("preset", None)
+    try:
+        make_config(preset or "course", **options)
+    except (CxrError, TypeError, ValueError) as e:
+        raise CxrError(f"{where}: {e}") from None
+    if args.preset is not None and preset is not None and make_config(args.preset).preset != make_config(preset).preset:
+        raise CxrError(f"--preset {args.preset} differs from the preset {preset!r} of {where}, whose whole recipe "
+                       "the file holds: drop --preset, or change single options with --set")
+    if "device" in options and "device" not in overrides:
+        _check_device(options["device"], f"{where} asks for device '{options['device']}' (--device overrides it)")
+    return preset, options
+
+
+def _device_problem(device) -> str | None:
+    """Why the device string ``device`` cannot be used on this machine, in words, or None (``auto``, a usable
+    device, or a kind this check does not know: torch then decides)."""
+    import torch
+
+    if device in (None, "auto"):
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return "not a device name: use auto, cpu, cuda, cuda:N or mps"
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "torch finds no usable NVIDIA GPU"
+            return f"{why} here: use auto or cpu"
+        n = torch.cuda.device_count()
+        if d.index is not None and d.index >= n:
+            return f"this machine has {n} CUDA GPU{'s' if n != 1 else ''}: use cuda:0" + (f" to cuda:{n - 1}" if n > 1 else "")
+    if d.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "Apple's MPS is not available here: use auto or cpu"
+    return None
+
+
+def _check_device(device, what: str | None = None) -> None:
+    """``CxrError`` in one line when ``device`` cannot be used here; ``what`` names where it came from (default
+    ``--device DEVICE``)."""
+    from cxrlib.errors import CxrError
+
+    why = _device_problem(device)
+    if why:
+        raise CxrError(f"{what or f'--device {device}'}: {why}")
+
+
+#: what to change when memory runs out, by command (the others: the generic line)
+_MEMORY_HINTS = {
+    "train": "use a smaller --batch or --size (or --memmap when the data set is larger than memory)",
+    "finetune": "use a smaller batch (--set batch=N) or --memmap",
+    "bench": "use a smaller --batch or --sizes",
+    "evaluate": "compare smaller images (--size) or fewer of them",
+}
+#: the first words of torch's errors when a device cannot be used at all (wrong name, no driver, a build for
+#: other GPUs); any other error is a bug and keeps its traceback
+_DEVICE_ERRORS = (
+    "Expected one of cpu, cuda", "Invalid device string", "Found no NVIDIA driver", "Torch not compiled with CUDA",
+    "No CUDA GPUs are available", "invalid device ordinal", "CUDA-capable device(s) is/are busy or unavailable",
+    "no kernel image is available", "is not linked with support for mps",
+)
+
+
+def _known_failure(e: BaseException, args) -> str | None:
+    """One line for an exception that is not a bug but the machine's limit or setting (out of memory, a device
+    torch cannot use), saying what to change; None for anything else (it keeps its traceback)."""
+    torch = sys.modules.get("torch")
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    first = first if len(first) <= 200 else first[:197] + "..."
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),) if t is not None)
+    lower = text.lower()
+    if isinstance(e, MemoryError) or (oom_types and isinstance(e, oom_types)) or (
+        isinstance(e, RuntimeError) and ("out of memory" in lower or "can't allocate memory" in lower
+                                         or "defaultcpuallocator: not enough memory" in lower)):
+        hint = _MEMORY_HINTS.get(getattr(args, "command", None), "close what else uses this memory, or use less data")
+        return f"out of memory ({first}): {hint}"
+    if isinstance(e, (RuntimeError, AssertionError)) and any(m in text for m in _DEVICE_ERRORS):
+        change = "choose another --device (auto, cpu)" if hasattr(args, "device") else "run on the CPU"
+        return f"the device cannot be used ({first}): {change}, or hide the GPUs with CUDA_VISIBLE_DEVICES=''"
+    return None
+
+
 def _claimed(out):
     """``RUN/.lock`` held by rank 0 from before anything is written to ``out`` until the command ends; every
     process learns whether it was refused (so none waits for a rank 0 that has stopped)."""
@@ -198,6 +326,7 @@ def _cmd_train(args) -> int:
 
     from cxrlib import distributed
 
+    _check_device(args.device)
     distributed.init(args.device or "auto")  # under torchrun: join the other processes first
     with _claimed(Path(args.out)):
         return _train(args)
@@ -217,6 +346,9 @@ def _train(args) -> int:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.resume:
+        if args.config:
+            raise CxrError("--config starts a new run from a saved config; --resume continues the run in --out with "
+                           "its own: give one")
         if not (out / "checkpoints" / "last.pt").exists():
             raise CxrError(f"nothing to resume: '{out / 'checkpoints' / 'last.pt'}' does not exist")
         saved = _run_config(out)
@@ -231,10 +363,12 @@ def _train(args) -> int:
             print(f"resuming '{out}' at step {trainer.step}", flush=True)
     else:
         _check_fresh(out)
-        size = models.check_size(args.size or budget().size)
-        if "steps" not in overrides:
+        saved_preset, saved = _saved_config(args, overrides) if args.config else (None, {})
+        size = models.check_size(args.size or saved.get("size") or budget().size)
+        if "steps" not in overrides and not ({"steps", "minutes"} & set(saved)):
             overrides["steps"] = budget().steps
-        family = args.family or ("conditional" if args.conditional else overrides.get("family", "unconditional"))
+        family = args.family or ("conditional" if args.conditional else
+                                 overrides.get("family", saved.get("family", "unconditional")))
         if args.conditional and family != "conditional":
             raise CxrError(f"--conditional and --family {family} contradict each other: give one")
         overrides["family"] = family
@@ -246,8 +380,10 @@ def _train(args) -> int:
             if family != "cyclegan":
                 raise CxrError("--domains names the two domains of --family cyclegan")
             overrides["domains"] = tuple(d.strip() for d in args.domains.split(","))
-        preset = args.preset or (family if family in IMAGE_TO_IMAGE else "course")
-        cfg = make_config(preset, size=size, **overrides)
+        preset = args.preset or saved_preset or (family if family in IMAGE_TO_IMAGE else "course")
+        cfg = make_config(preset, **{**saved, **overrides, "size": size})
+        if "device" in overrides and args.device is None:
+            _check_device(cfg.device, f"--set device={cfg.device}")
         data = _training_data(args.data, size, args.n_images, args.on_error, family, args.masks, args.data_b,
                               _memmap(args), not args.quiet)
         trainer = Trainer(cfg, data, out=out)
@@ -330,6 +466,7 @@ def _cmd_bench(args) -> int:
     from cxrlib.config import get_device
     from cxrlib.train import throughput
 
+    _check_device(args.device)
     gpu = get_device(args.device).type == "cuda"
     sizes = args.sizes or ([32, 64] if args.quick else ([64, 128, 256, 512] if gpu else [64, 128]))
     steps = args.steps or (2 if args.quick else (20 if gpu else 5))
@@ -487,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cxrlib", description="cxr-gan: synthetic chest X-rays with a GAN, from data to audit."
     )
+    from cxrlib import __version__
+
+    parser.add_argument("--version", action="version", version=f"cxrlib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from cxrlib.config import FAMILY_CHOICES
 
@@ -547,6 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balanced", action="store_true",
                    help="with --conditional: draw every class equally often (default: the data's class shares)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--config", metavar="FILE", help="start a new run from a saved config: a run's config.json (or "
+                   "its run folder); the flags given here override its options")
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)
 
@@ -662,6 +804,12 @@ def main(argv: list[str] | None = None) -> int:
         # the library's hints name the Python keyword; on the command line it is a flag
         msg = msg.replace("on_error='skip'", "--on-error skip")
         print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug keeps its traceback; out of memory or an unusable device is one line
+        line = None if os.environ.get("CXRLIB_DEBUG") else _known_failure(e, args)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
 
 
