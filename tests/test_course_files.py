@@ -276,6 +276,18 @@ def test_setup_cell_does_nothing_outside_colab():
     assert out.getvalue() == "" and "google.colab" not in sys.modules
 
 
+def test_setup_cell_installs_the_badges_branch_with_the_extras_the_notebooks_use():
+    opening = _tool("notebook_opening")
+    source = opening.setup_source("me/course", "course-v2")
+    assert '"cxrlib[medmnist,dicom,metrics] @ git+https://github.com/me/course@course-v2"' in source
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {"medmnist", "dicom", "metrics"} <= set(extras)  # every extra named there exists
+    settings = opening.course_settings()
+    for path in ex.source_notebooks(NOTEBOOKS):  # and the notebooks carry it for pyproject's branch
+        setup = ex.read_notebook(path)["cells"][1]["source"]
+        assert f"git+https://github.com/{settings['repository']}@{settings['branch']}\"" in setup, path.name
+
+
 def test_sanitize_file_masks_run_dependent_text_only():
     nbval_plugin = pytest.importorskip("nbval.plugin")
     patterns = nbval_plugin.get_sanitize_patterns((NOTEBOOKS / "sanitize.cfg").read_text())

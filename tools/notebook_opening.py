@@ -10,8 +10,9 @@ Each notebook opens with two generated cells, found by their marker and put back
 
 * cell 0 (markdown) starts with ``<!-- cxr-gan: badges … -->`` and a line of badges (Open in Colab, Binder);
   only these two lines are generated — the title and intro written below them in the same cell are kept;
-* cell 1 (code) is the setup cell, first line ``# cxr-gan: setup``: on Colab it installs ``cxrlib`` from the
-  repository without replacing Colab's torch and prints the GPU; elsewhere it does nothing.
+* cell 1 (code) is the setup cell, first line ``# cxr-gan: setup``: on Colab it installs ``cxrlib`` (with the
+  ``medmnist``, ``dicom`` and ``metrics`` extras: FID needs the last) from the repository's ``branch`` -- the one
+  the badges open -- without replacing Colab's torch, and prints the GPU; elsewhere it does nothing.
 
 The README's course map gets the same badges: in each table row between ``<!-- cxr-gan: course map -->`` and
 ``<!-- /cxr-gan: course map -->`` that links a notebook, the last column is rewritten (the other columns are kept).
@@ -96,8 +97,9 @@ def update_readme(text: str, repo: str, branch: str = "main") -> str:
     return "\n".join(lines)
 
 
-def setup_source(repo: str) -> str:
-    """The setup cell: on Colab install cxrlib (keeping Colab's torch) and print the GPU; elsewhere nothing."""
+def setup_source(repo: str, branch: str = "main") -> str:
+    """The setup cell: on Colab install cxrlib from ``branch`` of ``repo`` with the extras the notebooks use
+    (keeping Colab's torch), once per session, and print the GPU; elsewhere nothing."""
     return f'''{SETUP_MARKER} — the same cell opens every notebook; run it and move on.
 # On Colab: install cxrlib from GitHub once per session, keeping Colab's own torch. Elsewhere: nothing to do
 # (locally `make lab` and on Binder `postBuild` have installed it already).
@@ -114,7 +116,7 @@ if "google.colab" in sys.modules:
         keep = "/tmp/cxr-gan-keep-torch.txt"  # pin Colab's torch so pip never downloads another (~2 GB)
         with open(keep, "w") as f:
             f.write(f"torch=={{torch.__version__}}\\ntorchvision=={{torchvision.__version__}}\\n")
-        package = "cxrlib[medmnist,dicom] @ git+https://github.com/{repo}"
+        package = "cxrlib[medmnist,dicom,metrics] @ git+https://github.com/{repo}@{branch}"
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep, package], check=True)
         importlib.invalidate_caches()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -140,7 +142,7 @@ def update_opening(nb: dict, file: str, repo: str, branch: str = "main") -> dict
     setup = cells.pop(i) if i is not None else {
         "cell_type": "code", "id": "setup", "metadata": {}, "execution_count": None, "outputs": []
     }
-    setup["source"] = setup_source(repo)
+    setup["source"] = setup_source(repo, branch)
     cells[:0] = [badges, setup]
     return nb
 
