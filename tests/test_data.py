@@ -555,3 +555,27 @@ def test_prepare_keeps_colliding_names_apart(tmp_path, make_image):
     make_image(tmp_path / "src" / "c" / "x.png")
     data.prepare_folder(tmp_path / "src", tmp_path / "out", size=8)
     assert sorted(p.name for p in (tmp_path / "out" / "c").iterdir()) == ["x.png", "x_png.png"]
+
+
+def test_disk_full_while_decoding_into_the_cache_leaves_no_entry(image_folder, tmp_path, monkeypatch):
+    """Rows are written into the cache file as they are decoded: a write failing midway (disk full) stops the load
+    with that error and leaves neither a temporary file nor an entry a later load would read."""
+    import errno
+
+    cache = tmp_path / "cache"
+    real_write, written = data.RowReader.write, []
+
+    def write(self, i, pixels):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(i)
+        return real_write(self, i, pixels)
+
+    with monkeypatch.context() as m:
+        m.setattr(data.RowReader, "write", write)
+        with pytest.raises(OSError, match="No space left"):
+            data.load_images(image_folder, 16, cache_dir=cache)
+    assert written and [p for p in cache.rglob("*") if p.is_file()] == []
+    calls = _count_decodes(monkeypatch)
+    again = data.load_images(image_folder, 16, cache_dir=cache)
+    assert len(calls) == len(again) and torch.equal(again.images, data.load_images(image_folder, 16, cache=False).images)

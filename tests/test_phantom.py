@@ -292,3 +292,66 @@ def test_show_grid_titles_each_image_with_its_class(tmp_path):
     floats = show_grid(ph.to_float())  # float in [-1, 1], no labels
     assert not any(ax.get_title() for ax in floats.axes)
     np.testing.assert_allclose(floats.axes[0].images[0].get_array(), ph.images[0, 0].numpy() / 255.0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the phantom cache on a failing disk
+def _disk_full():
+    import errno
+
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def _fail_midway(monkeypatch, which: str) -> None:
+    """Make the cache's write of ``which`` ("pixels": the images' .npy, "facts": the .json that marks an entry
+    complete, "masks": the masks' .npy) write half its bytes to the file and then raise ENOSPC."""
+    import io
+
+    real_save, real_write_bytes = np.save, Path.write_bytes
+
+    def save(file, arr, *a, **kw):
+        if which == "pixels" and not isinstance(file, io.BytesIO):
+            buf = io.BytesIO()
+            real_save(buf, arr, *a, **kw)
+            file.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            raise _disk_full()
+        return real_save(file, arr, *a, **kw)
+
+    def write_bytes(self, data):
+        suffix = {"facts": ".json.tmp-", "masks": ".masks.npy.tmp-"}.get(which)
+        if suffix and suffix in self.name:
+            real_write_bytes(self, bytes(data)[: len(data) // 2])
+            raise _disk_full()
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(np, "save", save)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+@pytest.mark.parametrize("which", ["pixels", "facts", "masks"])
+def test_a_cache_write_failing_midway_leaves_no_entry_a_later_run_would_read(tmp_path, monkeypatch, which):
+    """Disk full while the phantom cache is written: the set still comes back, no half-written or temporary
+    file is left, and the next run generates the set again (it is not served a partial entry) and caches it."""
+    from cxrlib import phantom
+    from cxrlib.data import load_dataset
+
+    cache, kw = tmp_path / "cache", {"size": 32, "n": 6, "seed": 3, "masks": which == "masks"}
+    expected = generate(6, 32, seed=3, masks=True)
+    with monkeypatch.context() as m:
+        _fail_midway(m, which)
+        got = load_dataset("phantom", cache_dir=cache, **kw)
+    assert torch.equal(got.images, expected.images.reshape(6, 1, 32, 32))
+    left = sorted(p for p in cache.rglob("*") if p.is_file())
+    if which == "facts":  # the pixels were written whole before the .json failed; without it, no entry
+        assert [p.suffix for p in left] == [".npy"] and np.load(left[0]).shape == (6, 1, 32, 32)
+    else:
+        assert left == []  # neither a half-written file nor a temporary one
+
+    calls = []
+    real_generate = phantom.generate
+    monkeypatch.setattr(phantom, "generate", lambda *a, **k: calls.append(a) or real_generate(*a, **k))
+    again = load_dataset("phantom", cache_dir=cache, **kw)
+    assert len(calls) == 1 and torch.equal(again.images, got.images)  # generated afresh, not read back half
+    third = load_dataset("phantom", cache_dir=cache, **kw)
+    assert len(calls) == 1 and torch.equal(third.images, got.images)  # now a complete entry: read from the cache
+    if which == "masks":
+        assert torch.equal(third.masks, again.masks) and third.masks.shape == (6, len(MASK_NAMES), 32, 32)
