@@ -2,7 +2,7 @@
 
 The seed lists "conditional GANs for better output control" as future work: instead of whatever chest the
 generator happens to draw, ask it for a normal one or one with pneumonia. What changes against
-``cxrlib.unconditional`` is small, and this file is all of it:
+``cxrlib.unconditional`` is small, and this file is all of it (a family of its own, on the same two steps):
 
 * **the batch** -- real images come with their labels (the class sub-folders, e.g. ``normal/`` and
   ``pneumonia/``); each fake gets a label too, drawn with the training set's class frequencies
@@ -25,7 +25,7 @@ import torch
 from cxrlib import models
 from cxrlib.config import TrainConfig
 from cxrlib.errors import CxrError
-from cxrlib.unconditional import Unconditional
+from cxrlib.gan.family import Family
 
 
 def class_names(data, where: str = "the training data") -> list[str]:
@@ -91,10 +91,12 @@ def sample_class_labels(labels: torch.Tensor, n: int, generator: torch.Generator
     return torch.multinomial(shares, n, replacement=True, generator=generator)
 
 
-class Conditional(Unconditional):
-    """The conditional GAN: G(z, y) and D(x, y) with a projection head."""
+class Conditional(Family):
+    """The conditional GAN: G(z, y) and D(x, y) with a projection head; the steps of ``cxrlib.gan.steps`` with
+    labels (the trainer runs them: ``Trainer.run_d_step`` / ``run_g_step``)."""
 
     name = "conditional"
+    takes_labels = True
 
     def __init__(self, trainer, data=None):
         super().__init__(trainer, data)
@@ -136,6 +138,24 @@ class Conditional(Unconditional):
         return sample_class_labels(t.labels, n, t.rng, balanced=t.cfg.class_sampling == "balanced",
                                    n_classes=len(t.cfg.classes))
 
+    # ------------------------------------------------------------------ the training step
+    # Drawn from the trainer's generator in this order: the real batch and its labels, the fakes' labels, z.
+    def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+        """One D update: D(x, y) on reals of class y, D(G(z, y'), y') on fakes of the drawn classes y'.
+        real, labels: a batch to use (default: a random one). Returns 0-d tensors (see ``cxrlib.gan.steps``)."""
+        t = self.t
+        if real is None:
+            real, labels = self.real_batch(t.batch)
+        y_fake = self.fake_labels(len(real))
+        return t.run_d_step(real, t.sample_z(len(real)), real_labels=labels, fake_labels=y_fake)
+
+    def g_step(self) -> dict:
+        """One G update: G(z, y') must make D(·, y') call its fakes real. Returns g_loss, g_grad_norm."""
+        t = self.t
+        y_fake = self.fake_labels(t.batch)
+        return t.run_g_step(t.sample_z(t.batch), fake_labels=y_fake, real_batch=lambda: self.real_batch(t.batch))
+
+    # ------------------------------------------------------------------ samples
     def grid(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The sample grid (rows of 8): one row per class, the same 8 latents in each row of a block of
         C rows, so a column shows one z drawn as every class."""
@@ -143,3 +163,8 @@ class Conditional(Unconditional):
         row = torch.arange(n) // 8
         z_index = (row // n_classes) * 8 + torch.arange(n) % 8
         return z[z_index], row % n_classes
+
+    def sample_grid(self) -> tuple[torch.Tensor, int]:
+        """The images of ``RUN/samples/step_XXXXXX.png`` (float in [-1, 1]) and the grid's row length."""
+        z, y = self.grid(self.t.z_fixed)
+        return torch.cat([self.t.generate(zb, labels=yb) for zb, yb in zip(z.split(64), y.split(64))]), 8

@@ -24,15 +24,17 @@ G step -- the same sequence of updates. G and D are ``ModuleDict``s (``G["a2b"]`
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from cxrlib import models
 from cxrlib.config import TrainConfig
 from cxrlib.errors import CxrError
+from cxrlib.gan.family import Family
 from cxrlib.gan.steps import frozen, grad_norm
 from cxrlib.pix2pix import run_eval
-from cxrlib.unconditional import Unconditional
 
 MODEL_KEYWORDS = ("ngf", "ndf", "n_blocks", "n_layers", "generator")
 DIRECTIONS = ("a2b", "b2a")
@@ -77,7 +79,7 @@ class ImagePool:
 
 def cycle_loss(real_a: torch.Tensor, real_b: torch.Tensor, g_ab, g_ba) -> torch.Tensor:
     """The cycle-consistency loss (unweighted): mean |G_ba(G_ab(a)) − a| + mean |G_ab(G_ba(b)) − b|, a 0-d
-    tensor. ``CycleGAN.g_step`` passes the round trips it has already made to :func:`cycle_l1`."""
+    tensor. :func:`cycle_g_step` passes the round trips it has already made to :func:`cycle_l1`."""
     return cycle_l1(real_a, g_ba(g_ab(real_a)), real_b, g_ab(g_ba(real_b)))
 
 
@@ -98,11 +100,56 @@ def domain_indices(classes, domains) -> tuple[int, int]:
     return out[0], out[1]
 
 
-class CycleGAN(Unconditional):
-    """CycleGAN on the shared engine: G = {a2b, b2a}, D = {a, b}; batches are unpaired (a, b)."""
+# ----------------------------------------------------------------------------------------------- the two steps
+def cycle_d_step(D, d_opt, real_a, real_b, fake_a, fake_b, *, loss, autocast=contextlib.nullcontext) -> dict:
+    """Update D_a and D_b (``D["a"]``, ``D["b"]``): each calls its domain's real images real and the fakes
+    translated into it fake (``loss(real_logits, fake_logits) -> (loss, stats)``, one logit per patch); D's loss is
+    the mean of the two. Returns 0-d tensors: d_loss, the two Ds' mean statistics and d_grad_norm."""
+    with autocast():
+        logits = {d: (D[d](r), D[d](f)) for d, r, f in (("a", real_a, fake_a), ("b", real_b, fake_b))}
+    (la, sa), (lb, sb) = (loss(r.float().flatten(), f.float().flatten()) for r, f in logits.values())
+    d_loss = 0.5 * (la + lb)
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    stats = {k: (sa[k] + sb[k]) / 2 for k in sa}
+    stats["d_grad_norm"] = grad_norm(D)
+    d_opt.step()
+    return {"d_loss": d_loss.detach(), **stats}
+
+
+def cycle_g_step(G, D, g_opt, real_a, real_b, *, loss, cycle_weight: float = 10.0, identity_weight: float = 0.5,
+                 autocast=contextlib.nullcontext) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+    """Update both generators (``G["a2b"]``, ``G["b2a"]``): the GAN loss through the frozen Ds (``loss(fake_logits)``)
+    + λ·cycle + λ·λ_id·identity (L1 in [-1, 1] units; λ = ``cycle_weight``, λ_id = ``identity_weight``).
+    Returns 0-d tensors g_loss (the total), g_gan, cycle, identity, g_grad_norm, and the fakes (fake_a, fake_b)
+    in float32, which the next D step judges."""
+    with frozen(D), autocast():  # D is not trained in the G step
+        fake_b, fake_a = G["a2b"](real_a), G["b2a"](real_b)
+        rec_a, rec_b = G["b2a"](fake_b), G["a2b"](fake_a)
+        g_gan = loss(D["b"](fake_b).float().flatten())[0] + loss(D["a"](fake_a).float().flatten())[0]
+        cycle = cycle_l1(real_a, rec_a, real_b, rec_b)
+        if identity_weight > 0:
+            identity = (G["a2b"](real_b).float() - real_b).abs().mean() + (G["b2a"](real_a).float() - real_a).abs().mean()
+        else:
+            identity = torch.zeros((), device=real_a.device)
+    g_loss = g_gan + cycle_weight * cycle + cycle_weight * identity_weight * identity
+    g_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    stats = {"g_loss": g_loss.detach(), "g_gan": g_gan.detach(), "cycle": cycle.detach(),
+             "identity": identity.detach(), "g_grad_norm": grad_norm(G)}
+    g_opt.step()
+    return stats, (fake_a.detach().float(), fake_b.detach().float())
+
+
+# ----------------------------------------------------------------------------------------------- the family
+class CycleGAN(Family):
+    """CycleGAN on the shared engine: G = {a2b, b2a}, D = {a, b}; batches are unpaired (a, b); the steps are
+    :func:`cycle_d_step` and :func:`cycle_g_step`."""
 
     name = "cyclegan"
     extra_stats = ("cycle", "identity", "g_gan")
+    draws_from_z = False  # it translates images
+    sync_batchnorm = False  # instance norm
 
     @staticmethod
     def configure(cfg: TrainConfig, data) -> TrainConfig:
@@ -176,42 +223,21 @@ class CycleGAN(Unconditional):
             with torch.no_grad(), t.autocast():
                 fake_b, fake_a = t.G["a2b"](real_a).float(), t.G["b2a"](real_b).float()
         fake_a, fake_b = self.pools["a"].query(fake_a), self.pools["b"].query(fake_b)
-        with t.autocast():
-            logits = {d: (t.D[d](r), t.D[d](f)) for d, r, f in (("a", real_a, fake_a), ("b", real_b, fake_b))}
-        (la, sa), (lb, sb) = (t.d_loss(r.float().flatten(), f.float().flatten()) for r, f in logits.values())
-        d_loss = 0.5 * (la + lb)
-        t.d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        stats = {k: (sa[k] + sb[k]) / 2 for k in sa}
-        stats["d_grad_norm"] = grad_norm(t.D)
-        t.d_opt.step()
+        stats = cycle_d_step(t.D, t.d_opt, real_a, real_b, fake_a, fake_b, loss=t.d_loss, autocast=t.autocast)
         t.d_updates += 1
-        return {"d_loss": d_loss.detach(), **stats}
+        return stats
 
     def g_step(self) -> dict:
-        """Update both generators: GAN loss through the frozen Ds + λ·cycle + λ·λ_id·identity (L1 in [-1, 1]
-        units). Returns g_loss (the total), g_gan, cycle, identity, g_grad_norm."""
+        """Update both generators (:func:`cycle_g_step`) on a fresh unpaired batch; its fakes wait for the next D
+        step. Returns g_loss (the total), g_gan, cycle, identity, g_grad_norm."""
         t, cfg = self.t, self.t.cfg
         real_a, real_b = self.real_batch(t.batch)
-        G, lam = t.G, cfg.cycle_weight
-        with frozen(t.D), t.autocast():
-            fake_b, fake_a = G["a2b"](real_a), G["b2a"](real_b)
-            rec_a, rec_b = G["b2a"](fake_b), G["a2b"](fake_a)
-            g_gan = t.g_loss_fn(t.D["b"](fake_b).float().flatten())[0] + t.g_loss_fn(t.D["a"](fake_a).float().flatten())[0]
-            cycle = cycle_l1(real_a, rec_a, real_b, rec_b)
-            if cfg.identity_weight > 0:
-                identity = (G["a2b"](real_b).float() - real_b).abs().mean() + (G["b2a"](real_a).float() - real_a).abs().mean()
-            else:
-                identity = torch.zeros((), device=t.device)
-        g_loss = g_gan + lam * cycle + lam * cfg.identity_weight * identity
-        t.g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        stats = {"g_loss": g_loss.detach(), "g_gan": g_gan.detach(), "cycle": cycle.detach(),
-                 "identity": identity.detach(), "g_grad_norm": grad_norm(t.G)}
-        t.g_opt.step()
+        stats, (fake_a, fake_b) = cycle_g_step(t.G, t.D, t.g_opt, real_a, real_b, loss=t.g_loss_fn,
+                                               cycle_weight=cfg.cycle_weight, identity_weight=cfg.identity_weight,
+                                               autocast=t.autocast)
         t.update_ema()
         t.count_images(len(real_a))
-        self.pending = (real_a, real_b, fake_a.detach().float(), fake_b.detach().float())
+        self.pending = (real_a, real_b, fake_a, fake_b)
         return stats
 
     # ------------------------------------------------------------------ translating, samples, state

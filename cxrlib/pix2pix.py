@@ -23,14 +23,16 @@ images. The engine (loop, logging, checkpoints, exact resume, NaN guard) is ``cx
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from cxrlib import models
 from cxrlib.config import TrainConfig
 from cxrlib.errors import CxrError
+from cxrlib.gan.family import Family
 from cxrlib.gan.steps import frozen, grad_norm
 from cxrlib.images import to_float
-from cxrlib.unconditional import Unconditional
 
 MODEL_KEYWORDS = ("ngf", "ndf", "n_layers", "dropout")
 STRUCTURE_SHADES = {"lungs": 0.35, "heart": 0.6, "ribs": 0.85, "clavicles": 1.0}  # gray level in mask pictures
@@ -78,11 +80,57 @@ def check_structures(have, want, where: str) -> None:
                        f"{', '.join(want)} (it has {', '.join(have) or 'none'})")
 
 
-class Pix2Pix(Unconditional):
-    """Pix2Pix on the shared engine: ``real_batch`` gives (images, masks); the D and G steps are the paper's."""
+# ----------------------------------------------------------------------------------------------- the two steps
+def paired_d_step(G, D, d_opt, real, masks, *, loss, autocast=contextlib.nullcontext) -> dict:
+    """One D update on pairs: D learns to call (masks, image) real and (masks, G(masks)) fake.
+
+    G, D: the U-Net and the PatchGAN; d_opt: D's optimiser; real: (B, 1, S, S) and masks (B, C, S, S), float in
+    [-1, 1]; loss: ``loss(real_logits, fake_logits) -> (loss, stats)``, given one logit per patch; autocast: the
+    context of the forward passes. Returns 0-d tensors: d_loss, the loss's statistics and d_grad_norm."""
+    with torch.no_grad(), autocast():  # G is not trained in the D step
+        fake = G(masks)
+    with autocast():
+        real_logits = D(torch.cat([masks, real], 1))
+        fake_logits = D(torch.cat([masks, fake], 1))
+    d_loss, stats = loss(real_logits.float().flatten(), fake_logits.float().flatten())  # one per patch
+    d_opt.zero_grad(set_to_none=True)
+    (0.5 * d_loss).backward()  # the paper halves D's objective, so D learns more slowly than G
+    stats["d_grad_norm"] = grad_norm(D)
+    d_opt.step()
+    return {"d_loss": d_loss.detach(), **stats}
+
+
+def paired_g_step(G, D, g_opt, real, masks, *, loss, gan_weight: float = 1.0, l1_weight: float = 100.0,
+                  autocast=contextlib.nullcontext) -> dict:
+    """One G update on the same pairs: fool D (``gan_weight`` × ``loss(fake_logits)``; 0: L1 only, D unused) and
+    match the true image (``l1_weight`` × L1). Returns 0-d tensors: g_loss (the total), l1 (mean |G(m) − x| in
+    [-1, 1] units), g_gan and g_grad_norm."""
+    with frozen(D), autocast():  # D is not trained in the G step
+        fake = G(masks)
+        if gan_weight > 0:
+            fake_logits = D(torch.cat([masks, fake], 1))
+    if gan_weight > 0:
+        g_gan, _ = loss(fake_logits.float().flatten())
+    else:
+        g_gan = torch.zeros((), device=real.device)
+    l1 = (fake.float() - real).abs().mean()
+    g_loss = gan_weight * g_gan + l1_weight * l1
+    g_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    stats = {"g_loss": g_loss.detach(), "l1": l1.detach(), "g_gan": g_gan.detach(), "g_grad_norm": grad_norm(G)}
+    g_opt.step()
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------- the family
+class Pix2Pix(Family):
+    """Pix2Pix on the shared engine: ``real_batch`` gives (images, masks); the D and G steps are the paper's
+    (:func:`paired_d_step`, :func:`paired_g_step`)."""
 
     name = "pix2pix"
     extra_stats = ("l1", "g_gan")
+    draws_from_z = False  # it translates masks
+    sync_batchnorm = False
 
     @staticmethod
     def configure(cfg: TrainConfig, data) -> TrainConfig:
@@ -136,7 +184,8 @@ class Pix2Pix(Unconditional):
 
     # ------------------------------------------------------------------ the training step
     def d_step(self, real: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> dict:
-        """One D update on pairs: (masks, image) real, (masks, G(masks)) fake. real/masks: a batch to use
+        """One D update on pairs (:func:`paired_d_step`): (masks, image) real, (masks, G(masks)) fake; the pair
+        is kept for the G step and its images are counted. real/masks: a batch to use
         (default: random pairs). With ``gan_weight = 0`` (L1 only) D is not trained: the pair is drawn for
         the G step and the statistics are 0."""
         t, cfg = self.t, self.t.cfg
@@ -148,39 +197,17 @@ class Pix2Pix(Unconditional):
             zero = torch.zeros((), device=t.device)
             return {"d_loss": zero, "d_loss_real": zero, "d_loss_fake": zero, "D(x)": zero, "D(G(z))": zero,
                     "d_grad_norm": zero}
-        with torch.no_grad(), t.autocast():
-            fake = t.G_fwd(masks)
-        with t.autocast():
-            real_logits = t.D_fwd(torch.cat([masks, real], 1))
-            fake_logits = t.D_fwd(torch.cat([masks, fake], 1))
-        d_loss, stats = t.d_loss(real_logits.float().flatten(), fake_logits.float().flatten())  # one per patch
-        t.d_opt.zero_grad(set_to_none=True)
-        (0.5 * d_loss).backward()  # the paper halves D's objective, so D learns more slowly than G
-        stats["d_grad_norm"] = grad_norm(t.D)
-        t.d_opt.step()
+        stats = paired_d_step(t.G_fwd, t.D_fwd, t.d_opt, real, masks, loss=t.d_loss, autocast=t.autocast)
         t.d_updates += 1
-        return {"d_loss": d_loss.detach(), **stats}
+        return stats
 
     def g_step(self) -> dict:
-        """One G update: fool D on the same pairs (``gan_weight``) and match the true image (``l1_weight`` × L1).
-        Returns g_loss (the total), l1 (mean |G(m) − x| in [-1, 1] units), g_gan and g_grad_norm."""
+        """One G update (:func:`paired_g_step`) on the pair of the last D step, then the EMA of G follows."""
         t, cfg = self.t, self.t.cfg
         real, masks = self._pair if self._pair is not None else self.real_batch(t.batch)
         self._pair = None
-        with frozen(t.D), t.autocast():
-            fake = t.G_fwd(masks)
-            if cfg.gan_weight > 0:
-                fake_logits = t.D_fwd(torch.cat([masks, fake], 1))
-        if cfg.gan_weight > 0:
-            g_gan, _ = t.g_loss_fn(fake_logits.float().flatten())
-        else:
-            g_gan = torch.zeros((), device=t.device)
-        l1 = (fake.float() - real).abs().mean()
-        g_loss = cfg.gan_weight * g_gan + cfg.l1_weight * l1
-        t.g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        stats = {"g_loss": g_loss.detach(), "l1": l1.detach(), "g_gan": g_gan.detach(), "g_grad_norm": grad_norm(t.G)}
-        t.g_opt.step()
+        stats = paired_g_step(t.G_fwd, t.D_fwd, t.g_opt, real, masks, loss=t.g_loss_fn, gan_weight=cfg.gan_weight,
+                              l1_weight=cfg.l1_weight, autocast=t.autocast)
         t.update_ema()
         return stats
 

@@ -5,10 +5,11 @@
     trainer.d_step(); trainer.g_step()  # one discriminator update, one generator update
 
 The engine is the same for every GAN family (``cfg.family``, ``FAMILIES``); a family supplies its
-networks, how a batch is drawn and its D step and G step -- the whole algorithm of one family is one file:
-``cxrlib.unconditional`` (G(z), the course's start; its steps call the plain functions of
-``cxrlib.gan.steps``, the D step and the G step to read) and
-``cxrlib.conditional`` (G(z, y) with class-conditional norms, a projection D), and the image-to-image
+networks, how a batch is drawn and its D step and G step (the protocol of ``cxrlib.gan.family``; the engine asks
+the family, never its name) -- the whole algorithm of one family is one file:
+``cxrlib.unconditional`` (G(z), the course's start) and ``cxrlib.conditional`` (G(z, y) with class-conditional
+norms, a projection D), whose steps are the plain functions of ``cxrlib.gan.steps``, the D step and the G step
+to read (``run_d_step`` / ``run_g_step`` run them with the trainer's networks and choices), and the image-to-image
 families ``cxrlib.pix2pix`` (masks → X-ray: U-Net, PatchGAN, L1) and ``cxrlib.cyclegan`` (normal ↔ pneumonia
 from unpaired images: two G, two D, cycle and identity losses, an image pool). What the engine adds around them:
 
@@ -58,7 +59,7 @@ import torch
 
 from cxrlib import augment, config, distributed, losses
 from cxrlib.conditional import class_labels
-from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig, make_config
+from cxrlib.config import TrainConfig, make_config
 from cxrlib.engine.batches import DEVICE_DATA_SHARE as DEVICE_DATA_SHARE
 from cxrlib.engine.batches import HostBatches, place_images, split_heldout
 from cxrlib.engine.batches import device_data_limit as device_data_limit
@@ -78,6 +79,7 @@ from cxrlib.engine.sampling import write_samples as write_samples
 from cxrlib.engine.stopping import StopSignals, WallClockCapWarning
 from cxrlib.errors import CxrError, TrainingStopped
 from cxrlib.files import atomic_write, claim_folder
+from cxrlib.gan import steps as gan_steps
 from cxrlib.gan.ema import EMA, ema_beta
 from cxrlib.gan.ema import NORM_STATS_SEED as NORM_STATS_SEED
 from cxrlib.gan.ema import norm_layers as norm_layers
@@ -153,7 +155,7 @@ class Trainer:
         distributed.broadcast_module(self.G)  # every process starts from rank 0's weights
         distributed.broadcast_module(self.D)
         self.ema = EMA(self.G) if cfg.ema_half_life_kimg > 0 else None  # plain BatchNorm: no collectives
-        if self.world > 1 and self.device.type == "cuda" and cfg.family in ("unconditional", "conditional"):
+        if self.world > 1 and self.device.type == "cuda" and family.sync_batchnorm:
             # BatchNorm statistics over the global batch (torch's SyncBatchNorm is CUDA-only)
             self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
@@ -276,6 +278,44 @@ class Trainer:
         if self.ema is not None:
             cfg = self.cfg
             self.ema.update(self.G, ema_beta(cfg.batch, cfg.ema_half_life_kimg, self.images_seen, cfg.ema_rampup))
+
+    # ------------------------------------------------------------------ the engine's side of cxrlib.gan.steps
+    # A family draws the batch, its labels and z from the trainer's generator, in that order; these run the plain
+    # step with the trainer's networks and choices (the step then draws the augmentations and the label flips).
+    def run_d_step(self, real: torch.Tensor, z: torch.Tensor, real_labels: torch.Tensor | None = None,
+                   fake_labels: torch.Tensor | None = None) -> dict:
+        """``cxrlib.gan.steps.d_step`` with this trainer's G, D, optimiser, loss and augmentation.
+
+        R1/R2 are added every ``reg_every`` D updates (lazy regularisation), WGAN-GP's penalty (``cfg.gp_weight``,
+        loss "wgan-gp") on every one, both with the uncompiled D (a compiled one cannot differentiate twice);
+        afterwards ADA sees D's logits on the reals, and the update and the images are counted.
+        Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1, r2, gp)."""
+        cfg = self.cfg
+        lazy = self.d_updates % cfg.reg_every == 0  # lazy R1/R2: every reg_every steps
+        r1_gamma, r2_gamma = (cfg.r1_gamma, cfg.r2_gamma) if lazy else (0.0, 0.0)
+        gp_weight = cfg.gp_weight if cfg.loss in losses.PENALISED else 0.0  # ε is drawn only when it is on
+        D = self.D if r1_gamma > 0 or r2_gamma > 0 or gp_weight > 0 else self.D_fwd
+        stats = gan_steps.d_step(self.G_fwd, D, self.d_opt, real, z, real_labels=real_labels, fake_labels=fake_labels,
+                             loss=self.d_loss, augment=self.augment, r1_gamma=r1_gamma, r2_gamma=r2_gamma,
+                             reg_every=cfg.reg_every, gp_weight=gp_weight, generator=self.rng, autocast=self.autocast,
+                             on_real_logits=None if self.ada is None else self.ada.update)
+        if self.ada is not None:
+            self.ada.step(len(real))
+        self.d_updates += 1
+        self.count_images(len(real))
+        return stats
+
+    def run_g_step(self, z: torch.Tensor, fake_labels: torch.Tensor | None = None, real_batch=None) -> dict:
+        """``cxrlib.gan.steps.g_step`` with this trainer's networks and settings, then the EMA of G follows.
+
+        real_batch: a function returning (real images, labels), called only with a relativistic loss (G's loss
+        then also reads D on a real batch). Returns 0-d tensors g_loss, g_grad_norm."""
+        relativistic = self.cfg.loss in losses.RELATIVISTIC
+        stats = gan_steps.g_step(self.G_fwd, self.D_fwd, self.g_opt, z, fake_labels=fake_labels, loss=self.g_loss_fn,
+                             augment=self.augment, real_batch=real_batch if relativistic else None,
+                             autocast=self.autocast)
+        self.update_ema()
+        return stats
 
     # ------------------------------------------------------------------ the training step (the family's)
     @with_own_global_rng
@@ -542,7 +582,7 @@ class Trainer:
 
         label (conditional family): a class name or index for all n, or a tensor of n indices (None: the
         classes in turn). Returns uint8 (n, 1, S, S) on the CPU."""
-        if self.cfg.family in IMAGE_TO_IMAGE:
+        if not self.family.draws_from_z:
             raise CxrError(f"a {self.cfg.family} generator translates images rather than drawing them from z: "
                            "use trainer.family.translate(x) or `python -m cxrlib translate`")
         g = torch.Generator().manual_seed(seed)

@@ -31,7 +31,7 @@ def test_a_moved_name_is_still_importable_from_train(module, name):
 
 
 def test_imports_go_one_way():
-    code = ("import sys, cxrlib.gan.ema, cxrlib.gan.plateau, cxrlib.gan.steps; "
+    code = ("import sys, cxrlib.gan.ema, cxrlib.gan.family, cxrlib.gan.plateau, cxrlib.gan.steps; "
             "assert not any(m.startswith(('cxrlib.engine', 'cxrlib.train')) for m in sys.modules), 'gan'; "
             "import cxrlib.engine.sampling, cxrlib.engine.checkpoints, cxrlib.engine.batches, cxrlib.engine.rng, "
             "cxrlib.engine.hardware, cxrlib.engine.stopping, cxrlib.engine.benchmark, cxrlib.engine.families, "
@@ -39,3 +39,16 @@ def test_imports_go_one_way():
             "assert 'cxrlib.train' not in sys.modules, 'engine'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-500:]
+
+
+def test_every_family_implements_the_protocol_and_none_subclasses_another():
+    from cxrlib.gan.family import Family
+
+    for name, cls in families.FAMILIES.items():
+        assert cls.__bases__ == (Family,) and cls.name == name
+        for method in ("build_models", "d_step", "g_step", "sample_grid"):
+            assert getattr(cls, method) is not getattr(Family, method), (name, method)
+    answers = {name: (cls.draws_from_z, cls.takes_labels, cls.sync_batchnorm) for name, cls in families.FAMILIES.items()}
+    assert answers == {"unconditional": (True, False, True), "conditional": (True, True, True),
+                       "pix2pix": (False, False, False), "cyclegan": (False, False, False)}
+

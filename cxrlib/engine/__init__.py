@@ -13,7 +13,8 @@ The algorithm a student reads is in ``cxrlib.gan`` (the D and G steps, EMA, the 
 * ``checkpoints``: checkpoint files (``load_checkpoint`` with weights-only loading, ``upgrade_checkpoint``,
   atomic ``save_torch``, ``export_pretrained``);
 * ``stopping``: ``StopSignals`` (SIGINT/SIGTERM finish the step) and ``WallClockCapWarning``;
-* ``families``: ``FAMILIES``, the GAN families by ``TrainConfig.family`` name;
+* ``families``: ``FAMILIES``, the GAN families by ``TrainConfig.family`` name (each implements the protocol of
+  ``cxrlib.gan.family``);
 * ``sampling``: drawing from a trained generator (``load_generator``, ``write_samples``, ``fixed_batches``);
 * ``benchmark``: timing training steps (``time_steps``, behind ``cxrlib.train.throughput``).
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from cxrlib.config import IMAGE_TO_IMAGE
 from cxrlib.errors import CxrError
 from cxrlib.files import atomic_write
 
@@ -96,9 +95,11 @@ def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
     ``load_state_dict`` casts the weights back to float32. ``discriminator=False`` leaves D out (a translator
     that is only applied, like the shipped CycleGAN: ``load_generator`` works, fine-tuning from it does not)."""
     from cxrlib.assets import sha256
+    from cxrlib.engine.families import FAMILIES
 
     state = load_checkpoint(ckpt)
-    translator = state["config"].get("family") in IMAGE_TO_IMAGE  # trained without EMA: G itself is exported
+    family = FAMILIES.get(state["config"].get("family") or "unconditional")
+    translator = family is not None and not family.draws_from_z  # trained without EMA: G itself is exported
     if "G_ema" not in state and not translator:
         raise CxrError(f"'{ckpt}' has no EMA generator to export (train with an EMA half-life > 0)")
 

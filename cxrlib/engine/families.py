@@ -1,10 +1,16 @@
-"""The GAN families the engine trains, by ``TrainConfig.family`` name; each module holds its whole algorithm."""
+"""The GAN families the engine trains, by ``TrainConfig.family`` name; each module holds its whole algorithm.
+
+Every family implements the small protocol of ``cxrlib.gan.family.Family`` (networks, D step, G step, sample
+grid, resume state, and what it is: ``draws_from_z``, ``takes_labels``, ``sync_batchnorm``); the engine asks the
+family, never its name."""
 
 from __future__ import annotations
 
 from cxrlib.conditional import Conditional
 from cxrlib.cyclegan import CycleGAN
+from cxrlib.gan.family import Family
 from cxrlib.pix2pix import Pix2Pix
 from cxrlib.unconditional import Unconditional
 
-FAMILIES = {"unconditional": Unconditional, "conditional": Conditional, "pix2pix": Pix2Pix, "cyclegan": CycleGAN}
+FAMILIES: dict[str, type[Family]] = {"unconditional": Unconditional, "conditional": Conditional, "pix2pix": Pix2Pix,
+                                     "cyclegan": CycleGAN}

@@ -10,7 +10,7 @@ import torch
 
 from cxrlib import config
 from cxrlib.conditional import class_labels
-from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig
+from cxrlib.config import TrainConfig
 from cxrlib.engine.checkpoints import load_checkpoint
 from cxrlib.engine.families import FAMILIES
 from cxrlib.engine.hardware import amp_dtype
@@ -72,10 +72,11 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
     if count is None or count < 1:
         raise CxrError(f"--{'per-class' if per_class is not None else 'n'} must be at least 1, got {count}")
     G, cfg = load_generator(ckpt, ema=ema)
-    if cfg.family in IMAGE_TO_IMAGE:
+    family = FAMILIES[cfg.family]
+    if not family.draws_from_z:
         raise CxrError(f"'{ckpt}' is a {cfg.family} run, which translates images rather than drawing them: use "
                        "`python -m cxrlib translate --ckpt RUN --src DIR --dst DIR`")
-    if per_class is not None and cfg.family != "conditional":
+    if per_class is not None and not family.takes_labels:
         raise CxrError("this generator is unconditional (trained without classes), so --per-class has no classes "
                        "to draw: train one with --conditional")
     out = Path(out)
@@ -100,7 +101,7 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
         if not styled:
             return G(z) if y is None else G(z, y)
         zs = [z] if zm is None else [z, zm.to(device)]
-        if cfg.family == "conditional":
+        if family.takes_labels:
             zs = [G.latent(zz, y) for zz in zs]
         ws = [net.ws(zz, truncation) for zz in zs]
         if len(ws) == 2:

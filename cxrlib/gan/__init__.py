@@ -8,6 +8,9 @@ optimisers, batches, latents, loss, augmentation) that return their statistics. 
 
 * :mod:`cxrlib.gan.steps` -- the D step and the G step of a GAN (:func:`~cxrlib.gan.steps.d_step`,
   :func:`~cxrlib.gan.steps.g_step`).
+* :mod:`cxrlib.gan.family` -- what a GAN family gives the engine (:class:`~cxrlib.gan.family.Family`: its
+  networks, D step, G step, sample grid and resume state); each family (``cxrlib.unconditional``,
+  ``cxrlib.conditional``, ``cxrlib.pix2pix``, ``cxrlib.cyclegan``) is one file that implements it.
 * :mod:`cxrlib.gan.ema` -- the EMA generator, an exponential moving average of G's weights
   (:func:`~cxrlib.gan.ema.ema_beta`, :class:`~cxrlib.gan.ema.EMA`).
 * :mod:`cxrlib.gan.plateau` -- the reduce-on-plateau rule of the adaptive learning rate

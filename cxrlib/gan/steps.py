@@ -13,7 +13,7 @@ This is the whole algorithm of one training iteration (Goodfellow et al. 2014, w
 Everything a step uses is an argument: the networks, the optimiser, the batch, the latents, the labels, the
 loss and the augmentation (which hold the random generator they draw from). A step never looks anything up
 elsewhere, so a notebook, a test, the trainer and the toy GAN (``cxrlib.toy``: 2-D points, many runs at once)
-call it alike. What the engine (``cxrlib.train.Trainer``, through ``cxrlib.unconditional``) decides stays out:
+call it alike. What the engine (``cxrlib.train.Trainer.run_d_step`` / ``run_g_step``) decides stays out:
 *whether* this step adds R1/R2 (lazy regularisation: it passes ``r1_gamma=0`` on the other steps), mixed
 precision (``autocast``), the uncompiled D on the steps that differentiate twice (it passes that D), feeding ADA
 (``on_real_logits``), and, after the step returns, counting images and updating the EMA of G.

@@ -1,0 +1,66 @@
+"""What a GAN family gives the engine: the small protocol every family implements.
+
+The engine (``cxrlib.train.Trainer``) trains any family the same way; a family is one file of its own algorithm
+(``cxrlib.unconditional``, ``cxrlib.conditional``, ``cxrlib.pix2pix``, ``cxrlib.cyclegan``) and a class with these
+members, the only ones the engine calls:
+
+* ``configure(cfg, data)`` -- the config this family trains with on ``data`` (e.g. the classes it finds there);
+* ``build_models(cfg)`` -- its networks (G, D); either may be a container of several (CycleGAN's two of each);
+* ``Family(trainer, data)`` -- the family of one trainer (it keeps whatever of ``data`` it needs, e.g. masks);
+* ``d_step(real, labels)`` / ``g_step()`` -- one D update, one G update, each returning its statistics as 0-d
+  tensors; ``extra_stats`` names those the engine logs besides its own (e.g. Pix2Pix's ``l1``);
+* ``sample_grid()`` -- the images of a run's sample grid and its row length;
+* ``state_dict()`` / ``load_state_dict(state)`` -- what the family itself keeps for an exact resume, besides the
+  networks and optimisers (e.g. CycleGAN's image pools);
+* ``draws_from_z`` (False: it translates images instead, so nothing is sampled from z), ``takes_labels`` (G and D
+  are called with class labels) and ``sync_batchnorm`` (several GPUs: BatchNorm statistics over the global batch).
+
+A family draws its batches and latents from the trainer and hands them, with the trainer's networks and
+choices, to plain step functions (``cxrlib.gan.steps``, or its own when its algorithm differs). :class:`Family`
+gives the defaults; a family subclasses it, never another family.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cxrlib.config import TrainConfig
+
+
+class Family:
+    """The defaults of the family protocol; a family overrides ``build_models``, ``d_step``, ``g_step`` and
+    ``sample_grid``, and whatever else differs. ``self.t`` is the trainer it trains with."""
+
+    name = ""
+    extra_stats: tuple[str, ...] = ()  # statistics a family logs besides the engine's LOGGED_STATS
+    draws_from_z = True  # False: an image-to-image family (Trainer.sample and `sample` refuse it)
+    takes_labels = False  # True: G(z, y) and D(x, y) take class labels
+    sync_batchnorm = True  # under torchrun on CUDA: SyncBatchNorm in G and D
+
+    def __init__(self, trainer, data=None):
+        self.t = trainer
+
+    @staticmethod
+    def configure(cfg: TrainConfig, data) -> TrainConfig:
+        """The config this family trains with on ``data`` (default: the config as it is)."""
+        return cfg
+
+    @staticmethod
+    def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+        raise NotImplementedError
+
+    def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+        raise NotImplementedError
+
+    def g_step(self) -> dict:
+        raise NotImplementedError
+
+    def sample_grid(self) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """What the family keeps for an exact resume, besides networks and optimisers (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
