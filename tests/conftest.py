@@ -1,4 +1,5 @@
-"""Shared test fixtures: small images of any Pillow mode, DICOM files written with pydicom, folder snapshots.
+"""Shared test fixtures: small images of any Pillow mode, DICOM files written with pydicom (and compressed by
+GDCM), folder snapshots.
 
 Every test gets its own cache folder (``CXRLIB_CACHE``), so nothing is written under the home directory and
 no test sees another's cache.
@@ -59,6 +60,77 @@ def make_image():
 
 
 # --------------------------------------------------------------------------- DICOM
+def write_dicom(path, pixels, transfer_syntax=None, preamble: bool = True, **attrs) -> Path:
+    """A real DICOM written by pydicom (see the ``make_dicom`` fixture); also used by benchmarks/bench_dicom.py."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    transfer_syntax = transfer_syntax or ExplicitVRLittleEndian
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.asarray(pixels)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    if transfer_syntax == ExplicitVRLittleEndian:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    else:
+        ds.PixelData = encapsulate([b"\xff\xd8" + b"\0" * 62])
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    if not preamble:  # some archives strip the 128-byte preamble and "DICM": keep what follows
+        raw = path.read_bytes()
+        assert raw[128:132] == b"DICM"
+        path.write_bytes(raw[132:])
+    return path
+
+
+# the compressed transfer syntaxes GDCM writes → its name for each
+GDCM_SYNTAXES = {
+    "1.2.840.10008.1.2.4.57": "JPEGLosslessProcess14",  # JPEG Lossless, process 14
+    "1.2.840.10008.1.2.4.70": "JPEGLosslessProcess14_1",  # JPEG Lossless, process 14, selection value 1
+    "1.2.840.10008.1.2.4.80": "JPEGLSLossless",
+    "1.2.840.10008.1.2.4.81": "JPEGLSNearLossless",
+}
+
+
+def gdcm_compress(src, dst, transfer_syntax: str) -> Path:
+    """Re-encode the uncompressed DICOM ``src`` as ``dst`` in ``transfer_syntax`` (a key of ``GDCM_SYNTAXES``)
+    with GDCM, the way a PACS export writes it. Needs python-gdcm."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, GDCM_SYNTAXES[transfer_syntax])))
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(dst))
+    if not reader.Read():
+        raise RuntimeError(f"GDCM cannot read {src}")
+    change.SetInput(reader.GetImage())
+    if not change.Change():
+        raise RuntimeError(f"GDCM cannot encode {transfer_syntax}")
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    if not writer.Write():
+        raise RuntimeError(f"GDCM cannot write {dst}")
+    return Path(dst)
+
+
 @pytest.fixture
 def make_dicom():
     """``make_dicom(path, pixels, transfer_syntax=ExplicitVRLittleEndian, preamble=True, **attrs) -> Path``:
@@ -66,43 +138,7 @@ def make_dicom():
     (BitsStored 12 unless given); attrs are DICOM keywords (RescaleSlope, WindowCenter, ...). A compressed
     transfer syntax gets a placeholder encapsulated fragment (enough to test the missing-decoder path)."""
     pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    def make(path, pixels, transfer_syntax=ExplicitVRLittleEndian, preamble: bool = True, **attrs) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.asarray(pixels)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = transfer_syntax
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "DX"
-        ds.Rows, ds.Columns = pixels.shape[-2:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        if pixels.ndim == 3:
-            ds.NumberOfFrames = pixels.shape[0]
-        for key, value in attrs.items():
-            setattr(ds, key, value)
-        if transfer_syntax == ExplicitVRLittleEndian:
-            ds.PixelData = pixels.astype(np.uint16).tobytes()
-        else:
-            ds.PixelData = encapsulate([b"\xff\xd8" + b"\0" * 62])
-            ds["PixelData"].VR = "OB"
-        ds.save_as(path, enforce_file_format=True)
-        if not preamble:  # some archives strip the 128-byte preamble and "DICM": keep what follows
-            raw = path.read_bytes()
-            assert raw[128:132] == b"DICM"
-            path.write_bytes(raw[132:])
-        return path
-
-    return make
+    return write_dicom
 
 
 # --------------------------------------------------------------------------- folders

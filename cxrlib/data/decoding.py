@@ -123,18 +123,18 @@ def _open_pil(f, path, draft: tuple[int, int, str] | None) -> _Decoded:
 
 def _dicom_decoder_hint(message: str) -> str:
     """pydicom's "missing dependencies" message → the pip packages to install, e.g.
-    ``pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm, or pyjpegls)``."""
+    ``pip install python-gdcm (cxrlib's 'dicom' extra; or pylibjpeg pylibjpeg-libjpeg; or pyjpegls)``."""
     options = []
     for requires in re.findall(r"^\s*\S+ - requires (.+)$", message, flags=re.M):
         pkgs = [re.split(r"[<>=!~ ]", p.strip())[0] for p in requires.split(" and ")]
         pkgs = ["python-gdcm" if p == "gdcm" else p for p in pkgs if p and p != "numpy"]
         if pkgs:
             options.append(" ".join(pkgs))
-    # pylibjpeg covers most syntaxes and installs everywhere: suggest it first
-    options.sort(key=lambda o: not o.startswith("pylibjpeg"))
-    if not options:
-        return "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
-    return "pip install " + options[0] + "".join(f" (or {o})" for o in options[1:])
+    # python-gdcm is what the 'dicom' extra installs (every JPEG syntax, permissive licence, wheels everywhere)
+    others = [o for o in options if o != "python-gdcm"]
+    if options and len(others) == len(options):  # a syntax GDCM does not decode
+        return "pip install " + options[0] + "".join(f" (or {o})" for o in options[1:])
+    return "pip install python-gdcm (cxrlib's 'dicom' extra" + "".join(f"; or {o}" for o in others) + ")"
 
 
 def _dicom_pixels(f, path) -> tuple[np.ndarray, dict, list[str]]:
