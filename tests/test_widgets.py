@@ -356,3 +356,49 @@ def test_progress_line_keeps_its_final_state_in_a_notebook(monkeypatch):
     assert h.texts[-1].startswith("training: 5/5 steps") and h.texts[-1].endswith("d_loss 1.234")
     assert len(h.texts) == 2  # shown once, then updated in place at the end
     assert list(P.progress(range(3), desc="loop", every=3600)) == [0, 1, 2]
+
+
+def test_progress_in_a_log_that_is_not_a_terminal_is_plain_lines(monkeypatch):
+    """CI, nohup, SLURM: no carriage returns; a line per interval, and one at the end when it says more."""
+    import io
+    import types
+
+    from cxrlib import progress as P
+
+    log = io.StringIO()  # not a tty, like a file or a pipe
+    now = [0.0]
+    monkeypatch.setattr(P, "in_notebook", lambda: False)
+    monkeypatch.setattr(P, "sys", types.SimpleNamespace(stderr=log))
+    monkeypatch.setattr(P, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    bar = P.progress(total=6, desc="training", unit="steps", log_every=25)
+    for _ in range(6):  # a step every 10 s
+        now[0] += 10
+        bar.update(1)
+        bar.set_postfix(d_loss="1.234")
+    bar.close()
+    bar.close()  # the trainer's finally may close it again: still one final line
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 2, lines  # at 30 s and 60 s (none before; the end says no more)
+    assert lines[0] == "training: 3/6 steps (50 %) · 30 s · 0.1 steps/s · 30 s left · d_loss 1.234"
+    assert lines[-1] == "training: 6/6 steps (100 %) · 60 s · 0.1 steps/s · d_loss 1.234"
+    assert list(P.progress(range(3), desc="loop")) == [0, 1, 2] and log.getvalue().splitlines()[-1].startswith(
+        "loop: 3/3 it (100 %)")
+
+
+def test_progress_in_a_terminal_is_tqdms_bar(monkeypatch):
+    import io
+    import types
+
+    from tqdm import tqdm
+
+    from cxrlib import progress as P
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(P, "in_notebook", lambda: False)
+    monkeypatch.setattr(P, "sys", types.SimpleNamespace(stderr=Terminal()))
+    assert isinstance(P.progress(range(2)), tqdm)
+    monkeypatch.setattr(P, "sys", types.SimpleNamespace(stderr=None))  # pythonw: nowhere to write
+    assert list(P.progress(range(2))) == [0, 1]
