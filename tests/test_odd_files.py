@@ -114,7 +114,7 @@ def test_any_exception_a_decoder_raises_becomes_one_line(tmp_path, monkeypatch):
 def test_pydicom_2_is_told_to_upgrade_not_to_install(tmp_path, monkeypatch, make_dicom):
     path = make_dicom(tmp_path / "a.dcm", np.zeros((8, 8)))
     monkeypatch.setitem(sys.modules, "pydicom.pixels", None)  # as with pydicom 2.x: no pixels module
-    with pytest.raises(ImageReadError, match=r"pydicom 3\.0 or newer \(this is .+\): pip install -U 'pydicom>=3\.0'"):
+    with pytest.raises(ImageReadError, match=r"pydicom 3\.0 or newer \(this is .+\): pip install -U 'pydicom>=3\.0\.1'"):
         data.read_image(path)
 
 

@@ -146,13 +146,13 @@ def _dicom_pixels(f, path) -> tuple[np.ndarray, dict, list[str]]:
     try:
         import pydicom
     except ImportError:
-        raise ImageReadError(path, "reading DICOM needs pydicom: pip install 'pydicom>=3.0'", hint=None) from None
+        raise ImageReadError(path, "reading DICOM needs pydicom: pip install 'pydicom>=3.0.1'", hint=None) from None
     try:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
     except ImportError:  # pydicom 2.x: installed, but without the pixels module
         version = getattr(pydicom, "__version__", "?")
         raise ImageReadError(path, f"reading DICOM needs pydicom 3.0 or newer (this is {version}): "
-                             "pip install -U 'pydicom>=3.0'", hint=None) from None
+                             "pip install -U 'pydicom>=3.0.1'", hint=None) from None
     try:
         ds = pydicom.dcmread(f, force=True)
     except Exception as e:  # pydicom raises many kinds on a broken header
