@@ -57,6 +57,8 @@ def test_evaluate_writes_json_and_report(folders, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "SWD" in printed and "memorisation flagged" in printed and str(out_json) in printed
     assert "density / coverage" in printed and f"warning: {result['warnings'][0]}" in printed
+    assert "KID ×1e3 random CNN" in printed and result["kid"]["random-cnn"]["subset_size"] == 20  # half of 40
+    assert "KID Inception" in printed if result["kid_skipped"] else "KID ×1e3 Inception" in printed
 
 
 def test_evaluate_flags_a_copying_generator(folders, tmp_path):

@@ -411,11 +411,12 @@ def test_evaluate_returns_every_metric_as_json(real, other, pool):
     assert "warnings" not in pr and len(result["warnings"]) == 1 and "real 100" in result["warnings"][0]
     assert result["histogram_distance"] >= 0
     assert (result["fid"] is None) == (result["fid_skipped"] is not None)
+    assert result["kid"]["random-cnn"]["subset_size"] == 50 and (result["kid_skipped"] is None) == (result["fid_skipped"] is None)
     mem = result["memorization"]
     assert mem["flagged_fraction"] <= 0.05 and mem["holdout_source"] == "real images not in train"
     assert "per_sample" not in mem
     table = M.summary_table(result)
-    assert "SWD" in table and "memorisation" in table and "density / coverage" in table
+    assert "SWD" in table and "memorisation" in table and "density / coverage" in table and "KID ×1e3 random CNN" in table
     assert table.splitlines()[-1] == f"warning: {result['warnings'][0]}"
 
 

@@ -15,8 +15,9 @@ from cxrlib.errors import CxrError
 from cxrlib.images import as_images
 from cxrlib.metrics.common import _check_same_size, _k_smallest
 from cxrlib.metrics.feature_space import features
-from cxrlib.metrics.frechet import fid, fid_skip_reason
+from cxrlib.metrics.frechet import fid_from_features, fid_skip_reason, inception_features
 from cxrlib.metrics.intensity import histogram_distance
+from cxrlib.metrics.kernel import _embed, kid, kid_from_features
 from cxrlib.metrics.manifold import precision_recall
 from cxrlib.metrics.memorisation import audit_embedding, memorization_audit
 from cxrlib.metrics.sliced_wasserstein import swd, swd_floor
@@ -45,6 +46,11 @@ def _real_minus_train(real: torch.Tensor, train: torch.Tensor, size: int) -> tor
     return real[keep] if keep.sum() >= 2 else None
 
 
+def _kid_row(k: dict) -> dict:
+    """A KID dict as ``evaluate`` keeps it: mean, std, subsets, subset_size (the space is its key)."""
+    return {key: k[key] for key in ("mean", "std", "subsets", "subset_size")}
+
+
 def evaluate(
     real,
     fake,
@@ -64,7 +70,10 @@ def evaluate(
     images for real and fake. Keys: ``swd`` and ``swd_floor`` ({"avg", "<res>px"…}), ``histogram_distance``
     and ``histogram_floor`` (real halves), ``diversity`` ({"fake", "real"}), ``precision_recall``
     ({"precision", "recall", "density", "coverage", "k", "features"}), ``fid`` (None when skipped) and
-    ``fid_skipped`` (the reason or None), ``warnings`` (plain sentences, e.g. sets too small for the k-NN
+    ``fid_skipped`` (the reason or None), ``kid`` (``{space: {"mean", "std", "subsets", "subset_size"}}``:
+    ``"random-cnn"`` always, offline; ``"inception"`` -- or ``"custom"`` with ``fid_feature`` -- where FID is
+    computed, on the same features) and ``kid_skipped`` (one line saying why there is no Inception KID, or None),
+    ``warnings`' (plain sentences, e.g. sets too small for the k-NN
     figures; empty when there is nothing to say), ``n_real``, ``n_fake``, ``size``, ``seed``, ``seconds`` (per
     metric); with ``train`` also ``memorization`` (``memorization_audit`` without the per-sample lists;
     held-out baseline = ``holdout``, or else the real images that are not in ``train``).
@@ -96,9 +105,18 @@ def evaluate(
     }
     result["precision_recall"] = timed("precision_recall", precision_recall, real, fake, k, seed=seed)
     result["warnings"] = result["precision_recall"].pop("warnings")
+    result["kid"] = {"random-cnn": _kid_row(timed("kid", kid, real, fake, seed=seed))}
     reason = None if fid_feature is not None else fid_skip_reason(fid_weights)
-    result["fid"] = None if reason else timed("fid", fid, real, fake, weights=fid_weights, feature=fid_feature)
-    result["fid_skipped"] = reason
+    result["fid"], result["fid_skipped"] = None, reason
+    result["kid_skipped"] = reason and reason.replace("FID skipped", "Inception KID skipped", 1)
+    if reason is None:  # FID and KID share one pass of the (slow) feature network
+        name = "inception" if fid_feature is None else "custom"
+        if fid_feature is None:
+            f_real, f_fake = timed("features", lambda: [inception_features(x, weights=fid_weights) for x in (real, fake)])
+        else:
+            f_real, f_fake = timed("features", lambda: [_embed(fid_feature, x) for x in (real, fake)])
+        result["fid"] = timed("fid", fid_from_features, f_real, f_fake)
+        result["kid"][name] = _kid_row(timed(f"kid_{name}", kid_from_features, f_real, f_fake, seed=seed))
     if train is not None:
         audit_kwargs = dict(audit_kwargs or {})
         if holdout is None:
@@ -217,6 +235,14 @@ def summary_table(result: dict) -> str:
          "real-like ≈ 1 / higher = more covered"),
         ("FID", "skipped" if result["fid"] is None else f"{result['fid']:.2f}", result["fid_skipped"] or ""),
     ]
+    kids = result.get("kid") or {}
+    for space, label in (("random-cnn", "random CNN"), ("inception", "Inception"), ("custom", "custom")):
+        k = kids.get(space)
+        if k is not None:
+            rows.append((f"KID ×1e3 {label}", f"{1e3 * k['mean']:.2f} ± {1e3 * k['std']:.2f}",
+                         f"{k['subsets']} subsets of {k['subset_size']}; unbiased: ≈ 0 (may be < 0) when alike"))
+        elif space == "inception" and result.get("kid_skipped"):
+            rows.append(("KID Inception", "skipped", "as FID, the line above: they share Inception's features"))
     for name, v in (result.get("per_class_swd") or {}).items():
         rows.append((f"  SWD class {name}", f"{v['swd']:.2f}", f"real {v['n_real']} · fake {v['n_fake']}"))
     mem = result.get("memorization")

@@ -2,11 +2,14 @@
 a custom feature module; nothing is ever downloaded.
 
 ``fid_weights_path`` (where Inception weights are on disk), ``fid_skip_reason`` (one line saying why FID cannot
-run here and how to enable it; it asks ``_has_package`` without importing torchmetrics) and ``fid``.
+run here and how to enable it; it asks ``_has_package`` without importing torchmetrics), ``inception_features``
+(the 2048-d features FID and Inception KID share: ``evaluate`` computes them once), ``fid_from_features`` and
+``fid``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cxrlib.errors import CxrError
 from cxrlib.images import as_images, to_float, to_uint8
 
 #: the file name torch-fidelity (used by torchmetrics' FID) downloads its Inception weights to, under
@@ -71,6 +75,42 @@ class _Features(nn.Module):
         return self.net(x)
 
 
+@functools.lru_cache(maxsize=1)
+def _inception(path: str) -> nn.Module:
+    """torchmetrics' Inception-v3 (torch-fidelity's port, the network of published FIDs and KIDs): 2048-d pool
+    features of uint8 RGB images, resized to 299 px inside; the weights from ``path``. The last one is kept: FID and
+    KID of one evaluation, or of several sets in a notebook, load it once."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=path)
+
+
+@torch.no_grad()
+def inception_features(images, *, weights: str | os.PathLike | None = None, batch: int = 64) -> torch.Tensor:
+    """Inception-v3 pool features of a set: (N, 1, H, W) uint8 or float in [-1, 1] → (N, 2048) float on the CPU
+    (gray repeated to RGB, uint8, resized by the network: what torchmetrics' FID and KID feed it). Its weights must
+    be on disk (``fid_weights_path``); otherwise a ``CxrError`` saying how to enable it. Slow on a CPU."""
+    reason = fid_skip_reason(weights)
+    if reason:
+        raise CxrError(reason.replace("FID skipped", "Inception features unavailable", 1))
+    x = as_images(images)
+    net = _inception(str(fid_weights_path(weights))).to(x.device)
+    return torch.cat([net(to_uint8(to_float(x[s : s + batch])).repeat(1, 3, 1, 1)).float().flatten(1).cpu()
+                      for s in range(0, x.shape[0], batch)])
+
+
+@torch.no_grad()
+def fid_from_features(f_real: torch.Tensor, f_fake: torch.Tensor) -> float:
+    """Fréchet distance between Gaussian fits of two feature sets (n, D) and (m, D), n, m ≥ 2, via torchmetrics
+    (float64): what ``fid`` computes once it has the features."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=_Features(nn.Identity(), int(f_real.shape[-1])), normalize=True)
+    metric.update(f_real.detach().flatten(1).cpu(), real=True)
+    metric.update(f_fake.detach().flatten(1).cpu(), real=False)
+    return float(metric.compute())
+
+
 @torch.no_grad()
 def fid(real, fake, *, weights: str | os.PathLike | None = None, feature: nn.Module | None = None,
         batch: int = 64) -> float | None:
@@ -79,9 +119,9 @@ def fid(real, fake, *, weights: str | os.PathLike | None = None, feature: nn.Mod
     real, fake: (N, 1, H, W) uint8 or float in [-1, 1], N ≥ 2.
     * ``feature``: any module mapping (B, 1, H, W) float in [-1, 1] → (B, D) — works offline (e.g.
       ``RandomConvEmbedding()``, or a domain network you trust).
-    * otherwise Inception-v3 (2048-d pool features; images repeated to RGB, uint8, resized by torchmetrics)
-      when its weights are on disk (``fid_weights_path``); nothing is ever downloaded. Without weights:
-      returns None and warns with one line (``fid_skip_reason``) saying how to enable it.
+    * otherwise Inception-v3 (2048-d pool features, ``inception_features``; images repeated to RGB, uint8, resized
+      by torchmetrics) when its weights are on disk (``fid_weights_path``); nothing is ever downloaded. Without
+      weights: returns None and warns with one line (``fid_skip_reason``) saying how to enable it.
     Inception FID on a CPU is slow (minutes for thousands of images): it is meant for GPU runs.
     """
     real, fake = as_images(real), as_images(fake)
@@ -90,21 +130,8 @@ def fid(real, fake, *, weights: str | os.PathLike | None = None, feature: nn.Mod
         if reason:
             warnings.warn(reason, stacklevel=2)
             return None
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    if feature is not None:
-        probe = feature(to_float(real[:2]))
-        metric = FrechetInceptionDistance(feature=_Features(feature, int(probe.shape[-1])), normalize=True)
-
-        def prep(x):
-            return x
+        f_real, f_fake = (inception_features(x, weights=weights, batch=batch) for x in (real, fake))
     else:
-        metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(fid_weights_path(weights)))
-
-        def prep(x):  # [-1, 1] gray → uint8 RGB, what the Inception wrapper expects with normalize=False
-            return to_uint8(x).repeat(1, 3, 1, 1)
-    metric = metric.to(real.device)
-    for is_real, x in ((True, real), (False, fake)):
-        for s in range(0, x.shape[0], batch):
-            metric.update(prep(to_float(x[s : s + batch])), real=is_real)
-    return float(metric.compute())
+        f_real, f_fake = (torch.cat([feature(to_float(x[s : s + batch])).flatten(1).cpu()
+                                     for s in range(0, x.shape[0], batch)]) for x in (real, fake))
+    return fid_from_features(f_real, f_fake)
