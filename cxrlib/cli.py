@@ -341,6 +341,7 @@ def _train(args) -> int:
     from cxrlib.train import Trainer
 
     out = Path(args.out)
+    callbacks = _tensorboard(args, out)
     overrides = {**_parse_sets(args.set), **_length(args)}
     for key in ("batch", "seed", "checkpoint_every", "log_every", "sample_every", "amp", "device"):
         if getattr(args, key) is not None:
@@ -358,7 +359,7 @@ def _train(args) -> int:
                 raise CxrError(f"--{key} {given} differs from the run's {key} {saved[key]} in '{out}'")
         data = _training_data(args.data, saved["size"], args.n_images, args.on_error, saved.get("family", ""),
                               args.masks, args.data_b, _memmap(args), not args.quiet)
-        trainer = Trainer.resume(out, data, **overrides)
+        trainer = Trainer.resume(out, data, callbacks=callbacks, **overrides)
         if trainer.writer:
             print(f"resuming '{out}' at step {trainer.step}", flush=True)
     else:
@@ -386,13 +387,25 @@ def _train(args) -> int:
             _check_device(cfg.device, f"--set device={cfg.device}")
         data = _training_data(args.data, size, args.n_images, args.on_error, family, args.masks, args.data_b,
                               _memmap(args), not args.quiet)
-        trainer = Trainer(cfg, data, out=out)
+        trainer = Trainer(cfg, data, out=out, callbacks=callbacks)
     _announce(trainer, data)
     trainer.fit(progress=not args.quiet)
+    for cb in callbacks:
+        cb.close()
     if trainer.writer:
         print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
               f" · log {out / 'log.jsonl'}")
     return 0
+
+
+def _tensorboard(args, out) -> list:
+    """``--tensorboard``: the callback writing the run's curves and grids into ``out`` (checked before any data is
+    read: without the package, one line saying how to install it)."""
+    if not getattr(args, "tensorboard", False):
+        return []
+    from cxrlib.board import TensorBoard
+
+    return [TensorBoard(out)]
 
 
 def _memmap(args):
@@ -689,6 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--config", metavar="FILE", help="start a new run from a saved config: a run's config.json (or "
                    "its run folder); the flags given here override its options")
+    p.add_argument("--tensorboard", action="store_true", help="also log the curves and sample grids for "
+                   "TensorBoard into --out (pip install \"cxrlib[tensorboard]\"; view: tensorboard --logdir runs)")
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)
 

@@ -1,0 +1,71 @@
+"""A run in TensorBoard: the ``cxrlib.board.TensorBoard`` callback and ``train --tensorboard`` write the log's curves
+and the fixed-z grids into the run folder; without the package, one line says how to install it."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from cxrlib import config
+from cxrlib.cli import main
+from cxrlib.config import make_config
+from cxrlib.phantom import generate
+from cxrlib.train import Trainer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setattr(config, "set_threads", lambda n=None: torch.set_num_threads(1) or 1)
+
+
+def _events(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_a_four_step_run_writes_the_curves_and_grids(tmp_path):
+    pytest.importorskip("tensorboard")
+    from cxrlib.board import TensorBoard
+
+    run = tmp_path / "run"
+    cfg = make_config("course", size=32, batch=8, steps=4, width=0.25, amp="off", log_every=2, sample_every=4,
+                      checkpoint_every=1000, augment="translation", ada=True)
+    board = TensorBoard(run)
+    trainer = Trainer(cfg, generate(32, 32, seed=0).images, out=run, callbacks=[board])
+    records = trainer.fit(progress=False)
+    board.close()
+    acc = _events(run)
+    scalars = set(acc.Tags()["scalars"])
+    assert {"loss/D", "loss/G", "loss/D_real", "loss/D_fake", "D_output/real_Dx", "D_output/fake_DGz", "ada/p",
+            "lr/G", "lr/D"} <= scalars
+    for key, tag in (("d_loss", "loss/D"), ("D(G(z))", "D_output/fake_DGz"), ("g_lr", "lr/G")):
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [2, 4]
+        assert [e.value for e in events] == pytest.approx([r[key] for r in records], rel=1e-6)
+    assert [e.step for e in acc.Images("samples")] == [2, 4]  # the first record, then the sample interval
+    assert acc.Images("samples")[-1].width > 32 * 8  # the 8-wide grid of RUN/samples
+
+
+def test_train_tensorboard_flag_writes_events_into_the_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("CXRLIB_SMOKE", "1")
+    run = tmp_path / "run"
+    assert main(["train", "--data", "phantom", "--n-images", "16", "--out", str(run), "--size", "32", "--steps",
+                 "2", "--batch", "8", "--log-every", "1", "--set", "width=0.25", "--set", 'amp="off"', "--quiet",
+                 "--tensorboard"]) == 0
+    assert list(run.glob("events.out.tfevents.*"))
+    assert [e.step for e in _events(run).Scalars("loss/G")] == [1, 2]
+
+
+def test_train_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard"
+                        else find_spec(name, *a))
+    assert main(["train", "--data", "phantom", "--out", str(tmp_path / "run"), "--tensorboard"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'error: TensorBoard logging needs the tensorboard package: pip install "cxrlib[tensorboard]"'
