@@ -24,10 +24,26 @@ def _cmd_phantom(args) -> int:
 
     summary = write_phantoms(
         args.out, n=args.n, size=args.size, seed=args.seed,
-        pneumonia_fraction=args.pneumonia_fraction, masks=args.masks,
+        pneumonia_fraction=args.pneumonia_fraction, masks=args.masks, severity=_severity_range(args.severity),
     )
     print(summary)
     return 0
+
+
+def _severity_range(text):
+    """``--severity``: ``LO-HI`` (e.g. ``0.2-0.5``) or one number; None when not given."""
+    from cxrlib.errors import CxrError
+
+    if text is None:
+        return None
+    parts = text.strip().split("-")
+    try:
+        vals = [float(v) for v in parts]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2):
+        raise CxrError(f"--severity must be LO-HI with 0 < LO <= HI <= 1 (e.g. 0.2-0.5) or one number, got {text!r}")
+    return vals[0] if len(vals) == 1 else tuple(vals)
 
 
 def _print_warnings(fn, *a, **kw):
@@ -650,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same images")
     p.add_argument("--pneumonia-fraction", type=float, default=0.5, help="share of pneumonia images (0–1)")
     p.add_argument("--masks", action="store_true", help="also write anatomy masks under masks/")
+    p.add_argument("--severity", metavar="LO-HI",
+                   help="milder pneumonia: each ill image's patch area and density as a share of the default, "
+                        "drawn from LO-HI within (0, 1], e.g. 0.2-0.5 (default: the default look, 1)")
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser("inspect", help="report what a folder of images/DICOMs holds, and every unreadable file")

@@ -15,6 +15,16 @@ Every image ``i`` has its own random streams, derived from ``(seed, i)`` only, s
 on how many images are asked for. The anatomy and the film come from one stream and the pneumonia from
 another, so ``pneumonia_fraction=1`` gives the same patients as ``pneumonia_fraction=0``, now ill.
 
+Severity (``generate(..., severity=(lo, hi))``, ``python -m cxrlib phantom --severity LO-HI``): each ill image
+draws its severity ``s`` uniformly from ``[lo, hi]`` within (0, 1], and ``s`` is a fraction of today's finding in
+two ways at once: every consolidation patch covers ``s`` times its area (its radii scale by ``sqrt(s)``, same
+centre, same shape) and replaces ``s`` times the air it replaced at each point (its density over the lung, after
+the saturation that makes a dense patch flat-topped, scales by ``s``). ``s = 1`` is exactly today's look; a small
+``s`` is the same patient's consolidation, smaller and fainter, with its patchiness, air bronchograms and
+fissure still there. ``s`` is the last draw of the pneumonia stream, so the patches' number and places, and
+everything else in the image, are those of the default set. Without ``severity`` no number is drawn and the
+images are byte for byte those of earlier versions; ``severity=(1, 1)`` gives the same bytes too.
+
 Rendering is vectorised: a chunk of images is computed with torch on coordinate grids (no per-pixel Python),
 most of it on a half-size grid (see "rendering" below); the branching vessels and bronchi are grown as
 random trees and projected into the film with numpy. Chunks run in parallel on the CPU cores, one torch
@@ -81,7 +91,7 @@ class Phantoms:
 # ======================================================================= public API
 def generate(
     n: int, size: int = 256, seed: int = 0, pneumonia_fraction: float = 0.5, masks: bool = False,
-    workers: int | None = None, anatomy_seed: int | None = None,
+    workers: int | None = None, anatomy_seed: int | None = None, severity=None,
 ) -> Phantoms:
     """``n`` phantom PA chest radiographs of ``size`` x ``size`` px (32–1024).
 
@@ -94,22 +104,29 @@ def generate(
     clavicles: ``MASK_PARAMETERS``) of image i of ``anatomy_seed`` and draws everything else — body outline, soft
     tissue, bones' density, vessels, film, pneumonia — from ``seed``: another film that fits the same masks (all
     but ~0.1 % of their pixels), i.e. a sample of "X-rays given these masks" (the ideal Pix2Pix, notebook 08).
+
+    ``severity``: ``(lo, hi)`` with 0 < lo <= hi <= 1, or one number for ``(s, s)``: each pneumonia image draws
+    its severity from that range, the share of today's patch area and density it shows (module docstring).
+    None (default): today's look, byte for byte.
     """
     _check_args(n, size, pneumonia_fraction)
-    return _generate_range(0, n, size, seed, pneumonia_fraction, masks, workers, anatomy_seed)
+    severity = check_severity(severity)
+    return _generate_range(0, n, size, seed, pneumonia_fraction, masks, workers, anatomy_seed, severity)
 
 
 def write_phantoms(
-    out, n: int, size: int = 256, seed: int = 0, pneumonia_fraction: float = 0.5, masks: bool = False
+    out, n: int, size: int = 256, seed: int = 0, pneumonia_fraction: float = 0.5, masks: bool = False,
+    severity=None,
 ) -> str:
     """Write ``n`` phantoms as a data-set folder and return a one-paragraph summary.
 
     Layout: ``out/normal/cxr_00000.png``, ``out/pneumonia/…``, ``out/manifest.csv`` (file, label, class,
     index, seed, size) and with ``masks`` ``out/masks/<structure>/<same stem>.png`` (0/255). The folder is
     built beside ``out`` under a temporary name and renamed when complete, so a failure leaves nothing
-    half-written; an ``out`` that exists and is not empty is refused.
+    half-written; an ``out`` that exists and is not empty is refused. ``severity``: as in :func:`generate`.
     """
     _check_args(n, size, pneumonia_fraction)
+    severity = check_severity(severity)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CxrError(f"cannot write phantoms to '{out}': it exists and is not a folder")
@@ -119,7 +136,7 @@ def write_phantoms(
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        counts = _write_into(tmp, n, size, seed, pneumonia_fraction, masks)
+        counts = _write_into(tmp, n, size, seed, pneumonia_fraction, masks, severity)
         if out.is_dir():
             out.rmdir()  # empty (checked above); rename needs the name free
         os.replace(tmp, out)
@@ -128,8 +145,10 @@ def write_phantoms(
         raise
     secs = time.perf_counter() - t0
     mask_txt = f", masks of the {', '.join(MASK_NAMES)} under masks/" if masks else ""
+    lo, hi = severity or (1.0, 1.0)
+    sev_txt = "" if severity is None else f", pneumonia severity {lo:g}" + (f"-{hi:g}" if hi != lo else "")
     return (
-        f"Wrote {n} phantom chest X-rays ({size}x{size} px, seed {seed}) to '{out}': "
+        f"Wrote {n} phantom chest X-rays ({size}x{size} px, seed {seed}{sev_txt}) to '{out}': "
         f"{counts[0]} in normal/, {counts[1]} in pneumonia/, one row per image in manifest.csv{mask_txt} "
         f"({secs:.1f} s)."
     )
@@ -144,6 +163,22 @@ def _check_args(n, size, pneumonia_fraction) -> None:
     f = float(pneumonia_fraction)
     if not 0.0 <= f <= 1.0:  # also refuses NaN
         raise CxrError(f"pneumonia fraction must be between 0 and 1, got {pneumonia_fraction!r}")
+
+
+def check_severity(severity) -> tuple[float, float] | None:
+    """``severity`` as ``(lo, hi)`` floats with 0 < lo <= hi <= 1, or None; one number s means ``(s, s)``.
+    Anything else is refused with a one-line :class:`CxrError`."""
+    if severity is None:
+        return None
+    one = isinstance(severity, (int, float, np.integer, np.floating)) and not isinstance(severity, bool)
+    try:
+        lo, hi = (float(severity),) * 2 if one else (float(v) for v in severity)
+    except (TypeError, ValueError):
+        raise CxrError(f"pneumonia severity must be a range (lo, hi) within (0, 1], got {severity!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:  # also refuses NaN
+        raise CxrError(f"pneumonia severity must be a range lo-hi with 0 < lo <= hi <= 1 (a share of the default "
+                       f"finding), got {lo:g}-{hi:g}")
+    return lo, hi
 
 
 def _labels(start: int, stop: int, seed: int, fraction: float) -> np.ndarray:
@@ -182,14 +217,15 @@ def _chunk_size(size: int) -> int:
     return int(max(1, min(16, _WORK_ELEMENTS // _coarse_size(size) ** 2)))
 
 
-def _generate_range(start, stop, size, seed, fraction, masks, workers=None, anatomy_seed=None) -> Phantoms:
+def _generate_range(start, stop, size, seed, fraction, masks, workers=None, anatomy_seed=None,
+                    severity=None) -> Phantoms:
     labels = _labels(start, stop, seed, fraction)
     B = _chunk_size(size)
     starts = list(range((start // B) * B, stop, B))
 
     def render(c0):
         img, m = _render_chunk(range(c0, c0 + B), _labels(c0, c0 + B, seed, fraction), size, seed, masks,
-                               anatomy_seed)
+                               anatomy_seed, severity)
         lo, hi = max(start, c0) - c0, min(stop, c0 + B) - c0
         return img[lo:hi], None if m is None else {k: v[lo:hi] for k, v in m.items()}
 
@@ -227,7 +263,7 @@ def _one_torch_thread():
         torch.set_num_threads(before)
 
 
-def _write_into(root: Path, n, size, seed, fraction, masks) -> list[int]:
+def _write_into(root: Path, n, size, seed, fraction, masks, severity=None) -> list[int]:
     from PIL import Image
 
     for c in CLASSES:
@@ -242,7 +278,7 @@ def _write_into(root: Path, n, size, seed, fraction, masks) -> list[int]:
         w = csv.writer(fh)
         w.writerow(["file", "label", "class", "index", "seed", "size"])
         for s0 in range(0, n, step):
-            ph = _generate_range(s0, min(n, s0 + step), size, seed, fraction, masks)
+            ph = _generate_range(s0, min(n, s0 + step), size, seed, fraction, masks, severity=severity)
             for j in range(len(ph)):
                 i, lab = s0 + j, int(ph.labels[j])
                 stem = f"cxr_{i:0{digits}d}"
@@ -382,8 +418,11 @@ def _shapes_masks(key: str) -> bool:
     return any(key == p or (p.endswith("_") and key.startswith(p)) for p in MASK_PARAMETERS)
 
 
-def _pneumonia(r: _Draw, a: dict[str, float], ill: bool) -> dict[str, float]:
-    """Consolidation patches: up to MAX_PATCHES blobs in lung zones (lower zones most often)."""
+def _pneumonia(r: _Draw, a: dict[str, float], ill: bool, severity=None) -> dict[str, float]:
+    """Consolidation patches: up to MAX_PATCHES blobs in lung zones (lower zones most often).
+
+    severity (lo, hi): the image's severity s, drawn last (after every draw of the default), scales the patches'
+    area (radii by sqrt(s)) and, through ``p["severity"]``, their density in :func:`_coarse`."""
     p: dict[str, float] = {}
     n = 1 + r.choice(4, [0.4, 0.35, 0.18, 0.07]) if ill else 0
     p["fissure"] = 0.0
@@ -405,6 +444,14 @@ def _pneumonia(r: _Draw, a: dict[str, float], ill: bool) -> dict[str, float]:
     p["pn_fill"] = r.u(0.75, 0.95)  # how much of the air a dense patch replaces
     p["bronchogram"] = r.p(0.5) if ill else 0.0
     p["bronch_amp"] = r.u(5.0, 9.0)
+    p["severity"] = 1.0
+    if severity is not None:
+        s = r.u(*severity)
+        if ill:
+            p["severity"] = s
+            for j in range(MAX_PATCHES):
+                p[f"pn{j}_rx"] *= math.sqrt(s)
+                p[f"pn{j}_ry"] *= math.sqrt(s)
     return p
 
 
@@ -618,7 +665,8 @@ _CH = {"extra": 0, "body": 1, "lung": 2, "vessel_vis": 3, "bronchus_vis": 4, "th
 _CH_MASKS = {"heart": 6, "ribs": 7, "clavicles": 8}
 
 
-def _render_chunk(indices, labels, size: int, seed: int, want_masks: bool, anatomy_seed: int | None = None):
+def _render_chunk(indices, labels, size: int, seed: int, want_masks: bool, anatomy_seed: int | None = None,
+                  severity=None):
     """Render images ``indices`` (with their labels) → ((B, 1, S, S) uint8, masks dict or None)."""
     S, R = size, _coarse_size(size)
     params, vessels, bronchi, markers, small, offsets = [], [], [], [], [], []
@@ -628,7 +676,7 @@ def _render_chunk(indices, labels, size: int, seed: int, want_masks: bool, anato
         if anatomy_seed is not None:
             kept = _anatomy_and_film(_Draw(_rng(anatomy_seed, i, 0)))
             a.update({k: v for k, v in kept.items() if _shapes_masks(k)})
-        pn = _pneumonia(rp, a, bool(lab))
+        pn = _pneumonia(rp, a, bool(lab), severity)
         params.append({**a, **pn})
         vessels.append(_splat(a, S, _vessels(ra.rng, a)))
         markers.append(_marker(ra, S))
@@ -767,6 +815,8 @@ def _coarse(P, R, r0, r1, fields, want_masks) -> torch.Tensor:
         qq = ((dx - P[f"pn{j}_x"]) / P[f"pn{j}_rx"]).square_().add_(((y - P[f"pn{j}_y"]) / P[f"pn{j}_ry"]).square_())
         cons += P[f"pn{j}_amp"] * torch.exp(-qq * qq.sqrt().clamp_(min=0.3))  # flat-topped blobs
     cons = 1.0 - torch.exp(-1.6 * cons * patchy)  # saturating
+    if bool((P["severity"] != 1.0).any()):  # a milder finding: s times the density (1: untouched, byte for byte)
+        cons = cons * P["severity"]
     if bool((P["fissure"] != 0).any()):
         fis = _ramp(P["fissure"] * (P["fissure_y"] - y), edge + 0.002)
         cons = cons * (1.0 - P["fissure"].abs() * rs * (1.0 - fis))

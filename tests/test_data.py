@@ -421,6 +421,20 @@ def test_load_dataset_phantom_is_cached_and_equal(monkeypatch):
     assert not torch.equal(other.images, first.images)
 
 
+def test_load_dataset_phantom_severity_is_its_own_cache_entry(monkeypatch):
+    from cxrlib import phantom
+
+    default = data.load_dataset("phantom", size=32, n=4, seed=2)
+    mild = data.load_dataset("phantom", size=32, n=4, seed=2, severity=(0.3, 0.5))
+    assert torch.equal(mild.images, phantom.generate(4, 32, seed=2, severity=(0.3, 0.5)).images)
+    assert not torch.equal(mild.images, default.images) and torch.equal(mild.labels, default.labels)
+    monkeypatch.setattr(phantom, "generate", lambda *a, **k: pytest.fail("not cached"))
+    assert torch.equal(data.load_dataset("phantom", size=32, n=4, seed=2, severity=None).images, default.images)
+    assert torch.equal(data.load_dataset("phantom", size=32, n=4, seed=2, severity=[0.3, 0.5]).images, mild.images)
+    with pytest.raises(CxrError, match="severity"):
+        data.load_dataset("phantom", size=32, n=4, seed=2, severity=(0.5, 0.3))
+
+
 def test_load_dataset_folder_with_n_takes_a_seeded_subset(image_folder):
     ds = data.load_dataset(image_folder, size=16, n=3, seed=0)
     assert len(ds) == 3 and ds.describe().startswith(f"3 images from '{image_folder}', 16 px")

@@ -191,6 +191,68 @@ def ph_lungs_dilated(lungs: torch.Tensor) -> torch.Tensor:
     return (torch.nn.functional.max_pool2d(x, 5, stride=1, padding=2) > 0)[:, 0]
 
 
+# --------------------------------------------------------------------------- severity
+# sha256 (first 16 hex digits) of generate(24, 64, seed=0, masks=True)'s images, labels and masks, before severity
+# existed (main at 3bce00b) and after; the bytes are exact on a given torch version and CPU, so it is checked there.
+_DEFAULT_HASH = {("2.14.1+cu130", "AVX512"): "795c5f91eb0487f6"}
+
+
+def _digest(ph) -> str:
+    import hashlib
+
+    d = hashlib.sha256(ph.images.numpy().tobytes() + ph.labels.numpy().tobytes())
+    for k in MASK_NAMES:
+        d.update(ph.masks[k].numpy().tobytes())
+    return d.hexdigest()[:16]
+
+
+def test_default_phantoms_are_the_bytes_they_were_before_severity_and_severity_1_too():
+    default = generate(24, 64, seed=0, masks=True)
+    pinned = _DEFAULT_HASH.get((torch.__version__, torch.backends.cpu.get_cpu_capability()))
+    if pinned is not None:
+        assert _digest(default) == pinned
+    for sev in ((1, 1), 1.0, [1.0, 1.0]):
+        assert _digest(generate(24, 64, seed=0, masks=True, severity=sev)) == _digest(default)
+    # above 128 px (coarse grid upsampled) and with anatomy_seed: (1, 1) is the default, byte for byte
+    a = generate(3, 136, seed=4, pneumonia_fraction=1.0, anatomy_seed=2)
+    assert torch.equal(generate(3, 136, seed=4, pneumonia_fraction=1.0, anatomy_seed=2, severity=(1, 1)).images,
+                       a.images)
+
+
+def test_milder_severity_is_fainter_in_the_lungs_only_and_keeps_everything_else(normal_and_ill):
+    healthy, ill = normal_and_ill
+    lungs = healthy.masks["lungs"][:, 0]
+
+    def rise(ph):
+        return ((ph.images[:, 0].float() - healthy.images[:, 0].float()) * lungs).sum((1, 2)) / lungs.sum((1, 2))
+
+    mild = generate(16, 64, seed=5, pneumonia_fraction=1.0, masks=True, severity=(0.3, 0.3))
+    mid = generate(16, 64, seed=5, pneumonia_fraction=1.0, masks=True, severity=0.6)
+    r_mild, r_mid, r_full = rise(mild), rise(mid), rise(ill)
+    assert (r_mild > 0).all() and (r_mild < r_mid).all() and (r_mid < r_full).all()  # still there, fainter
+    assert torch.equal(mild.labels, ill.labels)
+    for k in MASK_NAMES:  # the same patients
+        assert torch.equal(mild.masks[k], ill.masks[k])
+    outside = ~ph_lungs_dilated(lungs)
+    assert (mild.images[:, 0] == ill.images[:, 0])[outside].float().mean() > 0.99
+    # normal images carry no finding: a severity changes none of them
+    normal = generate(16, 64, seed=5, pneumonia_fraction=0.0, severity=(0.2, 0.4))
+    assert torch.equal(normal.images, healthy.images)
+    # a range draws each image's severity from it, deterministically; image i does not depend on n
+    ranged = generate(16, 64, seed=5, pneumonia_fraction=1.0, severity=(0.3, 0.6))
+    assert torch.equal(ranged.images[:5], generate(5, 64, seed=5, pneumonia_fraction=1.0, severity=(0.3, 0.6)).images)
+    r_ranged = rise(ranged)
+    assert (r_ranged >= r_mild - 0.5).all() and (r_ranged <= r_mid + 0.5).all()
+    assert r_ranged.std() > 0
+
+
+@pytest.mark.parametrize("bad", [(0, 0.5), (0.6, 0.4), (0.5, 1.2), (0.2,), "x", float("nan"), True, -0.1])
+def test_bad_severity_is_one_line_error(bad):
+    with pytest.raises(CxrError, match="severity") as e:
+        generate(2, 32, severity=bad)
+    assert "\n" not in str(e.value)
+
+
 # --------------------------------------------------------------------------- writing a data set
 def test_write_phantoms_layout_manifest_and_masks(tmp_path):
     out = tmp_path / "ph"
@@ -272,6 +334,30 @@ def test_cli_phantom_bad_size_is_one_error_line_and_exit_2(tmp_path, capsys):
     assert main(["phantom", "--out", str(tmp_path / "x"), "--n", "2", "--size", "8"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "size" in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_phantom_severity_writes_the_milder_set_and_says_so(tmp_path):
+    from PIL import Image
+
+    from cxrlib.cli import main
+
+    out = tmp_path / "mild"
+    assert main(["phantom", "--out", str(out), "--n", "4", "--size", "32", "--seed", "3", "--severity", "0.3-0.5"]) == 0
+    files = sorted(out.glob("*/*.png"))
+    want = generate(4, 32, seed=3, severity=(0.3, 0.5))
+    got = {int(f.stem.split("_")[1]): np.asarray(Image.open(f)) for f in files}
+    assert all(np.array_equal(got[i], want.images[i, 0].numpy()) for i in range(4))
+    assert main(["phantom", "--out", str(tmp_path / "one"), "--n", "2", "--size", "32", "--severity", "0.4"]) == 0
+
+
+@pytest.mark.parametrize("bad", ["0.5-0.2", "0-0.5", "0.2-1.5", "mild", "0.1-0.2-0.3", ""])
+def test_cli_phantom_bad_severity_is_one_error_line_and_exit_2(tmp_path, capsys, bad):
+    from cxrlib.cli import main
+
+    assert main(["phantom", "--out", str(tmp_path / "x"), "--n", "2", "--size", "32", "--severity", bad]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "severity" in lines[0]
     assert not (tmp_path / "x").exists()
 
 

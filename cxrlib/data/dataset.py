@@ -45,6 +45,10 @@ def _phantom_set(
             raise CxrError(
                 f"phantom structures must be distinct names among {', '.join(phantom.MASK_NAMES)}, got {', '.join(names) or 'none'}"
             )
+    if kw.get("severity", 0) is None:
+        del kw["severity"]  # the default look: the default set's cache entry
+    elif "severity" in kw:  # checked and normalised, so (0.3, 0.5) and [0.3, 0.5] share one entry
+        kw["severity"] = phantom.check_severity(kw["severity"])
     key = hashlib.sha256(Path(phantom.__file__).read_bytes())
     key_kw = sorted([*kw.items(), ("masks", True)]) if masks else sorted(kw.items())  # masks=False: the old key
     key.update(json.dumps([CACHE_FORMAT, torch.__version__, n, size, seed, key_kw]).encode())
@@ -117,8 +121,9 @@ def _take(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
 def load_dataset(source="phantom", size: int = 64, n: int | None = None, seed: int = 0, **kw) -> ImageSet:
     """The notebooks' one switch: ``"phantom"`` | a folder | ``"pneumoniamnist"`` | ``"chestmnist"`` | a .npz.
 
-    phantom: ``n`` procedural radiographs (default ``cxrlib.config.budget().n_images``), keyword
-    ``pneumonia_fraction``. folder: every image under it (keywords of :func:`load_images`); ``n`` takes a
+    phantom: ``n`` procedural radiographs (default ``cxrlib.config.budget().n_images``), keywords
+    ``pneumonia_fraction`` and ``severity`` (``(lo, hi)`` in (0, 1]: milder findings, :mod:`cxrlib.phantom`;
+    cached apart from the default set). folder: every image under it (keywords of :func:`load_images`); ``n`` takes a
     seeded random subset. MedMNIST: keywords ``root`` (a .npz or its folder) and ``split``. Prints nothing:
     call ``.describe()`` on the result.
 
