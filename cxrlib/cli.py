@@ -197,7 +197,7 @@ def _config_file(source) -> tuple[dict, str]:
     import json
     from pathlib import Path
 
-    from cxrlib.config import TrainConfig
+    from cxrlib.config import TrainConfig, renamed_fields
     from cxrlib.errors import CxrError
 
     path = Path(source)
@@ -218,6 +218,10 @@ def _config_file(source) -> tuple[dict, str]:
         raise CxrError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(saved, dict):
         raise CxrError(f"{where}: expected a JSON object of training options, got a {type(saved).__name__}")
+    try:
+        saved = renamed_fields(saved)  # a run saved before a rename (r1_every → reg_every) still loads
+    except CxrError as e:
+        raise CxrError(f"{where}: {e}") from None
     unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise CxrError(f"{where}: unknown training option(s) {', '.join(unknown)}")

@@ -84,6 +84,36 @@ def test_train_config_starts_a_new_run_from_a_saved_one_with_flags_overriding(tm
     capsys.readouterr()
 
 
+#: notebooks/runs/05_fine_tuning/base/config.json as the course wrote it before r1_every became reg_every
+OLD_CONFIG = {
+    "preset": "course", "family": "unconditional", "classes": [], "class_sampling": "frequency", "structures": [],
+    "domains": [], "size": 64, "batch": 32, "steps": 3008, "minutes": 0.8333333333333334, "seed": 0, "z_dim": None,
+    "width": 1.0, "model_kwargs": {}, "loss": "bce", "label_smoothing": 0.0, "flip_prob": 0.0,
+    "g_steps_per_d_step": 1, "d_steps_per_g_step": 1, "r1_gamma": 0.1, "r1_every": 16, "r2_gamma": 0.0,
+    "augment": "translation,cutout", "augment_p": 1.0, "ada": True, "ada_target": 0.6, "ada_speed_kimg": 20.0,
+    "l1_weight": 100.0, "gan_weight": 1.0, "cycle_weight": 10.0, "identity_weight": 0.5, "pool_size": 50,
+    "g_lr": 0.0002, "d_lr": 0.0002, "g_betas": [0.0, 0.99], "d_betas": [0.0, 0.99], "adaptive_lr": False,
+    "adaptive_every": 200, "adaptive_patience": 2, "adaptive_factor": 0.5, "lr_decay_start": 1.0,
+    "ema_half_life_kimg": 5.0, "ema_rampup": 0.05, "ema_bn_refresh": False, "log_every": 1, "sample_every": 250,
+    "checkpoint_every": 500, "amp": "auto", "channels_last": True, "compile": False, "device": "auto",
+}
+
+
+def test_train_config_reads_a_run_saved_before_the_rename(tmp_path, xray_folder, capsys):
+    old = tmp_path / "old" / "config.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({**OLD_CONFIG, "r1_every": 8}, indent=2))
+    assert main(["train", "--data", str(xray_folder), "--out", str(tmp_path / "r"), "--config", str(old),
+                 "--size", "32", "--steps", "1", "--batch", "4", *TINY]) == 0
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["reg_every"] == 8 and "r1_every" not in cfg
+    old.write_text(json.dumps({**OLD_CONFIG, "reg_every": 4}))  # both names, two values: one line naming the file
+    assert main(["train", "--data", str(xray_folder), "--out", str(tmp_path / "r2"), "--config", str(old),
+                 "--quiet"]) == 2
+    err = _error_line(capsys)
+    assert f"--config '{old}'" in err and "r1_every is the old name of reg_every" in err, err
+
+
 @pytest.mark.parametrize(("content", "name", "reason"), [
     (None, "none.json", "no such file"),
     ("{\"batch\": 4,", "cut.json", "not valid JSON (Expecting"),
