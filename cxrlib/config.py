@@ -395,6 +395,9 @@ class TrainConfig:
         if self.family != "unconditional" and self.loss == "wgan-gp":
             bad("loss", "WGAN-GP's penalty is implemented for the unconditional family only (it scores points "
                 "between a real and a fake image, which need one label)")
+        if self.ada and self.loss == "wgan-gp":
+            bad("ada", "ADA steers p by the sign of D's outputs, which a Wasserstein critic leaves arbitrary (its "
+                "loss and penalty ignore a constant offset): turn it off with loss='wgan-gp' (--set ada=false)")
         for f in ("r1_gamma", "r2_gamma", "gp_weight", "ema_half_life_kimg", "ema_rampup", "width", "l1_weight", "gan_weight",
                   "cycle_weight", "identity_weight"):
             if getattr(self, f) < 0:

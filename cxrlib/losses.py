@@ -270,8 +270,10 @@ def d_loss_wgan(
     n_critic = 5 critic updates per G update (``d_steps_per_g_step=5``), Adam with lr 1e-4 and β = (0, 0.9) for
     both networks, and no BatchNorm in the critic (it makes each image's score depend on the batch, so the
     per-image penalty no longer constrains the critic the loss uses; the paper suggests layer norm instead).
-    On the CLI: ``--set loss=wgan-gp --set d_steps_per_g_step=5 --set g_lr=1e-4 --set d_lr=1e-4
-    --set g_betas=[0,0.9] --set d_betas=[0,0.9]`` (``gp_weight`` is 10 by default).
+    On the CLI: ``--set loss=wgan-gp --set ada=false --set r1_gamma=0 --set d_steps_per_g_step=5 --set g_lr=1e-4
+    --set d_lr=1e-4 --set g_betas=[0,0.9] --set d_betas=[0,0.9]`` (``gp_weight`` is 10 by default; ADA is refused
+    with this loss: it reads the sign of D's outputs, which the critic's loss leaves arbitrary; the penalty
+    replaces R1).
 
     Stats as for :func:`d_loss_lsgan`: ``D(x)`` and ``D(G(z))`` are the mean *scores* (their difference is the
     critic's distance estimate), ``d_loss_real`` = −mean(D(x)), ``d_loss_fake`` = mean(D(G(z))). Smoothing and

@@ -52,8 +52,8 @@ def assert_same_state(a: Trainer, b: Trainer):
 
 # original (old name "seed", kept as an alias): dropout draws from torch's global RNG; refresh: recomputing the EMA's BatchNorm statistics at every
 # sample grid and checkpoint changes nothing of the run
-# wgan-gp: the penalty's ε per image come from the trainer's generator, five D steps per G step
-WGAN_GP = dict(loss="wgan-gp", label_smoothing=0.0, flip_prob=0.0, d_steps_per_g_step=5)
+# wgan-gp: the penalty's ε per image come from the trainer's generator, five D steps per G step (no ADA: refused)
+WGAN_GP = dict(loss="wgan-gp", label_smoothing=0.0, flip_prob=0.0, d_steps_per_g_step=5, ada=False)
 
 
 @pytest.mark.parametrize("preset,refresh,loss", [("course", False, {}), ("original", False, {}), ("course", True, {}),

@@ -68,7 +68,7 @@ def test_config_round_trips_through_json():
 
 @pytest.mark.parametrize("bad", [dict(size=48), dict(loss="wgan"), dict(batch=0), dict(flip_prob=0.7),
                                  dict(g_steps_per_d_step=2, d_steps_per_g_step=2), dict(steps=None, minutes=None),
-                                 dict(nonsense=1)])
+                                 dict(nonsense=1), dict(ada=True, loss="wgan-gp")])
 def test_make_config_refuses_nonsense_with_a_named_field(bad):
     with pytest.raises(CxrError) as e:
         make_config("course", **bad)
