@@ -409,9 +409,11 @@ def _train(args) -> int:
                               _memmap(args), not args.quiet)
         trainer = Trainer(cfg, data, out=out, callbacks=callbacks)
     _announce(trainer, data)
-    trainer.fit(progress=not args.quiet)
-    for cb in callbacks:
-        cb.close()
+    try:
+        trainer.fit(progress=not args.quiet)
+    finally:  # also on a stop (SIGINT/SIGTERM) or a NaN: the events written so far stay readable
+        for cb in callbacks:
+            cb.close()
     if trainer.writer:
         print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
               f" · log {out / 'log.jsonl'}")

@@ -69,3 +69,27 @@ def test_train_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch
     assert main(["train", "--data", "phantom", "--out", str(tmp_path / "run"), "--tensorboard"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == 'error: TensorBoard logging needs the tensorboard package: pip install "cxrlib[tensorboard]"'
+
+
+def test_train_closes_its_callbacks_when_training_stops_with_an_error(tmp_path, monkeypatch, capsys):
+    from cxrlib import cli
+    from cxrlib.errors import CxrError
+
+    closed = []
+
+    class Recorder:
+        def __call__(self, trainer, record):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    def nan(self, *a, **k):
+        raise CxrError("D's loss became NaN at step 1")
+
+    monkeypatch.setenv("CXRLIB_SMOKE", "1")
+    monkeypatch.setattr(cli, "_tensorboard", lambda args, out: [Recorder()])
+    monkeypatch.setattr(Trainer, "fit", nan)
+    assert main(["train", "--data", "phantom", "--n-images", "16", "--out", str(tmp_path / "run"), "--size", "32",
+                 "--steps", "2", "--batch", "8", "--set", "width=0.25", "--quiet", "--tensorboard"]) == 2
+    assert "became NaN" in capsys.readouterr().err and closed == [True]
