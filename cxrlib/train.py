@@ -58,8 +58,11 @@ from pathlib import Path
 import torch
 
 from cxrlib import augment, config, distributed, losses
+from cxrlib.conditional import Conditional as Conditional
 from cxrlib.conditional import class_labels
+from cxrlib.config import IMAGE_TO_IMAGE as IMAGE_TO_IMAGE
 from cxrlib.config import TrainConfig, make_config
+from cxrlib.cyclegan import CycleGAN as CycleGAN
 from cxrlib.engine.batches import DEVICE_DATA_SHARE as DEVICE_DATA_SHARE
 from cxrlib.engine.batches import HostBatches, place_images, split_heldout
 from cxrlib.engine.batches import device_data_limit as device_data_limit
@@ -89,6 +92,8 @@ from cxrlib.gan.steps import frozen as frozen
 from cxrlib.gan.steps import grad_norm as grad_norm
 from cxrlib.images import as_images, to_float, to_uint8
 from cxrlib.models import evaluating
+from cxrlib.pix2pix import Pix2Pix as Pix2Pix
+from cxrlib.unconditional import Unconditional as Unconditional
 
 # What a log line holds, averaged over the steps since the previous line (besides step, time and lr).
 LOGGED_STATS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "D(x)", "D(G(z))", "g_grad_norm", "d_grad_norm")
