@@ -126,3 +126,39 @@ def test_evaluate_reports_fid_and_kid_on_one_pass_of_inception(sets, tmp_path, m
     reference.update(fake.repeat(1, 3, 1, 1), real=False)
     assert result["fid"] == pytest.approx(float(reference.compute()), rel=1e-4)
     assert "KID ×1e3 Inception" in M.summary_table(result)
+
+
+def test_evaluate_embeds_each_set_once_in_the_random_cnn_space(sets, monkeypatch):
+    """Precision/recall and KID share one pass of the random CNN, and give what the two functions give alone."""
+    from cxrlib.metrics import evaluation, feature_space
+
+    a, b, _ = sets
+    real, fake = a[:40], b[:40]
+    pr, alone = M.precision_recall(real, fake), M.kid(real, fake)
+    calls, original = [], feature_space.features
+
+    def counted(x, **kwargs):
+        calls.append(len(x))
+        return original(x, **kwargs)
+
+    monkeypatch.setattr(feature_space, "features", counted)
+    monkeypatch.setattr(evaluation, "features", counted)
+    result = M.evaluate(real, fake, n_pairs=20)
+    assert calls == [40, 40]  # real, fake: once each
+    assert result["precision_recall"] == {key: v for key, v in pr.items() if key != "warnings"}
+    assert result["warnings"] == pr["warnings"]
+    assert result["kid"]["random-cnn"] == {key: alone[key] for key in ("mean", "std", "subsets", "subset_size")}
+
+
+def test_one_embed_helper_and_skip_reasons_named_by_their_caller(sets, tmp_path):
+    a, _, _ = sets
+
+    def pooled(x):
+        return F.adaptive_avg_pool2d(x, 4)
+
+    whole = M.embed(pooled, a[:50])
+    assert whole.shape == (50, 16) and whole.dtype == torch.float32
+    assert torch.equal(M.embed(pooled, a[:50], batch=7), whole)  # the batch changes nothing
+    missing = tmp_path / "missing.pth"
+    fid_reason, kid_reason = M.fid_skip_reason(missing), M.fid_skip_reason(missing, what="Inception KID skipped")
+    assert fid_reason.startswith("FID skipped: ") and kid_reason == "Inception KID skipped: " + fid_reason[13:]

@@ -32,7 +32,8 @@ Where things are, one family of measures per module (import from ``cxrlib.metric
 * ``intensity``: ``intensity_histogram``, ``histogram_distance``, ``mean_brightness``, ``power_spectrum``;
 * ``structural``: ``ms_ssim``, ``ms_ssim_scales``, ``diversity`` and SSIM's local terms;
 * ``feature_space``: ``RandomConvEmbedding`` and ``features``, the offline random-CNN feature space;
-* ``manifold``: ``precision_recall`` (precision, recall, density, coverage) and ``knn_warnings``;
+* ``manifold``: ``precision_recall`` (precision, recall, density, coverage), ``precision_recall_from_features``
+  and ``knn_warnings``;
 * ``memorisation``: ``audit_embedding``, ``copy_flags``, ``memorization_audit``;
 * ``frechet``: ``fid``, ``fid_from_features``, ``inception_features``, ``fid_weights_path``, ``fid_skip_reason``
   (Inception via torchmetrics, optional);
@@ -40,12 +41,14 @@ Where things are, one family of measures per module (import from ``cxrlib.metric
 * ``evaluation``: ``evaluate``, ``summary_table``, ``per_class_swd``, ``compare_sets``, ``format_table``;
 * ``paired``: ``ssim``, ``pixel_correlation``, ``paired_scores``, ``sharpness`` (image-to-image translation);
 * ``masked``: ``masked_l1``, ``masked_mean_change``, ``translation_report``;
-* ``common``: what they share (float chunks, the same-size check, nearest-neighbour distances).
+* ``common``: what they share (``embed``: any feature extractor over a set in float chunks; the same-size check,
+  nearest-neighbour distances).
 """
 
 from cxrlib.images import as_images as as_images
 from cxrlib.images import to_float as to_float
 from cxrlib.images import to_uint8 as to_uint8
+from cxrlib.metrics.common import embed
 from cxrlib.metrics.evaluation import (
     COMPARE_COLUMNS,
     MIN_IMAGES,
@@ -69,7 +72,12 @@ from cxrlib.metrics.frechet import (
 from cxrlib.metrics.frechet import _has_package as _has_package
 from cxrlib.metrics.intensity import histogram_distance, intensity_histogram, mean_brightness, power_spectrum
 from cxrlib.metrics.kernel import KID_MAX_SUBSET, KID_SUBSETS, kid, kid_from_features, kid_subset_size
-from cxrlib.metrics.manifold import MIN_KNN_IMAGES, knn_warnings, precision_recall
+from cxrlib.metrics.manifold import (
+    MIN_KNN_IMAGES,
+    knn_warnings,
+    precision_recall,
+    precision_recall_from_features,
+)
 from cxrlib.metrics.masked import masked_l1, masked_mean_change, translation_report
 from cxrlib.metrics.memorisation import audit_embedding, copy_flags, memorization_audit
 from cxrlib.metrics.paired import _unit as _unit
@@ -83,10 +91,10 @@ from cxrlib.metrics.structural import _ssim_maps as _ssim_maps
 __all__ = [
     "COMPARE_COLUMNS", "FID_WEIGHTS_ENV", "FID_WEIGHTS_NAME", "FID_WEIGHTS_URL", "KID_MAX_SUBSET", "KID_SUBSETS",
     "MIN_IMAGES", "MIN_KNN_IMAGES", "MS_SSIM_BETAS", "RandomConvEmbedding", "audit_embedding", "compare_sets",
-    "copy_flags", "diversity", "evaluate", "features", "fid", "fid_from_features", "fid_skip_reason",
+    "copy_flags", "diversity", "embed", "evaluate", "features", "fid", "fid_from_features", "fid_skip_reason",
     "fid_weights_path", "format_table", "histogram_distance", "inception_features", "intensity_histogram", "kid",
     "kid_from_features", "kid_subset_size", "knn_warnings", "laplacian_pyramid", "masked_l1", "masked_mean_change",
     "mean_brightness", "memorization_audit", "ms_ssim", "ms_ssim_scales", "paired_scores", "per_class_swd",
-    "pixel_correlation", "power_spectrum", "precision_recall", "sharpness", "ssim", "summary_table", "swd",
+    "pixel_correlation", "power_spectrum", "precision_recall", "precision_recall_from_features", "sharpness", "ssim", "summary_table", "swd",
     "swd_floor", "translation_report",
 ]  # fmt: skip

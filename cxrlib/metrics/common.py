@@ -2,14 +2,15 @@
 nearest-neighbour distances between rows of features.
 
 ``_float_chunks`` converts ``_CHUNK`` images at a time to float in [-1, 1] (a large uint8 set never becomes one
-big float tensor); ``_check_same_size`` refuses two sets of different sizes in one sentence;
+big float tensor); ``embed`` runs any feature extractor over a set that way (FID's and KID's custom features,
+``evaluate``'s ``fid_feature``); ``_check_same_size`` refuses two sets of different sizes in one sentence;
 ``_pairwise_distances`` and ``_k_smallest`` give the Euclidean distances and the k nearest rows, chunked so the
 distance matrix stays small (used by the k-NN measures, the memorisation audit and ``evaluate``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -24,6 +25,14 @@ def _float_chunks(x: torch.Tensor, chunk: int = _CHUNK) -> Iterator[torch.Tensor
     one big float tensor."""
     for i in range(0, x.shape[0], chunk):
         yield to_float(x[i : i + chunk])
+
+
+def embed(extractor: Callable, images: torch.Tensor, batch: int = _CHUNK) -> torch.Tensor:
+    """A feature extractor's features of a set: (N, 1, H, W) uint8 or float in [-1, 1] → (N, D) float32 on the CPU,
+    ``batch`` float images in [-1, 1] at a time (a large uint8 set never becomes one big float). The extractor is any
+    callable (B, 1, H, W) float in [-1, 1] → (B, …): a module, a chest-X-ray network, a function."""
+    return torch.cat([torch.as_tensor(extractor(x)).detach().float().flatten(1).cpu()
+                      for x in _float_chunks(images, batch)])
 
 
 def _check_same_size(a: torch.Tensor, b: torch.Tensor, what: str = "real and fake") -> None:

@@ -13,12 +13,12 @@ from torch import nn
 
 from cxrlib.errors import CxrError
 from cxrlib.images import as_images
-from cxrlib.metrics.common import _check_same_size, _k_smallest
+from cxrlib.metrics.common import _check_same_size, _k_smallest, embed
 from cxrlib.metrics.feature_space import features
 from cxrlib.metrics.frechet import fid_from_features, fid_skip_reason, inception_features
 from cxrlib.metrics.intensity import histogram_distance
-from cxrlib.metrics.kernel import _embed, kid, kid_from_features
-from cxrlib.metrics.manifold import precision_recall
+from cxrlib.metrics.kernel import kid_from_features
+from cxrlib.metrics.manifold import knn_warnings, precision_recall, precision_recall_from_features
 from cxrlib.metrics.memorisation import audit_embedding, memorization_audit
 from cxrlib.metrics.sliced_wasserstein import swd, swd_floor
 from cxrlib.metrics.structural import diversity
@@ -103,18 +103,21 @@ def evaluate(
         "fake": timed("diversity", diversity, fake, n_pairs=n_pairs, seed=seed),
         "real": diversity(real, n_pairs=n_pairs, seed=seed),
     }
-    result["precision_recall"] = timed("precision_recall", precision_recall, real, fake, k, seed=seed)
-    result["warnings"] = result["precision_recall"].pop("warnings")
-    result["kid"] = {"random-cnn": _kid_row(timed("kid", kid, real, fake, seed=seed))}
+    # the random-CNN features serve precision/recall and KID: one pass of the network
+    f_cnn = timed("random_cnn_features", lambda: [features(x, seed=seed).cpu() for x in (real, fake)])
+    pr = timed("precision_recall", precision_recall_from_features, *f_cnn, k)
+    result["precision_recall"] = {**pr, "features": "random-cnn"}
+    result["warnings"] = knn_warnings(real.shape[0], fake.shape[0], k)
+    result["kid"] = {"random-cnn": _kid_row(timed("kid", kid_from_features, *f_cnn, seed=seed))}
     reason = None if fid_feature is not None else fid_skip_reason(fid_weights)
     result["fid"], result["fid_skipped"] = None, reason
-    result["kid_skipped"] = reason and reason.replace("FID skipped", "Inception KID skipped", 1)
+    result["kid_skipped"] = reason and fid_skip_reason(fid_weights, what="Inception KID skipped")
     if reason is None:  # FID and KID share one pass of the (slow) feature network
         name = "inception" if fid_feature is None else "custom"
         if fid_feature is None:
             f_real, f_fake = timed("features", lambda: [inception_features(x, weights=fid_weights) for x in (real, fake)])
         else:
-            f_real, f_fake = timed("features", lambda: [_embed(fid_feature, x) for x in (real, fake)])
+            f_real, f_fake = timed("features", lambda: [embed(fid_feature, x) for x in (real, fake)])
         result["fid"] = timed("fid", fid_from_features, f_real, f_fake)
         result["kid"][name] = _kid_row(timed(f"kid_{name}", kid_from_features, f_real, f_fake, seed=seed))
     if train is not None:
@@ -163,7 +166,7 @@ def compare_sets(real, sets: dict, *, columns=None, k: int = 3, n_pairs: int = 3
     real = as_images(real)
     f_real = None
 
-    def embed(x):  # the real set's features are computed once, not once per candidate set
+    def embed_once(x):  # the real set's features are computed once, not once per candidate set
         nonlocal f_real
         if x is real:
             if f_real is None:
@@ -184,7 +187,7 @@ def compare_sets(real, sets: dict, *, columns=None, k: int = 3, n_pairs: int = 3
             row["MS-SSIM"] = diversity(x, n_pairs=n_pairs, seed=seed)
         knn = [c for c in ("precision", "recall", "density", "coverage") if c in columns]
         if knn:
-            pr = precision_recall(real, x, k, features=embed, seed=seed)
+            pr = precision_recall(real, x, k, features=embed_once, seed=seed)
             row.update({c: pr[c] for c in knn})
         table[name] = {c: row[c] for c in columns}
     return table

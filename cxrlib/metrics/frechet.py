@@ -19,6 +19,7 @@ from torch import nn
 
 from cxrlib.errors import CxrError
 from cxrlib.images import as_images, to_float, to_uint8
+from cxrlib.metrics.common import embed
 
 #: the file name torch-fidelity (used by torchmetrics' FID) downloads its Inception weights to, under
 #: ``torch.hub.get_dir()/checkpoints/``.
@@ -48,18 +49,19 @@ def _has_package(name: str) -> bool:
     return find_spec(name) is not None
 
 
-def fid_skip_reason(weights: str | os.PathLike | None = None) -> str | None:
-    """None when Inception FID can run offline here; otherwise one line saying why not and how to enable it."""
+def fid_skip_reason(weights: str | os.PathLike | None = None, *, what: str = "FID skipped") -> str | None:
+    """None when Inception FID can run offline here; otherwise one line, ``what`` (e.g. "Inception KID skipped")
+    then why not and how to enable it."""
     if not _has_package("torchmetrics"):
-        return "FID skipped: torchmetrics is not installed (pip install 'cxrlib[metrics]')"
+        return f"{what}: torchmetrics is not installed (pip install 'cxrlib[metrics]')"
     if not _has_package("torch_fidelity"):
-        return ("FID skipped: its Inception network needs torch-fidelity (pip install 'cxrlib[metrics]') and the "
+        return (f"{what}: its Inception network needs torch-fidelity (pip install 'cxrlib[metrics]') and the "
                 f"weights file {FID_WEIGHTS_NAME} (--fid-weights PATH or ${FID_WEIGHTS_ENV})")
     if weights is not None and not Path(weights).expanduser().is_file():
-        return f"FID skipped: no Inception weights file at '{weights}'"
+        return f"{what}: no Inception weights file at '{weights}'"
     if fid_weights_path(weights) is None:
         where = Path(torch.hub.get_dir()) / "checkpoints"
-        return (f"FID skipped: Inception weights not found offline; download {FID_WEIGHTS_URL} once into {where} "
+        return (f"{what}: Inception weights not found offline; download {FID_WEIGHTS_URL} once into {where} "
                 f"or pass --fid-weights PATH (or set ${FID_WEIGHTS_ENV})")
     return None
 
@@ -90,9 +92,9 @@ def inception_features(images, *, weights: str | os.PathLike | None = None, batc
     """Inception-v3 pool features of a set: (N, 1, H, W) uint8 or float in [-1, 1] → (N, 2048) float on the CPU
     (gray repeated to RGB, uint8, resized by the network: what torchmetrics' FID and KID feed it). Its weights must
     be on disk (``fid_weights_path``); otherwise a ``CxrError`` saying how to enable it. Slow on a CPU."""
-    reason = fid_skip_reason(weights)
+    reason = fid_skip_reason(weights, what="Inception features unavailable")
     if reason:
-        raise CxrError(reason.replace("FID skipped", "Inception features unavailable", 1))
+        raise CxrError(reason)
     x = as_images(images)
     net = _inception(str(fid_weights_path(weights))).to(x.device)
     return torch.cat([net(to_uint8(to_float(x[s : s + batch])).repeat(1, 3, 1, 1)).float().flatten(1).cpu()
@@ -132,6 +134,5 @@ def fid(real, fake, *, weights: str | os.PathLike | None = None, feature: nn.Mod
             return None
         f_real, f_fake = (inception_features(x, weights=weights, batch=batch) for x in (real, fake))
     else:
-        f_real, f_fake = (torch.cat([feature(to_float(x[s : s + batch])).flatten(1).cpu()
-                                     for s in range(0, x.shape[0], batch)]) for x in (real, fake))
+        f_real, f_fake = (embed(feature, x, batch) for x in (real, fake))
     return fid_from_features(f_real, f_fake)

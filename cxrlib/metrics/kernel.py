@@ -30,7 +30,7 @@ import torch
 
 from cxrlib.errors import CxrError
 from cxrlib.images import as_images
-from cxrlib.metrics.common import _float_chunks
+from cxrlib.metrics.common import embed
 
 #: subsets averaged (torchmetrics' and StyleGAN2-ADA's default)
 KID_SUBSETS = 100
@@ -100,11 +100,6 @@ def kid_from_features(f_real: torch.Tensor, f_fake: torch.Tensor, *, subsets: in
     return {"mean": float(s.mean()), "std": float(s.std(unbiased=False)), "subsets": subsets, "subset_size": size}
 
 
-def _embed(extractor: Callable, images: torch.Tensor) -> torch.Tensor:
-    """A callable's features of a set, in chunks of float images in [-1, 1] (uint8 never becomes one big float)."""
-    return torch.cat([torch.as_tensor(extractor(x)).detach().float().flatten(1).cpu() for x in _float_chunks(images)])
-
-
 @torch.no_grad()
 def kid(real, fake, *, features: str | Callable = "random-cnn", weights: str | os.PathLike | None = None,
         subsets: int = KID_SUBSETS, subset_size: int | None = None, seed: int = 0) -> dict:
@@ -133,7 +128,7 @@ def kid(real, fake, *, features: str | Callable = "random-cnn", weights: str | o
         f_real, f_fake = inception_features(real, weights=weights), inception_features(fake, weights=weights)
         name = "inception"
     elif callable(features):
-        f_real, f_fake = _embed(features, real), _embed(features, fake)
+        f_real, f_fake = embed(features, real), embed(features, fake)
         name = getattr(features, "__name__", type(features).__name__)
     else:
         raise CxrError(f"unknown feature space {features!r}: use 'random-cnn', 'inception' or a callable")

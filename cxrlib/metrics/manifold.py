@@ -1,7 +1,7 @@
 """k-NN manifold measures: precision and recall (Kynkäänniemi et al. 2019), density and coverage
 (Naeem et al. 2020).
 
-``precision_recall`` in the feature space of ``cxrlib.metrics.feature_space`` (or any callable): density and
+``precision_recall`` (``precision_recall_from_features`` once the sets are embedded) in the feature space of ``cxrlib.metrics.feature_space`` (or any callable): density and
 coverage use only the real set's k-NN balls and so cannot be inflated by scattered samples the way recall can.
 ``knn_warnings`` says when a set is too small (< ``MIN_KNN_IMAGES``) for these figures to be more than rough.
 """
@@ -60,13 +60,28 @@ def precision_recall(
     Returns ``{"precision", "recall", "density", "coverage", "k", "features", "warnings"}``.
     """
     real, fake = as_images(real), as_images(fake)
-    for name, x in (("real", real), ("fake", fake)):
-        if x.shape[0] <= k:
-            raise CxrError(f"precision/recall with k={k} needs at least {k + 1} {name} images, got {x.shape[0]}")
+    _check_k(real.shape[0], fake.shape[0], k)
     embed = (lambda x: feature_space.features(x, seed=seed)) if features == "random-cnn" else features
     if not callable(embed):
         raise CxrError(f"unknown feature space {features!r}: use 'random-cnn' or a callable")
-    f_real, f_fake = _standardise(embed(real).float().cpu(), embed(fake).float().cpu())
+    out = precision_recall_from_features(embed(real), embed(fake), k, chunk=chunk)
+    return {**out, "features": features if isinstance(features, str) else getattr(features, "__name__", "custom"),
+            "warnings": knn_warnings(real.shape[0], fake.shape[0], k)}
+
+
+def _check_k(n_real: int, n_fake: int, k: int) -> None:
+    for name, n in (("real", n_real), ("fake", n_fake)):
+        if n <= k:
+            raise CxrError(f"precision/recall with k={k} needs at least {k + 1} {name} images, got {n}")
+
+
+def precision_recall_from_features(f_real: torch.Tensor, f_fake: torch.Tensor, k: int = 3, *,
+                                   chunk: int = 1024) -> dict:
+    """``precision_recall`` once the two sets are embedded: f_real (N, D), f_fake (M, D), standardised here with
+    the real set's per-dimension mean and std. Returns ``{"precision", "recall", "density", "coverage", "k"}``
+    (``evaluate`` embeds once for these and for KID)."""
+    _check_k(f_real.shape[0], f_fake.shape[0], k)
+    f_real, f_fake = _standardise(f_real.float().cpu(), f_fake.float().cpu())
     r_real = _k_smallest(f_real, f_real, k, exclude_self=True, chunk=chunk)[0][:, -1]  # k-NN radius per real
     r_fake = _k_smallest(f_fake, f_fake, k, exclude_self=True, chunk=chunk)[0][:, -1]
     fake_in_real_balls = _balls_holding(f_fake, f_real, r_real, chunk)  # (M,) per fake: how many real balls
@@ -78,8 +93,6 @@ def precision_recall(
         "density": float(fake_in_real_balls.sum()) / (k * f_fake.shape[0]),
         "coverage": float((nearest_fake <= r_real).float().mean()),
         "k": k,
-        "features": features if isinstance(features, str) else getattr(features, "__name__", "custom"),
-        "warnings": knn_warnings(real.shape[0], fake.shape[0], k),
     }
 
 
