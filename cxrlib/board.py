@@ -29,6 +29,7 @@ TAGS = {
     "D(x)": "D_output/real_Dx", "D(G(z))": "D_output/fake_DGz",
     "aug_p": "ada/p", "g_lr": "lr/G", "d_lr": "lr/D",
     "g_grad_norm": "grad_norm/G", "d_grad_norm": "grad_norm/D", "r1": "regulariser/r1", "r2": "regulariser/r2",
+    "gp": "regulariser/gp",
     "images_per_s": "speed/images_per_s",
 }  # fmt: skip
 #: keys of a log record that are the x-axis or bookkeeping, not curves
@@ -51,9 +52,9 @@ def tag(key: str) -> str:
 
 class TensorBoard:
     """``Trainer`` callback: every log record's numbers as scalars (losses, D outputs D(x) and D(G(z)), ADA's p,
-    learning rates, gradient norms, a family's own statistics) at its step, and the fixed-z sample grid (the image
-    of ``RUN/samples/step_XXXXXX.png``) at the first record, then at the first record at or after each multiple of
-    ``cfg.sample_every`` (at that very step when ``log_every`` divides ``sample_every``, as in every budget).
+    learning rates, gradient norms, regularisers, a family's own statistics) at its step, and the fixed-z sample
+    grid whenever the trainer saves it (``on_samples``: the very grid of ``RUN/samples/step_XXXXXX.png``, every
+    ``cfg.sample_every`` steps and at the end; no second pass of G, so a run is the same with or without it).
 
     log_dir: where the events file goes (the run folder, so ``%tensorboard --logdir runs`` lists the run by name).
     Only the process that writes the run's files writes (torchrun: rank 0). The writer opens at the first record;
@@ -67,30 +68,41 @@ class TensorBoard:
         self.writer = None
         self._last_grid: int | None = None
 
-    def __call__(self, trainer, record: dict) -> None:
-        if not trainer.writer:
-            return
-        step = int(record["step"])
+    def _open(self, step: int) -> None:
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.log_dir), purge_step=step)
+
+    def __call__(self, trainer, record: dict) -> None:
+        if not trainer.writer:
+            return
+        step = int(record["step"])
+        self._open(step)
         for key, value in record.items():
             if key not in NOT_CURVES and isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(tag(key), value, step)
-        every = trainer.cfg.sample_every
-        if self.images and (self._last_grid is None or step // every > self._last_grid // every):
-            self.add_grid(trainer, step)
+        self.writer.flush()
+
+    def on_samples(self, trainer, step: int, grid: torch.Tensor, nrow: int) -> None:
+        """``Trainer.save_samples``' hook: the grid it has just drawn (float in [-1, 1], ``nrow`` per row) as the
+        image ``samples`` at ``step`` (once per step: the end of a run may save the last grid again)."""
+        if not (trainer.writer and self.images) or step == self._last_grid:
+            return
+        self._open(step)
+        self.add_grid(trainer, step, grid, nrow)
         self.writer.flush()
 
     @torch.no_grad()
-    def add_grid(self, trainer, step: int) -> None:
-        """The fixed-z sample grid (``trainer.family.sample_grid()``) as the image ``samples`` at ``step``."""
+    def add_grid(self, trainer, step: int, grid: torch.Tensor | None = None, nrow: int | None = None) -> None:
+        """A sample grid as the image ``samples`` at ``step``: ``grid`` (with ``nrow``), else the fixed-z grid drawn
+        now (``trainer.family.sample_grid()``, another pass of G)."""
         from torchvision.utils import make_grid
 
         from cxrlib.images import to_uint8
 
-        grid, nrow = trainer.family.sample_grid()
+        if grid is None:
+            grid, nrow = trainer.family.sample_grid()
         image = make_grid(to_uint8(grid).float().cpu() / 255, nrow=nrow, padding=2)
         self.writer.add_image("samples", image, step)
         self._last_grid = step

@@ -107,7 +107,8 @@ class Trainer:
 
     cfg: a ``TrainConfig`` (or a dict of its fields; default ``make_config("course")``); data: an ``ImageSet``
     or a uint8 tensor (N, 1, S, S) with S = ``cfg.size``; out: the run directory (None: nothing is written);
-    callbacks: functions ``cb(trainer, record)`` called with every log record (live curves in a notebook).
+    callbacks: functions ``cb(trainer, record)`` called with every log record (live curves in a notebook); one
+    with an ``on_samples(trainer, step, grid, nrow)`` method also gets each sample grid ``save_samples`` draws.
 
     Attributes: ``G``, ``D``, ``ema`` (None without EMA), ``g_opt``, ``d_opt``, ``step`` (iterations done),
     ``images_seen`` (real images shown to D), ``seconds`` (training wall-clock of the run, over all ``fit``
@@ -599,11 +600,15 @@ class Trainer:
                           for _, rows, (zb, yb) in fixed_batches(n, batch, z, y)])
 
     def save_samples(self, path=None) -> Path:
-        """A grid of the fixed-z samples → ``RUN/samples/step_XXXXXX.png`` (or ``path``)."""
+        """A grid of the fixed-z samples → ``RUN/samples/step_XXXXXX.png`` (or ``path``); the callbacks' ``on_samples``
+        get it too."""
         from torchvision.utils import save_image
 
         path = Path(path) if path is not None else self.out / "samples" / f"step_{self.step:06d}.png"
         grid, nrow = self.family.sample_grid()  # conditional: one row per class; image-to-image: strips
+        for cb in self.callbacks:  # e.g. TensorBoard shows this very grid (no second pass of G)
+            if hasattr(cb, "on_samples"):
+                cb.on_samples(self, self.step, grid, nrow)
         grid = to_uint8(grid).float() / 255
         return atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=nrow, padding=2, format="PNG"))
 

@@ -4,9 +4,12 @@ and the fixed-z grids into the run folder; without the package, one line says ho
 from __future__ import annotations
 
 import importlib.util
+import io
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cxrlib import config
 from cxrlib.cli import main
@@ -33,12 +36,16 @@ def test_a_four_step_run_writes_the_curves_and_grids(tmp_path):
     from cxrlib.board import TensorBoard
 
     run = tmp_path / "run"
-    cfg = make_config("course", size=32, batch=8, steps=4, width=0.25, amp="off", log_every=2, sample_every=4,
+    cfg = make_config("course", size=32, batch=8, steps=4, width=0.25, amp="off", log_every=2, sample_every=2,
                       checkpoint_every=1000, augment="translation", ada=True)
     board = TensorBoard(run)
     trainer = Trainer(cfg, generate(32, 32, seed=0).images, out=run, callbacks=[board])
+    drawn = []
+    sample_grid = trainer.family.sample_grid
+    trainer.family.sample_grid = lambda: drawn.append(trainer.step) or sample_grid()
     records = trainer.fit(progress=False)
     board.close()
+    assert drawn == [2, 4, 4]  # save_samples' grids only (the last one again at the end): no pass of G of its own
     acc = _events(run)
     scalars = set(acc.Tags()["scalars"])
     assert {"loss/D", "loss/G", "loss/D_real", "loss/D_fake", "D_output/real_Dx", "D_output/fake_DGz", "ada/p",
@@ -47,8 +54,21 @@ def test_a_four_step_run_writes_the_curves_and_grids(tmp_path):
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [2, 4]
         assert [e.value for e in events] == pytest.approx([r[key] for r in records], rel=1e-6)
-    assert [e.step for e in acc.Images("samples")] == [2, 4]  # the first record, then the sample interval
+    assert [e.step for e in acc.Images("samples")] == [2, 4]  # the sample interval, each step once
     assert acc.Images("samples")[-1].width > 32 * 8  # the 8-wide grid of RUN/samples
+    shown = np.asarray(Image.open(io.BytesIO(acc.Images("samples")[-1].encoded_image_string)).convert("L"), int)
+    saved = np.asarray(Image.open(run / "samples" / "step_000004.png").convert("L"), int)
+    assert shown.shape == saved.shape and np.abs(shown - saved).max() <= 1  # the same grid (PNG rounds, TB floors)
+    plain = Trainer(cfg, generate(32, 32, seed=0).images, out=tmp_path / "plain")
+    plain.fit(progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(plain.G.state_dict().values(), trainer.G.state_dict().values()))
+    assert torch.equal(plain.rng.get_state(), trainer.rng.get_state())  # the board draws nothing of training's
+
+
+def test_every_regulariser_has_a_tag_beside_r1():
+    from cxrlib.board import tag
+
+    assert {tag(k) for k in ("r1", "r2", "gp")} == {"regulariser/r1", "regulariser/r2", "regulariser/gp"}
 
 
 def test_train_tensorboard_flag_writes_events_into_the_run(tmp_path, monkeypatch, capsys):
