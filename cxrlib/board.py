@@ -57,7 +57,7 @@ class TensorBoard:
     ``cfg.sample_every`` steps and at the end; no second pass of G, so a run is the same with or without it).
 
     log_dir: where the events file goes (the run folder, so ``%tensorboard --logdir runs`` lists the run by name).
-    Only the process that writes the run's files writes (torchrun: rank 0). The writer opens at the first record;
+    Only the process that writes the run's files writes (torchrun: rank 0). The writer opens at the first record or grid;
     a resumed run hides the events the interrupted one wrote from that step on (``purge_step``), so the curves do not
     double back. Flushed at every record; ``close()`` when done (the CLI does).
     """
