@@ -312,7 +312,7 @@ def gradient_penalty(critic_scores: torch.Tensor, points: torch.Tensor) -> torch
     graph is kept so the penalty back-propagates into D's weights; weight it with λ (paper: 10) every D step.
     A critic that mixes the images of a batch (BatchNorm; the course D's minibatch-std layer mixes groups of
     4) gets each point's gradient of the *summed* scores, as R1 does."""
-    sq = _input_grad(critic_scores, points, "gradient_penalty needs points").pow(2).sum(1)
+    sq = _grad_sq(critic_scores, points, "gradient_penalty needs points")
     return (torch.sqrt(sq + 1e-12) - 1).pow(2)  # 1e-12: a finite second derivative where D is flat
 
 
@@ -321,3 +321,9 @@ LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge)
 RELATIVISTIC = ("rpgan",)  # losses whose G loss also reads D's logits on real images
 TRICK_LOSSES = ("bce", "rpgan")  # losses that take label smoothing and flipping
 PENALISED = ("wgan-gp",)  # losses whose D step adds the gradient penalty on interpolates (gp_weight)
+
+
+def penalty_weight(loss: str, gp_weight: float) -> float:
+    """λ of the gradient penalty in a D step with ``loss``: ``gp_weight`` for the losses that carry it
+    (``PENALISED``), else 0 (ε is then never drawn), whatever ``gp_weight`` says (its default, 10, is WGAN-GP's)."""
+    return gp_weight if loss in PENALISED else 0.0

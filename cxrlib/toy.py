@@ -189,7 +189,7 @@ def d_step(G, D, d_opt, real, z, cfg: ToyConfig, generator=None) -> dict:
                              generator=generator)
     stats = gan_steps.d_step(*_per_point(G, D), d_opt, _points(real), _points(z), loss=loss,
                              r1_gamma=cfg.r1_gamma, r2_gamma=cfg.r2_gamma,
-                             gp_weight=cfg.gp_weight if cfg.loss in losses.PENALISED else 0.0, generator=generator)
+                             gp_weight=losses.penalty_weight(cfg.loss, cfg.gp_weight), generator=generator)
     return {k: stats[k].item() for k in ("d_loss", "D(x)", "D(G(z))")}
 
 

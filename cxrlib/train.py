@@ -299,7 +299,7 @@ class Trainer:
         cfg = self.cfg
         lazy = self.d_updates % cfg.reg_every == 0  # lazy R1/R2: every reg_every steps
         r1_gamma, r2_gamma = (cfg.r1_gamma, cfg.r2_gamma) if lazy else (0.0, 0.0)
-        gp_weight = cfg.gp_weight if cfg.loss in losses.PENALISED else 0.0  # ε is drawn only when it is on
+        gp_weight = losses.penalty_weight(cfg.loss, cfg.gp_weight)  # ε is drawn only when it is on
         D = self.D if r1_gamma > 0 or r2_gamma > 0 or gp_weight > 0 else self.D_fwd
         stats = gan_steps.d_step(self.G_fwd, D, self.d_opt, real, z, real_labels=real_labels, fake_labels=fake_labels,
                              loss=self.d_loss, augment=self.augment, r1_gamma=r1_gamma, r2_gamma=r2_gamma,

@@ -219,3 +219,11 @@ def test_every_loss_is_a_config_choice_and_named_in_the_cli_help():
     cli._add_train_options(p)
     help_text = " ".join(p.format_help().split())
     assert all(name in help_text for name in LOSS_CHOICES), help_text
+
+
+def test_only_the_penalised_losses_carry_the_gradient_penalty():
+    from cxrlib.losses import LOSSES, PENALISED, penalty_weight
+
+    assert {loss: penalty_weight(loss, 10.0) for loss in LOSSES} == {
+        loss: 10.0 if loss == "wgan-gp" else 0.0 for loss in LOSSES}
+    assert PENALISED == ("wgan-gp",) and penalty_weight("wgan-gp", 2.5) == 2.5
