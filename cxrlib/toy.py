@@ -516,11 +516,12 @@ def wgan_variants(steps: int = 2000) -> dict[str, ToyConfig]:
     Adam β = (0, 0.9), λ = 10) and the modern RpGAN + R1 + R2 of notebook 10.
 
     WGAN-GP's learning rate is the toy's 1e-3, not the paper's 1e-4: the paper trains 100,000–200,000 G updates, and
-    in the toy's 2,000 a G at 1e-4 has not left its starting blob (0.2 of 8 modes over 4 seeds, 2 % good samples).
-    Every row makes ``steps`` G updates; WGAN-GP's 5 D updates with a double backward each cost it about 4–5× the
+    in the toy's 2,000 a G at 1e-4 has not left its starting blob (0.25 of 8 modes over 4 seeds, 2 % good samples).
+    Every row makes ``steps`` G updates; WGAN-GP's 5 D updates with a double backward each cost it about 4.5× the
     seconds of a BCE step (``ToyResult.seconds``: the cost per step to set beside the counts). λ is the paper's 10;
     the authors' own 8-Gaussian script (gan_toy.py) uses 0.1 for toy tasks, which here (4 seeds, 2,000 steps) kept
-    all 8 modes and about twice the good samples of λ 10; with 1 D step per G step the game did not start."""
+    all 8 modes and about twice the good samples of λ 10; with 1 D step per G step the game did not start. These
+    figures: benchmarks/RESULTS.md, "2026-12-06 — issue 28: the figures first quoted in docstrings"."""
     base = ToyConfig(steps=steps)
     return {
         "BCE, no penalties": base,

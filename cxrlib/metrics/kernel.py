@@ -110,7 +110,9 @@ def kid(real, fake, *, features: str | Callable = "random-cnn", weights: str | o
     * ``"random-cnn"`` (default, offline): ``cxrlib.metrics.features`` (seeded by ``seed``), as the network gives
       them, like Inception's. Not standardised per dimension, as the k-NN measures are: the cubic kernel would
       then be ruled by near-constant dimensions (where real images hardly vary, a fake's small deviation divided
-      by a tiny std) -- measured: 732 ± 1,068 between two phantom sets of 500 from one distribution;
+      by a tiny std) -- measured between two phantom sets of 500 from one distribution: ≈ 0 within its std raw,
+      1.0e4 ± 1.6e4 standardised at 64 px (benchmarks/RESULTS.md, 2026-12-06, "the figures first quoted in
+      docstrings");
     * ``"inception"``: Inception-v3's 2048-d pool features, the published KID's space, when its weights are on disk
       (``weights``, ``$CXRLIB_FID_WEIGHTS`` or torch hub's cache); otherwise a ``CxrError`` saying how to enable it
       (``fid_skip_reason``); nothing is ever downloaded;
