@@ -61,6 +61,11 @@ def test_imports_go_one_way():
     assert out.returncode == 0, out.stderr[-500:]
 
 
+def test_the_config_names_the_families_the_engine_has():
+    assert config.FAMILY_CHOICES == tuple(families.FAMILIES)
+    assert config.IMAGE_TO_IMAGE == tuple(n for n, c in families.FAMILIES.items() if not c.draws_from_z)
+
+
 def test_every_family_implements_the_protocol_and_none_subclasses_another():
     from cxrlib.gan.family import Family
 

@@ -12,5 +12,5 @@ from cxrlib.gan.family import Family
 from cxrlib.pix2pix import Pix2Pix
 from cxrlib.unconditional import Unconditional
 
-FAMILIES: dict[str, type[Family]] = {"unconditional": Unconditional, "conditional": Conditional, "pix2pix": Pix2Pix,
-                                     "cyclegan": CycleGAN}
+#: each family by its own ``name`` (``config.FAMILY_CHOICES`` and ``config.IMAGE_TO_IMAGE`` must agree: tested)
+FAMILIES: dict[str, type[Family]] = {c.name: c for c in (Unconditional, Conditional, Pix2Pix, CycleGAN)}
