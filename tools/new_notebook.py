@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from notebook_opening import course_settings, update_opening  # noqa: E402
 
-from cxrlib.exercises import write_notebook  # noqa: E402
+from cxrlib.exercises import run_tool, write_notebook  # noqa: E402
 
 IMPORTS = """%matplotlib inline
 import matplotlib.pyplot as plt
@@ -93,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main))

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # cxrlib from this checkout, even without `pip install -e .`
 
-from cxrlib.exercises import NOTEBOOK_GLOB, notebook_text, read_notebook, write_notebook  # noqa: E402
+from cxrlib.exercises import NOTEBOOK_GLOB, notebook_text, read_notebook, run_tool, write_notebook  # noqa: E402
 
 BADGES_MARKER = "<!-- cxr-gan: badges"
 SETUP_MARKER = "# cxr-gan: setup"
@@ -143,6 +143,8 @@ def update_opening(nb: dict, file: str, repo: str, branch: str = "main") -> dict
         "cell_type": "code", "id": "setup", "metadata": {}, "execution_count": None, "outputs": []
     }
     setup["source"] = setup_source(repo, branch)
+    if (nb.get("nbformat", 4), nb.get("nbformat_minor", 0)) < (4, 5):  # cell ids came with nbformat 4.5
+        badges.pop("id", None), setup.pop("id", None)
     cells[:0] = [badges, setup]
     return nb
 
@@ -186,4 +188,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main))

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cxrlib.exercises import clear_outputs, is_checked_cell, read_notebook, write_notebook  # noqa: E402
+from cxrlib.exercises import clear_outputs, is_checked_cell, read_notebook, run_tool, write_notebook  # noqa: E402
 
 
 def execute(nb: dict, cwd: str | os.PathLike, timeout: int = 300):
@@ -79,4 +79,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main))

@@ -86,10 +86,12 @@ from cxrlib.exercises.builder import (
     notebook_text,
     out_of_date,
     read_notebook,
+    run_tool,
     solution_blocks,
     source_notebooks,
     strip_solutions,
     student_notebook,
+    student_notebooks,
     write_notebook,
 )
 from cxrlib.exercises.checks import (
@@ -125,8 +127,8 @@ __all__ = [
     "BADGES_MARKER", "BEGIN", "BROKEN_BEGIN", "BROKEN_END", "END", "EXERCISE_PREFIX", "EXERCISE_TAG",
     "MARKDOWN_STUB", "NBVAL_CHECK", "NBVAL_CHECK_TAG", "NOTEBOOK_GLOB", "STUB", "build", "clear_outputs",
     "exercise_cells", "exercise_name", "expected_student_files", "is_checked_cell", "is_fix_exercise", "main",
-    "notebook_text", "out_of_date", "read_notebook", "solution_blocks", "source_notebooks", "strip_solutions",
-    "student_notebook", "write_notebook",
+    "notebook_text", "out_of_date", "read_notebook", "run_tool", "solution_blocks", "source_notebooks",
+    "strip_solutions", "student_notebook", "student_notebooks", "write_notebook",
     # references defined in the banks (their checks print `cxrlib.exercises.<name>`) and constants notebooks read
     "spectral_normalise", "smallest_sufficient_set", "rescue_collapse", "smoothed_toy_step", "finetune_half_life",
     "reduce_on_plateau", "shuffle_pixels", "pairing_g_loss", "PHASE_MIN_STEPS", "PHASE_SHARE", "PROBE_HIST_MAX",

@@ -9,10 +9,13 @@ they become are described in :mod:`cxrlib.exercises`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 
 from cxrlib.errors import CxrError
@@ -35,14 +38,74 @@ NBVAL_CHECK_TAG = "nbval-check-output"  # the same as a cell tag (nbval reads bo
 
 
 # ======================================================================= notebook files (deterministic)
+# Read and written through nbformat (it comes with Jupyter; declared in the `dev` extra): a file is checked
+# against the notebook schema when read and before it is written, so a cell without an id (nbformat 4.5) or a
+# malformed cell is one line naming the file and the cell, not a notebook Jupyter refuses to open later.
+def _nbformat():
+    try:
+        import nbformat
+    except ImportError:
+        raise CxrError("reading and writing notebooks needs nbformat (it comes with Jupyter): "
+                       "pip install nbformat") from None
+    return nbformat
+
+
+def _schema_problem(nb: dict, e: Exception) -> str:
+    """One line saying what is wrong with ``nb``: its first cell without an id, or the schema's first error."""
+    nbformat = _nbformat()
+    if not isinstance(e, nbformat.ValidationError):  # nbformat's warnings about cell ids, made errors
+        if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) >= (4, 5):
+            for i, cell in enumerate(nb.get("cells", [])):
+                if isinstance(cell, dict) and "id" not in cell:
+                    return f"cell {i} has no id (from nbformat 4.5 every cell has a unique 'id')"
+        return str(e).split("\n")[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".")
+    where = re.sub(r"^cells\[(\d+)\]\.?", r"cell \1, ", where).strip(", ") or "the notebook"
+    message, whole = e.message, repr(e.instance)
+    if len(whole) > 40 and message.startswith(whole):  # "{...the whole cell...} is not valid": say what it is
+        kind = e.instance.get("cell_type") if isinstance(e.instance, dict) else None
+        message = ("it" if kind is None else f"a cell_type {kind!r} cell") + message[len(whole):]
+    if len(message) > 160:
+        message = message[:157] + "..."
+    return f"{where}: {message}"
+
+
+@contextlib.contextmanager
+def _no_repairs():
+    """nbformat's validate gives a cell without an id (or with another cell's) a new random one and only warns:
+    here that warning is an error, so the file is reported, not silently changed."""
+    from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingIDFieldWarning)
+        warnings.simplefilter("error", DuplicateCellId)
+        yield (MissingIDFieldWarning, DuplicateCellId)
+
+
 def read_notebook(path: str | os.PathLike) -> dict:
-    """A notebook as a plain dict (nbformat 4 JSON), with every cell's source joined into one string."""
-    with open(path, encoding="utf-8") as f:
+    """A notebook read with ``nbformat.read(as_version=4)`` and validated: a dict-like ``NotebookNode`` with every
+    cell's source one string. Not a notebook, or not a valid one: ``CxrError`` in one line."""
+    nbformat = _nbformat()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CxrError(f"cannot read '{path}': {getattr(e, 'strerror', None) or e}") from None
+    captured: dict = {}
+    with _no_repairs() as repairs:
         try:
-            nb = json.load(f)
-        except json.JSONDecodeError as e:
-            raise CxrError(f"cannot read '{path}': not a notebook ({e.msg} at line {e.lineno})") from None
-    return join_sources(nb)
+            nb = nbformat.reads(text, as_version=4, capture_validation_error=captured)
+            if captured:
+                raise captured["ValidationError"]
+        except nbformat.reader.NotJSONError as e:
+            cause = e.__cause__
+            detail = f" ({cause.msg} at line {cause.lineno})" if isinstance(cause, json.JSONDecodeError) else ""
+            raise CxrError(f"cannot read '{path}': not a notebook{detail}") from None
+        except (nbformat.ValidationError, *repairs) as e:
+            problem = _schema_problem(nbformat.reader.reads(text), e)
+            raise CxrError(f"cannot read '{path}': not a valid notebook: {problem}") from None
+        except (nbformat.NBFormatError, KeyError, TypeError, AttributeError) as e:
+            raise CxrError(f"cannot read '{path}': not a notebook ({type(e).__name__}: {e})") from None
+    return nb
 
 
 def join_sources(nb: dict) -> dict:
@@ -57,24 +120,39 @@ def join_sources(nb: dict) -> dict:
 
 
 def notebook_text(nb: dict) -> str:
-    """The notebook as JSON text the way Jupyter writes it (sorted keys, indent 1, sources as line lists).
-
-    Same dict → same bytes, so generated files can be compared with the committed ones.
-    """
-    nb = copy.deepcopy(nb)
-    for cell in nb.get("cells", []):
-        src = cell.get("source", "")
-        cell["source"] = src.splitlines(keepends=True) if isinstance(src, str) else src
-        for out in cell.get("outputs", []):
-            if isinstance(out.get("text"), str):
-                out["text"] = out["text"].splitlines(keepends=True)
-    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    """The notebook as the text ``nbformat.write`` gives it (its v4 JSON: sorted keys, indent 1, sources as line
+    lists, a final newline), without validating: same dict → same bytes, so generated files can be compared
+    with the committed ones."""
+    nbformat = _nbformat()
+    return nbformat.v4.writes(nbformat.from_dict(nb)) + "\n"
 
 
 def write_notebook(nb: dict, path: str | os.PathLike) -> Path:
-    """Write ``nb`` to ``path`` atomically (temporary name, then rename)."""
-    text = notebook_text(nb)
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """Validate ``nb`` (not a valid notebook: ``CxrError`` in one line naming the file and the cell, nothing
+    written), then write it with ``nbformat.write`` atomically (temporary name, then rename)."""
+    nbformat = _nbformat()
+    node = nbformat.from_dict(nb)  # a copy: nothing here changes the caller's dict
+    with _no_repairs() as repairs:
+        try:
+            nbformat.validate(node)
+        except (nbformat.ValidationError, *repairs) as e:
+            raise CxrError(f"not writing '{path}': not a valid notebook: {_schema_problem(node, e)}") from None
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            nbformat.write(node, f, version=4)
+
+    return atomic_write(path, write)
+
+
+def run_tool(main, argv: list[str] | None = None) -> int:
+    """``main(argv)`` of a notebook tool (``tools/*.py``), a ``CxrError`` (a file that is not a valid notebook…)
+    printed as one line ``error: …`` on stderr with exit status 2 instead of a traceback."""
+    try:
+        return main(argv)
+    except CxrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def is_checked_cell(cell: dict) -> bool:
@@ -244,11 +322,14 @@ def source_notebooks(src_dir: str | os.PathLike) -> list[Path]:
     return sorted(Path(src_dir).glob(NOTEBOOK_GLOB))
 
 
+def student_notebooks(src_dir: str | os.PathLike) -> dict[str, dict]:
+    """``{file name: student version}`` of every notebook in ``src_dir``."""
+    return {p.name: student_notebook(read_notebook(p), p.name) for p in source_notebooks(src_dir)}
+
+
 def expected_student_files(src_dir: str | os.PathLike) -> dict[str, str]:
     """``{file name: exact text}`` of every student version ``src_dir`` should produce."""
-    return {
-        p.name: notebook_text(student_notebook(read_notebook(p), p.name)) for p in source_notebooks(src_dir)
-    }
+    return {name: notebook_text(nb) for name, nb in student_notebooks(src_dir).items()}
 
 
 def build(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> list[Path]:
@@ -260,12 +341,12 @@ def build(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> list[Path]:
     if dst.resolve() == Path(src_dir).resolve():
         raise CxrError(f"refusing to write student versions into the source folder '{src_dir}'")
     dst.mkdir(parents=True, exist_ok=True)
-    expected = expected_student_files(src_dir)
+    expected = student_notebooks(src_dir)
     written = []
-    for name, text in expected.items():
+    for name, nb in expected.items():
         path = dst / name
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        if not path.exists() or path.read_text(encoding="utf-8") != notebook_text(nb):
+            write_notebook(nb, path)
         written.append(path)
     for stale in dst.glob(NOTEBOOK_GLOB):
         if stale.name not in expected:
