@@ -211,6 +211,8 @@ def evaluation_report(real, fake, result: dict, train=None, *, n_show: int = 16,
 
 
 def _key_numbers(result: dict) -> str:
+    from cxrlib.metrics.evaluation import kid_entries
+
     pr, div = result["precision_recall"], result["diversity"]
     lines = [
         f"SWD ×1e3     {result['swd']['avg']:8.2f}",
@@ -222,6 +224,11 @@ def _key_numbers(result: dict) -> str:
         f"recall       {pr['recall']:8.3f}",
         "FID          " + ("skipped" if result["fid"] is None else f"{result['fid']:8.2f}"),
     ]
+    kids = kid_entries(result)
+    if kids:  # beside FID, with the spread over subsets (unbiased: ≈ 0, may be < 0, when the sets are alike)
+        lines.append("KID ×1e3")
+        lines += [f"  {label:<11}" + ("skipped" if k is None else f"{1e3 * k['mean']:8.2f} ± {1e3 * k['std']:.2f}")
+                  for _, label, k in kids]
     mem = result.get("memorization")
     if mem:
         lines.append(f"flagged      {mem['flagged_fraction']:8.1%}")

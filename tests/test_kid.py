@@ -162,3 +162,29 @@ def test_one_embed_helper_and_skip_reasons_named_by_their_caller(sets, tmp_path)
     missing = tmp_path / "missing.pth"
     fid_reason, kid_reason = M.fid_skip_reason(missing), M.fid_skip_reason(missing, what="Inception KID skipped")
     assert fid_reason.startswith("FID skipped: ") and kid_reason == "Inception KID skipped: " + fid_reason[13:]
+
+
+def test_the_report_figure_shows_kid_beside_fid_with_its_spread(sets, tmp_path, monkeypatch):
+    """``evaluate --report``'s key numbers: KID ×1e3 in each space under FID, mean ± std; Inception's skipped like
+    FID when its weights are not on disk. Tiny sets: 16 against 16 (subsets of 8)."""
+    import io
+
+    from cxrlib import viz
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv(M.FID_WEIGHTS_ENV, raising=False)
+    a, _, blurred = sets
+    result = M.evaluate(a[:16], blurred[:16], n_pairs=8)
+    fig = viz.evaluation_report(a[:16], blurred[:16], result)
+    [numbers] = [t.get_text() for ax in fig.axes for t in ax.texts if "FID" in t.get_text()]
+    lines = numbers.splitlines()
+    k = result["kid"]["random-cnn"]
+    assert k["subset_size"] == 8
+    fid = next(i for i, line in enumerate(lines) if line.startswith("FID"))
+    assert lines[fid:fid + 4] == ["FID          skipped", "KID ×1e3",
+                                  f"  random CNN {1e3 * k['mean']:8.2f} ± {1e3 * k['std']:.2f}",
+                                  "  Inception  skipped"]
+    fig.savefig(io.BytesIO(), format="png", dpi=50)  # it draws
+    result["kid"]["custom"], result["kid_skipped"] = dict(k, mean=-0.0012), None  # a feature space you bring
+    assert viz._key_numbers(result).splitlines()[fid + 2:] == [
+        f"  random CNN {1e3 * k['mean']:8.2f} ± {1e3 * k['std']:.2f}", f"  custom        -1.20 ± {1e3 * k['std']:.2f}"]

@@ -220,6 +220,17 @@ def per_class_swd(real, real_labels, real_classes, fake, fake_labels, fake_class
     return out
 
 
+KID_SPACES = (("random-cnn", "random CNN"), ("inception", "Inception"), ("custom", "custom"))  # (key, label)
+
+
+def kid_entries(result: dict) -> list[tuple[str, str, dict | None]]:
+    """``(space, label, KID dict)`` for each KID of an ``evaluate`` result, in the order the table and the report
+    show them; Inception's with None when it was skipped (``kid_skipped``)."""
+    kids = result.get("kid") or {}
+    return [(space, label, kids.get(space)) for space, label in KID_SPACES
+            if space in kids or (space == "inception" and result.get("kid_skipped"))]
+
+
 def summary_table(result: dict) -> str:
     """A short human-readable table of an ``evaluate`` result, then one ``warning: …`` line per warning (what the
     CLI prints)."""
@@ -238,14 +249,12 @@ def summary_table(result: dict) -> str:
          "real-like ≈ 1 / higher = more covered"),
         ("FID", "skipped" if result["fid"] is None else f"{result['fid']:.2f}", result["fid_skipped"] or ""),
     ]
-    kids = result.get("kid") or {}
-    for space, label in (("random-cnn", "random CNN"), ("inception", "Inception"), ("custom", "custom")):
-        k = kids.get(space)
+    for _, label, k in kid_entries(result):
         if k is not None:
             rows.append((f"KID ×1e3 {label}", f"{1e3 * k['mean']:.2f} ± {1e3 * k['std']:.2f}",
                          f"{k['subsets']} subsets of {k['subset_size']}; unbiased: ≈ 0 (may be < 0) when alike"))
-        elif space == "inception" and result.get("kid_skipped"):
-            rows.append(("KID Inception", "skipped", "as FID, the line above: they share Inception's features"))
+        else:
+            rows.append((f"KID {label}", "skipped", "as FID, the line above: they share Inception's features"))
     for name, v in (result.get("per_class_swd") or {}).items():
         rows.append((f"  SWD class {name}", f"{v['swd']:.2f}", f"real {v['n_real']} · fake {v['n_fake']}"))
     mem = result.get("memorization")
