@@ -430,6 +430,11 @@ def _tensorboard(args, out) -> list:
     return [TensorBoard(out)]
 
 
+def _add_tensorboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tensorboard", action="store_true", help="also log the curves and sample grids for "
+                   "TensorBoard into --out (pip install \"cxrlib[tensorboard]\"; view: tensorboard --logdir runs)")
+
+
 def _memmap(args):
     """``--memmap``: True (keep the decoded pixels memory-mapped); absent: None (chosen by size)."""
     return True if getattr(args, "memmap", False) else None
@@ -462,15 +467,20 @@ def _cmd_finetune(args) -> int:
 
     distributed.init("auto")
     out = Path(args.out)
+    callbacks = _tensorboard(args, out)
     state = load_checkpoint(args.ckpt)
     _check_fresh(out)
     length = _length(args) or {"steps": budget().steps, "minutes": None}
     data = _training_data(args.data, state["config"]["size"], args.n_images, args.on_error, mmap=_memmap(args),
                           progress=not args.quiet)
     trainer = Trainer.finetune(state, data, out=out, lr_scale=args.lr_scale, d_lr_scale=args.d_lr_scale,
-                               adaptive=args.adaptive, **length, **_parse_sets(args.set))
+                               adaptive=args.adaptive, callbacks=callbacks, **length, **_parse_sets(args.set))
     _announce(trainer, data)
-    trainer.fit(progress=not args.quiet)
+    try:
+        trainer.fit(progress=not args.quiet)
+    finally:  # as train: the events written so far stay readable after a stop or an error
+        for cb in callbacks:
+            cb.close()
     if trainer.writer:
         print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}")
     return 0
@@ -727,8 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--config", metavar="FILE", help="start a new run from a saved config: a run's config.json (or "
                    "its run folder); the flags given here override its options")
-    p.add_argument("--tensorboard", action="store_true", help="also log the curves and sample grids for "
-                   "TensorBoard into --out (pip install \"cxrlib[tensorboard]\"; view: tensorboard --logdir runs)")
+    _add_tensorboard(p)
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)
 
@@ -743,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive", action="store_true",
                    help="halve both learning rates when the SWD of EMA samples to held-out images stops improving")
     _add_length(p)
+    _add_tensorboard(p)
     p.set_defaults(func=_cmd_finetune)
     p.add_argument("--n-images", type=int, help="use N images (phantom: generate N; default: the budget's)")
     p.add_argument("--memmap", action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 
 import numpy as np
 import pytest
@@ -82,11 +83,31 @@ def test_train_tensorboard_flag_writes_events_into_the_run(tmp_path, monkeypatch
     assert [e.step for e in _events(run).Scalars("loss/G")] == [1, 2]
 
 
-def test_train_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
+def test_finetune_tensorboard_flag_writes_events_into_the_new_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("CXRLIB_SMOKE", "1")
+    base, ft = tmp_path / "run", tmp_path / "ft"
+    small = ["--n-images", "16", "--steps", "2", "--quiet"]
+    assert main(["train", "--data", "phantom", "--out", str(base), "--size", "32", "--batch", "8", "--set",
+                 "width=0.25", "--set", 'amp="off"', *small]) == 0
+    assert not list(base.glob("events.out.tfevents.*"))
+    assert main(["finetune", "--ckpt", str(base / "checkpoints" / "last.pt"), "--data", "phantom", "--out", str(ft),
+                 "--set", "log_every=1", *small, "--tensorboard"]) == 0  # steps 3, 4: it goes on counting
+    assert list(ft.glob("events.out.tfevents.*"))
+    acc = _events(ft)
+    assert [e.step for e in acc.Scalars("loss/G")] == [3, 4] and {"lr/G", "lr/D"} <= set(acc.Tags()["scalars"])
+    log = [json.loads(line) for line in (ft / "log.jsonl").read_text().splitlines()]
+    base_lr = json.loads((base / "config.json").read_text())["g_lr"]
+    assert [e.value for e in acc.Scalars("lr/G")] == pytest.approx([r["g_lr"] for r in log]) == [0.5 * base_lr] * 2
+
+
+@pytest.mark.parametrize("command", [["train"], ["finetune", "--ckpt", "{tmp}/none.pt"]])
+def test_tensorboard_without_the_package_is_one_line(command, tmp_path, monkeypatch, capsys):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard"
                         else find_spec(name, *a))
-    assert main(["train", "--data", "phantom", "--out", str(tmp_path / "run"), "--tensorboard"]) == 2
+    command = [c.format(tmp=tmp_path) for c in command]  # finetune: said before the checkpoint is looked for
+    assert main([*command, "--data", "phantom", "--out", str(tmp_path / "run"), "--tensorboard"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == 'error: TensorBoard logging needs the tensorboard package: pip install "cxrlib[tensorboard]"'
 
