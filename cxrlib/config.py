@@ -191,9 +191,36 @@ def budget(kind: str | None = None) -> Budget:
 
 AMP_CHOICES = ("auto", "bf16", "off")
 LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan", "wgan-gp")
-# the GAN families, by name (cxrlib.engine.families.FAMILIES maps them to their classes)
-FAMILY_CHOICES = ("unconditional", "conditional", "pix2pix", "cyclegan")
-IMAGE_TO_IMAGE = ("pix2pix", "cyclegan")  # families that translate images instead of drawing them from z
+# The GAN families by name, and what each is: the answers of its class in ``cxrlib.engine.families.FAMILIES`` to
+# the questions ``cxrlib.gan.family.Family`` documents. ``validate`` asks them here, because the engine imports this
+# module and not the other way round; a test holds this table to the classes.
+FAMILY_TRAITS: dict[str, dict] = {
+    "unconditional": dict(draws_from_z=True, takes_labels=False, needs_masks=False, needs_domains=False,
+                          losses=LOSS_CHOICES),
+    "conditional": dict(draws_from_z=True, takes_labels=True, needs_masks=False, needs_domains=False,
+                        losses=("bce", "hinge", "lsgan", "rpgan")),
+    "pix2pix": dict(draws_from_z=False, takes_labels=False, needs_masks=True, needs_domains=False,
+                    losses=("bce", "hinge", "lsgan")),
+    "cyclegan": dict(draws_from_z=False, takes_labels=False, needs_masks=False, needs_domains=True,
+                     losses=("bce", "hinge", "lsgan")),
+}
+FAMILY_CHOICES = tuple(FAMILY_TRAITS)
+IMAGE_TO_IMAGE = tuple(n for n, t in FAMILY_TRAITS.items() if not t["draws_from_z"])  # they translate images
+#: why a loss is missing from some families' ``losses``
+LOSS_LIMITS = {"rpgan": "it pairs each real image with a fake drawn from z",
+               "wgan-gp": "its penalty scores points between a real and a fake image, which need one label"}
+
+
+def families_that(trait: str, value=True) -> tuple[str, ...]:
+    """The names of the families whose ``trait`` (a key of ``FAMILY_TRAITS``) is ``value``, or, for ``losses``,
+    holds ``value``."""
+    return tuple(n for n, t in FAMILY_TRAITS.items() if (value in t[trait] if trait == "losses" else t[trait] == value))
+
+
+def family_preset(family: str) -> str | None:
+    """The preset holding ``family``'s own networks and recipe (an image-to-image family's), or None for a family
+    that trains the networks of any other preset (the unconditional and conditional families)."""
+    return next((p for p, recipe in PRESETS.items() if recipe.get("family") == family), None)
 CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
 
 
@@ -341,13 +368,16 @@ class TrainConfig:
             bad("family", f"unknown GAN family (choose one of {', '.join(FAMILY_CHOICES)})")
         if self.class_sampling not in CLASS_SAMPLING_CHOICES:
             bad("class_sampling", f"choose one of {', '.join(CLASS_SAMPLING_CHOICES)}")
-        if self.family == "unconditional" and self.classes:
-            bad("classes", "class names belong to the conditional family (family='conditional')")
-        if (self.family in IMAGE_TO_IMAGE or self.preset in IMAGE_TO_IMAGE) and self.family != self.preset:
-            bad("preset", f"the {self.family if self.family in IMAGE_TO_IMAGE else self.preset} family has its own "
-                "networks and recipe: use preset and family of the same name (make_config('pix2pix') or "
-                "make_config('cyclegan'))")
-        if self.family in IMAGE_TO_IMAGE:
+        family = FAMILY_TRAITS[self.family]
+        if self.classes and not (family["takes_labels"] or family["needs_domains"]):
+            readers = families_that("takes_labels") + families_that("needs_domains")
+            bad("classes", f"class names belong to a family that reads the data's classes ({', '.join(readers)}), "
+                f"not to the {self.family} family")
+        own = PRESETS[self.preset].get("family") or family_preset(self.family)  # a family with networks of its own
+        if own is not None and (self.preset, self.family) != (family_preset(own), own):
+            bad("preset", f"the {own} family has its own networks and recipe: use preset and family of the same name "
+                f"({' or '.join(f'make_config({family_preset(f)!r})' for f in IMAGE_TO_IMAGE)})")
+        if not family["draws_from_z"]:
             for f, why in (("augment", "DiffAugment is not implemented for paired/unpaired translation"),
                            ("r1_gamma", "R1 is not implemented for the image-to-image families"),
                            ("r2_gamma", "R2 is not implemented for the image-to-image families"),
@@ -355,10 +385,10 @@ class TrainConfig:
                            ("ema_bn_refresh", "it recomputes statistics from z")):
                 if getattr(self, f):
                     bad(f, f"not available for {self.family}: {why}")
-        if self.structures and self.family != "pix2pix":
-            bad("structures", "mask structures are the input of the pix2pix family")
-        if self.domains and (self.family != "cyclegan" or len(self.domains) != 2 or len(set(self.domains)) != 2):
-            bad("domains", "two different domain names, for the cyclegan family")
+        if self.structures and not family["needs_masks"]:
+            bad("structures", f"mask structures are the input of the {', '.join(families_that('needs_masks'))} family")
+        if self.domains and (not family["needs_domains"] or len(self.domains) != 2 or len(set(self.domains)) != 2):
+            bad("domains", f"two different domain names, for the {', '.join(families_that('needs_domains'))} family")
         if not 0 < self.lr_decay_start <= 1:
             bad("lr_decay_start", "the fraction of the run after which the learning rates decay to 0, in (0, 1]")
         if self.pool_size < 0:
@@ -390,11 +420,11 @@ class TrainConfig:
         for f in ("g_lr", "d_lr"):
             if not getattr(self, f) > 0:
                 bad(f, "must be > 0")
-        if self.family in IMAGE_TO_IMAGE and self.loss == "rpgan":
-            bad("loss", "the relativistic pairing loss is for GANs drawing from z (pairs of reals and fakes)")
-        if self.family != "unconditional" and self.loss == "wgan-gp":
-            bad("loss", "WGAN-GP's penalty is implemented for the unconditional family only (it scores points "
-                "between a real and a fake image, which need one label)")
+        if self.loss not in family["losses"]:
+            takers = families_that("losses", self.loss)
+            bad("loss", f"implemented for the {' and '.join(takers)} famil{'y' if len(takers) == 1 else 'ies'} only "
+                f"({LOSS_LIMITS.get(self.loss, 'not in its steps')}); the {self.family} family takes "
+                f"{', '.join(family['losses'])}")
         if self.ada and self.loss == "wgan-gp":
             bad("ada", "ADA steers p by the sign of D's outputs, which a Wasserstein critic leaves arbitrary (its "
                 "loss and penalty ignore a constant offset): turn it off with loss='wgan-gp' (--set ada=false)")

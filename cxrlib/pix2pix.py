@@ -130,6 +130,8 @@ class Pix2Pix(Family):
     name = "pix2pix"
     extra_stats = ("l1", "g_gan")
     draws_from_z = False  # it translates masks
+    needs_masks = True
+    losses = ("bce", "hinge", "lsgan")  # no pairing of reals with fakes from z (rpgan), no WGAN-GP
     sync_batchnorm = False
 
     @staticmethod

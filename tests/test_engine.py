@@ -2,6 +2,7 @@
 ``cxrlib.train`` offered before the split is still importable from it, as the same object, and imports go one
 way (the engine and the student tier never import ``cxrlib.train``; the student tier never imports the engine)."""
 
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,8 @@ import pytest
 
 from cxrlib import config, train
 from cxrlib.engine import batches, checkpoints, families, hardware, rng, sampling, stopping
-from cxrlib.gan import ema, plateau
+from cxrlib.errors import CxrError
+from cxrlib.gan import ema, family, plateau
 
 MOVED = [
     (stopping, "StopSignals"), (stopping, "WallClockCapWarning"),
@@ -61,9 +63,42 @@ def test_imports_go_one_way():
     assert out.returncode == 0, out.stderr[-500:]
 
 
-def test_the_config_names_the_families_the_engine_has():
+def test_the_config_names_the_families_the_engine_has_and_knows_what_each_is():
     assert config.FAMILY_CHOICES == tuple(families.FAMILIES)
     assert config.IMAGE_TO_IMAGE == tuple(n for n, c in families.FAMILIES.items() if not c.draws_from_z)
+    traits = ("draws_from_z", "takes_labels", "needs_masks", "needs_domains", "losses")
+    assert all(tuple(t) == traits for t in config.FAMILY_TRAITS.values())
+    assert config.FAMILY_TRAITS == {name: {k: getattr(cls, k) for k in traits} for name, cls in families.FAMILIES.items()}
+    assert [k for k in traits if f"``{k}``" not in family.__doc__] == []  # the protocol documents each question
+    assert all(cls.losses and set(cls.losses) <= set(config.LOSS_CHOICES) for cls in families.FAMILIES.values())
+    # a family's own networks: the image-to-image families' presets, which name them
+    assert {f: config.family_preset(f) for f in config.FAMILY_CHOICES} == {
+        "unconditional": None, "conditional": None, "pix2pix": "pix2pix", "cyclegan": "cyclegan"}
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(classes=("a", "b")), "class names belong to a family that reads the data's classes (conditional, cyclegan)"),
+    (dict(preset="pix2pix", classes=("a", "b")), "not to the pix2pix family"),
+    (dict(structures=("lungs",)), "mask structures are the input of the pix2pix family"),
+    (dict(preset="pix2pix", domains=("a", "b")), "for the cyclegan family"),
+    (dict(preset="cyclegan", loss="rpgan"), "implemented for the unconditional and conditional families only"),
+    (dict(family="conditional", loss="wgan-gp", ada=False), "implemented for the unconditional family only"),
+    (dict(preset="cyclegan", loss="wgan-gp", ada=False), "the cyclegan family takes bce, hinge, lsgan"),
+    (dict(preset="cyclegan", family="pix2pix"), "the cyclegan family has its own networks"),
+    (dict(preset="course", family="cyclegan"), "make_config('pix2pix') or make_config('cyclegan')"),
+])
+def test_validate_asks_what_a_family_is(fields, message):
+    preset = fields.pop("preset", "course")
+    with pytest.raises(CxrError, match=re.escape(message)):
+        config.make_config(preset, **fields)
+
+
+def test_the_families_that_take_a_loss_or_a_field_still_take_it():
+    for preset, fields in (("course", dict(family="conditional", classes=("a", "b"), loss="rpgan")),
+                           ("pix2pix", dict(structures=("lungs",), loss="hinge")),
+                           ("cyclegan", dict(domains=("a", "b"), classes=("a", "b"), loss="bce")),
+                           ("course", dict(loss="wgan-gp", ada=False))):
+        config.make_config(preset, **fields)
 
 
 def test_every_family_implements_the_protocol_and_none_subclasses_another():
@@ -76,4 +111,5 @@ def test_every_family_implements_the_protocol_and_none_subclasses_another():
     answers = {name: (cls.draws_from_z, cls.takes_labels, cls.sync_batchnorm) for name, cls in families.FAMILIES.items()}
     assert answers == {"unconditional": (True, False, True), "conditional": (True, True, True),
                        "pix2pix": (False, False, False), "cyclegan": (False, False, False)}
+
 
