@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cxrlib import config, train
 from cxrlib.engine import batches, checkpoints, families, hardware, rng, sampling, stopping
@@ -113,3 +114,37 @@ def test_every_family_implements_the_protocol_and_none_subclasses_another():
                        "pix2pix": (False, False, False), "cyclegan": (False, False, False)}
 
 
+def test_one_rule_for_batchnorm_the_ema_pix2pix_and_the_critic_warning_share():
+    """``gan.ema.norm_layers``: every torch BatchNorm (SyncBatchNorm and class-conditional BatchNorm's inner norm
+    too), with or without running statistics; nothing else. Pix2Pix's batch-statistics translation puts back each
+    layer's own settings, and the EMA's refresh leaves a layer without running statistics as it is."""
+    from torch import nn
+
+    from cxrlib import pix2pix
+    from cxrlib.models.conditional import ClassBatchNorm2d
+
+    tracked, untracked, sync = nn.BatchNorm2d(2), nn.BatchNorm2d(2, track_running_stats=False), nn.SyncBatchNorm(2)
+    others = (nn.InstanceNorm2d(2, track_running_stats=True), nn.GroupNorm(1, 2), nn.LayerNorm(2))
+    assert ema.norm_layers(nn.Sequential(tracked, *others, untracked, sync)) == [tracked, untracked, sync]
+    cbn = ClassBatchNorm2d(nn.BatchNorm2d(2), 3)
+    assert ema.norm_layers(cbn) == [cbn.norm]
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), tracked, nn.Conv2d(2, 2, 1), untracked).train()
+    tracked.running_mean.fill_(5.0)  # stale statistics: batch statistics must not use them
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    out = pix2pix.run_eval(net, x, batch_stats=True)
+    assert net.training and [m.track_running_stats for m in (tracked, untracked)] == [True, False]
+    assert torch.equal(tracked.running_mean, torch.full((2,), 5.0)) and untracked.running_mean is None
+    with torch.no_grad():
+        tracked.track_running_stats = False  # the train-mode forward, without touching the running statistics
+        expected = net(x)
+        tracked.track_running_stats = True
+    torch.testing.assert_close(out, expected)
+
+    G = nn.Sequential(nn.Unflatten(1, (2, 1, 1)), tracked, untracked)
+    average = ema.EMA(G)
+    average.refresh_norm_stats(z_dim=2)
+    copy_tracked, copy_untracked = ema.norm_layers(average.model)
+    assert not copy_tracked.running_mean.eq(5.0).any() and copy_untracked.running_mean is None
+    assert not average.model.training and [m.track_running_stats for m in (copy_tracked, copy_untracked)] == [True, False]
