@@ -408,12 +408,16 @@ def _train(args) -> int:
                 raise CxrError("--domains names the two domains of --family cyclegan")
             overrides["domains"] = tuple(d.strip() for d in args.domains.split(","))
         preset = args.preset or saved_preset or family_preset(family) or TrainConfig.preset
-        cfg = make_config(preset, **{**saved, **overrides, "size": size})
+        # on a CPU, networks measured to work in its time (e.g. CycleGAN's); every flag, --set and --config wins
+        recipe = {k: v for k, v in budget().recipe(preset).items() if k not in saved and k not in overrides}
+        cfg = make_config(preset, **{**recipe, **saved, **overrides, "size": size})
         if "device" in overrides and args.device is None:
             _check_device(cfg.device, f"--set device={cfg.device}")
         data = _training_data(args.data, size, args.n_images, args.on_error, family, args.masks, args.data_b,
                               _memmap(args), not args.quiet)
         trainer = Trainer(cfg, data, out=out, callbacks=callbacks)
+        if recipe and trainer.writer:
+            print(_recipe_line(budget().kind, preset, recipe), flush=True)
     _announce(trainer, data)
     try:
         trainer.fit(progress=not args.quiet)
@@ -424,6 +428,20 @@ def _train(args) -> int:
         print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
               f" · log {out / 'log.jsonl'}")
     return 0
+
+
+def _recipe_line(kind: str, preset: str, recipe: dict) -> str:
+    """One line: what the budget changed in the preset's recipe, and the flags that put the preset's own back."""
+    import json
+
+    from cxrlib.config import make_config
+
+    def flags(fields):
+        return " ".join(f"--set '{k}={json.dumps(v)}'" for k, v in fields.items())
+
+    own = {k: getattr(make_config(preset), k) for k in recipe}
+    return (f"{kind} budget: preset {preset!r} with its CPU networks, {flags(recipe)} (the preset's own: "
+            f"{flags(own)})")
 
 
 def _tensorboard(args, out) -> list:
@@ -716,7 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recipe and networks (default course; an image-to-image family brings its own)")
     p.add_argument("--family", choices=FAMILY_CHOICES,
                    help="GAN family: unconditional (default), conditional, pix2pix (masks → X-ray, needs masks), "
-                        "cyclegan (between two classes or folders, unpaired)")
+                        "cyclegan (between two classes or folders, unpaired; on a CPU the shipped CycleGAN's networks, "
+                        "width 0.25, U-Net G, ndf 128: --set width=1 --set 'model_kwargs={}' for the paper's)")
     p.add_argument("--masks", metavar="DIR", help="pix2pix: the mask folder, masks/<structure>/<image stem>.png "
                    "(default DATA/masks)")
     p.add_argument("--domains", metavar="A,B", help="cyclegan: the two classes of --data to translate between "

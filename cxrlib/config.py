@@ -18,6 +18,7 @@ name ``seed``), ``dcgan``, ``course``, ``style``, ``modern``, ``pix2pix``, ``cyc
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from pathlib import Path
@@ -160,6 +161,15 @@ class Budget:
     minutes: float
     eval_images: int
     threads: int
+
+    def recipe(self, preset: str) -> dict:
+        """What this budget changes in ``preset``'s recipe: on the ``cpu`` and ``smoke`` budgets (no GPU's time) the
+        networks measured to work on a CPU, ``CPU_RECIPES`` (a copy); on the ``gpu`` budget nothing, the preset's own
+        networks (the papers'). ``train`` on the command line starts from it, under every flag, ``--set`` and
+        ``--config``; ``make_config`` never applies it (the same preset is the same run on every machine)."""
+        if self.kind == "gpu":
+            return {}
+        return copy.deepcopy(CPU_RECIPES.get(PRESET_ALIASES.get(preset, preset), {}))
 
     def __str__(self) -> str:
         return (
@@ -546,6 +556,15 @@ PRESETS: dict[str, dict] = {
         g_betas=(0.5, 0.999), d_betas=(0.5, 0.999), r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
         cycle_weight=10.0, identity_weight=0.5, pool_size=50, lr_decay_start=0.5,
     ),
+}
+
+
+#: What a preset's recipe becomes on a CPU budget (``Budget.recipe``): networks measured to reach the family's goals in
+#: a CPU's minutes, where the paper's networks are too slow. cyclegan: width 0.25, U-Net generators and 32-channel
+#: PatchGANs (ndf 128 × 0.25), the shipped CycleGAN's networks (`make pretrained-cyclegan`; figures against the
+#: paper's ResNet generators at full width in benchmarks/RESULTS.md, "CycleGAN normal → pneumonia").
+CPU_RECIPES: dict[str, dict] = {
+    "cyclegan": dict(width=0.25, model_kwargs={"generator": "unet", "ndf": 128}),
 }
 
 
