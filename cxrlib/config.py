@@ -10,6 +10,9 @@ run on a much slower or overloaded machine, and training says so when it does. T
 * ``cpu``  on a laptop (80 steps of the course preset at 64 px; how long they take: benchmarks/RESULTS.md),
 * ``gpu``  when CUDA is available (real runs at 256 px and above).
 
+A budget can also change a preset's networks: ``Budget.recipe`` (``CPU_RECIPES``: on a CPU, the smaller networks
+measured to work in its time, e.g. CycleGAN's), which ``train`` on the command line starts from.
+
 The training configuration lives here too (section "training configuration" below): ``TrainConfig``, every
 setting of a run (stored in its checkpoints), and ``PRESETS``, one recipe per preset name -- ``original`` (old
 name ``seed``), ``dcgan``, ``course``, ``style``, ``modern``, ``pix2pix``, ``cyclegan``; ``make_config(preset,
@@ -432,9 +435,9 @@ class TrainConfig:
                 bad(f, "must be > 0")
         if self.loss not in family["losses"]:
             takers = families_that("losses", self.loss)
-            bad("loss", f"implemented for the {' and '.join(takers)} famil{'y' if len(takers) == 1 else 'ies'} only "
-                f"({LOSS_LIMITS.get(self.loss, 'not in its steps')}); the {self.family} family takes "
-                f"{', '.join(family['losses'])}")
+            why = f" ({LOSS_LIMITS[self.loss]})" if self.loss in LOSS_LIMITS else ""
+            bad("loss", f"implemented for the {' and '.join(takers)} famil{'y' if len(takers) == 1 else 'ies'} only"
+                f"{why}; the {self.family} family takes {', '.join(family['losses'])}")
         if self.ada and self.loss == "wgan-gp":
             bad("ada", "ADA steers p by the sign of D's outputs, which a Wasserstein critic leaves arbitrary (its "
                 "loss and penalty ignore a constant offset): turn it off with loss='wgan-gp' (--set ada=false)")
@@ -561,8 +564,8 @@ PRESETS: dict[str, dict] = {
 
 #: What a preset's recipe becomes on a CPU budget (``Budget.recipe``): networks measured to reach the family's goals in
 #: a CPU's minutes, where the paper's networks are too slow. cyclegan: width 0.25, U-Net generators and 32-channel
-#: PatchGANs (ndf 128 × 0.25), the shipped CycleGAN's networks (`make pretrained-cyclegan`; figures against the
-#: paper's ResNet generators at full width in benchmarks/RESULTS.md, "CycleGAN normal → pneumonia").
+#: PatchGANs (ndf 128 × 0.25), the shipped CycleGAN's networks (`make pretrained-cyclegan`; benchmarks/RESULTS.md,
+#: "CycleGAN normal → pneumonia"), where the paper's full-width ResNet generators missed the goals (issue 28).
 CPU_RECIPES: dict[str, dict] = {
     "cyclegan": dict(width=0.25, model_kwargs={"generator": "unet", "ndf": 128}),
 }
