@@ -67,7 +67,9 @@ pretrained-conditional: $(STAMP)
 
 ## make pretrained-cyclegan: reproduce cxrlib/assets/cyclegan_phantom_64.pt -- CycleGAN normal ↔ pneumonia on 1,000
 ## 64-px phantoms (the cyclegan preset at width 0.25 with U-Net generators and 32-channel PatchGANs, fixed seed and
-## steps, ~10 min on a 2-core AVX2 CPU; notebook 08, figures in RESULTS.md).
+## steps, ~10 min on a 2-core AVX2 CPU; notebook 08, figures in RESULTS.md). Those networks are what
+## `train --family cyclegan` takes on a CPU budget anyway (config.CPU_RECIPES); the flags stay explicit so the asset
+## does not depend on the machine's budget.
 CYCLEGAN_STEPS ?= 1600
 pretrained-cyclegan: $(STAMP)
 	rm -rf runs/pretrained-cyclegan

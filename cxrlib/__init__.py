@@ -9,5 +9,5 @@ Importing the package is cheap; import the module you need.
 
 from cxrlib.errors import CxrError
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it from here (dynamic)
 __all__ = ["CxrError", "__version__"]

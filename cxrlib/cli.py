@@ -118,13 +118,16 @@ def _training_data(source: str, size: int, n_images: int | None, on_error: str =
 
 
 def _load_training_data(source, size, n_images, on_error, family, masks, data_b, mmap, progress):
+    from cxrlib.config import TrainConfig
     from cxrlib.data import _take, load_dataset, load_unpaired
+    from cxrlib.engine.families import FAMILIES
     from cxrlib.errors import CxrError
 
-    paired = family == "pix2pix"
+    kind = FAMILIES[family or TrainConfig.family]  # an older run's config may not name its family
+    paired = kind.needs_masks
     if masks is not None and not paired:
         raise CxrError("--masks gives the input masks of --family pix2pix")
-    if data_b is not None and family != "cyclegan":
+    if data_b is not None and not kind.needs_domains:
         raise CxrError("--data-b gives the second domain of --family cyclegan")
     if str(source).lower() == "phantom":
         if masks is not None or data_b is not None:
@@ -356,7 +359,8 @@ def _train(args) -> int:
     from pathlib import Path
 
     from cxrlib import models
-    from cxrlib.config import IMAGE_TO_IMAGE, budget, make_config
+    from cxrlib.config import FAMILY_CHOICES, TrainConfig, budget, family_preset, make_config
+    from cxrlib.engine.families import FAMILIES
     from cxrlib.errors import CxrError
     from cxrlib.train import Trainer
 
@@ -388,26 +392,32 @@ def _train(args) -> int:
         size = models.check_size(args.size or saved.get("size") or budget().size)
         if "steps" not in overrides and not ({"steps", "minutes"} & set(saved)):
             overrides["steps"] = budget().steps
-        family = args.family or ("conditional" if args.conditional else
-                                 overrides.get("family", saved.get("family", "unconditional")))
+        family = args.family or ("conditional" if args.conditional else  # --conditional: --family conditional
+                                 overrides.get("family", saved.get("family", TrainConfig.family)))
         if args.conditional and family != "conditional":
             raise CxrError(f"--conditional and --family {family} contradict each other: give one")
+        if family not in FAMILIES:
+            raise CxrError(f"unknown GAN family {family!r} (choose one of {', '.join(FAMILY_CHOICES)})")
         overrides["family"] = family
         if args.balanced:
-            if family != "conditional":
+            if not FAMILIES[family].takes_labels:
                 raise CxrError("--balanced draws classes of a conditional GAN: add --conditional")
             overrides["class_sampling"] = "balanced"
         if args.domains is not None:
-            if family != "cyclegan":
+            if not FAMILIES[family].needs_domains:
                 raise CxrError("--domains names the two domains of --family cyclegan")
             overrides["domains"] = tuple(d.strip() for d in args.domains.split(","))
-        preset = args.preset or saved_preset or (family if family in IMAGE_TO_IMAGE else "course")
-        cfg = make_config(preset, **{**saved, **overrides, "size": size})
+        preset = args.preset or saved_preset or family_preset(family) or TrainConfig.preset
+        # on a CPU, networks measured to work in its time (e.g. CycleGAN's); every flag, --set and --config wins
+        recipe = {k: v for k, v in budget().recipe(preset).items() if k not in saved and k not in overrides}
+        cfg = make_config(preset, **{**recipe, **saved, **overrides, "size": size})
         if "device" in overrides and args.device is None:
             _check_device(cfg.device, f"--set device={cfg.device}")
         data = _training_data(args.data, size, args.n_images, args.on_error, family, args.masks, args.data_b,
                               _memmap(args), not args.quiet)
         trainer = Trainer(cfg, data, out=out, callbacks=callbacks)
+        if recipe and trainer.writer:
+            print(_recipe_line(budget().kind, preset, recipe), flush=True)
     _announce(trainer, data)
     try:
         trainer.fit(progress=not args.quiet)
@@ -418,6 +428,20 @@ def _train(args) -> int:
         print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
               f" · log {out / 'log.jsonl'}")
     return 0
+
+
+def _recipe_line(kind: str, preset: str, recipe: dict) -> str:
+    """One line: what the budget changed in the preset's recipe, and the flags that put the preset's own back."""
+    import json
+
+    from cxrlib.config import make_config
+
+    def flags(fields):
+        return " ".join(f"--set '{k}={json.dumps(v)}'" for k, v in fields.items())
+
+    own = {k: getattr(make_config(preset), k) for k in recipe}
+    return (f"{kind} budget: preset {preset!r} with its CPU networks, {flags(recipe)} (the preset's own: "
+            f"{flags(own)})")
 
 
 def _tensorboard(args, out) -> list:
@@ -441,6 +465,8 @@ def _memmap(args):
 
 
 def _announce(trainer, data) -> None:
+    from cxrlib.config import TrainConfig
+
     if not trainer.writer:
         return
     cfg = trainer.cfg
@@ -448,7 +474,7 @@ def _announce(trainer, data) -> None:
     length = " and ".join(x for x in (f"{cfg.steps} steps" if cfg.steps is not None else "",
                                       f"{cfg.minutes:g} min" if cfg.minutes else "") if x)
     what = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
-    family = f"{cfg.family} " if cfg.family != "unconditional" else ""
+    family = f"{cfg.family} " if cfg.family != TrainConfig.family else ""  # the default family goes unnamed
     where = trainer.device.type
     if trainer.world > 1:
         where = f"{trainer.world} processes ({trainer.device.type}, {trainer.batch} images each)"
@@ -673,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"cxrlib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from cxrlib.config import FAMILY_CHOICES
+    from cxrlib.config import FAMILY_CHOICES, PRESET_ALIASES, PRESETS
 
     p = sub.add_parser("phantom", help="write procedural phantom chest X-rays (offline data set)")
     p.add_argument("--out", required=True, help="folder to create (normal/, pneumonia/, manifest.csv)")
@@ -714,11 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of images/DICOMs (class = first sub-folder), or 'phantom'")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument("--size", type=int, help="image side in px, a power of two 32–512 (default: the budget's)")
-    p.add_argument("--preset", choices=("course", "dcgan", "original", "seed", "style", "modern", "pix2pix", "cyclegan"),
+    p.add_argument("--preset", choices=(*PRESETS, *PRESET_ALIASES),
                    help="recipe and networks (default course; an image-to-image family brings its own)")
     p.add_argument("--family", choices=FAMILY_CHOICES,
                    help="GAN family: unconditional (default), conditional, pix2pix (masks → X-ray, needs masks), "
-                        "cyclegan (between two classes or folders, unpaired)")
+                        "cyclegan (between two classes or folders, unpaired; on a CPU the shipped CycleGAN's networks, "
+                        "width 0.25, U-Net G, ndf 128: --set width=1 --set 'model_kwargs={}' for the paper's)")
     p.add_argument("--masks", metavar="DIR", help="pix2pix: the mask folder, masks/<structure>/<image stem>.png "
                    "(default DATA/masks)")
     p.add_argument("--domains", metavar="A,B", help="cyclegan: the two classes of --data to translate between "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from cxrlib import models
-from cxrlib.config import TrainConfig
+from cxrlib.config import FAMILY_TRAITS, TrainConfig
 from cxrlib.errors import CxrError
 from cxrlib.gan.family import Family
 
@@ -68,7 +68,7 @@ def class_labels(cfg: TrainConfig, label, n: int) -> torch.Tensor | None:
     sequence/tensor of n indices, or None (None back: unconditional, or the classes in turn)."""
     if label is None:
         return None
-    if cfg.family != "conditional":
+    if not FAMILY_TRAITS[cfg.family]["takes_labels"]:
         raise CxrError("this generator is unconditional (trained without classes), so it cannot be asked for a "
                        "class: train one with --conditional (family='conditional')")
     if isinstance(label, (str, int)):
@@ -97,6 +97,7 @@ class Conditional(Family):
 
     name = "conditional"
     takes_labels = True
+    losses = ("bce", "hinge", "lsgan", "rpgan")  # no WGAN-GP: its penalty mixes a real and a fake, each with a label
 
     def __init__(self, trainer, data=None):
         super().__init__(trainer, data)

@@ -10,6 +10,9 @@ run on a much slower or overloaded machine, and training says so when it does. T
 * ``cpu``  on a laptop (80 steps of the course preset at 64 px; how long they take: benchmarks/RESULTS.md),
 * ``gpu``  when CUDA is available (real runs at 256 px and above).
 
+A budget can also change a preset's networks: ``Budget.recipe`` (``CPU_RECIPES``: on a CPU, the smaller networks
+measured to work in its time, e.g. CycleGAN's), which ``train`` on the command line starts from.
+
 The training configuration lives here too (section "training configuration" below): ``TrainConfig``, every
 setting of a run (stored in its checkpoints), and ``PRESETS``, one recipe per preset name -- ``original`` (old
 name ``seed``), ``dcgan``, ``course``, ``style``, ``modern``, ``pix2pix``, ``cyclegan``; ``make_config(preset,
@@ -18,6 +21,7 @@ name ``seed``), ``dcgan``, ``course``, ``style``, ``modern``, ``pix2pix``, ``cyc
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from pathlib import Path
@@ -161,6 +165,15 @@ class Budget:
     eval_images: int
     threads: int
 
+    def recipe(self, preset: str) -> dict:
+        """What this budget changes in ``preset``'s recipe: on the ``cpu`` and ``smoke`` budgets (no GPU's time) the
+        networks measured to work on a CPU, ``CPU_RECIPES`` (a copy); on the ``gpu`` budget nothing, the preset's own
+        networks (the papers'). ``train`` on the command line starts from it, under every flag, ``--set`` and
+        ``--config``; ``make_config`` never applies it (the same preset is the same run on every machine)."""
+        if self.kind == "gpu":
+            return {}
+        return copy.deepcopy(CPU_RECIPES.get(PRESET_ALIASES.get(preset, preset), {}))
+
     def __str__(self) -> str:
         return (
             f"budget: {self.kind} on {self.device} ({self.threads} CPU threads) · {self.size}px · "
@@ -191,9 +204,36 @@ def budget(kind: str | None = None) -> Budget:
 
 AMP_CHOICES = ("auto", "bf16", "off")
 LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan", "wgan-gp")
-# the GAN families, by name (cxrlib.engine.families.FAMILIES maps them to their classes)
-FAMILY_CHOICES = ("unconditional", "conditional", "pix2pix", "cyclegan")
-IMAGE_TO_IMAGE = ("pix2pix", "cyclegan")  # families that translate images instead of drawing them from z
+# The GAN families by name, and what each is: the answers of its class in ``cxrlib.engine.families.FAMILIES`` to
+# the questions ``cxrlib.gan.family.Family`` documents. ``validate`` asks them here, because the engine imports this
+# module and not the other way round; a test holds this table to the classes.
+FAMILY_TRAITS: dict[str, dict] = {
+    "unconditional": dict(draws_from_z=True, takes_labels=False, needs_masks=False, needs_domains=False,
+                          losses=LOSS_CHOICES),
+    "conditional": dict(draws_from_z=True, takes_labels=True, needs_masks=False, needs_domains=False,
+                        losses=("bce", "hinge", "lsgan", "rpgan")),
+    "pix2pix": dict(draws_from_z=False, takes_labels=False, needs_masks=True, needs_domains=False,
+                    losses=("bce", "hinge", "lsgan")),
+    "cyclegan": dict(draws_from_z=False, takes_labels=False, needs_masks=False, needs_domains=True,
+                     losses=("bce", "hinge", "lsgan")),
+}
+FAMILY_CHOICES = tuple(FAMILY_TRAITS)
+IMAGE_TO_IMAGE = tuple(n for n, t in FAMILY_TRAITS.items() if not t["draws_from_z"])  # they translate images
+#: why a loss is missing from some families' ``losses``
+LOSS_LIMITS = {"rpgan": "it pairs each real image with a fake drawn from z",
+               "wgan-gp": "its penalty scores points between a real and a fake image, which need one label"}
+
+
+def families_that(trait: str, value=True) -> tuple[str, ...]:
+    """The names of the families whose ``trait`` (a key of ``FAMILY_TRAITS``) is ``value``, or, for ``losses``,
+    holds ``value``."""
+    return tuple(n for n, t in FAMILY_TRAITS.items() if (value in t[trait] if trait == "losses" else t[trait] == value))
+
+
+def family_preset(family: str) -> str | None:
+    """The preset holding ``family``'s own networks and recipe (an image-to-image family's), or None for a family
+    that trains the networks of any other preset (the unconditional and conditional families)."""
+    return next((p for p, recipe in PRESETS.items() if recipe.get("family") == family), None)
 CLASS_SAMPLING_CHOICES = ("frequency", "balanced")
 
 
@@ -341,13 +381,16 @@ class TrainConfig:
             bad("family", f"unknown GAN family (choose one of {', '.join(FAMILY_CHOICES)})")
         if self.class_sampling not in CLASS_SAMPLING_CHOICES:
             bad("class_sampling", f"choose one of {', '.join(CLASS_SAMPLING_CHOICES)}")
-        if self.family == "unconditional" and self.classes:
-            bad("classes", "class names belong to the conditional family (family='conditional')")
-        if (self.family in IMAGE_TO_IMAGE or self.preset in IMAGE_TO_IMAGE) and self.family != self.preset:
-            bad("preset", f"the {self.family if self.family in IMAGE_TO_IMAGE else self.preset} family has its own "
-                "networks and recipe: use preset and family of the same name (make_config('pix2pix') or "
-                "make_config('cyclegan'))")
-        if self.family in IMAGE_TO_IMAGE:
+        family = FAMILY_TRAITS[self.family]
+        if self.classes and not (family["takes_labels"] or family["needs_domains"]):
+            readers = families_that("takes_labels") + families_that("needs_domains")
+            bad("classes", f"class names belong to a family that reads the data's classes ({', '.join(readers)}), "
+                f"not to the {self.family} family")
+        own = PRESETS[self.preset].get("family") or family_preset(self.family)  # a family with networks of its own
+        if own is not None and (self.preset, self.family) != (family_preset(own), own):
+            bad("preset", f"the {own} family has its own networks and recipe: use preset and family of the same name "
+                f"({' or '.join(f'make_config({family_preset(f)!r})' for f in IMAGE_TO_IMAGE)})")
+        if not family["draws_from_z"]:
             for f, why in (("augment", "DiffAugment is not implemented for paired/unpaired translation"),
                            ("r1_gamma", "R1 is not implemented for the image-to-image families"),
                            ("r2_gamma", "R2 is not implemented for the image-to-image families"),
@@ -355,10 +398,10 @@ class TrainConfig:
                            ("ema_bn_refresh", "it recomputes statistics from z")):
                 if getattr(self, f):
                     bad(f, f"not available for {self.family}: {why}")
-        if self.structures and self.family != "pix2pix":
-            bad("structures", "mask structures are the input of the pix2pix family")
-        if self.domains and (self.family != "cyclegan" or len(self.domains) != 2 or len(set(self.domains)) != 2):
-            bad("domains", "two different domain names, for the cyclegan family")
+        if self.structures and not family["needs_masks"]:
+            bad("structures", f"mask structures are the input of the {', '.join(families_that('needs_masks'))} family")
+        if self.domains and (not family["needs_domains"] or len(self.domains) != 2 or len(set(self.domains)) != 2):
+            bad("domains", f"two different domain names, for the {', '.join(families_that('needs_domains'))} family")
         if not 0 < self.lr_decay_start <= 1:
             bad("lr_decay_start", "the fraction of the run after which the learning rates decay to 0, in (0, 1]")
         if self.pool_size < 0:
@@ -390,11 +433,11 @@ class TrainConfig:
         for f in ("g_lr", "d_lr"):
             if not getattr(self, f) > 0:
                 bad(f, "must be > 0")
-        if self.family in IMAGE_TO_IMAGE and self.loss == "rpgan":
-            bad("loss", "the relativistic pairing loss is for GANs drawing from z (pairs of reals and fakes)")
-        if self.family != "unconditional" and self.loss == "wgan-gp":
-            bad("loss", "WGAN-GP's penalty is implemented for the unconditional family only (it scores points "
-                "between a real and a fake image, which need one label)")
+        if self.loss not in family["losses"]:
+            takers = families_that("losses", self.loss)
+            why = f" ({LOSS_LIMITS[self.loss]})" if self.loss in LOSS_LIMITS else ""
+            bad("loss", f"implemented for the {' and '.join(takers)} famil{'y' if len(takers) == 1 else 'ies'} only"
+                f"{why}; the {self.family} family takes {', '.join(family['losses'])}")
         if self.ada and self.loss == "wgan-gp":
             bad("ada", "ADA steers p by the sign of D's outputs, which a Wasserstein critic leaves arbitrary (its "
                 "loss and penalty ignore a constant offset): turn it off with loss='wgan-gp' (--set ada=false)")
@@ -516,6 +559,15 @@ PRESETS: dict[str, dict] = {
         g_betas=(0.5, 0.999), d_betas=(0.5, 0.999), r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
         cycle_weight=10.0, identity_weight=0.5, pool_size=50, lr_decay_start=0.5,
     ),
+}
+
+
+#: What a preset's recipe becomes on a CPU budget (``Budget.recipe``): networks measured to reach the family's goals in
+#: a CPU's minutes, where the paper's networks are too slow. cyclegan: width 0.25, U-Net generators and 32-channel
+#: PatchGANs (ndf 128 × 0.25), the shipped CycleGAN's networks (`make pretrained-cyclegan`; benchmarks/RESULTS.md,
+#: "CycleGAN normal → pneumonia"), where the paper's full-width ResNet generators missed the goals (issue 28).
+CPU_RECIPES: dict[str, dict] = {
+    "cyclegan": dict(width=0.25, model_kwargs={"generator": "unet", "ndf": 128}),
 }
 
 

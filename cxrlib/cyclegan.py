@@ -149,6 +149,8 @@ class CycleGAN(Family):
     name = "cyclegan"
     extra_stats = ("cycle", "identity", "g_gan")
     draws_from_z = False  # it translates images
+    needs_domains = True
+    losses = ("bce", "hinge", "lsgan")  # no pairing of reals with fakes from z (rpgan), no WGAN-GP
     sync_batchnorm = False  # instance norm
 
     @staticmethod

@@ -30,6 +30,7 @@ import torch
 from cxrlib import models
 from cxrlib.config import TrainConfig
 from cxrlib.errors import CxrError
+from cxrlib.gan.ema import norm_layers
 from cxrlib.gan.family import Family
 from cxrlib.gan.steps import frozen, grad_norm
 from cxrlib.images import to_float
@@ -59,7 +60,8 @@ def run_eval(net: torch.nn.Module, x: torch.Tensor, batch_stats: bool = False) -
     float output; the net's modes are restored afterwards. BatchNorm uses its running statistics, or with
     ``batch_stats`` the statistics of this batch (without updating the running ones)."""
     x = to_float(x)
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if batch_stats else []
+    norms = norm_layers(net) if batch_stats else []
+    tracking = [m.track_running_stats for m in norms]
     with models.evaluating(net):
         for m in norms:
             m.train()
@@ -67,8 +69,8 @@ def run_eval(net: torch.nn.Module, x: torch.Tensor, batch_stats: bool = False) -
         try:
             return net(x.to(next(net.parameters()).device)).float()
         finally:
-            for m in norms:
-                m.track_running_stats = True
+            for m, was in zip(norms, tracking):
+                m.track_running_stats = was
 
 
 def check_structures(have, want, where: str) -> None:
@@ -130,6 +132,8 @@ class Pix2Pix(Family):
     name = "pix2pix"
     extra_stats = ("l1", "g_gan")
     draws_from_z = False  # it translates masks
+    needs_masks = True
+    losses = ("bce", "hinge", "lsgan")  # no pairing of reals with fakes from z (rpgan), no WGAN-GP
     sync_batchnorm = False
 
     @staticmethod

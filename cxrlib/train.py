@@ -194,7 +194,7 @@ class Trainer:
         self.logged_stats = LOGGED_STATS + tuple(self.family.extra_stats)  # e.g. pix2pix's l1
         if cfg.loss in losses.PENALISED:  # WGAN-GP's penalty, on every D step: averaged like the losses
             self.logged_stats += ("gp",)
-            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.D.modules()):
+            if norm_layers(self.D):
                 warnings.warn(f"loss 'wgan-gp' with the {cfg.preset} D, which has BatchNorm: each image's score "
                               "then depends on its batch, so the per-image gradient penalty is not the paper's "
                               "(Gulrajani et al. use no BatchNorm in the critic); --preset course has a D without it",

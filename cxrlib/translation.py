@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cxrlib.config import IMAGE_TO_IMAGE, TrainConfig
+from cxrlib.engine.families import FAMILIES
 from cxrlib.errors import CxrError
 
 
@@ -25,9 +26,9 @@ def load_translator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch
     from cxrlib.train import load_generator
 
     G, cfg = load_generator(ckpt, ema=ema, device=device)
-    if cfg.family not in IMAGE_TO_IMAGE:
+    if FAMILIES[cfg.family].draws_from_z:
         raise CxrError(f"'{ckpt}' holds a {cfg.family} {cfg.preset} generator, which draws images from noise: "
-                       "translate needs a pix2pix or cyclegan checkpoint (use `sample` for this one)")
+                       f"translate needs a {' or '.join(IMAGE_TO_IMAGE)} checkpoint (use `sample` for this one)")
     return G, cfg
 
 
@@ -35,16 +36,15 @@ def translate(G: torch.nn.Module, cfg: TrainConfig, x: torch.Tensor, direction: 
               batch: int = 32) -> torch.Tensor:
     """Translate a batch: pix2pix x = masks (N, C, S, S) uint8 0/255; cyclegan x = images (N, 1, S, S) uint8
     (``direction`` "a2b", the default, or "b2a"). Returns uint8 (N, 1, S, S) on the CPU."""
-    from cxrlib.cyclegan import CycleGAN
-    from cxrlib.pix2pix import Pix2Pix
     from cxrlib.train import to_uint8
 
-    if cfg.family == "pix2pix":
+    family = FAMILIES[cfg.family]
+    if family.needs_masks:  # one way only: masks → X-ray
         if direction not in (None, "a2b"):
-            raise CxrError("a pix2pix generator translates masks → X-ray only: drop --direction")
-        step = lambda xb: Pix2Pix.apply(G, xb)  # noqa: E731
-    else:
-        step = lambda xb: CycleGAN.apply(G, xb, direction or "a2b")  # noqa: E731
+            raise CxrError(f"a {cfg.family} generator translates masks → X-ray only: drop --direction")
+        step = lambda xb: family.apply(G, xb)  # noqa: E731
+    else:  # either way between two domains
+        step = lambda xb: family.apply(G, xb, direction or "a2b")  # noqa: E731
     parts = [to_uint8(step(xb)).cpu() for xb in x.split(batch)]
     return torch.cat(parts) if parts else torch.zeros((0, 1, cfg.size, cfg.size), dtype=torch.uint8)
 
@@ -69,7 +69,7 @@ def translate_folder(ckpt, src, dst, direction: str | None = None, *, masks_dir=
 
     src, dst = datalib.check_separate(src, dst)
     G, cfg = load_translator(ckpt, ema=ema)
-    if cfg.family == "pix2pix":
+    if FAMILIES[cfg.family].needs_masks:
         mask_root = Path(masks_dir) if masks_dir is not None else src / "masks"
         # images beside the masks give the outputs their names; a folder of masks alone works too
         have_images = mask_root.is_dir() and bool(datalib.list_images(src, ignore_dirs=("masks", mask_root.name)).files)

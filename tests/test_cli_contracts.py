@@ -58,8 +58,14 @@ def test_version_is_one_line_and_the_packages_version():
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         pytest.skip("tomllib is Python 3.11+")
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert cxrlib.__version__ == declared  # one version, whichever place a user reads it from
+    # one version, written once: pyproject.toml declares it dynamic, read from cxrlib.__version__, so the installed
+    # package's metadata (importlib.metadata, pip) says what `--version` says
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cxrlib.__version__"}
+    setuptools_config = pytest.importorskip("setuptools.config.pyprojecttoml")
+    declared = setuptools_config.read_configuration(REPO / "pyproject.toml")["project"]["version"]
+    assert cxrlib.__version__ == declared  # what setuptools will write into the metadata
 
 
 # ----------------------------------------------------------------------------------------------- --config

@@ -2,14 +2,17 @@
 ``cxrlib.train`` offered before the split is still importable from it, as the same object, and imports go one
 way (the engine and the student tier never import ``cxrlib.train``; the student tier never imports the engine)."""
 
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from cxrlib import config, train
 from cxrlib.engine import batches, checkpoints, families, hardware, rng, sampling, stopping
-from cxrlib.gan import ema, plateau
+from cxrlib.errors import CxrError
+from cxrlib.gan import ema, family, plateau
 
 MOVED = [
     (stopping, "StopSignals"), (stopping, "WallClockCapWarning"),
@@ -61,9 +64,42 @@ def test_imports_go_one_way():
     assert out.returncode == 0, out.stderr[-500:]
 
 
-def test_the_config_names_the_families_the_engine_has():
+def test_the_config_names_the_families_the_engine_has_and_knows_what_each_is():
     assert config.FAMILY_CHOICES == tuple(families.FAMILIES)
     assert config.IMAGE_TO_IMAGE == tuple(n for n, c in families.FAMILIES.items() if not c.draws_from_z)
+    traits = ("draws_from_z", "takes_labels", "needs_masks", "needs_domains", "losses")
+    assert all(tuple(t) == traits for t in config.FAMILY_TRAITS.values())
+    assert config.FAMILY_TRAITS == {name: {k: getattr(cls, k) for k in traits} for name, cls in families.FAMILIES.items()}
+    assert [k for k in traits if f"``{k}``" not in family.__doc__] == []  # the protocol documents each question
+    assert all(cls.losses and set(cls.losses) <= set(config.LOSS_CHOICES) for cls in families.FAMILIES.values())
+    # a family's own networks: the image-to-image families' presets, which name them
+    assert {f: config.family_preset(f) for f in config.FAMILY_CHOICES} == {
+        "unconditional": None, "conditional": None, "pix2pix": "pix2pix", "cyclegan": "cyclegan"}
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(classes=("a", "b")), "class names belong to a family that reads the data's classes (conditional, cyclegan)"),
+    (dict(preset="pix2pix", classes=("a", "b")), "not to the pix2pix family"),
+    (dict(structures=("lungs",)), "mask structures are the input of the pix2pix family"),
+    (dict(preset="pix2pix", domains=("a", "b")), "for the cyclegan family"),
+    (dict(preset="cyclegan", loss="rpgan"), "implemented for the unconditional and conditional families only"),
+    (dict(family="conditional", loss="wgan-gp", ada=False), "implemented for the unconditional family only"),
+    (dict(preset="cyclegan", loss="wgan-gp", ada=False), "the cyclegan family takes bce, hinge, lsgan"),
+    (dict(preset="cyclegan", family="pix2pix"), "the cyclegan family has its own networks"),
+    (dict(preset="course", family="cyclegan"), "make_config('pix2pix') or make_config('cyclegan')"),
+])
+def test_validate_asks_what_a_family_is(fields, message):
+    preset = fields.pop("preset", "course")
+    with pytest.raises(CxrError, match=re.escape(message)):
+        config.make_config(preset, **fields)
+
+
+def test_the_families_that_take_a_loss_or_a_field_still_take_it():
+    for preset, fields in (("course", dict(family="conditional", classes=("a", "b"), loss="rpgan")),
+                           ("pix2pix", dict(structures=("lungs",), loss="hinge")),
+                           ("cyclegan", dict(domains=("a", "b"), classes=("a", "b"), loss="bce")),
+                           ("course", dict(loss="wgan-gp", ada=False))):
+        config.make_config(preset, **fields)
 
 
 def test_every_family_implements_the_protocol_and_none_subclasses_another():
@@ -77,3 +113,38 @@ def test_every_family_implements_the_protocol_and_none_subclasses_another():
     assert answers == {"unconditional": (True, False, True), "conditional": (True, True, True),
                        "pix2pix": (False, False, False), "cyclegan": (False, False, False)}
 
+
+def test_one_rule_for_batchnorm_the_ema_pix2pix_and_the_critic_warning_share():
+    """``gan.ema.norm_layers``: every torch BatchNorm (SyncBatchNorm and class-conditional BatchNorm's inner norm
+    too), with or without running statistics; nothing else. Pix2Pix's batch-statistics translation puts back each
+    layer's own settings, and the EMA's refresh leaves a layer without running statistics as it is."""
+    from torch import nn
+
+    from cxrlib import pix2pix
+    from cxrlib.models.conditional import ClassBatchNorm2d
+
+    tracked, untracked, sync = nn.BatchNorm2d(2), nn.BatchNorm2d(2, track_running_stats=False), nn.SyncBatchNorm(2)
+    others = (nn.InstanceNorm2d(2, track_running_stats=True), nn.GroupNorm(1, 2), nn.LayerNorm(2))
+    assert ema.norm_layers(nn.Sequential(tracked, *others, untracked, sync)) == [tracked, untracked, sync]
+    cbn = ClassBatchNorm2d(nn.BatchNorm2d(2), 3)
+    assert ema.norm_layers(cbn) == [cbn.norm]
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), tracked, nn.Conv2d(2, 2, 1), untracked).train()
+    tracked.running_mean.fill_(5.0)  # stale statistics: batch statistics must not use them
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    out = pix2pix.run_eval(net, x, batch_stats=True)
+    assert net.training and [m.track_running_stats for m in (tracked, untracked)] == [True, False]
+    assert torch.equal(tracked.running_mean, torch.full((2,), 5.0)) and untracked.running_mean is None
+    with torch.no_grad():
+        tracked.track_running_stats = False  # the train-mode forward, without touching the running statistics
+        expected = net(x)
+        tracked.track_running_stats = True
+    torch.testing.assert_close(out, expected)
+
+    G = nn.Sequential(nn.Unflatten(1, (2, 1, 1)), tracked, untracked)
+    average = ema.EMA(G)
+    average.refresh_norm_stats(z_dim=2)
+    copy_tracked, copy_untracked = ema.norm_layers(average.model)
+    assert not copy_tracked.running_mean.eq(5.0).any() and copy_untracked.running_mean is None
+    assert not average.model.training and [m.track_running_stats for m in (copy_tracked, copy_untracked)] == [True, False]

@@ -377,3 +377,35 @@ def test_evaluate_cyclegan_of_an_identity_translation_changes_nothing():
     assert rep["outside_l1"] == pytest.approx(0, abs=1e-6) and rep["lung_change"] == pytest.approx(0, abs=1e-6)
     assert rep["twin_lung_change"] > 0 and rep["change_ratio"] == pytest.approx(0, abs=1e-6)
     assert rep["round_trip_l1"] == pytest.approx(0, abs=1e-6) and rep["judged pneumonia: translated"] == 1.0
+
+
+def test_a_cpu_budget_trains_cyclegan_with_the_shipped_networks_and_a_gpu_with_the_papers(tmp_path, phantom_dir,
+                                                                                          monkeypatch, capsys):
+    """Issue 28, defaults that work: `train --family cyclegan` on a CPU trains what `make pretrained-cyclegan` does
+    (width 0.25, U-Net G, ndf 128), says so in one line; a flag or --set wins field by field; a GPU keeps the paper's
+    ResNet generators at full width; make_config never changes by machine."""
+    from cxrlib import config
+
+    shipped = {"width": 0.25, "model_kwargs": {"generator": "unet", "ndf": 128}}
+    assert config.budget("cpu").recipe("cyclegan") == config.budget("smoke").recipe("cyclegan") == shipped
+    assert config.budget("gpu").recipe("cyclegan") == {} and config.budget("cpu").recipe("course") == {}
+    config.budget("cpu").recipe("cyclegan")["model_kwargs"]["ndf"] = 1  # a copy: the table stays as it is
+    assert config.CPU_RECIPES["cyclegan"] == shipped
+    assert (make_config("cyclegan").width, make_config("cyclegan").model_kwargs) == (1.0, {})
+
+    def trained(kind, *flags):
+        monkeypatch.setattr(config, "budget", lambda k=None, real=config.budget: real(k or kind))
+        run = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        assert cli.main(["train", "--family", "cyclegan", "--data", str(phantom_dir), "--out", str(run), "--size",
+                         "32", "--steps", "1", "--quiet", *flags]) == 0
+        saved = json.loads((run / "config.json").read_text())
+        return {k: saved[k] for k in shipped}, capsys.readouterr().out
+
+    cfg, out = trained("cpu")
+    assert cfg == shipped and "cpu budget: preset 'cyclegan' with its CPU networks" in out
+    assert "(the preset's own: --set 'width=1.0' --set 'model_kwargs={}')" in out
+    assert trained("cpu", "--set", "width=0.125")[0] == {**shipped, "width": 0.125}
+    cfg, out = trained("cpu", "--set", "width=1", "--set", "model_kwargs={}")
+    assert cfg == {"width": 1, "model_kwargs": {}} and "CPU networks" not in out
+    cfg, out = trained("gpu", "--device", "cpu")
+    assert cfg == {"width": 1.0, "model_kwargs": {}} and "CPU networks" not in out

@@ -30,9 +30,12 @@ NORM_STATS_SEED = 4321  # the EMA's own latents for recomputing its BatchNorm st
 
 
 def norm_layers(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of a module that keep running statistics."""
-    return [m for m in module.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    """The BatchNorm layers of a module: every kind torch has (BatchNorm1d/2d/3d, SyncBatchNorm, and so the norm
+    inside ``models.ClassBatchNorm2d``), with or without running statistics -- in train mode each normalises with
+    its batch's statistics. The one rule of every scan for BatchNorm: the EMA's statistics refresh, Pix2Pix's
+    batch-statistics translation (``pix2pix.run_eval``) and the trainer's warning about a WGAN-GP critic with
+    BatchNorm; a caller that changes a layer's settings puts back each layer's own."""
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 class EMA:
@@ -65,7 +68,7 @@ class EMA:
         Only the BatchNorm layers run in train mode, with momentum None (a plain average over the batches, not
         a decay); dropout stays off. The latents come from a generator seeded with ``seed``, so the result
         depends on the weights alone and training's random streams are untouched (exact resume). A model
-        without BatchNorm is left as it is."""
+        without BatchNorm is left as it is, and so is a layer without running statistics."""
         norms = norm_layers(self.model)
         if norms:
             device = torch.device(device) if device is not None else next(self.model.parameters()).device

@@ -13,7 +13,11 @@ members, the only ones the engine calls:
 * ``state_dict()`` / ``load_state_dict(state)`` -- what the family itself keeps for an exact resume, besides the
   networks and optimisers (e.g. CycleGAN's image pools);
 * ``draws_from_z`` (False: it translates images instead, so nothing is sampled from z), ``takes_labels`` (G and D
-  are called with class labels) and ``sync_batchnorm`` (several GPUs: BatchNorm statistics over the global batch).
+  are called with class labels), ``needs_masks`` (it trains on (masks, image) pairs: its data must bring masks),
+  ``needs_domains`` (it translates between two domains of its data), ``losses`` (the ``TrainConfig.loss`` values
+  its steps implement) and ``sync_batchnorm`` (several GPUs: BatchNorm statistics over the global batch). The
+  engine, the CLI and ``cxrlib.translation`` ask these instead of comparing family names; ``config.FAMILY_TRAITS``
+  holds the same answers for ``TrainConfig.validate`` (tested).
 
 A family draws its batches and latents from the trainer and hands them, with the trainer's networks and
 choices, to plain step functions (``cxrlib.gan.steps``, or its own when its algorithm differs). :class:`Family`
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from cxrlib.config import TrainConfig
+from cxrlib.config import LOSS_CHOICES, TrainConfig
 
 
 class Family:
@@ -35,6 +39,9 @@ class Family:
     extra_stats: tuple[str, ...] = ()  # statistics a family logs besides the engine's LOGGED_STATS
     draws_from_z = True  # False: an image-to-image family (Trainer.sample and `sample` refuse it)
     takes_labels = False  # True: G(z, y) and D(x, y) take class labels
+    needs_masks = False  # True: G translates anatomy masks (``TrainConfig.structures``), so the data brings masks
+    needs_domains = False  # True: it translates between two domains of the data (``TrainConfig.domains``)
+    losses: tuple[str, ...] = LOSS_CHOICES  # the ``TrainConfig.loss`` values its steps implement
     sync_batchnorm = True  # under torchrun on CUDA: SyncBatchNorm in G and D
 
     def __init__(self, trainer, data=None):
