@@ -141,20 +141,23 @@ class Conditional(Family):
 
     # ------------------------------------------------------------------ the training step
     # Drawn from the trainer's generator in this order: the real batch and its labels, the fakes' labels, z.
-    def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+    def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> tuple[dict, int]:
         """One D update: D(x, y) on reals of class y, D(G(z, y'), y') on fakes of the drawn classes y'.
-        real, labels: a batch to use (default: a random one). Returns 0-d tensors (see ``cxrlib.gan.steps``)."""
+        real, labels: a batch to use (default: a random one). Returns 0-d tensors (see ``cxrlib.gan.steps``) and
+        the number of real images D saw."""
         t = self.t
         if real is None:
             real, labels = self.real_batch(t.batch)
         y_fake = self.fake_labels(len(real))
-        return t.run_d_step(real, t.sample_z(len(real)), real_labels=labels, fake_labels=y_fake)
+        return t.run_d_step(real, t.sample_z(len(real)), real_labels=labels, fake_labels=y_fake), len(real)
 
-    def g_step(self) -> dict:
-        """One G update: G(z, y') must make D(·, y') call its fakes real. Returns g_loss, g_grad_norm."""
+    def g_step(self) -> tuple[dict, int]:
+        """One G update: G(z, y') must make D(·, y') call its fakes real. Returns g_loss, g_grad_norm, and 0
+        real images counted."""
         t = self.t
         y_fake = self.fake_labels(t.batch)
-        return t.run_g_step(t.sample_z(t.batch), fake_labels=y_fake, real_batch=lambda: self.real_batch(t.batch))
+        stats = t.run_g_step(t.sample_z(t.batch), fake_labels=y_fake, real_batch=lambda: self.real_batch(t.batch))
+        return stats, 0
 
     # ------------------------------------------------------------------ samples
     def grid(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

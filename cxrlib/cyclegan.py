@@ -214,9 +214,10 @@ class CycleGAN(Family):
         return t.images_at(pick["a"]), t.images_at(pick["b"])
 
     # ------------------------------------------------------------------ the training step
-    def d_step(self, real=None, labels=None) -> dict:
+    def d_step(self, real=None, labels=None) -> tuple[dict, int]:
         """Update D_a and D_b (least squares, each halved): real images against pooled fakes. The fakes are
-        the last G step's (the first step makes its own)."""
+        the last G step's (the first step makes its own). Returns the statistics and 0: the real images were
+        counted by the G step that drew them."""
         t = self.t
         if self.pending is not None:
             real_a, real_b, fake_a, fake_b = self.pending
@@ -225,22 +226,19 @@ class CycleGAN(Family):
             with torch.no_grad(), t.autocast():
                 fake_b, fake_a = t.G["a2b"](real_a).float(), t.G["b2a"](real_b).float()
         fake_a, fake_b = self.pools["a"].query(fake_a), self.pools["b"].query(fake_b)
-        stats = cycle_d_step(t.D, t.d_opt, real_a, real_b, fake_a, fake_b, loss=t.d_loss, autocast=t.autocast)
-        t.d_updates += 1
-        return stats
+        return cycle_d_step(t.D, t.d_opt, real_a, real_b, fake_a, fake_b, loss=t.d_loss, autocast=t.autocast), 0
 
-    def g_step(self) -> dict:
+    def g_step(self) -> tuple[dict, int]:
         """Update both generators (:func:`cycle_g_step`) on a fresh unpaired batch; its fakes wait for the next D
-        step. Returns g_loss (the total), g_gan, cycle, identity, g_grad_norm."""
+        step. Returns g_loss (the total), g_gan, cycle, identity, g_grad_norm, and the batch's size per domain
+        (the real images counted as shown)."""
         t, cfg = self.t, self.t.cfg
         real_a, real_b = self.real_batch(t.batch)
         stats, (fake_a, fake_b) = cycle_g_step(t.G, t.D, t.g_opt, real_a, real_b, loss=t.g_loss_fn,
                                                cycle_weight=cfg.cycle_weight, identity_weight=cfg.identity_weight,
                                                autocast=t.autocast)
-        t.update_ema()
-        t.count_images(len(real_a))
         self.pending = (real_a, real_b, fake_a, fake_b)
-        return stats
+        return stats, len(real_a)
 
     # ------------------------------------------------------------------ translating, samples, state
     @staticmethod

@@ -173,6 +173,7 @@ class Pix2Pix(Family):
         t = trainer
         self.masks = data.masks.to(t.device)  # (N, C, S, S) uint8 0/255, aligned with t.images
         self._pair = None  # the pair the last D step used: the G step trains on the same one, as in the paper
+        self.trains_d = t.cfg.gan_weight > 0  # L1 only: D is never trained (nor are its steps counted)
         self.grid_idx = torch.randperm(len(self.masks), generator=torch.Generator().manual_seed(1234))[:N_GRID]
 
     # ------------------------------------------------------------------ the batch
@@ -187,33 +188,29 @@ class Pix2Pix(Family):
         return t.images_at(idx), self.condition_at(idx)
 
     # ------------------------------------------------------------------ the training step
-    def d_step(self, real: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> dict:
+    def d_step(self, real: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> tuple[dict, int]:
         """One D update on pairs (:func:`paired_d_step`): (masks, image) real, (masks, G(masks)) fake; the pair
-        is kept for the G step and its images are counted. real/masks: a batch to use
-        (default: random pairs). With ``gan_weight = 0`` (L1 only) D is not trained: the pair is drawn for
-        the G step and the statistics are 0."""
-        t, cfg = self.t, self.t.cfg
+        is kept for the G step. real/masks: a batch to use (default: random pairs). With ``gan_weight = 0``
+        (L1 only, ``trains_d`` False) D is not trained: the pair is drawn for the G step and the statistics
+        are 0. Returns the statistics and the number of pairs (counted as images shown either way)."""
+        t = self.t
         if real is None:
             real, masks = self.real_batch(t.batch)
         self._pair = (real, masks)
-        t.count_images(len(real))
-        if cfg.gan_weight == 0:
+        if not self.trains_d:
             zero = torch.zeros((), device=t.device)
             return {"d_loss": zero, "d_loss_real": zero, "d_loss_fake": zero, "D(x)": zero, "D(G(z))": zero,
-                    "d_grad_norm": zero}
-        stats = paired_d_step(t.G_fwd, t.D_fwd, t.d_opt, real, masks, loss=t.d_loss, autocast=t.autocast)
-        t.d_updates += 1
-        return stats
+                    "d_grad_norm": zero}, len(real)
+        return paired_d_step(t.G_fwd, t.D_fwd, t.d_opt, real, masks, loss=t.d_loss, autocast=t.autocast), len(real)
 
-    def g_step(self) -> dict:
-        """One G update (:func:`paired_g_step`) on the pair of the last D step, then the EMA of G follows."""
+    def g_step(self) -> tuple[dict, int]:
+        """One G update (:func:`paired_g_step`) on the pair of the last D step (its images are already counted)."""
         t, cfg = self.t, self.t.cfg
         real, masks = self._pair if self._pair is not None else self.real_batch(t.batch)
         self._pair = None
         stats = paired_g_step(t.G_fwd, t.D_fwd, t.g_opt, real, masks, loss=t.g_loss_fn, gan_weight=cfg.gan_weight,
                               l1_weight=cfg.l1_weight, autocast=t.autocast)
-        t.update_ema()
-        return stats
+        return stats, 0
 
     # ------------------------------------------------------------------ translating
     @staticmethod

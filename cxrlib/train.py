@@ -294,7 +294,7 @@ class Trainer:
 
         R1/R2 are added every ``reg_every`` D updates (lazy regularisation), WGAN-GP's penalty (``cfg.gp_weight``,
         loss "wgan-gp") on every one, both with the uncompiled D (a compiled one cannot differentiate twice);
-        afterwards ADA sees D's logits on the reals, and the update and the images are counted.
+        ADA sees D's logits on the reals (``Trainer.d_step`` then counts the update and the images).
         Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1, r2, gp)."""
         cfg = self.cfg
         lazy = self.d_updates % cfg.reg_every == 0  # lazy R1/R2: every reg_every steps
@@ -307,12 +307,11 @@ class Trainer:
                              on_real_logits=None if self.ada is None else self.ada.update)
         if self.ada is not None:
             self.ada.step(len(real))
-        self.d_updates += 1
-        self.count_images(len(real))
         return stats
 
     def run_g_step(self, z: torch.Tensor, fake_labels: torch.Tensor | None = None, real_batch=None) -> dict:
-        """``cxrlib.gan.steps.g_step`` with this trainer's networks and settings, then the EMA of G follows.
+        """``cxrlib.gan.steps.g_step`` with this trainer's networks and settings (``Trainer.g_step`` then moves
+        the EMA of G).
 
         real_batch: a function returning (real images, labels), called only with a relativistic loss (G's loss
         then also reads D on a real batch). Returns 0-d tensors g_loss, g_grad_norm."""
@@ -320,7 +319,6 @@ class Trainer:
         stats = gan_steps.g_step(self.G_fwd, self.D_fwd, self.g_opt, z, fake_labels=fake_labels, loss=self.g_loss_fn,
                              augment=self.augment, real_batch=real_batch if relativistic else None,
                              autocast=self.autocast)
-        self.update_ema()
         return stats
 
     # ------------------------------------------------------------------ the training step (the family's)
@@ -331,14 +329,22 @@ class Trainer:
 
         real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch); labels: their
         classes (conditional family). Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)),
-        d_grad_norm (+ r1, r2)."""
-        return self.family.d_step(real, labels)
+        d_grad_norm (+ r1, r2). Afterwards the update and the real images D saw are counted, for every family."""
+        stats, shown = self.family.d_step(real, labels)
+        if self.family.trains_d:
+            self.d_updates += 1
+        self.count_images(shown)
+        return stats
 
     @with_own_global_rng
     def g_step(self) -> dict:
         """One generator update: G learns to make D call G(z) real (the family's G step; the algorithm is
-        ``cxrlib.gan.steps.g_step``). Returns 0-d tensors g_loss, g_grad_norm."""
-        return self.family.g_step()
+        ``cxrlib.gan.steps.g_step``), then the EMA of G follows and the step's real images (if any) are counted.
+        Returns 0-d tensors g_loss, g_grad_norm."""
+        stats, shown = self.family.g_step()
+        self.update_ema()
+        self.count_images(shown)
+        return stats
 
     def lr_decay_factor(self) -> float:
         """The learning rates' linear decay: 1 until ``cfg.lr_decay_start`` of the run (by steps, or by the

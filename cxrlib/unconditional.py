@@ -5,8 +5,8 @@ resume, the NaN guard, callbacks, budgets) is the same for every GAN family; a *
 differs -- its networks, how a batch is drawn, its D step and its G step. The algorithm of the steps (Goodfellow
 et al. 2014 with the original project's and the course's tricks) is in :mod:`cxrlib.gan.steps`, as two plain
 functions; this family's ``d_step`` / ``g_step`` draw the batch and the latents from the trainer's generator
-and hand them to the trainer, which decides when R1/R2 are added, calls the step, then feeds ADA, counts the
-images and updates the EMA of G (``Trainer.run_d_step`` / ``run_g_step``).
+and hand them to the trainer, which decides when R1/R2 are added, calls the step and feeds ADA
+(``Trainer.run_d_step`` / ``run_g_step``); afterwards it counts the images and updates the EMA of G.
 
 ``D(x)`` and ``D(G(z))`` are D's mean probabilities "real": a balanced game keeps them apart but away from 1
 and 0. DiffAugment (policy and probability p) is applied alike to real and fake batches; each augmentation with
@@ -47,22 +47,24 @@ class Unconditional(Family):
     # ------------------------------------------------------------------ the training step
     # The algorithm is cxrlib.gan.steps; here the batch and z are drawn from the trainer's generator, in a fixed
     # order (the batch, then z; the step then draws the augmentations and the loss's label flips), and the
-    # trainer runs the step (Trainer.run_d_step: lazy R1/R2, ADA, counting; Trainer.run_g_step: the EMA of G).
-    def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+    # trainer runs the step (Trainer.run_d_step: lazy R1/R2, ADA; Trainer.run_g_step), then counts the images
+    # the step returns it showed D and updates the EMA of G (Trainer.d_step / g_step).
+    def d_step(self, real: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> tuple[dict, int]:
         """One discriminator update (``cxrlib.gan.steps.d_step``, through ``Trainer.run_d_step``).
 
         real: (B, 1, S, S) float in [-1, 1] on the device (default: a random training batch) and its labels.
-        Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1, r2, gp)."""
+        Returns 0-d tensors d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1, r2, gp), and
+        the number of real images D saw."""
         t = self.t
         if real is None:
             real, labels = self.real_batch(t.batch)
-        return t.run_d_step(real, t.sample_z(len(real)), real_labels=labels)
+        return t.run_d_step(real, t.sample_z(len(real)), real_labels=labels), len(real)
 
-    def g_step(self) -> dict:
-        """One generator update (``cxrlib.gan.steps.g_step``, through ``Trainer.run_g_step``), then the EMA of G
-        follows. Returns 0-d tensors g_loss, g_grad_norm."""
+    def g_step(self) -> tuple[dict, int]:
+        """One generator update (``cxrlib.gan.steps.g_step``, through ``Trainer.run_g_step``). Returns 0-d
+        tensors g_loss, g_grad_norm, and 0: no real images counted (a relativistic loss's are not)."""
         t = self.t
-        return t.run_g_step(t.sample_z(t.batch), real_batch=lambda: self.real_batch(t.batch))
+        return t.run_g_step(t.sample_z(t.batch), real_batch=lambda: self.real_batch(t.batch)), 0
 
     # ------------------------------------------------------------------ samples
     def sample_grid(self) -> tuple[torch.Tensor, int]:

@@ -148,3 +148,33 @@ def test_one_rule_for_batchnorm_the_ema_pix2pix_and_the_critic_warning_share():
     copy_tracked, copy_untracked = ema.norm_layers(average.model)
     assert not copy_tracked.running_mean.eq(5.0).any() and copy_untracked.running_mean is None
     assert not average.model.training and [m.track_running_stats for m in (copy_tracked, copy_untracked)] == [True, False]
+
+
+BOOKKEEPING = [("course", {}), ("course", {"family": "conditional"}), ("pix2pix", {}), ("pix2pix", {"gan_weight": 0.0}),
+               ("cyclegan", {})]
+
+
+@pytest.mark.parametrize("preset, kw", BOOKKEEPING, ids=["unconditional", "conditional", "pix2pix", "l1only", "cyclegan"])
+def test_the_engine_does_every_familys_bookkeeping_once(preset, kw, monkeypatch):
+    """Images shown, D updates and the EMA are counted by the engine (``Trainer.d_step`` / ``g_step``) from what
+    the family's steps return, never by the family itself."""
+    import inspect
+
+    import torch
+
+    from cxrlib.config import make_config
+    from cxrlib.data import load_dataset
+
+    for cls in families.FAMILIES.values():
+        source = inspect.getsource(inspect.getmodule(cls))
+        assert not any(word in source for word in ("count_images", "d_updates", "update_ema")), cls.name
+    monkeypatch.setattr(config, "set_threads", lambda n=None: torch.set_num_threads(1) or 1)
+    data = load_dataset("phantom", size=32, n=24, seed=3, masks=True)
+    cfg = make_config(preset, size=32, width=0.25, batch=4, steps=2, amp="off", ema_half_life_kimg=0.01, **kw)
+    t = train.Trainer(cfg, data)
+    betas = []
+    monkeypatch.setattr(t.ema, "update", lambda G, beta: betas.append(beta))
+    for _ in range(2):
+        t.train_step()
+    assert t.images_seen == 2 * 4 and len(betas) == 2
+    assert t.d_updates == (0 if kw.get("gan_weight") == 0 else 2)

@@ -16,7 +16,8 @@ elsewhere, so a notebook, a test, the trainer and the toy GAN (``cxrlib.toy``: 2
 call it alike. What the engine (``cxrlib.train.Trainer.run_d_step`` / ``run_g_step``) decides stays out:
 *whether* this step adds R1/R2 (lazy regularisation: it passes ``r1_gamma=0`` on the other steps), mixed
 precision (``autocast``), the uncompiled D on the steps that differentiate twice (it passes that D), feeding ADA
-(``on_real_logits``), and, after the step returns, counting images and updating the EMA of G.
+(``on_real_logits``), and, after the step returns, counting images and updating the EMA of G
+(``Trainer.d_step`` / ``g_step``, for every family).
 
 Why networks and a precision context, not ready-made callables that wrap compile and autocast: the reader
 should see where G and D run, which passes keep gradients and what runs in reduced precision (the forward
