@@ -17,8 +17,10 @@ from unpaired images: two G, two D, cycle and identity losses, an image pool). W
   averages out the last steps' oscillations. Its BatchNorm statistics are G's latest, copied at every update;
   with ``cfg.ema_bn_refresh`` they are recomputed for the averaged weights before it is sampled or saved.
 
-Engineering (why the loop looks the way it does; the machinery is in ``cxrlib.engine``, one job per module,
-and its names stay importable from here):
+Engineering (why the loop looks the way it does; the machinery is in ``cxrlib.engine``, one job per module, as
+plain functions of the trainer that its methods call -- checkpoints and resume in ``state``, the NaN guard in
+``stopping``, samples in ``sampling``, the log's sums in ``logs`` --, and the names this module offered before
+stay importable from here):
 
 * the whole data set is a uint8 tensor on the training device; a batch is ``images[randint(...)]`` turned
   into floats there (no DataLoader, no PIL). A set too large for the GPU (``device_data_limit``) or
@@ -57,31 +59,39 @@ from pathlib import Path
 
 import torch
 
-from cxrlib import augment, config, distributed, losses
+from cxrlib import augment, distributed, losses
 from cxrlib.conditional import Conditional as Conditional
-from cxrlib.conditional import class_labels
+from cxrlib.conditional import class_labels as class_labels
 from cxrlib.config import IMAGE_TO_IMAGE as IMAGE_TO_IMAGE
 from cxrlib.config import TrainConfig, make_config
 from cxrlib.cyclegan import CycleGAN as CycleGAN
+from cxrlib.engine import logs, sampling, stopping
+from cxrlib.engine import state as run_state
 from cxrlib.engine.batches import DEVICE_DATA_SHARE as DEVICE_DATA_SHARE
-from cxrlib.engine.batches import HostBatches, place_images, split_heldout
+from cxrlib.engine.batches import HostBatches, training_images
 from cxrlib.engine.batches import device_data_limit as device_data_limit
 from cxrlib.engine.benchmark import time_steps
-from cxrlib.engine.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
+from cxrlib.engine.checkpoints import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
+from cxrlib.engine.checkpoints import CHECKPOINT_VERSION as CHECKPOINT_VERSION
 from cxrlib.engine.checkpoints import export_pretrained as export_pretrained
-from cxrlib.engine.checkpoints import save_torch as _save_torch
+from cxrlib.engine.checkpoints import load_checkpoint as load_checkpoint
 from cxrlib.engine.checkpoints import upgrade_checkpoint as upgrade_checkpoint
 from cxrlib.engine.families import FAMILIES
-from cxrlib.engine.hardware import adam, amp_dtype
+from cxrlib.engine.hardware import adam as adam
+from cxrlib.engine.hardware import amp_dtype
 from cxrlib.engine.hardware import cuda_has_native_bf16 as cuda_has_native_bf16
-from cxrlib.engine.processes import join_processes
-from cxrlib.engine.rng import restore_streams, save_streams, with_own_global_rng
-from cxrlib.engine.sampling import SAMPLE_BATCH, fixed_batches
+from cxrlib.engine.processes import join_processes, optimizers, sync_batchnorm
+from cxrlib.engine.rng import own_generator, seeded_networks, with_own_global_rng
+from cxrlib.engine.sampling import EMA_NORM_BATCH as EMA_NORM_BATCH
+from cxrlib.engine.sampling import EMA_NORM_BATCHES as EMA_NORM_BATCHES
+from cxrlib.engine.sampling import SAMPLE_BATCH
+from cxrlib.engine.sampling import fixed_batches as fixed_batches
 from cxrlib.engine.sampling import load_generator as load_generator
 from cxrlib.engine.sampling import write_samples as write_samples
-from cxrlib.engine.stopping import StopSignals, WallClockCapWarning
+from cxrlib.engine.stopping import StopSignals, WallClockCapWarning, any_process, past_deadline
 from cxrlib.errors import CxrError, TrainingStopped
-from cxrlib.files import atomic_write, claim_folder
+from cxrlib.files import atomic_write as atomic_write
+from cxrlib.files import claim_folder as claim_folder
 from cxrlib.gan import steps as gan_steps
 from cxrlib.gan.ema import EMA, ema_beta
 from cxrlib.gan.ema import NORM_STATS_SEED as NORM_STATS_SEED
@@ -90,15 +100,38 @@ from cxrlib.gan.plateau import PLATEAU_THRESHOLD as PLATEAU_THRESHOLD
 from cxrlib.gan.plateau import plateau_step
 from cxrlib.gan.steps import frozen as frozen
 from cxrlib.gan.steps import grad_norm as grad_norm
-from cxrlib.images import as_images, to_float, to_uint8
-from cxrlib.models import evaluating
+from cxrlib.images import as_images as as_images
+from cxrlib.images import to_float
+from cxrlib.images import to_uint8 as to_uint8
+from cxrlib.models import evaluating as evaluating
 from cxrlib.pix2pix import Pix2Pix as Pix2Pix
 from cxrlib.unconditional import Unconditional as Unconditional
 
 # What a log line holds, averaged over the steps since the previous line (besides step, time and lr).
 LOGGED_STATS = ("d_loss", "g_loss", "d_loss_real", "d_loss_fake", "D(x)", "D(G(z))", "g_grad_norm", "d_grad_norm")
 SAMPLE_SEED = 1234  # the fixed z of the sample grids and of the adaptive-lr quality signal
-EMA_NORM_BATCHES, EMA_NORM_BATCH = 4, 64  # 256 latents recompute the EMA generator's BatchNorm statistics
+
+
+def checked_config(cfg: TrainConfig | dict | None, data) -> TrainConfig:
+    """The config a ``Trainer`` gets (None: ``make_config()``; a dict: its fields), validated, with training data."""
+    if cfg is None:
+        cfg = make_config()
+    cfg = (TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg).validate()
+    if cfg.loss not in losses.TRICK_LOSSES and (cfg.label_smoothing or cfg.flip_prob):
+        raise CxrError(f"label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with "
+                       f"loss='{cfg.loss}'")
+    if data is None:
+        raise CxrError("Trainer needs training data: an ImageSet or a uint8 tensor (N, 1, S, S)")
+    return cfg
+
+
+def warn_penalty_with_batchnorm(cfg: TrainConfig, D: torch.nn.Module) -> None:
+    """WGAN-GP's per-image gradient penalty is not the paper's when D has BatchNorm: say so in one warning."""
+    if cfg.loss in losses.PENALISED and norm_layers(D):
+        warnings.warn(f"loss 'wgan-gp' with the {cfg.preset} D, which has BatchNorm: each image's score "
+                      "then depends on its batch, so the per-image gradient penalty is not the paper's "
+                      "(Gulrajani et al. use no BatchNorm in the critic); --preset course has a D without it",
+                      stacklevel=3)
 
 
 # ======================================================================= the trainer
@@ -117,102 +150,59 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig | dict | None = None, data=None, out=None, callbacks=()):
-        if cfg is None:
-            cfg = make_config()
-        if isinstance(cfg, dict):
-            cfg = TrainConfig.from_dict(cfg)
-        self.cfg = cfg = cfg.validate()
-        if cfg.loss not in losses.TRICK_LOSSES and (cfg.label_smoothing or cfg.flip_prob):
-            raise CxrError(f"label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with "
-                           f"loss='{cfg.loss}'")
-        if data is None:
-            raise CxrError("Trainer needs training data: an ImageSet or a uint8 tensor (N, 1, S, S)")
+        cfg = checked_config(cfg, data)
         family = FAMILIES[cfg.family]
         self.cfg = cfg = family.configure(cfg, data)
-        # under torchrun: one process of several (cxrlib.distributed); otherwise rank 0 of 1
+        # this process's place in the run: under torchrun one of several (cxrlib.engine.processes), else rank 0 of 1
         self.rank, self.world, self.device, self.batch = join_processes(cfg.device, cfg.batch)  # batch: per process
         self.writer = self.rank == 0  # the process that writes the run's files
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.out = Path(out) if out is not None else None
         self.callbacks = list(callbacks)
+        # the training images: all of them on the device when they fit, else batches from the host
+        # (cxrlib.engine.batches); heldout: the adaptive learning rate's images, which D never sees
+        self.images, self.labels, self.heldout, self.rows, self.on_host, self.reader = training_images(
+            data, cfg, self.device)
 
-        try:
-            images = as_images(data, cfg.size, uint8=True)
-        except CxrError as e:
-            raise CxrError(f"training data: {e}") from None
-        labels = getattr(data, "labels", None)
-        mapped = bool(getattr(data, "memmap", ""))  # pixels in a memory-mapped cache file: never copy them all
-        self.heldout, self.rows = None, None  # rows: the training rows of a memory-mapped set (None: all)
-        if cfg.adaptive_lr:  # the quality signal compares samples with images D never trained on
-            images, labels, self.heldout, self.rows = split_heldout(images, labels, cfg.seed, mapped)
-        # the fast path: the whole set on the training device; too large (or memory-mapped): batches from the host
-        self.images, self.on_host, self.reader = place_images(images, self.device, data.memmap if mapped else None)
-        self.labels = None if labels is None else labels.to(self.device)  # class index per training image
-
-        with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
-            torch.manual_seed(cfg.seed)
-            G, D = family.build_models(cfg)
-            torch.manual_seed(distributed.stream_seed(cfg.seed, "dropout", self.rank))
-            self.global_rng = {"torch": torch.get_rng_state()}  # dropout's stream (see with_own_global_rng)
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        # G and D, initialised from cfg.seed (and dropout's own random stream, cxrlib.engine.rng)
+        G, D, self.global_rng = seeded_networks(family, cfg, self.rank)
+        self.memory_format = fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.G, self.D = G.to(self.device, memory_format=fmt), D.to(self.device, memory_format=fmt)
-        self.memory_format = fmt
         self.z_dim = getattr(G, "z_dim", 0)  # 0: an image-to-image G, which takes no latent
         distributed.broadcast_module(self.G)  # every process starts from rank 0's weights
         distributed.broadcast_module(self.D)
-        self.ema = EMA(self.G) if cfg.ema_half_life_kimg > 0 else None  # plain BatchNorm: no collectives
-        if self.world > 1 and self.device.type == "cuda" and family.sync_batchnorm:
-            # BatchNorm statistics over the global batch (torch's SyncBatchNorm is CUDA-only)
-            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
-            self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+        self.ema = EMA(self.G) if cfg.ema_half_life_kimg > 0 else None  # the EMA generator we sample from
+        self.G, self.D = sync_batchnorm(self.G, self.D, self.world, self.device, family.sync_batchnorm)
         # torch.compile wraps the forward passes; state dicts stay those of G and D
         self.G_fwd = torch.compile(self.G) if cfg.compile else self.G
         self.D_fwd = torch.compile(self.D) if cfg.compile else self.D
-
-        self.g_opt = adam(self.G.parameters(), lr=cfg.g_lr, betas=cfg.g_betas)
-        self.d_opt = adam(self.D.parameters(), lr=cfg.d_lr, betas=cfg.d_betas)
-        if self.world > 1:  # every optimiser step first averages the gradients over the processes
-            distributed.sync_gradients_before_step(self.g_opt)
-            distributed.sync_gradients_before_step(self.d_opt)
+        self.g_opt, self.d_opt = optimizers(self.G, self.D, cfg, self.world)
         self.d_loss_fn, self.g_loss_fn = losses.LOSSES[cfg.loss]
-        self.ada = None
-        if cfg.ada and cfg.augment:  # p starts at 0 and follows D's overfitting signal r_t
+        self.ada = None  # ADA: p starts at 0 and follows D's overfitting signal r_t
+        if cfg.ada and cfg.augment:
             self.ada = augment.AdaptiveAugment(target=cfg.ada_target, speed_kimg=cfg.ada_speed_kimg, device=self.device)
-
-        # every other random draw of training comes from here (checkpointed → exact resume); each stream and
-        # each process gets its own seed derived from cfg.seed, so no two streams draw the same numbers
-        self.rng = torch.Generator(self.device).manual_seed(distributed.stream_seed(cfg.seed, "trainer", self.rank))
-        if self.device.type == "cuda":  # dropout on the GPU draws from the device's global generator
-            with torch.random.fork_rng(devices=[self.device]):
-                torch.cuda.manual_seed(distributed.stream_seed(cfg.seed, "cuda", self.rank))
-                self.global_rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        # every other random draw of training comes from the trainer's own generator (checkpointed: exact resume)
+        self.rng = own_generator(cfg.seed, self.device, self.rank, self.global_rng)
         self.host_batches = None  # a GPU run whose data stays on the host: batches staged one ahead
         if self.on_host:
             self.host_batches = HostBatches(self.reader or self.images, self.device,
                                             distributed.stream_seed(cfg.seed, "batches", self.rank), self.rows)
         self.family = family(self, data)  # the D step and G step of this kind of GAN
-        self.logged_stats = LOGGED_STATS + tuple(self.family.extra_stats)  # e.g. pix2pix's l1
-        if cfg.loss in losses.PENALISED:  # WGAN-GP's penalty, on every D step: averaged like the losses
-            self.logged_stats += ("gp",)
-            if norm_layers(self.D):
-                warnings.warn(f"loss 'wgan-gp' with the {cfg.preset} D, which has BatchNorm: each image's score "
-                              "then depends on its batch, so the per-image gradient penalty is not the paper's "
-                              "(Gulrajani et al. use no BatchNorm in the critic); --preset course has a D without it",
-                              stacklevel=2)
-        self.step = 0
-        self.images_seen = 0
-        self.seconds = 0.0
-        self.d_updates = 0
+        # e.g. pix2pix's l1, and WGAN-GP's penalty (on every D step: averaged like the losses)
+        penalty = ("gp",) if cfg.loss in losses.PENALISED else ()
+        self.logged_stats = LOGGED_STATS + tuple(self.family.extra_stats) + penalty
+        warn_penalty_with_batchnorm(cfg, self.D)
+
+        self.step, self.images_seen, self.d_updates, self.seconds = 0, 0, 0, 0.0
         self.target_step, self.stopped_by_time = cfg.steps, False  # set by fit()
         self.lr_scale = 1.0  # changed by the adaptive (reduce-on-plateau) schedule
         self.lr_decay = 1.0  # the linear decay of cfg.lr_decay_start (CycleGAN), recomputed every step
         self.plateau = {"best": math.inf, "bad": 0}
         n_grid = 64 if cfg.size <= 128 else 16
         self.z_fixed = torch.randn(n_grid, self.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
-        self._sums, self._n_summed, self._last_log = None, 0, None
-        self._pending_finite = None
+        self._sums, self._n_summed, self._last_log, self._pending_finite = None, 0, None, None
         if self.out is not None and self.writer:
-            self._write_config()
+            run_state.write_config(self)
 
     # ------------------------------------------------------------------ building blocks
     @property
@@ -374,8 +364,8 @@ class Trainer:
                 g_stats = self.g_step()
         self.step += 1
         stats = {**g_stats, **d_stats}
-        self._check_finite(stats)
-        self._accumulate(stats)
+        stopping.check_finite(self, stats)  # the NaN guard (on a GPU it reads the previous step's flag)
+        logs.accumulate(self, stats)  # running sums on the device, averaged by the next log()
         return stats
 
     # ------------------------------------------------------------------ the run
@@ -411,48 +401,22 @@ class Trainer:
         self._last_log = (time.perf_counter(), self.images_seen)
         bar = progress_line(total=None if target is None else max(0, target - self.step), desc="training",
                             unit="steps", disable=not progress or not self.writer)
-
-        def past_deadline() -> bool:  # with several processes: when it is past in any of them, in all
-            late = deadline is not None and time.perf_counter() >= deadline
-            return distributed.any_true(late)[0] if self.world > 1 and deadline is not None else late
-
-        def signalled() -> bool:  # with several processes: when any of them was signalled, all stop here
-            asked = stop.signum is not None
-            return distributed.any_true(asked)[0] if self.world > 1 else asked
-
-        with contextlib.ExitStack() as held:
-            self._claim_out(held)
-            stop = held.enter_context(StopSignals())
+        with run_state.claimed(self.out, self.writer, self.world), StopSignals() as stop:
             try:
-                stopped = self._loop(target, past_deadline, signalled, bar, records)
+                stopped = self._loop(target, deadline, stop, bar, records)
             finally:
                 bar.close()
-            if stopped:
+            if stopped:  # a signal: finish as the run would, then say where its checkpoint is
                 if self._n_summed:
                     records.append(self.log())
                 path = self.save_checkpoint() if self.out is not None and self.step > 0 else None
                 raise TrainingStopped(stop.signum or signal.SIGTERM, self.step, path)
             return self._finish(target, minutes, records)
 
-    def _claim_out(self, held: contextlib.ExitStack) -> None:
-        """Hold the run directory's lock for ``fit`` (rank 0 claims; every process learns the outcome)."""
-        if self.out is None:
-            return
-        refused = None
-        if self.writer:
-            try:
-                held.enter_context(claim_folder(self.out))
-            except CxrError as e:
-                refused = str(e)
-        if self.world > 1:
-            refused = distributed.broadcast_object(refused)
-        if refused is not None:
-            raise CxrError(refused)
-
-    def _loop(self, target, past_deadline, signalled, bar, records) -> bool:
+    def _loop(self, target, deadline, stop, bar, records) -> bool:
         """The training loop of ``fit``; True when a signal stopped it."""
         cfg = self.cfg
-        while (target is None or self.step < target) and not past_deadline():
+        while (target is None or self.step < target) and not past_deadline(deadline, self.world, time.perf_counter):
             self.train_step()
             self.seconds = time.perf_counter() - self._clock
             bar.update(1)
@@ -465,7 +429,7 @@ class Trainer:
                 self.save_samples()
             if self.out is not None and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint(periodic=True)  # every process: the checkpoint holds all their streams
-            if signalled():
+            if any_process(stop.signum is not None, self.world):  # several processes: all stop at this step
                 return True
         return False
 
@@ -484,97 +448,18 @@ class Trainer:
         distributed.check_in_sync(self.G, self.D)  # several processes: they must end with the same weights
         return records
 
-    # ------------------------------------------------------------------ logging
-    def _accumulate(self, stats: dict) -> None:
-        """Add this step's statistics to the running sums (tensors: no host synchronisation)."""
-        row = torch.stack([stats[k].detach().float().reshape(()) if k in stats else torch.zeros((), device=self.device)
-                           for k in self.logged_stats])
-        self._sums = row if self._sums is None else self._sums + row
-        self._n_summed += 1
-        for k in ("r1", "r2"):
-            if k in stats:
-                setattr(self, f"_last_{k}", stats[k])
-
     def log(self) -> dict:
-        """Average the statistics since the last line into a record; append it to ``log.jsonl``; call the callbacks."""
-        self._flush_finite()
-        now = time.perf_counter()
-        self.seconds = now - getattr(self, "_clock", now - self.seconds)
-        t_prev, seen_prev = self._last_log or (now, self.images_seen)
-        sums = self._sums
-        if self.world > 1:  # every process logs at the same steps: average the statistics over them
-            sums = distributed.all_mean(sums if sums is not None else torch.full((len(self.logged_stats),), math.nan))
-        means = (sums / max(1, self._n_summed)).tolist() if sums is not None else [math.nan] * len(self.logged_stats)
-        record = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 3)}
-        record.update({k: float(v) for k, v in zip(self.logged_stats, means)})
-        for k in ("r1", "r2"):
-            if getattr(self.cfg, f"{k}_gamma") > 0 and hasattr(self, f"_last_{k}"):
-                record[k] = float(getattr(self, f"_last_{k}"))
-        record["aug_p"] = float(self.aug_p)
-        record["g_lr"] = self.g_opt.param_groups[0]["lr"]
-        record["d_lr"] = self.d_opt.param_groups[0]["lr"]
-        record["images_per_s"] = round((self.images_seen - seen_prev) / max(now - t_prev, 1e-9), 2)
-        self._sums, self._n_summed, self._last_log = None, 0, (now, self.images_seen)
-        if self.out is not None and self.writer:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        for cb in self.callbacks:
-            cb(self, record)
-        return record
+        """Average the statistics since the last line into a record; append it to ``log.jsonl``; call the callbacks
+        (``cxrlib.engine.logs``)."""
+        return logs.log(self, time.perf_counter())
 
-    def _nan_error(self, step: int, stats: dict | None = None) -> CxrError:
-        values = ""
-        if stats:
-            values = ", ".join(f"{k}={float(stats[k]):.4g}" for k in ("d_loss", "g_loss") if k in stats) + "; "
-        last = self.out / "checkpoints" / "last.pt" if self.out is not None else None
-        keep = (f"the last good checkpoint '{last}' is kept" if last is not None and last.exists()
-                else "no checkpoint was written")
-        return CxrError(f"training diverged at step {step}: a loss is NaN or infinite ({values}{keep}; "
-                        "try lower learning rates, amp='off' or r1_gamma > 0)")
-
-    def _check_finite(self, stats: dict) -> None:
-        """Stop within one step when a loss is NaN/Inf. On CUDA the check reads the previous step's flag, which
-        the GPU has (almost always) finished, so the loop never waits for the current step."""
-        finite = torch.isfinite(torch.stack([stats["d_loss"].float(), stats["g_loss"].float()])).all()
-        if self.world > 1:  # all processes stop together (their gradients are averaged: a NaN reaches all)
-            if distributed.any_true(not bool(finite))[0]:
-                raise self._nan_error(self.step, stats)
-            return
-        if self.device.type != "cuda":
-            if not bool(finite):
-                raise self._nan_error(self.step, stats)
-            return
-        self._flush_finite()
-        with self.on_device():  # the event belongs to the training device's stream, not the current device's
-            host = torch.empty((), dtype=torch.bool, pin_memory=True)
-            host.copy_(finite, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(self.device))
-        self._pending_finite = (self.step, host, event)
-
-    def _flush_finite(self) -> None:
-        if self._pending_finite is not None:
-            step, host, event = self._pending_finite
-            self._pending_finite = None
-            event.synchronize()
-            if not bool(host):
-                raise self._nan_error(step)
-
-    # ------------------------------------------------------------------ samples
-    @torch.no_grad()
+    # ------------------------------------------------------------------ samples (cxrlib.engine.sampling)
     def generate(self, z: torch.Tensor, ema: bool = True, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images of the EMA generator (or of G with ``ema=False`` or without EMA), eval mode.
 
         z: (B, z_dim) → (B, 1, S, S) float in [-1, 1] on the device; labels: (B,) classes for a conditional
         G (None: the classes in turn)."""
-        if ema and self.ema is not None:
-            self.refresh_ema_norm_stats()
-        G = self.ema.model if (ema and self.ema is not None) else self.G
-        with evaluating(G), self.autocast():
-            if labels is None:
-                return G(z.to(self.device)).float()
-            return G(z.to(self.device), labels.to(self.device)).float()
+        return sampling.generate(self, z, ema=ema, labels=labels)
 
     def refresh_ema_norm_stats(self, force: bool = False) -> None:
         """Recompute the EMA generator's BatchNorm statistics for its averaged weights (see
@@ -582,11 +467,7 @@ class Trainer:
         last time, or now with ``force`` (whatever the config; the next G step copies G's back). ``generate``
         and ``state_dict`` call it, so samples and checkpoints carry statistics that match the weights;
         training's random streams are untouched."""
-        if self.ema is None or not (force or (self.cfg.ema_bn_refresh and self.ema.dirty)):
-            return
-        with self.autocast():
-            self.ema.refresh_norm_stats(self.z_dim, n_batches=EMA_NORM_BATCHES, batch=EMA_NORM_BATCH,
-                                        device=self.device)
+        sampling.refresh_ema_norm_stats(self, force)
 
     def sample(self, n: int, seed: int = 0, ema: bool = True, batch: int = SAMPLE_BATCH, label=None) -> torch.Tensor:
         """n images from z drawn with ``seed`` (same seed, same images, whatever n: image i is always computed
@@ -594,29 +475,12 @@ class Trainer:
 
         label (conditional family): a class name or index for all n, or a tensor of n indices (None: the
         classes in turn). Returns uint8 (n, 1, S, S) on the CPU."""
-        if not self.family.draws_from_z:
-            raise CxrError(f"a {self.cfg.family} generator translates images rather than drawing them from z: "
-                           "use trainer.family.translate(x) or `python -m cxrlib translate`")
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.z_dim, generator=g)
-        if n == 0:
-            return torch.zeros((0, 1, self.cfg.size, self.cfg.size), dtype=torch.uint8)
-        y = class_labels(self.cfg, label, n)
-        return torch.cat([to_uint8(self.generate(zb, ema=ema, labels=yb)[:rows]).cpu()
-                          for _, rows, (zb, yb) in fixed_batches(n, batch, z, y)])
+        return sampling.sample(self, n, seed=seed, ema=ema, batch=batch, label=label)
 
     def save_samples(self, path=None) -> Path:
         """A grid of the fixed-z samples → ``RUN/samples/step_XXXXXX.png`` (or ``path``); the callbacks' ``on_samples``
         get it too."""
-        from torchvision.utils import save_image
-
-        path = Path(path) if path is not None else self.out / "samples" / f"step_{self.step:06d}.png"
-        grid, nrow = self.family.sample_grid()  # conditional: one row per class; image-to-image: strips
-        for cb in self.callbacks:  # e.g. TensorBoard shows this very grid (no second pass of G)
-            if hasattr(cb, "on_samples"):
-                cb.on_samples(self, self.step, grid, nrow)
-        grid = to_uint8(grid).float() / 255
-        return atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=nrow, padding=2, format="PNG"))
+        return sampling.save_samples(self, path)
 
     # ------------------------------------------------------------------ adaptive learning rate
     def set_lr_scale(self, scale: float) -> None:
@@ -649,103 +513,23 @@ class Trainer:
                 f.write(json.dumps(info) + "\n")
         return info
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ checkpoints (cxrlib.engine.state)
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, optimisers, counters, RNG states, config.
 
         With ``cfg.ema_bn_refresh`` the EMA generator's BatchNorm statistics are refreshed first
         (``refresh_ema_norm_stats``), so a checkpoint samples as the trainer does; they depend on its weights
         alone and the next G step replaces them, so training continues exactly the same either way."""
-        self._flush_finite()
-        self.refresh_ema_norm_stats()
-        state = {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.cfg.to_dict(),
-            "step": self.step, "images_seen": self.images_seen, "seconds": float(self.seconds),
-            "d_updates": self.d_updates, "lr_scale": self.lr_scale,
-            "plateau": {"best": float(self.plateau["best"]), "bad": int(self.plateau["bad"])},
-            "G": self.G.state_dict(), "D": self.D.state_dict(),
-            "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-            "rng": save_streams(self.rng, self.global_rng, self.device, self.host_batches),
-        }
-        if self.world > 1:  # every process's random streams (rank 0's are also "rng")
-            state["rng_ranks"] = distributed.gather_objects(state["rng"])
-        if self.ema is not None:
-            state["G_ema"] = self.ema.model.state_dict()
-        if self.ada is not None:
-            state["ada"] = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-                            for k, v in self.ada.state_dict().items()}
-        family_state = self.family.state_dict()  # e.g. CycleGAN's image pools
-        if family_state:
-            state["family"] = family_state
-        return state
+        return run_state.state_dict(self)
 
     def load_state_dict(self, state: dict, optimizers: bool = True, rng: bool = True) -> None:
         """Restore a ``state_dict()`` (weights always; optimiser moments, counters and RNG states unless told not)."""
-        if optimizers and "g_opt" not in state and "G" in state:
-            raise CxrError("this checkpoint holds weights but no optimiser state (an exported generator, like the "
-                           "shipped pretrained one), so it cannot be resumed exactly: start from it with "
-                           "Trainer.finetune (or `python -m cxrlib finetune`), which begins with fresh Adam moments")
-        try:
-            self.G.load_state_dict(state["G"])
-            self.D.load_state_dict(state["D"])
-            if self.ema is not None:
-                self.ema.model.load_state_dict(state.get("G_ema", state["G"]))
-                self.ema.dirty = True  # an old checkpoint's statistics may be G's copies
-            if optimizers:
-                self.g_opt.load_state_dict(state["g_opt"])
-                self.d_opt.load_state_dict(state["d_opt"])
-        except (RuntimeError, KeyError) as e:
-            first = str(e).strip().splitlines()[0][:160]
-            raise CxrError(f"checkpoint does not fit the {self.cfg.family} {self.cfg.preset!r} {self.cfg.size}px "
-                           f"networks: {first}") from None
-        if optimizers:
-            self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
-            self.seconds, self.d_updates = float(state["seconds"]), int(state["d_updates"])
-            self.lr_scale = float(state.get("lr_scale", 1.0))
-            self.plateau = dict(state.get("plateau", {"best": math.inf, "bad": 0}))
-            if self.ada is not None and "ada" in state:
-                self.ada.load_state_dict(state["ada"])
-        if optimizers and "family" in state:
-            self.family.load_state_dict(state["family"])
-        self.lr_decay = self.lr_decay_factor()
-        self.set_lr_scale(self.lr_scale)  # the config is the truth for lr and betas
-        if rng:  # the trainer's streams continue exactly (or start afresh, with a notice, when they cannot)
-            self.global_rng = restore_streams(state, self.rng, self.global_rng, self.host_batches, self.device,
-                                              seed=self.cfg.seed, step=self.step, rank=self.rank,
-                                              world=self.world, writer=self.writer)
+        run_state.load_state_dict(self, state, optimizers=optimizers, rng=rng)
 
     def save_checkpoint(self, path=None, periodic: bool = False) -> Path:
         """Write the state to ``path`` (default ``RUN/checkpoints/last.pt``; ``periodic`` also keeps
         ``step_XXXXXX.pt``), atomically: a temporary file in the same folder, then a rename."""
-        state = self.state_dict()  # with several processes: every one calls this (it gathers their streams)
-        if not self.writer:
-            return Path(path) if path is not None else self.out / "checkpoints" / "last.pt"
-        if path is None:
-            if self.out is None:
-                raise CxrError("save_checkpoint needs a path (this trainer has no run directory)")
-            folder = self.out / "checkpoints"
-            if periodic:
-                atomic_write(folder / f"step_{self.step:06d}.pt", lambda tmp: _save_torch(state, tmp))
-            path = folder / "last.pt"
-        return atomic_write(path, lambda tmp: _save_torch(state, tmp))
-
-    def _write_config(self) -> None:
-        text = json.dumps(self.cfg.to_dict(), indent=2) + "\n"
-        atomic_write(self.out / "config.json", lambda tmp: tmp.write_text(text))
-
-    def _truncate_log(self) -> None:
-        """Drop log lines written after the checkpoint we resume from (a killed run logged past it)."""
-        log = self.out / "log.jsonl" if self.out is not None and self.writer else None
-        if log is None or not log.exists():
-            return
-        keep = []
-        for line in log.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] <= self.step:
-                    keep.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by the kill
-        atomic_write(log, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep)))
+        return run_state.save_checkpoint(self, path, periodic)
 
     @classmethod
     def resume(cls, src, data, out=None, callbacks=(), **overrides) -> Trainer:
@@ -755,16 +539,7 @@ class Trainer:
         images; overrides: config fields to change (e.g. ``steps`` to train longer). ``minutes`` caps the run's
         total training time, the checkpoint's ``seconds`` included: a resumed run gets what is left of it.
         """
-        src = Path(src)
-        ckpt = src / "checkpoints" / "last.pt" if src.is_dir() else src
-        state = load_checkpoint(ckpt)
-        cfg = TrainConfig.from_dict(state["config"]).replace(**overrides)
-        if out is None:
-            out = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
-        trainer = cls(cfg, data, out=out, callbacks=callbacks)
-        trainer.load_state_dict(state)
-        trainer._truncate_log()
-        return trainer
+        return run_state.resume(cls, src, data, out=out, callbacks=callbacks, **overrides)
 
     @classmethod
     def finetune(cls, ckpt, data, out=None, *, lr_scale: float = 0.5, d_lr_scale: float = 1.0,
@@ -785,24 +560,8 @@ class Trainer:
         ``finetune``), not the checkpoint's own total, which it has already reached. ADA's p and its statistics
         carry over when both runs use ADA.
         """
-        state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
-        base = TrainConfig.from_dict(state["config"])
-        half_life = base.ema_half_life_kimg or base.batch * math.log(0.5) / math.log(0.999) / 1000
-        start = int(state["step"])
-        changes = dict(g_lr=base.g_lr * lr_scale, d_lr=base.d_lr * d_lr_scale, g_betas=tuple(betas),
-                       d_betas=tuple(betas), ema_half_life_kimg=half_life, adaptive_lr=adaptive)
-        if steps is None and minutes is None:
-            steps = config.budget().steps
-        changes.update(steps=None if steps is None else start + int(steps), minutes=minutes)
-        cfg = base.replace(**{**changes, **overrides})
-        trainer = cls(cfg, data, out=out, callbacks=callbacks)
-        trainer.load_state_dict(state, optimizers=False, rng=False)  # G_ema, or G when the run had no EMA
-        trainer.step, trainer.images_seen = start, int(state["images_seen"])
-        trainer.d_updates = int(state["d_updates"])
-        trainer.seconds = 0.0  # the fine-tuning's own clock: cfg.minutes caps this phase, not the whole history
-        if trainer.ada is not None and "ada" in state:  # D keeps the augmentation strength it had learned under
-            trainer.ada.load_state_dict(state["ada"])
-        return trainer
+        return run_state.finetune(cls, ckpt, data, out=out, lr_scale=lr_scale, d_lr_scale=d_lr_scale, betas=betas,
+                              adaptive=adaptive, steps=steps, minutes=minutes, callbacks=callbacks, **overrides)
 
 
 # ======================================================================= throughput

@@ -58,7 +58,7 @@ def test_imports_go_one_way():
             "assert not any(m.startswith(('cxrlib.engine', 'cxrlib.train')) for m in sys.modules), 'gan'; "
             "import cxrlib.engine.sampling, cxrlib.engine.checkpoints, cxrlib.engine.batches, cxrlib.engine.rng, "
             "cxrlib.engine.hardware, cxrlib.engine.stopping, cxrlib.engine.benchmark, cxrlib.engine.families, "
-            "cxrlib.engine.processes; "
+            "cxrlib.engine.processes, cxrlib.engine.state, cxrlib.engine.logs; "
             "assert 'cxrlib.train' not in sys.modules, 'engine'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-500:]

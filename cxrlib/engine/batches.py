@@ -2,7 +2,7 @@
 
 The fast path keeps the whole uint8 set on the training device. A set larger than ``device_data_limit`` (or
 memory-mapped from its cache file) stays on the host, and on a GPU ``HostBatches`` stages its random batches
-one ahead in pinned memory."""
+one ahead in pinned memory. ``training_images`` decides all of it for a trainer."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import torch
 
 from cxrlib.errors import CxrError
+from cxrlib.images import as_images
 
 # A data set larger than this share of the GPU's free memory stays in host memory (or memory-mapped) and is
 # copied to the GPU batch by batch; ``$CXRLIB_DEVICE_DATA_BYTES`` sets the limit in bytes instead.
@@ -116,3 +117,22 @@ def place_images(images, device: torch.device, memmap=None):
 
         reader = RowReader(memmap)
     return (images if (on_host or mapped) else images.to(device)), on_host, reader
+
+
+def training_images(data, cfg, device: torch.device) -> tuple:
+    """The training images of ``data`` (an ``ImageSet`` or a uint8 tensor) for a run with ``cfg`` on ``device``:
+    the adaptive learning rate's held-out images set aside (``split_heldout``), the rest placed where batches
+    are drawn from (``place_images``). Returns ``(images, labels, heldout, rows, on_host, reader)``: labels on
+    ``device`` (None: unlabelled), heldout (None without ``cfg.adaptive_lr``), the training rows of a
+    memory-mapped set (None: all), and ``place_images``' on_host and reader."""
+    try:
+        images = as_images(data, cfg.size, uint8=True)
+    except CxrError as e:
+        raise CxrError(f"training data: {e}") from None
+    labels = getattr(data, "labels", None)
+    mapped = bool(getattr(data, "memmap", ""))  # pixels in a memory-mapped cache file: never copy them all
+    heldout, rows = None, None
+    if cfg.adaptive_lr:  # the quality signal compares samples with images D never trained on
+        images, labels, heldout, rows = split_heldout(images, labels, cfg.seed, mapped)
+    images, on_host, reader = place_images(images, device, data.memmap if mapped else None)
+    return images, (None if labels is None else labels.to(device)), heldout, rows, on_host, reader

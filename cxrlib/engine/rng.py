@@ -2,7 +2,8 @@
 
 Every random draw of training comes from the trainer's ``torch.Generator``; dropout draws from torch's global
 generator, which ``with_own_global_rng`` sets to the trainer's own saved stream around each D and G step.
-``save_streams`` gathers a process's streams for the checkpoint and ``restore_streams`` continues them."""
+``seeded_networks`` and ``own_generator`` seed a new trainer's networks and streams; ``save_streams`` gathers a
+process's streams for the checkpoint and ``restore_streams`` continues them."""
 
 from __future__ import annotations
 
@@ -47,15 +48,15 @@ def save_streams(rng: torch.Generator, global_rng: dict, device: torch.device, h
 
 
 def restore_streams(state: dict, rng: torch.Generator, global_rng: dict, host_batches, device: torch.device, *,
-                    seed: int, step: int, rank: int, world: int, writer: bool) -> dict:
+                    seed: int, step: int, rank: int, world: int, writer: bool, stacklevel: int = 3) -> dict:
     """Continue a checkpoint's random streams exactly -- or, when they cannot be (written on another device
     type, or by another number of processes), start fresh ones derived from the seed and the step, with a
     one-line notice (from the ``writer`` process): the run goes on, statistically the same but no longer
     bit-exact.
 
     state: the checkpoint; ``rng`` and ``host_batches`` are set in place; returns dropout's global stream(s) to
-    use from now on (``global_rng`` itself when fresh streams start). Call it from the method the user called
-    (the notice names that method's caller)."""
+    use from now on (``global_rng`` itself when fresh streams start). The notice names the code ``stacklevel``
+    frames up (3: the caller of the function that calls this one)."""
     saved = state["rng"]
     if world > 1 or "rng_ranks" in state:
         ranks = state.get("rng_ranks", [saved])
@@ -70,10 +71,31 @@ def restore_streams(state: dict, rng: torch.Generator, global_rng: dict, host_ba
     if why is not None:
         if writer:
             warnings.warn(f"resuming with fresh random streams ({why}): the run continues, but not bit-exactly "
-                          "as it would have", RuntimeWarning, stacklevel=3)
+                          "as it would have", RuntimeWarning, stacklevel=stacklevel)
         rng.manual_seed(distributed.stream_seed(seed, f"trainer-resumed-{step}", rank))
         return global_rng
     rng.set_state(saved["trainer"])
     if host_batches is not None and "batches" in saved:
         host_batches.load_state_dict({"gen": saved["batches"]})
     return {k: v for k, v in saved.items() if k in ("torch", "cuda")}
+
+
+def seeded_networks(family, cfg, rank: int) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """A family's (G, D) for ``cfg``, initialised from ``cfg.seed`` without touching the caller's CPU RNG, and
+    dropout's own stream on this process (``{"torch": state}``, the ``global_rng`` of ``with_own_global_rng``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        G, D = family.build_models(cfg)
+        torch.manual_seed(distributed.stream_seed(cfg.seed, "dropout", rank))
+        return G, D, {"torch": torch.get_rng_state()}
+
+
+def own_generator(seed: int, device: torch.device, rank: int, global_rng: dict) -> torch.Generator:
+    """The trainer's own generator on ``device`` (every random draw of training but dropout's), seeded from
+    ``seed`` for this process; on CUDA dropout's device stream is seeded into ``global_rng["cuda"]`` too."""
+    rng = torch.Generator(device).manual_seed(distributed.stream_seed(seed, "trainer", rank))
+    if device.type == "cuda":  # dropout on the GPU draws from the device's global generator
+        with torch.random.fork_rng(devices=[device]):
+            torch.cuda.manual_seed(distributed.stream_seed(seed, "cuda", rank))
+            global_rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng

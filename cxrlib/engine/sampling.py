@@ -1,6 +1,7 @@
-"""Drawing images from a trained generator: ``load_generator`` (a checkpoint's G, eval mode),
-``write_samples`` (``python -m cxrlib sample``) and ``fixed_batches``, which makes an image's pixels
-independent of how many are drawn at once (``Trainer.sample`` uses it too)."""
+"""Drawing images from a generator: a trainer's (``generate``, ``sample``, ``save_samples`` and the EMA
+generator's BatchNorm statistics, ``refresh_ema_norm_stats``: what ``Trainer``'s methods of those names do) or a
+checkpoint's (``load_generator``: its G in eval mode; ``write_samples``: ``python -m cxrlib sample``), and
+``fixed_batches``, which makes an image's pixels independent of how many are drawn at once."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from cxrlib.engine.hardware import amp_dtype
 from cxrlib.errors import CxrError
 from cxrlib.files import atomic_write
 from cxrlib.images import to_uint8
+from cxrlib.models import evaluating
 
 SAMPLE_BATCH = 16  # rows per generator call when sampling (every call exactly this many: see fixed_batches)
+EMA_NORM_BATCHES, EMA_NORM_BATCH = 4, 64  # 256 latents recompute the EMA generator's BatchNorm statistics
 
 
 def fixed_batches(n: int, batch: int, *tensors):
@@ -35,6 +38,65 @@ def fixed_batches(n: int, batch: int, *tensors):
         yield start, rows, chunks
 
 
+# ------------------------------------------------------------------ a trainer's generator
+@torch.no_grad()
+def generate(trainer, z: torch.Tensor, ema: bool = True, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """``Trainer.generate``: images of the trainer's EMA generator (or of G with ``ema=False`` or without EMA),
+    eval mode. z: (B, z_dim) → (B, 1, S, S) float in [-1, 1] on the device; labels: (B,) classes for a
+    conditional G (None: the classes in turn)."""
+    t = trainer
+    if ema and t.ema is not None:
+        refresh_ema_norm_stats(t)
+    G = t.ema.model if (ema and t.ema is not None) else t.G
+    with evaluating(G), t.autocast():
+        if labels is None:
+            return G(z.to(t.device)).float()
+        return G(z.to(t.device), labels.to(t.device)).float()
+
+
+def refresh_ema_norm_stats(trainer, force: bool = False) -> None:
+    """``Trainer.refresh_ema_norm_stats``: recompute the EMA generator's BatchNorm statistics for its averaged
+    weights (``EMA.refresh_norm_stats``) when ``cfg.ema_bn_refresh`` and a G step changed the average since the
+    last time, or now with ``force``. Training's random streams are untouched."""
+    t = trainer
+    if t.ema is None or not (force or (t.cfg.ema_bn_refresh and t.ema.dirty)):
+        return
+    with t.autocast():
+        t.ema.refresh_norm_stats(t.z_dim, n_batches=EMA_NORM_BATCHES, batch=EMA_NORM_BATCH, device=t.device)
+
+
+def sample(trainer, n: int, seed: int = 0, ema: bool = True, batch: int = SAMPLE_BATCH, label=None) -> torch.Tensor:
+    """``Trainer.sample``: n images from z drawn with ``seed``, uint8 (n, 1, S, S) on the CPU; image i is always
+    computed in a call of ``batch`` rows (``fixed_batches``), so it does not depend on n."""
+    t = trainer
+    if not t.family.draws_from_z:
+        raise CxrError(f"a {t.cfg.family} generator translates images rather than drawing them from z: "
+                       "use trainer.family.translate(x) or `python -m cxrlib translate`")
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, t.z_dim, generator=g)
+    if n == 0:
+        return torch.zeros((0, 1, t.cfg.size, t.cfg.size), dtype=torch.uint8)
+    y = class_labels(t.cfg, label, n)
+    return torch.cat([to_uint8(generate(t, zb, ema=ema, labels=yb)[:rows]).cpu()
+                      for _, rows, (zb, yb) in fixed_batches(n, batch, z, y)])
+
+
+def save_samples(trainer, path=None) -> Path:
+    """``Trainer.save_samples``: the family's sample grid → ``RUN/samples/step_XXXXXX.png`` (or ``path``),
+    atomically; callbacks with an ``on_samples`` method get the grid too."""
+    from torchvision.utils import save_image
+
+    t = trainer
+    path = Path(path) if path is not None else t.out / "samples" / f"step_{t.step:06d}.png"
+    grid, nrow = t.family.sample_grid()  # conditional: one row per class; image-to-image: strips
+    for cb in t.callbacks:  # e.g. TensorBoard shows this very grid (no second pass of G)
+        if hasattr(cb, "on_samples"):
+            cb.on_samples(t, t.step, grid, nrow)
+    grid = to_uint8(grid).float() / 255
+    return atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=nrow, padding=2, format="PNG"))
+
+
+# ------------------------------------------------------------------ a checkpoint's generator
 def load_generator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
     """The generator of a checkpoint (its EMA copy when present and ``ema``), in eval mode, and the config.
 
