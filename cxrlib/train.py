@@ -139,7 +139,8 @@ class Trainer:
     """Train a GAN (G, D) on uint8 images with a ``TrainConfig``.
 
     cfg: a ``TrainConfig`` (or a dict of its fields; default ``make_config("course")``); data: an ``ImageSet``
-    or a uint8 tensor (N, 1, S, S) with S = ``cfg.size``; out: the run directory (None: nothing is written);
+    or a uint8 tensor (N, 1, S, S) with S = ``cfg.size``; out: the run directory (None: nothing is written;
+    nothing is written there before ``fit`` holds its lock, which writes ``config.json`` first);
     callbacks: functions ``cb(trainer, record)`` called with every log record (live curves in a notebook); one
     with an ``on_samples(trainer, step, grid, nrow)`` method also gets each sample grid ``save_samples`` draws.
 
@@ -201,8 +202,7 @@ class Trainer:
         n_grid = 64 if cfg.size <= 128 else 16
         self.z_fixed = torch.randn(n_grid, self.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
         self._sums, self._n_summed, self._last_log, self._pending_finite = None, 0, None, None
-        if self.out is not None and self.writer:
-            run_state.write_config(self)
+        self.run_opened, self.resumed_at = False, None  # nothing is written to out before fit claims it
 
     # ------------------------------------------------------------------ building blocks
     @property
@@ -383,7 +383,8 @@ class Trainer:
         gets its line, ``checkpoints/last.pt`` is written at that step and ``TrainingStopped`` (a
         ``KeyboardInterrupt`` naming the checkpoint) is raised; with several processes every one stops at the
         same step. The signal handlers in place before ``fit`` are restored when it returns. While it runs, the
-        run directory is claimed (``RUN/.lock``, see ``cxrlib.files.claim_folder``): a second writer is refused.
+        run directory is claimed (``RUN/.lock``, see ``cxrlib.files.claim_folder``): a second writer is refused,
+        in one line, before it writes anything (a trainer writes nothing into ``out`` before its ``fit``).
         """
         from cxrlib.progress import progress as progress_line
 
@@ -402,6 +403,7 @@ class Trainer:
         bar = progress_line(total=None if target is None else max(0, target - self.step), desc="training",
                             unit="steps", disable=not progress or not self.writer)
         with run_state.claimed(self.out, self.writer, self.world), StopSignals() as stop:
+            run_state.open_run(self)  # config.json (and a resumed run's log cut back) once the folder is ours
             try:
                 stopped = self._loop(target, deadline, stop, bar, records)
             finally:
@@ -509,6 +511,7 @@ class Trainer:
             self.set_lr_scale(self.lr_scale * self.cfg.adaptive_factor)
         info = {"step": self.step, "swd": d, "lr_scale": self.lr_scale}
         if self.out is not None and self.writer:
+            run_state.open_run(self)  # config.json first, when called outside fit
             with open(self.out / "adaptive_lr.jsonl", "a") as f:
                 f.write(json.dumps(info) + "\n")
         return info

@@ -3,6 +3,7 @@ continues exactly) and one writer per run folder (``RUN/.lock``: refused while h
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -124,6 +125,38 @@ def test_a_trainer_on_a_folder_a_live_process_holds_is_refused(tmp_path, capsys)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_trainers_on_the_folder_of_a_run_still_going_write_nothing_and_their_fit_is_refused(tmp_path):
+    """A new Trainer, a resume and a finetune pointed at a live run's folder change none of its files (not its
+    config.json, not the log lines it wrote past its checkpoint) and their fit is refused in one line."""
+    from cxrlib.errors import CxrError
+
+    data = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = make_config("course", size=32, batch=8, width=0.25, amp="off", steps=4, log_every=1, checkpoint_every=2,
+                      sample_every=1000)
+    run = tmp_path / "run"
+    Trainer(cfg, data, out=run).fit(progress=False)  # as a run that is still going: logged past step 2's checkpoint
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        for second in (lambda: Trainer(cfg.replace(steps=8, seed=5), data, out=run),
+                       lambda: Trainer.resume(run / "checkpoints" / "step_000002.pt", data, out=run),
+                       lambda: Trainer.finetune(run, data, out=run, steps=2)):
+            trainer = second()
+            with pytest.raises(CxrError) as refused:
+                trainer.fit(progress=False)
+            assert str(refused.value) == (f"'{run}' is in use by run pid {holder.pid} on this host; wait for it to "
+                                          "end or choose another --out")
+            assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    (run / ".lock").unlink()  # the run has ended: now the resume goes on, with its log cut back to its checkpoint
+    resumed = Trainer.resume(run / "checkpoints" / "step_000002.pt", data, out=run)
+    resumed.fit(progress=False)
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
 def test_a_lock_left_by_a_dead_run_is_taken_over_with_a_notice(tmp_path, capsys):

@@ -11,6 +11,7 @@ import math
 import torch
 
 from cxrlib import distributed
+from cxrlib.engine.state import open_run
 from cxrlib.engine.stopping import flush_finite
 
 
@@ -50,6 +51,7 @@ def log(trainer, now: float) -> dict:
     record["images_per_s"] = round((t.images_seen - seen_prev) / max(now - t_prev, 1e-9), 2)
     t._sums, t._n_summed, t._last_log = None, 0, (now, t.images_seen)
     if t.out is not None and t.writer:
+        open_run(t)
         t.out.mkdir(parents=True, exist_ok=True)
         with open(t.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")

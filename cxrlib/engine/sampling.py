@@ -86,7 +86,11 @@ def save_samples(trainer, path=None) -> Path:
     atomically; callbacks with an ``on_samples`` method get the grid too."""
     from torchvision.utils import save_image
 
+    from cxrlib.engine.state import open_run
+
     t = trainer
+    if path is None:
+        open_run(t)
     path = Path(path) if path is not None else t.out / "samples" / f"step_{t.step:06d}.png"
     grid, nrow = t.family.sample_grid()  # conditional: one row per class; image-to-image: strips
     for cb in t.callbacks:  # e.g. TensorBoard shows this very grid (no second pass of G)

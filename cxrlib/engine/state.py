@@ -1,6 +1,7 @@
 """What a run keeps, and starting from it: a trainer's checkpoint state (``state_dict`` / ``load_state_dict``:
 weights, optimisers, counters, random streams, config), writing it (``save_checkpoint``), the run folder's own
-files (``config.json``, a resumed run's log cut back to its checkpoint) and its lock (``claimed``), and the two
+files (``open_run``: ``config.json``, a resumed run's log cut back to its checkpoint, written once its lock is
+held: ``claimed``), and the two
 ways to go on from a checkpoint (``resume``, exactly; ``finetune``, the original project's second phase).
 ``Trainer``'s methods of the same names call these; the files themselves are read and written by
 ``cxrlib.engine.checkpoints``."""
@@ -100,6 +101,7 @@ def save_checkpoint(trainer, path=None, periodic: bool = False) -> Path:
     if path is None:
         if t.out is None:
             raise CxrError("save_checkpoint needs a path (this trainer has no run directory)")
+        open_run(t)
         folder = t.out / "checkpoints"
         if periodic:
             atomic_write(folder / f"step_{t.step:06d}.pt", lambda tmp: save_torch(state, tmp))
@@ -128,22 +130,25 @@ def claimed(out, writer: bool, world: int):
         yield
 
 
-def write_config(trainer) -> None:
-    """``RUN/config.json``: the trainer's config."""
-    text = json.dumps(trainer.cfg.to_dict(), indent=2) + "\n"
-    atomic_write(trainer.out / "config.json", lambda tmp: tmp.write_text(text))
-
-
-def truncate_log(trainer) -> None:
-    """Drop log lines written after the checkpoint we resume from (a killed run logged past it)."""
+def open_run(trainer) -> None:
+    """The trainer's first write into its run folder: ``config.json``, and for a resumed run the log cut back to
+    its checkpoint (a killed run logged past it). ``fit`` calls it once it holds the folder's lock (``claimed``),
+    and so do ``log``, ``adapt_lr`` and ``save_checkpoint`` / ``save_samples`` into the folder when called outside
+    ``fit``; it acts once. Nothing is written at construction, so a trainer pointed at the folder of a run that is still
+    going (another process holds its lock) changes none of its files: its ``fit`` is refused first."""
     t = trainer
-    log = t.out / "log.jsonl" if t.out is not None and t.writer else None
-    if log is None or not log.exists():
+    if t.out is None or not t.writer or t.run_opened:
+        return
+    t.run_opened = True
+    text = json.dumps(t.cfg.to_dict(), indent=2) + "\n"
+    atomic_write(t.out / "config.json", lambda tmp: tmp.write_text(text))
+    log = t.out / "log.jsonl"
+    if t.resumed_at is None or not log.exists():
         return
     keep = []
     for line in log.read_text().splitlines():
         try:
-            if json.loads(line)["step"] <= t.step:
+            if json.loads(line)["step"] <= t.resumed_at:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by the kill
@@ -161,7 +166,7 @@ def resume(cls, src, data, out=None, callbacks=(), **overrides):
         out = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
     trainer = cls(cfg, data, out=out, callbacks=callbacks)
     trainer.load_state_dict(state)
-    truncate_log(trainer)
+    trainer.resumed_at = trainer.step  # open_run cuts the log back to this step (after claiming the folder)
     return trainer
 
 
