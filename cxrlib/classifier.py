@@ -324,11 +324,32 @@ def roc_auc(scores, labels) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def evaluate_classifier(model: nn.Module, images, labels=None) -> dict:
+def sensitivity_at_specificity(scores, labels, specificity: float = 0.9) -> float:
+    """The share of positives (label 1) called positive at the threshold that calls at least ``specificity`` of
+    the negatives negative: the operating point a screening test is read at (e.g. 90 % specificity).
+
+    The threshold is the negatives' score of rank ⌈specificity · N⁻⌉ (ascending); a positive counts when it
+    scores above it, so at least that share of the negatives is not called positive (ties go against the test)."""
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    y = torch.as_tensor(labels).flatten().bool()
+    if len(s) != len(y):
+        raise CxrError(f"sensitivity_at_specificity got {len(s)} scores but {len(y)} labels")
+    if not 0 < specificity < 1:
+        raise CxrError(f"specificity must be in (0, 1), got {specificity}")
+    neg, pos = s[~y], s[y]
+    if len(neg) == 0 or len(pos) == 0:
+        raise CxrError("sensitivity_at_specificity needs both classes")
+    threshold = torch.sort(neg).values[min(len(neg) - 1, math.ceil(specificity * len(neg)) - 1)]
+    return float((pos > threshold).double().mean())
+
+
+def evaluate_classifier(model: nn.Module, images, labels=None, specificity: float = 0.9) -> dict:
     """Score a classifier on labelled (held-out, real) images.
 
-    Returns ``{"auc", "accuracy", "n", "per_class_accuracy"}``. auc: ROC-AUC of class 1's probability
-    (binary), else the mean one-vs-rest AUC over the classes present (at least two must be);
+    Returns ``{"auc", "accuracy", "n", "per_class_accuracy", "sensitivity"}``. auc: ROC-AUC of class 1's
+    probability (binary), else the mean one-vs-rest AUC over the classes present (at least two must be);
+    sensitivity: class 1's sensitivity at ``specificity`` (:func:`sensitivity_at_specificity`; binary only,
+    else None);
     per_class_accuracy: ``{class name: share called correctly}``, None for a class with no images here.
     images: uint8 or float [-1, 1], or an ``ImageSet`` (then labels default to its own).
     """
@@ -340,8 +361,10 @@ def evaluate_classifier(model: nn.Module, images, labels=None) -> dict:
     present = torch.unique(y).tolist()
     if len(present) < 2:
         raise CxrError(f"evaluating AUC needs images of at least 2 classes, but every label is {present[0]}")
+    sensitivity = None
     if n_classes == 2:
         auc = roc_auc(proba[:, 1], y == 1)
+        sensitivity = sensitivity_at_specificity(proba[:, 1], y == 1, specificity)
     else:
         auc = float(np.mean([roc_auc(proba[:, c], y == c) for c in present]))
     pred = proba.argmax(1)
@@ -355,6 +378,7 @@ def evaluate_classifier(model: nn.Module, images, labels=None) -> dict:
         "accuracy": float((pred == y).float().mean()),
         "n": len(y),
         "per_class_accuracy": per_class,
+        "sensitivity": sensitivity,
     }
 
 

@@ -453,3 +453,83 @@ def synthetic_data_study(train, test, *, gan_steps: int, n_synthetic: int = 1000
     gan_swd = float(metrics.swd(test.images[:n], fake[:n])["avg"])
     return {"arms": aucs, "consistency": consistency, "gan_swd": gan_swd, "gan_steps": gan.step,
             "seconds": time.perf_counter() - t0}
+
+
+# ======================================================================= issue 29: the utility study
+def utility_arms(ks=(1, 3, 10), extra=(1, 3)) -> list[str]:
+    """The arms of :func:`utility_study`, in order: real; real + offline aug; real + k×n synthetic for each k;
+    synthetic only; real + k×n more real for each k in ``extra`` (the ceiling a synthetic image competes with)."""
+    return (["real", "real + offline aug"] + [f"real + {k}×n synthetic" for k in ks] + ["synthetic only"]
+            + [f"real + {k}×n real" for k in extra])
+
+
+def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10), extra=(1, 3),
+                  clf_steps: int = 1000, copies: int = 3, batch: int = 32, seed: int = 0,
+                  min_consistency: float = 0.8, specificity: float = 0.9, n_audit: int = 1000,
+                  minutes: float | None = None, log=None) -> dict:
+    """Do a GAN's images help a classifier that has few real ones? One seed of the study of issue 29.
+
+    train: n labelled real images (an ``ImageSet``), the only images the GAN learns from; test: labelled real
+    images of other patients (never trained on); judge: a classifier trained on *other* real images, which
+    decides whether the GAN draws the class it is asked for; pool: more real images of other patients (an
+    ``ImageSet``, at least max(extra) × n) for the "real + k×n real" arms (None: those arms are left out).
+
+    A conditional ``course`` GAN (DiffAugment + ADA, the recipe's defaults) trains ``gan_steps`` (or
+    ``minutes``) on ``train`` alone and draws max(ks) × n images, classes balanced. Then the same classifier
+    (``cxrlib.classifier``, ``clf_steps`` steps, seed ``seed``) trains on each arm of :func:`utility_arms` and
+    is scored on ``test``: ROC-AUC and the sensitivity at ``specificity``. "synthetic only" learns from n
+    synthetic images (as many as the real arm's). The GAN is **usable** when the judge calls at least
+    ``min_consistency`` of its images their intended class; the synthetic arms are trained either way (what a
+    weak GAN does is worth seeing) and the caller excludes an unusable seed from the verdict.
+
+    Returns {"arms": {arm: AUC}, "sensitivity": {arm: …}, "consistency": {"GAN": share, "real": the judge's
+    share on ``test`` -- the ceiling}, "usable", "gan_swd" (×10³ against ``test``), "memorisation":
+    {"GAN": share of samples flagged as copies of ``train``, "held-out": share of ``test`` flagged by chance},
+    "gan_steps", "n", "seconds"}.
+    """
+    import time
+
+    from cxrlib import augment, classifier
+
+    t0 = time.perf_counter()
+    log = log or (lambda *a: None)
+    n, n_classes = len(train), len(train.classes)
+    if pool is not None and len(pool) < max(extra, default=0) * n:
+        raise CxrError(f"the pool of extra real images holds {len(pool)}, the arms need {max(extra) * n}")
+    cfg = make_config("course", size=train.images.shape[-1], batch=batch, steps=gan_steps, minutes=minutes,
+                      seed=seed, family="conditional", log_every=max(1, gan_steps // 10), sample_every=10**9,
+                      checkpoint_every=10**9)
+    gan = Trainer(cfg, train)
+    gan.fit(progress=False)
+    n_fake = max(ks) * n
+    y_fake = torch.arange(n_fake) % n_classes
+    fake = gan.sample(n_fake, seed=seed + 1000, label=y_fake)
+    del gan.G, gan.D  # keep the samples, not the networks: a study holds several seeds' worth
+    consistency = classifier.class_consistency(judge, fake, y_fake)["overall"]
+    ceiling = classifier.class_consistency(judge, test.images, test.labels)["overall"]
+    log("GAN", gan.step, "steps · consistency", round(consistency, 3), "· judge on real", round(ceiling, 3))
+
+    def with_fake(k):
+        return torch.cat([train.images, fake[:k * n]]), torch.cat([train.labels, y_fake[:k * n]])
+
+    sets = {"real": (train.images, train.labels),
+            "real + offline aug": (augment.augment_images(train.images, copies=copies, seed=seed),
+                                   train.labels.repeat(1 + copies))}
+    sets.update({f"real + {k}×n synthetic": with_fake(k) for k in ks})
+    sets["synthetic only"] = (fake[:n], y_fake[:n])
+    if pool is not None:
+        sets.update({f"real + {k}×n real": (torch.cat([train.images, pool.images[:k * n]]),
+                                            torch.cat([train.labels, pool.labels[:k * n]])) for k in extra})
+    aucs, sens = {}, {}
+    for arm, (x, y) in sets.items():
+        clf = classifier.train_classifier(x, y, classes=train.classes, steps=clf_steps, seed=seed)
+        r = classifier.evaluate_classifier(clf, test.images, test.labels, specificity=specificity)
+        aucs[arm], sens[arm] = r["auc"], r["sensitivity"]
+        log(arm, round(r["auc"], 4))
+    m = min(n_audit, len(test), n_fake)
+    audit = metrics.memorization_audit(fake[:m], train.images, holdout=test.images[:m])
+    return {"arms": aucs, "sensitivity": sens, "consistency": {"GAN": consistency, "real": ceiling},
+            "usable": consistency >= min_consistency,
+            "gan_swd": {"GAN": float(metrics.swd(test.images[:m], fake[:m])["avg"])},
+            "memorisation": {"GAN": audit["flagged_fraction"], "held-out": audit["holdout_flagged_fraction"]},
+            "gan_steps": gan.step, "n": n, "seconds": time.perf_counter() - t0}

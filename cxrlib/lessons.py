@@ -72,6 +72,12 @@ LESSONS = {
                           copies=3, n_test=1000, seeds=3),
     "synthetic-1000": dict(notebook="07", n_train=1000, size=64, gan_steps=600, n_synthetic=1000, clf_steps=400,
                            copies=3, n_test=1000, seeds=3),
+    # issue 29: the utility study on phantoms with a mild finding (severity 0.25-0.6: a classifier on 100 real images
+    # reaches AUC ~0.8, benchmarks/RESULTS.md), a conditional GAN trained on the n real images alone
+    **{f"utility-{n}": dict(notebook="07", n_train=n, size=64, severity=[0.25, 0.6], gan_steps=3000, ks=[1, 3, 10],
+                            extra=[1, 3], clf_steps=1000, copies=3, n_test=1000,
+                            judge=dict(n=5000, steps=3000, n_val=500), seeds=3)
+       for n in (100, 500)},
     # notebook 08: Pix2Pix with its GAN term and without it (L1 only), about the same training time each
     "pix2pix": dict(notebook="08", size=64, n_train=1000, n_test=200, width=0.5, gan_steps=300,
                     l1_steps=540, seeds=3),
@@ -92,6 +98,14 @@ METRICS = {
               "consistency": "share of the GAN's images the real-trained classifier calls their own class",
               "gan_swd": "SWD ×10³ of the GAN's images against the held-out phantoms"}
        for name in ("synthetic-100", "synthetic-1000")},
+    **{name: {"arms": "ROC-AUC (normal vs pneumonia, mild findings) on 1,000 held-out real phantoms",
+              "sensitivity": "sensitivity at 90 % specificity on the same held-out phantoms",
+              "consistency": "share of the GAN's images (and of held-out real ones) a judge trained on 5,000 other "
+                             "real phantoms calls their own class",
+              "gan_swd": "SWD ×10³ of the GAN's images against the held-out phantoms",
+              "memorisation": "share of the GAN's images (and of held-out real ones, by chance) the memorisation "
+                              "audit flags as copies of the n training images"}
+       for name in ("utility-100", "utility-500")},
     "pix2pix": {"arms": "SWD ×10³ of the translations of 200 held-out patients' masks against their true images",
                 "corr": "mean pixel correlation with the true image (the training mean image alone: see its row)",
                 "dev_corr": "correlation of the deviations from the training mean image (what is the patient's own)",
@@ -216,6 +230,42 @@ def run_synthetic(seed: int, settings: dict) -> dict:
             "seconds": r["seconds"]}
 
 
+_JUDGES: dict = {}
+
+
+def utility_judge(settings: dict):
+    """The judge of the utility study: the course classifier trained on ``judge["n"]`` real phantoms of other
+    patients (seed 7; the best of its validation checks on ``n_val`` more, seed 8), at the lesson's severity.
+    Deterministic; kept for the process, so the seeds and sizes of one run train it once."""
+    from cxrlib import classifier, data
+
+    sev, j = tuple(settings["severity"]), settings["judge"]
+    key = (settings["size"], sev, j["n"], j["steps"], j["n_val"])
+    if key not in _JUDGES:
+        train = data.load_dataset("phantom", size=settings["size"], n=j["n"], seed=7, severity=sev)
+        val = data.load_dataset("phantom", size=settings["size"], n=j["n_val"], seed=8, severity=sev)
+        _JUDGES[key] = classifier.train_classifier(train, steps=j["steps"], seed=0, val=val)
+    return _JUDGES[key]
+
+
+def run_utility(seed: int, settings: dict) -> dict:
+    """One seed of the utility study (``experiments.utility_study``): the n training phantoms are the first n of
+    seed 100 + seed (class-balanced, as every prefix is), the extra real ones the next max(extra) × n of the same
+    draw (other patients), the test set 1,000 phantoms of seed 1 (others again); all at the lesson's severity."""
+    from cxrlib import data, experiments
+
+    sev, n = tuple(settings["severity"]), settings["n_train"]
+    drawn = data.load_dataset("phantom", size=settings["size"], n=n * (1 + max(settings["extra"])),
+                              seed=100 + seed, severity=sev)
+    test = data.load_dataset("phantom", size=settings["size"], n=settings["n_test"], seed=1, severity=sev)
+    r = experiments.utility_study(drawn.subset(range(n)), test, judge=utility_judge(settings),
+                                  gan_steps=settings["gan_steps"], pool=drawn.subset(range(n, len(drawn))),
+                                  ks=settings["ks"], extra=settings["extra"], clf_steps=settings["clf_steps"],
+                                  copies=settings["copies"], seed=seed)
+    return {k: r[k] for k in ("arms", "sensitivity", "consistency", "gan_swd", "memorisation", "usable",
+                              "gan_steps", "seconds")}
+
+
 def run_pix2pix(seed: int, settings: dict) -> dict:
     """One seed of notebook 08's ablation: Pix2Pix with L1 + GAN and with L1 only (``gan_weight=0``, cheaper per
     step, so it gets more steps for about the same time), scored on held-out (mask, image) pairs; the training
@@ -282,11 +332,11 @@ def run_recipes(seed: int, settings: dict) -> dict:
 
 RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume,
            "synthetic-100": run_synthetic, "synthetic-1000": run_synthetic, "pix2pix": run_pix2pix,
-           "modern": run_recipes, "layers": run_recipes}
+           "modern": run_recipes, "layers": run_recipes, "utility-100": run_utility, "utility-500": run_utility}
 # what each lesson's arms are compared with
 BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images",
              "synthetic-100": "real", "synthetic-1000": "real", "pix2pix": "L1 only",
-             "modern": "course", "layers": "course"}
+             "modern": "course", "layers": "course", "utility-100": "real", "utility-500": "real"}
 
 
 def _arm_order(name: str, arms: list[str]) -> list[str]:

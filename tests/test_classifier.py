@@ -316,3 +316,19 @@ def test_training_errors_are_one_helpful_line(train_set):
     with pytest.raises(CxrError) as e:
         C.train_classifier(x, None, steps=1)
     assert "labels are missing" in error_message(e)
+
+
+# ======================================================================= sensitivity at a fixed specificity
+def test_sensitivity_at_specificity_reads_the_negatives_quantile():
+    """Ten negatives scoring 0.0…0.9: at 90 % specificity the threshold is the 9th lowest (0.8), so only positives
+    above 0.8 count; ties with the threshold go against the test."""
+    neg = [i / 10 for i in range(10)]
+    pos = [0.85, 0.95, 0.8, 0.3]
+    scores, labels = neg + pos, [0] * 10 + [1] * 4
+    assert C.sensitivity_at_specificity(scores, labels, 0.9) == pytest.approx(0.5)  # 0.85 and 0.95
+    assert C.sensitivity_at_specificity(scores, labels, 0.5) == pytest.approx(0.75)  # above the 5th lowest, 0.4
+    assert C.sensitivity_at_specificity([0.1, 0.9], [0, 1], 0.9) == 1.0
+    with pytest.raises(CxrError, match="both classes"):
+        C.sensitivity_at_specificity([0.1, 0.2], [0, 0])
+    with pytest.raises(CxrError, match="specificity"):
+        C.sensitivity_at_specificity([0.1, 0.2], [0, 1], 1.0)

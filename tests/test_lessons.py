@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cxrlib import lessons
+from cxrlib import experiments, lessons
 from cxrlib.errors import CxrError
 
 
@@ -247,3 +247,30 @@ def test_paired_verdict_prints_enough_digits_to_show_which_side_of_the_threshold
     line = lessons.bank_paired("finetune", "adaptive", path=bank).splitlines()[-1]
     mean, threshold = line.split()[1], line.split("(")[1].split(")")[0]
     assert (mean, threshold) == ("-0.0081", "0.0078") and "above" in line
+
+
+def test_a_utility_part_trains_the_judge_once_and_keeps_every_figure(tmp_path, monkeypatch):
+    """The bank's utility study at toy scale: a part holds every arm's AUC and sensitivity, the GAN's and the
+    judge's consistency, SWD and the memorisation shares; two seeds train the judge once (it is deterministic)."""
+    from cxrlib import classifier
+
+    tiny = dict(notebook="07", n_train=8, size=32, severity=[0.25, 0.6], gan_steps=2, ks=[1, 2], extra=[1],
+                clf_steps=2, copies=1, n_test=40, judge=dict(n=40, steps=2, n_val=20), seeds=2)
+    monkeypatch.setitem(lessons.LESSONS, "utility-100", tiny)
+    monkeypatch.setattr(lessons, "_JUDGES", {})
+    judges = []
+    real_train = classifier.train_classifier
+
+    def counting(*a, **kw):
+        judges.append(kw.get("val") is not None)
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(classifier, "train_classifier", counting)
+    bank = tmp_path / "bank.json"
+    lessons.run("utility-100", path=bank, log=lambda *_: None)
+    parts = json.loads(bank.read_text())["utility-100"]["parts"]
+    assert sorted(parts) == ["0", "1"] and judges.count(True) == 1  # the judge: the only one trained with val
+    for part in parts.values():
+        assert list(part["arms"]) == list(part["sensitivity"]) == experiments.utility_arms([1, 2], [1])
+        assert set(part["consistency"]) == {"GAN", "real"} and set(part["memorisation"]) == {"GAN", "held-out"}
+        assert part["gan_steps"] == 2 and isinstance(part["usable"], bool) and part["gan_swd"]["GAN"] > 0
