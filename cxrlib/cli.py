@@ -323,35 +323,16 @@ def _known_failure(e: BaseException, args) -> str | None:
     return None
 
 
-def _claimed(out):
-    """``RUN/.lock`` held by rank 0 from before anything is written to ``out`` until the command ends; every
-    process learns whether it was refused (so none waits for a rank 0 that has stopped)."""
-    import contextlib
-
-    from cxrlib import distributed
-    from cxrlib.errors import CxrError
-    from cxrlib.files import claim_folder
-
-    held, refused = contextlib.ExitStack(), None
-    if distributed.is_writer():
-        try:
-            held.enter_context(claim_folder(out))
-        except CxrError as e:
-            refused = str(e)
-    refused = distributed.broadcast_object(refused)
-    if refused is not None:
-        raise CxrError(refused)
-    return held
-
-
 def _cmd_train(args) -> int:
     from pathlib import Path
 
     from cxrlib import distributed
+    from cxrlib.engine.state import claimed
 
     _check_device(args.device)
     distributed.init(args.device or "auto")  # under torchrun: join the other processes first
-    with _claimed(Path(args.out)):
+    # RUN/.lock held by rank 0 from before anything is written to --out until the command ends
+    with claimed(Path(args.out), distributed.is_writer(), distributed.world_size()):
         return _train(args)
 
 
