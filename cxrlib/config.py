@@ -204,6 +204,7 @@ def budget(kind: str | None = None) -> Budget:
 
 AMP_CHOICES = ("auto", "bf16", "off")
 LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan", "wgan-gp")
+TRICK_LOSSES = ("bce", "rpgan")  # the losses that take label smoothing and flipping
 # The GAN families by name, and what each is: the answers of its class in ``cxrlib.engine.families.FAMILIES`` to
 # the questions ``cxrlib.gan.family.Family`` documents. ``validate`` asks them here, because the engine imports this
 # module and not the other way round; a test holds this table to the classes.
@@ -445,6 +446,9 @@ class TrainConfig:
                   "cycle_weight", "identity_weight"):
             if getattr(self, f) < 0:
                 bad(f, "must be >= 0")
+        if self.loss not in TRICK_LOSSES and (self.label_smoothing or self.flip_prob):
+            raise CxrError(f"label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with "
+                           f"loss='{self.loss}'")
         return self
 
     def to_dict(self) -> dict:

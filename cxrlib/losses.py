@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cxrlib.config import TRICK_LOSSES  # the losses that take label smoothing and flipping
 from cxrlib.errors import CxrError
 
 
@@ -319,7 +320,6 @@ def gradient_penalty(critic_scores: torch.Tensor, points: torch.Tensor) -> torch
 LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge), "lsgan": (d_loss_lsgan, g_loss_lsgan),
           "rpgan": (d_loss_rpgan, g_loss_rpgan), "wgan-gp": (d_loss_wgan, g_loss_wgan)}
 RELATIVISTIC = ("rpgan",)  # losses whose G loss also reads D's logits on real images
-TRICK_LOSSES = ("bce", "rpgan")  # losses that take label smoothing and flipping
 PENALISED = ("wgan-gp",)  # losses whose D step adds the gradient penalty on interpolates (gp_weight)
 
 

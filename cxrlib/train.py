@@ -117,9 +117,6 @@ def checked_config(cfg: TrainConfig | dict | None, data) -> TrainConfig:
     if cfg is None:
         cfg = make_config()
     cfg = (TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg).validate()
-    if cfg.loss not in losses.TRICK_LOSSES and (cfg.label_smoothing or cfg.flip_prob):
-        raise CxrError(f"label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with "
-                       f"loss='{cfg.loss}'")
     if data is None:
         raise CxrError("Trainer needs training data: an ImageSet or a uint8 tensor (N, 1, S, S)")
     return cfg

@@ -75,6 +75,17 @@ def test_make_config_refuses_nonsense_with_a_named_field(bad):
     assert next(iter(bad)) in str(e.value)
 
 
+@pytest.mark.parametrize("trick", [dict(label_smoothing=0.1), dict(flip_prob=0.05)])
+def test_make_config_refuses_label_tricks_with_a_loss_that_has_no_labels(trick):
+    """Smoothing and flipping belong to BCE and RpGAN: make_config refuses them with another loss, not only the
+    Trainer."""
+    with pytest.raises(CxrError) as e:
+        make_config("course", loss="hinge", **trick)
+    assert str(e.value) == "label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with " \
+        "loss='hinge'"
+    assert make_config("course", loss="rpgan", **trick).loss == "rpgan"
+
+
 # ----------------------------------------------------------------------------- the step
 def test_d_step_trains_only_D_and_g_step_trains_only_G():
     t = Trainer(tiny(), images())
