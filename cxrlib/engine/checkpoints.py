@@ -95,10 +95,11 @@ def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
     ``load_state_dict`` casts the weights back to float32. ``discriminator=False`` leaves D out (a translator
     that is only applied, like the shipped CycleGAN: ``load_generator`` works, fine-tuning from it does not)."""
     from cxrlib.assets import sha256
+    from cxrlib.config import TrainConfig
     from cxrlib.engine.families import FAMILIES
 
     state = load_checkpoint(ckpt)
-    family = FAMILIES.get(state["config"].get("family") or "unconditional")
+    family = FAMILIES.get(state["config"].get("family") or TrainConfig().family)  # none saved: the default's
     translator = family is not None and not family.draws_from_z  # trained without EMA: G itself is exported
     if "G_ema" not in state and not translator:
         raise CxrError(f"'{ckpt}' has no EMA generator to export (train with an EMA half-life > 0)")

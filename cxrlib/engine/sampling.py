@@ -184,7 +184,9 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
                     pic = Image.fromarray(img[0].numpy())  # uint8 (H, W) → mode "L"
                     atomic_write(folder / f"sample_{i + j:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
     which = "EMA generator" if (ema and cfg.ema_half_life_kimg > 0) else "generator"
-    what = f"{cfg.family} {cfg.preset} {cfg.size}px" if cfg.family != "unconditional" else f"{cfg.preset} {cfg.size}px"
+    what = f"{cfg.preset} {cfg.size}px"
+    if cfg.family != TrainConfig().family:  # the default family goes unnamed
+        what = f"{cfg.family} {what}"
     if per_class is not None:
         return (f"wrote {count} samples of each class ({', '.join(cfg.classes)}; {which}, {what}, seed {seed}) "
                 f"to '{out}/<class>/'")
