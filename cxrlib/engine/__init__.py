@@ -12,7 +12,8 @@ The algorithm a student reads is in ``cxrlib.gan`` (the D and G steps, EMA, the 
 * ``rng``: the trainer's own random streams (``seeded_networks``, ``own_generator``, ``with_own_global_rng``;
   ``save_streams`` / ``restore_streams`` for exact resume);
 * ``state``: what a checkpoint holds (``state_dict`` / ``load_state_dict``), ``save_checkpoint``, the run
-  folder's lock (``claimed``) and files, and going on from a checkpoint (``resume``, ``finetune``);
+  folder's lock (``claimed``; ``train`` on the command line holds it too) and files (``open_run``), and going on
+  from a checkpoint (``resume``, ``finetune``);
 * ``checkpoints``: checkpoint files (``load_checkpoint`` with weights-only loading, ``upgrade_checkpoint``,
   atomic ``save_torch``, ``export_pretrained``);
 * ``stopping``: ``StopSignals`` (SIGINT/SIGTERM finish the step), the wall-clock cap (``past_deadline``,

@@ -2,7 +2,8 @@
 older format up to date (``upgrade_checkpoint``), writing atomically (``save_torch`` under
 ``cxrlib.files.atomic_write``) and exporting a small shippable generator (``export_pretrained``).
 
-What a checkpoint holds is ``cxrlib.train.Trainer.state_dict``'s business; this module only moves files."""
+What a checkpoint holds is ``cxrlib.engine.state.state_dict``'s business (``Trainer.state_dict``); this module only
+moves files."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def _ema_beta_cases():
 
 register(
     "05.ema_beta",
-    reference="cxrlib.train.ema_beta",
+    reference="cxrlib.gan.ema.ema_beta",
     checker=compare_outputs(_ema_beta_cases, atol=1e-9, rtol=1e-9),
     hint="the EMA is updated once per G step, and one step shows G `batch` images: what fraction of a half-life "
     "is that? beta = 0.5 ** (that fraction)",
