@@ -88,6 +88,7 @@ def init(device: str | None = "auto") -> torch.device | None:
     cuda = torch.cuda.is_available() and (want == "auto" or want.startswith("cuda"))
     dev = torch.device("cuda", local) if cuda else torch.device("cpu")
     if not torch.distributed.is_initialized():
+        _import_before_the_group()
         if cuda:
             torch.cuda.set_device(dev)
             torch.distributed.init_process_group("nccl", device_id=dev)
@@ -97,7 +98,20 @@ def init(device: str | None = "auto") -> torch.device | None:
     return dev
 
 
+def _import_before_the_group() -> None:
+    """Import, before the process group exists, the torch modules that bind ``group.WORLD`` as a default
+    argument when they are imported: ``torch.distributed.nn.functional`` (``def all_reduce(..., group=group.WORLD)``),
+    which every optimiser's constructor pulls in through ``torch._dynamo``. Imported after ``init``, it would hold
+    the process group for the life of the interpreter, ``destroy_process_group`` could not free it, and gloo's
+    worker threads would outlive :func:`_leave` -- then one that releases a finished collective's tensors while the
+    interpreter shuts down needs the GIL, is ended by Python, and aborts the process ("terminate called without
+    an active exception", exit -6; about 1 run in 30 on a busy 2-core machine)."""
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def _leave() -> None:
+    """Destroy the process group while the interpreter still runs (at exit): freeing it waits for gloo's (or
+    NCCL's) worker threads to finish their last collective and joins them."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

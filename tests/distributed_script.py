@@ -3,12 +3,16 @@
     python -m torch.distributed.run --nproc_per_node=2 tests/distributed_script.py gradients OUT.json
 
 ``gradients``: the averaged gradient of 2 processes × B/2 images equals 1 process's gradient of the B images
-(a D without batch-coupled layers), and ``check_in_sync`` notices weights that differ. Rank 0 writes OUT.json.
+(a D without batch-coupled layers), and ``check_in_sync`` notices weights that differ; then the exit path:
+after ``distributed._leave`` (what runs at exit) no gloo thread is left, with an optimiser built after ``init``
+as the trainer builds one (issue 28: a worker thread alive at interpreter shutdown aborted 1 run in ~30). Rank 0
+writes OUT.json.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import torch
@@ -49,10 +53,23 @@ def gradients(out: str) -> None:
         noticed = False
     except CxrError:
         noticed = True
+
+    torch.optim.Adam(D.parameters())  # (its constructor imports torch._dynamo, which imports torch.distributed.nn)
+    distributed.gather_objects(rank)
+    distributed._leave()
+    left = [n for n in map(_thread_name, os.listdir("/proc/self/task")) if "gloo" in n]
     if rank == 0:
         with open(out, "w") as f:
             json.dump({"world": world, "close": close, "max_diff": max_diff, "half_differs": half_differs,
-                       "noticed": noticed}, f)
+                       "noticed": noticed, "threads_left": left}, f)
+
+
+def _thread_name(tid: str) -> str:
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:  # (it ended meanwhile)
+        return ""
 
 
 if __name__ == "__main__":

@@ -230,6 +230,7 @@ def test_two_processes_average_gradients_like_one_process_with_the_whole_batch(t
     assert result["world"] == 2 and result["close"], result  # 2 × B/2 averaged == 1 × B
     assert result["half_differs"]  # (a half batch alone does not give it)
     assert result["noticed"]  # check_in_sync raises when the processes' weights differ
+    assert result["threads_left"] == [], result  # the process group is freed at exit, its threads joined
 
 
 def test_torchrun_trains_one_model_and_resumes_exactly_after_a_kill(tmp_path):
