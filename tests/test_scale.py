@@ -194,22 +194,36 @@ def torchrun(*args, timeout=240, **popen):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def kill_all(proc, marker: Path) -> None:
-    """SIGKILL torchrun and every process whose command line names ``marker`` (its workers run in their own
-    process groups, so killing torchrun's group alone leaves them training)."""
-    victims = [proc.pid]
+TORCHRUN_TRAIN = ["-m", "cxrlib", "train", "--data", "phantom", "--n-images", "64", "--size", "32", "--preset",
+                  "course", "--batch", "8", "--log-every", "2", "--checkpoint-every", "2", "--quiet", "--amp", "off"]
+
+
+def naming(marker: Path) -> list[int]:
+    """The pids of the processes whose command line names ``marker`` (torchrun's workers: each runs in its own
+    process group, so signalling torchrun's group does not reach them)."""
+    pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 if str(marker).encode() in (d / "cmdline").read_bytes():
-                    victims.append(int(d.name))
+                    pids.append(int(d.name))
             except OSError:
                 pass
-    for pid in victims:
+    return pids
+
+
+def signal_all(pids, signum) -> None:
+    for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
+
+
+def kill_all(proc, marker: Path) -> None:
+    """SIGKILL torchrun and every process whose command line names ``marker``."""
+    victims = [proc.pid] + [p for p in naming(marker) if p != proc.pid]
+    signal_all(victims, signal.SIGKILL)
     def alive(pid: int) -> bool:
         try:
             return b"zombie" not in Path(f"/proc/{pid}/status").read_bytes().lower()
@@ -234,8 +248,7 @@ def test_two_processes_average_gradients_like_one_process_with_the_whole_batch(t
 
 
 def test_torchrun_trains_one_model_and_resumes_exactly_after_a_kill(tmp_path):
-    train_cmd = ["-m", "cxrlib", "train", "--data", "phantom", "--n-images", "64", "--size", "32", "--preset",
-                 "course", "--batch", "8", "--log-every", "2", "--checkpoint-every", "2", "--quiet", "--amp", "off"]
+    train_cmd = TORCHRUN_TRAIN
     killed = tmp_path / "killed"
     proc = torchrun(*train_cmd, "--steps", "100000", "--out", killed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
@@ -265,6 +278,68 @@ def test_torchrun_trains_one_model_and_resumes_exactly_after_a_kill(tmp_path):
     log = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(2, target + 1, 2))  # one log, cut back to the checkpoint
     assert sorted(p.name for p in straight.iterdir()) == ["checkpoints", "config.json", "log.jsonl", "samples"]
+
+
+def test_sigterm_to_torchrun_and_its_workers_stops_at_one_step_checkpoints_and_resumes_exactly(tmp_path):
+    """SLURM's preemption: SIGTERM to torchrun and to every worker (which torchrun then signals again)."""
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    cmd = [*TORCHRUN_TRAIN, "--checkpoint-every", "1000"]  # (the last flag wins: no periodic checkpoint)
+    proc = torchrun(*cmd, "--steps", "100000", "--out", run, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True)
+    try:
+        deadline = time.time() + 180
+        while not (run / "log.jsonl").exists() or not (run / "log.jsonl").read_text().endswith("\n"):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() < deadline, "no log line within 3 minutes"
+            time.sleep(0.1)
+        workers = [p for p in naming(run) if p != proc.pid]
+        assert len(workers) == 2, workers
+        signal_all([proc.pid, *workers], signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_all(proc, run)
+            proc.wait()
+    assert proc.returncode != 0
+    state = train.load_checkpoint(run)
+    at = int(state["step"])
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert at >= 2 and log[-1]["step"] == at and len(state["rng_ranks"]) == 2  # the step both reached, both streams
+    stopped = [line for line in err.splitlines() if line.startswith("stopped by")]
+    assert stopped == [f"stopped by SIGTERM at step {at}: checkpoint {run / 'checkpoints' / 'last.pt'} "
+                       "(continue with --resume)"], err[-3000:]  # one line, from rank 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]  # no half-written file
+    assert not (run / ".lock").exists()
+
+    target = at + 4
+    resumed = torchrun(*cmd, "--steps", target, "--out", run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ref = torchrun(*cmd, "--steps", target, "--out", straight)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    a, b = train.load_checkpoint(run), train.load_checkpoint(straight)
+    assert a["step"] == b["step"] == target
+    for k in ("G", "D", "G_ema"):
+        assert same_weights(a[k], b[k]), k  # bit-exact on CPU
+
+
+def test_a_torchrun_worker_takes_a_repeated_signal_as_the_same_request(monkeypatch):
+    from cxrlib.engine.stopping import StopSignals
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+        with StopSignals() as stop:
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # torchrun's copy after SLURM's
+            assert stop.signum == signal.SIGTERM and seen == []
+        monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+        with StopSignals() as stop:  # one process: a second signal acts at once, as the previous handler would
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # =========================================================================== GPU-path defects, checked on the CPU

@@ -5,6 +5,7 @@ taken by all of them together (``any_process``). ``Trainer.fit`` and ``Trainer.t
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -17,9 +18,11 @@ from cxrlib.errors import CxrError
 
 class StopSignals:
     """While active (``with StopSignals() as stop``): SIGINT and SIGTERM only set ``stop.signum``, so the
-    training loop can finish its step and checkpoint; a second one acts at once as the previous handler would.
-    The previous handlers come back on exit. Outside the main thread (where Python cannot set handlers) it
-    does nothing."""
+    training loop can finish its step and checkpoint; a second one acts at once as the previous handler would --
+    except in a torchrun worker (``TORCHELASTIC_RUN_ID`` set), where a later one is the same request: SLURM
+    signals every process of a job step and torchrun forwards its own copy to each worker, and torchrun ends a
+    worker that outlasts its ``--shutdown_timeout`` itself. The previous handlers come back on exit. Outside the
+    main thread (where Python cannot set handlers) it does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,7 +30,7 @@ class StopSignals:
         self.signum, self._previous = None, {}
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # asked twice: stop now
+        if self.signum is not None and "TORCHELASTIC_RUN_ID" not in os.environ:  # asked twice: stop now
             self._restore()
             signal.raise_signal(signum)
             return
