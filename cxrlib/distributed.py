@@ -24,7 +24,11 @@ What the trainer does with N processes (``cxrlib.train.Trainer``):
   process); ADA's statistics, the logged averages and the stop decision (NaN, wall-clock cap) are
   all-reduced, so every process stops at the same step;
 * rank 0 alone writes ``log.jsonl``, samples and checkpoints; a checkpoint holds every rank's random
-  streams, and ``--resume`` with the same N continues exactly (bit-exact on CPU).
+  streams, and ``--resume`` with the same N continues exactly (bit-exact on CPU);
+* SIGINT/SIGTERM to torchrun, to one worker or to all of them (a SLURM preemption) stops every process after
+  the same step: rank 0 writes ``checkpoints/last.pt``, says so in one line, and the run exits non-zero.
+  torchrun kills a worker still running ``--shutdown-timeout`` seconds (30 by default) after it forwarded the
+  signal: raise it when a step and a checkpoint take longer.
 
 Multi-node is torchrun's job::
 
