@@ -188,7 +188,7 @@ def test_a_memory_mapped_set_trains_without_being_held_in_memory(tmp_path):
 # =========================================================================== several processes (torchrun, gloo)
 def torchrun(*args, timeout=240, **popen):
     cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *map(str, args)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # this checkout's cxrlib, also for a script
     if popen:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **popen)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
