@@ -25,11 +25,14 @@ from pathlib import Path
 
 import torch
 
-from cxrlib import config
-from cxrlib.config import make_config
-from cxrlib.data import load_dataset
-from cxrlib.gan import ema as gan_ema
-from cxrlib.train import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's cxrlib, not an installed one
+
+import cxrlib  # noqa: E402
+from cxrlib import config  # noqa: E402
+from cxrlib.config import make_config  # noqa: E402
+from cxrlib.data import load_dataset  # noqa: E402
+from cxrlib.gan import ema as gan_ema  # noqa: E402
+from cxrlib.train import Trainer  # noqa: E402
 
 BASE = dict(size=32, width=0.25, batch=4, steps=6, amp="off", device="cpu", log_every=1, sample_every=3,
             checkpoint_every=3, compile=False)
@@ -112,6 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--case", action="append", choices=sorted(CASES), help="only these cases (default: all)")
     args = ap.parse_args(argv)
     config.set_threads(1)
+    print(f"cxrlib from {Path(cxrlib.__file__).parent}")  # the checkout being fingerprinted
     pairs = load_dataset("phantom", size=32, n=24, seed=3, masks=True)  # masks for pix2pix, two classes for the rest
     results = {}
     for name in args.case or CASES:

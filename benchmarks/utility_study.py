@@ -16,9 +16,11 @@ the paired per-seed differences against "real", read against twice their spread.
 Data. Phantoms (default): the judge learns from ``--judge-n`` phantoms of seed 7, the test set is ``--n-test`` of
 seed 1, and seed s draws its n training and extra real images from seed 100 + s (``cxrlib.lessons.run_utility``
 does the same for the results bank). A folder (``--data DIR``: one sub-folder per class, e.g. a Kaggle pneumonia
-set's ``NORMAL``/``PNEUMONIA``): its images are shuffled once (``--split-seed``) and cut into a test set
-(``--n-test``), a judge set (``--judge-n``) and a pool; seed s draws its n training images and the extra real ones
-from the pool, reshuffled with s. A GPU, when present, trains everything; the defaults suit 64-px phantoms on
+set's ``NORMAL``/``PNEUMONIA``): its patients are shuffled once (``--split-seed``) and cut into a test set
+(``--n-test`` images), a judge set (``--judge-n``) and a pool, one patient's films in one part (``--patient-regex``
+says which files are one patient's, e.g. ``'^(person\\d+)_'``; without it each image counts as its own patient, and
+films of one patient in two parts would inflate every AUC); seed s draws its n training images and the extra real
+ones from the pool, reshuffled with s. A GPU, when present, trains everything; the defaults suit 64-px phantoms on
 a CPU: raise ``--gan-steps`` and ``--size`` for real films.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -60,18 +63,43 @@ def folder_sets(args):
     if len(everything.classes) != 2:
         raise CxrError(f"{args.data}: the study needs two classes (one sub-folder each), found "
                        f"{len(everything.classes)}: {', '.join(everything.classes) or 'none'}")
-    order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(args.split_seed))
     cuts = [args.n_test, args.judge_n, args.n_val]
-    need = sum(cuts) + max(args.sizes) * (1 + max(args.extra, default=0))
+    per_n = 1 + max(args.extra, default=0)
+    need = sum(cuts) + max(args.sizes) * per_n
     if len(everything) < need:
         raise CxrError(f"{args.data}: {len(everything)} images; the study needs {need} (test {args.n_test}, "
                        f"judge {args.judge_n} + {args.n_val}, and n × (1 + max extra) for the largest n): "
                        "lower --n-test/--judge-n/--sizes/--extra")
+    # one patient's films stay in one part: shuffle the patients, then cut between them
+    names = [Path(p).name for p in everything.paths] or [str(i) for i in range(len(everything))]
+    if args.patient_regex:
+        keys = []
+        for name in names:
+            m = re.search(args.patient_regex, name)
+            if m is None:
+                raise CxrError(f"--patient-regex {args.patient_regex!r} does not match '{name}'")
+            keys.append(m.group(1) if m.groups() else m.group(0))
+    else:
+        print("each image is taken as its own patient: give --patient-regex when a patient has several films "
+              "(e.g. '^(person\\d+)_' for the Kaggle pediatric set)", flush=True)
+        keys = names
+    patients = sorted(set(keys))
+    shuffled = torch.randperm(len(patients), generator=torch.Generator().manual_seed(args.split_seed)).tolist()
+    rank_of = {patients[i]: r for r, i in enumerate(shuffled)}
+    order = sorted(range(len(keys)), key=lambda i: (rank_of[keys[i]], i))
     parts, start = [], 0
     for c in cuts:
-        parts.append(everything.subset(order[start:start + c]))
-        start += c
+        stop = start + c
+        while 0 < stop < len(order) and keys[order[stop]] == keys[order[stop - 1]]:
+            stop += 1  # the rest of this patient's films go with it
+        parts.append(everything.subset(order[start:stop]))
+        start = stop
     pool = everything.subset(order[start:])
+    balanced = len(pool.classes) * int(torch.bincount(pool.labels, minlength=len(pool.classes)).min())
+    if balanced < max(args.sizes) * per_n:
+        raise CxrError(f"{args.data}: the pool left after the test and judge sets holds {balanced} class-balanced "
+                       f"images (its smallest class × {len(pool.classes)}); the largest n needs "
+                       f"{max(args.sizes) * per_n}: lower --sizes/--extra/--n-test/--judge-n")
 
     def draw(seed, count):  # a class-balanced prefix of the pool, reshuffled per seed
         g = torch.Generator().manual_seed(seed)
@@ -124,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-val", type=int, default=500, help="images the judge picks its best checkpoint on")
     p.add_argument("--min-consistency", type=float, default=0.8)
     p.add_argument("--split-seed", type=int, default=0, help="a folder: the shuffle that cuts it into parts")
+    p.add_argument("--patient-regex", help="a folder: the patient of a file, from its name (the first group, or the "
+                   "whole match), so one patient's films stay in one part; default: one patient per image")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--quick", action="store_true", help="tiny sizes and steps: checks that it runs")
     args = p.parse_args(argv)
@@ -143,7 +173,9 @@ def main(argv=None) -> int:
     judge = classifier.train_classifier(judge_set, steps=args.judge_steps, seed=0, val=val)
     j = classifier.evaluate_classifier(judge, test)
     print(f"judge: {len(judge_set)} real images, {args.judge_steps} steps · on the test set AUC {j['auc']:.3f}, "
-          f"accuracy {j['accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+          f"accuracy {j['accuracy']:.3f} (" + ", ".join(f"{c} {v:.3f}" for c, v in j["per_class_accuracy"].items())
+          + "; validation AUC by step: " + " ".join(f"{h['step']}: {h['auc']:.3f}" for h in judge.val_history)
+          + f") ({time.perf_counter() - t0:.0f} s)", flush=True)
     arms = experiments.utility_arms(args.ks, args.extra)
     results = {n: [] for n in args.sizes}
     for seed in range(args.seeds):

@@ -504,10 +504,11 @@ def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10
     n_fake = max(ks) * n
     y_fake = torch.arange(n_fake) % n_classes
     fake = gan.sample(n_fake, seed=seed + 1000, label=y_fake)
-    del gan.G, gan.D  # keep the samples, not the networks: a study holds several seeds' worth
+    gan_steps = gan.step
+    del gan  # keep the samples, not the networks, while the classifiers train
     consistency = classifier.class_consistency(judge, fake, y_fake)["overall"]
     ceiling = classifier.class_consistency(judge, test.images, test.labels)["overall"]
-    log("GAN", gan.step, "steps · consistency", round(consistency, 3), "· judge on real", round(ceiling, 3))
+    log("GAN", gan_steps, "steps · consistency", round(consistency, 3), "· judge on real", round(ceiling, 3))
 
     def with_fake(k):
         return torch.cat([train.images, fake[:k * n]]), torch.cat([train.labels, y_fake[:k * n]])
@@ -532,4 +533,4 @@ def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10
             "usable": consistency >= min_consistency,
             "gan_swd": {"GAN": float(metrics.swd(test.images[:m], fake[:m])["avg"])},
             "memorisation": {"GAN": audit["flagged_fraction"], "held-out": audit["holdout_flagged_fraction"]},
-            "gan_steps": gan.step, "n": n, "seconds": time.perf_counter() - t0}
+            "gan_steps": gan_steps, "n": n, "seconds": time.perf_counter() - t0}

@@ -53,7 +53,8 @@ def claim_folder(folder, what: str = "run"):
     A folder another live process holds raises ``CxrError`` in one line naming the folder and that pid; a lock
     whose pid is no longer alive on this host (a crashed or killed run) is taken over with a one-line notice on
     stderr. Claims nest within one process. A lock from another host is never taken over (its pid cannot be
-    checked from here): remove the file when that run is gone."""
+    checked from here): remove the file when that run is gone. Folders the claim created and the block left empty
+    are removed on the way out."""
     from cxrlib.errors import CxrError
 
     folder = Path(folder)
@@ -65,6 +66,7 @@ def claim_folder(folder, what: str = "run"):
         finally:
             _HELD[lock] -= 1
         return
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # what this claim creates, deepest first
     folder.mkdir(parents=True, exist_ok=True)
     host, mine = socket.gethostname(), f"{os.getpid()} {socket.gethostname()}\n"
     for _ in range(3):
@@ -111,3 +113,8 @@ def claim_folder(folder, what: str = "run"):
                 lock.unlink()
         except FileNotFoundError:
             pass
+        for d in made:  # a block that wrote nothing (e.g. a refused config) leaves no empty folder behind
+            try:
+                d.rmdir()
+            except OSError:
+                break

@@ -28,6 +28,12 @@ Lessons in the bank:
   (``cxrlib.classifier``) trained on 100 (or 1,000) real phantoms alone, with 3 offline-augmented copies of each,
   with 1,000 images of a conditional GAN trained on those same real images, and on the GAN's images alone;
   ROC-AUC on 1,000 held-out phantoms, plus the GAN's class consistency and SWD; 3 seeds at 64 px, the GAN 600 steps.
+* ``utility-100`` and ``utility-500`` (issue 29; notebook 07 to read them): ``experiments.utility_study`` on
+  phantoms with a mild finding (severity 0.25-0.6) -- a conditional GAN trained on the n real images alone, and the
+  same classifier on real, real + offline aug, real + k×n synthetic (k = 1, 3, 10), synthetic only and real + k×n
+  more real (k = 1, 3); ROC-AUC and sensitivity at 90 % specificity on 1,000 held-out phantoms, the GAN's class
+  consistency by a judge trained on 5,000 other phantoms (a seed whose GAN is under 80 % is kept in the bank and
+  left out of the synthetic arms' verdicts), SWD and the memorisation audit; 3 seeds at 64 px.
 * ``layers`` (notebook 02): the ``course`` networks as they are and with the three layers they left out (BatchNorm in
   G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
   generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
@@ -390,6 +396,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+def counts_for(part: dict, arm: str) -> bool:
+    """Whether a part's figure of ``arm`` enters the verdicts: not a synthetic arm of a seed whose GAN the judge
+    rejected (the utility study's ``usable``, ``experiments.utility_study``); every other figure does."""
+    return part.get("usable", True) or "synthetic" not in arm
+
+
+REJECTED_NOTE = "  * its GAN drew its classes too rarely (the judge's consistency < 80 %): left out of the mean"
+
+
 def _lesson_parts(name: str, path, *figures: str) -> tuple[dict | None, list[dict]]:
     """A lesson's bank entry and its parts in seed order ([] when the bank has none); a figure that the parts do
     not hold is a one-line error naming the ones they do."""
@@ -420,7 +435,9 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     baseline = baseline or BASELINES.get(name, arms[-1])
     if not compare or baseline not in arms:  # an extra figure of other arms (e.g. the GAN's consistency): none
         baseline = None
-    stats = {a: _mean_std([p[metric][a] for p in parts]) for a in arms}
+    kept = {a: [p[metric][a] for p in parts if counts_for(p, a)] for a in arms}
+    arms = [a for a in arms if kept[a]]  # a synthetic arm with no usable GAN: said below
+    stats = {a: _mean_std(kept[a]) for a in arms}
     s = entry["settings"]
     shape = f" ({s['size']} px, batch {s['batch']})" if "size" in s and "batch" in s else ""
     what = METRICS.get(name, {}).get(metric)
@@ -446,7 +463,8 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
                      + "   mean ± std")
     for a in arms:
         m, sd = stats[a]
-        seeds = "".join(f"{p[metric][a]:>9.{d}f}" for p in parts) + "  " if per_seed else ""
+        seeds = "".join(f"{p[metric][a]:>9.{d}f}" + ("" if counts_for(p, a) else "*") for p in parts) + "  " \
+            if per_seed else ""  # (a star after a figure left out: REJECTED_NOTE)
         line = f"  {a:<{width}} {seeds}{m:.{d}f} ± {sd:.{d}f}"
         if baseline is not None and a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
@@ -456,6 +474,8 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
                 line += (f"   {diff:+.{d}f} vs {baseline}: {'above' if abs(diff) > noise else 'within'} twice the "
                          f"larger spread ({noise:.{d}f})")
         lines.append(line)
+    if any(not counts_for(p, a) for p in parts for a in parts[0][metric]):
+        lines.append(REJECTED_NOTE if per_seed else REJECTED_NOTE.replace("  * its GAN", "  a seed whose GAN"))
     refs = parts[0].get("reference", {})
     if refs:
         lines.append("  references: " + " · ".join(f"{k} {v:.{d}f}" for k, v in refs.items()))
@@ -479,9 +499,15 @@ def bank_paired(name: str, arm: str, baseline: str | None = None, metric: str = 
     for a in (arm, baseline):
         if a not in arms:
             raise CxrError(f"lesson '{name}' has no arm {a!r} in {metric!r} (it has: {', '.join(arms)})")
-    diffs = [p[metric][arm] - p[metric][baseline] for p in parts]
+    keys = [k for k, p in zip(_seed_keys(entry), parts) if counts_for(p, arm)]
+    if not keys:
+        return f"results bank, lesson '{name}': {arm}: no seed's GAN drew its classes (the judge's consistency < 80 %)"
+    diffs = [p[metric][arm] - p[metric][baseline] for p in parts if counts_for(p, arm)]
     m, sd = _mean_std(diffs)
-    seeds = " · ".join(f"seed {k}: {d:+.3f}" for k, d in zip(_seed_keys(entry), diffs))
+    seeds = " · ".join(f"seed {k}: {d:+.3f}" for k, d in zip(keys, diffs))
+    if len(keys) < len(parts):
+        seeds += f" (seed{'s' if len(parts) - len(keys) > 1 else ''} " + ", ".join(
+            k for k in _seed_keys(entry) if k not in keys) + " left out: its GAN drew its classes too rarely)"
     signs = {(d > 0) - (d < 0) for d in diffs}
     same = ("same sign in every seed" if len(signs) == 1 and 0 not in signs else "signs differ between seeds")
     # the spread to two significant digits, and enough that the mean and the threshold differ where they are close

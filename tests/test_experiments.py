@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -260,8 +261,11 @@ def test_utility_study_trains_every_arm_and_reports_the_gan_it_used():
     assert list(r["arms"]) == arms == list(r["sensitivity"])
     assert seen == [16, 32, 32, 48, 16, 32, 64]  # real, aug (1 copy), +1×n, +2×n synthetic, synthetic only, +1×n, +3×n real
     assert all(0.0 <= v <= 1.0 for v in [*r["arms"].values(), *r["sensitivity"].values()])
-    assert r["gan_steps"] == 2 and r["n"] == 16 and r["usable"] == (r["consistency"]["GAN"] >= 0.8)
+    assert r["gan_steps"] == 2 and r["n"] == 16 and 0.0 <= r["consistency"]["GAN"] <= 1.0
     assert 0.0 <= r["memorisation"]["GAN"] <= 1.0 and 0.0 <= r["memorisation"]["held-out"] <= 1.0
+    for bar, usable in ((0.0, True), (1.01, False)):  # the judge's verdict against the bar, both ways
+        kw = dict(judge=judge, gan_steps=1, ks=(1,), clf_steps=1, copies=1, batch=8, n_audit=16, min_consistency=bar)
+        assert experiments.utility_study(train, test, **kw)["usable"] is usable
     with pytest.raises(CxrError, match="pool of extra real images holds 48, the arms need 160"):
         experiments.utility_study(train, test, judge=judge, gan_steps=1, pool=pool, extra=(10,))
 
@@ -285,6 +289,20 @@ def test_the_utility_study_script_runs_on_a_labelled_folder_and_refuses_one_too_
     run = saved["results"]["8"][0]
     assert len(saved["results"]["8"]) == 2 and list(run["arms"]) == experiments.utility_arms([1, 2], [1]) and run["n"] == 8
     assert "n = 8, ROC-AUC:" in capsys.readouterr().out
+    # one patient's films (here: ten consecutive phantoms) never in two parts
+    import argparse
+    import re
+
+    args = argparse.Namespace(data=str(tmp_path / "xrays"), size=32, n_test=40, judge_n=30, n_val=20, sizes=[8],
+                              extra=[1], split_seed=0, patient_regex=r"^cxr_(\d{4})")
+    parts = script.folder_sets(args)[:3]
+    pool = script.folder_sets(args)[3](0, 16)
+    patients = [{re.match(r"cxr_(\d{4})", Path(p).name).group(1) for p in s.paths} for s in (*parts, pool)]
+    assert all(not (a & b) for i, a in enumerate(patients) for b in patients[i + 1:])
+    assert len(parts[0]) >= 30 and len(parts[2]) >= 40 and len(pool) == 16  # judge, val, test: whole patients
+    with pytest.raises(CxrError, match=r"the pool left after the test and judge sets holds \d+ class-balanced"):
+        write_phantoms(tmp_path / "few_ill", n=120, size=32, seed=4, pneumonia_fraction=0.1)  # a 1:9 folder
+        script.folder_sets(argparse.Namespace(**{**vars(args), "data": str(tmp_path / "few_ill")}))
     with pytest.raises(SystemExit, match=r"120 images; the study needs 1100 \(test 40, judge 40 \+ 20"):
         script.main(["--data", str(tmp_path / "xrays"), "--size", "32", "--sizes", "500", "--extra", "1",
                      "--n-test", "40", "--judge-n", "40", "--n-val", "20"])

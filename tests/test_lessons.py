@@ -274,3 +274,20 @@ def test_a_utility_part_trains_the_judge_once_and_keeps_every_figure(tmp_path, m
         assert list(part["arms"]) == list(part["sensitivity"]) == experiments.utility_arms([1, 2], [1])
         assert set(part["consistency"]) == {"GAN", "real"} and set(part["memorisation"]) == {"GAN", "held-out"}
         assert part["gan_steps"] == 2 and isinstance(part["usable"], bool) and part["gan_swd"]["GAN"] > 0
+
+
+def test_a_seed_whose_gan_the_judge_rejected_stays_out_of_the_synthetic_verdicts(tmp_path):
+    """The utility study keeps every seed in the bank, but a seed with an unusable GAN counts only for the arms
+    without synthetic images: its synthetic figure is starred and left out of the mean and of the paired verdict."""
+    parts = {str(k): {"arms": {"real": 0.80 + k / 100, "real + 1×n synthetic": v, "real + 1×n real": 0.9},
+                      "usable": k != 2, "machine": "m", "date": "2026-12-06T12:00", "seconds": 1.0}
+             for k, v in enumerate([0.82, 0.83, 0.10])}
+    bank = tmp_path / "bank.json"
+    bank.write_text(json.dumps({"utility-100": {"settings": lessons.LESSONS["utility-100"], "parts": parts}}))
+    text = lessons.bank_summary("utility-100", path=bank, per_seed=True, compare=False)
+    row = next(line for line in text.splitlines() if "synthetic" in line)
+    assert "0.1000*" in row and "0.8250 ± 0.0071" in row  # the mean of seeds 0 and 1 only
+    assert "0.8100 ± 0.0100" in text and "left out of the mean" in text  # real keeps all three seeds
+    paired = lessons.bank_paired("utility-100", "real + 1×n synthetic", path=bank)
+    assert "seed 0: +0.020 · seed 1: +0.020 (seed 2 left out" in paired and "seed 2:" not in paired
+    assert "seed 2: +0.080" in lessons.bank_paired("utility-100", "real + 1×n real", path=bank)

@@ -58,6 +58,17 @@ def test_a_cell_without_an_id_is_one_line_from_the_tool_and_is_not_given_a_rando
     assert not (tmp_path / "02_y.ipynb").exists()
 
 
+def test_a_repeated_cell_id_names_both_cells_and_is_not_corrected(tmp_path):
+    path = tmp_path / "03_z.ipynb"
+    path.write_text(json.dumps(_cells(_md("a", "x"), _md("b", "y"), _md("a", "z")), indent=1), encoding="utf-8")
+    before = path.read_bytes()
+    assert _one_line_error(path) == (f"error: cannot read '{path}': not a valid notebook: cell 2 has the id 'a' of "
+                                     "cell 0 (cell ids must be unique)")
+    assert path.read_bytes() == before
+    with pytest.raises(CxrError, match=r"cell 1 has the id 'a' of cell 0 \(cell ids must be unique\)$"):
+        ex.write_notebook(_cells(_md("a", "x"), _md("a", "y")), tmp_path / "04_w.ipynb")
+
+
 def test_an_invalid_cell_is_one_line_naming_the_cell(tmp_path):
     path = tmp_path / "01_x.ipynb"
     bad = {**_md("b", "text"), "outputs": []}  # a markdown cell has no outputs
@@ -69,7 +80,7 @@ def test_an_invalid_cell_is_one_line_naming_the_cell(tmp_path):
         ex.write_notebook(_cells(unknown), tmp_path / "02_y.ipynb")
     with pytest.raises(CxrError, match=r"cell 0, source: 3 is not valid under any of the given schemas"):
         ex.write_notebook(_cells(_md("d", 3)), tmp_path / "02_y.ipynb")
-    with pytest.raises(CxrError, match=r"Non-unique cell id 'a'"):
+    with pytest.raises(CxrError, match=r"cell 1 has the id 'a' of cell 0"):
         ex.write_notebook(_cells(_md("a", "x"), _md("a", "y")), tmp_path / "02_y.ipynb")
 
 

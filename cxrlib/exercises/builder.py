@@ -58,6 +58,12 @@ def _schema_problem(nb: dict, e: Exception) -> str:
             for i, cell in enumerate(nb.get("cells", [])):
                 if isinstance(cell, dict) and "id" not in cell:
                     return f"cell {i} has no id (from nbformat 4.5 every cell has a unique 'id')"
+            seen = {}
+            for i, cell in enumerate(nb.get("cells", [])):
+                cid = cell.get("id") if isinstance(cell, dict) else None
+                if cid is not None and cid in seen:
+                    return f"cell {i} has the id {cid!r} of cell {seen[cid]} (cell ids must be unique)"
+                seen.setdefault(cid, i)
         return str(e).split("\n")[0]
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".")
     where = re.sub(r"^cells\[(\d+)\]\.?", r"cell \1, ", where).strip(", ") or "the notebook"
@@ -136,7 +142,8 @@ def write_notebook(nb: dict, path: str | os.PathLike) -> Path:
         try:
             nbformat.validate(node)
         except (nbformat.ValidationError, *repairs) as e:
-            raise CxrError(f"not writing '{path}': not a valid notebook: {_schema_problem(node, e)}") from None
+            problem = _schema_problem(nb, e)  # the caller's dict: validate may have "corrected" the copy's ids
+            raise CxrError(f"not writing '{path}': not a valid notebook: {problem}") from None
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
