@@ -221,7 +221,7 @@ FAMILY_TRAITS: dict[str, dict] = {
 FAMILY_CHOICES = tuple(FAMILY_TRAITS)
 IMAGE_TO_IMAGE = tuple(n for n, t in FAMILY_TRAITS.items() if not t["draws_from_z"])  # they translate images
 #: why a loss is missing from some families' ``losses``
-LOSS_LIMITS = {"rpgan": "it pairs each real image with a fake drawn from z",
+LOSS_LIMITS = {"rpgan": "the relativistic pairing loss pairs each real image with a fake drawn from z",
                "wgan-gp": "its penalty scores points between a real and a fake image, which need one label"}
 
 
