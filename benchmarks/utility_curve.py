@@ -8,7 +8,7 @@
 
 ``--figure``: 8 ill patients at the range's mildest severity beside the same patients healthy and at the
 default severity, with the lung mask (green) and the finding (red: where the ill film is brighter than the same
-patient's healthy one by ``FINDING_LEVELS`` grey levels or more; pneumonia has its own random stream, so
+patient's healthy one by ``cxrlib.viz.FINDING_LEVELS`` grey levels or more; pneumonia has its own random stream, so
 ``pneumonia_fraction=0`` gives the same patients healthy).
 
 The task: pneumonia vs normal on phantoms whose ill images draw their severity from ``--severity`` (a share of
@@ -45,48 +45,17 @@ def parse_severity(text: str):
         raise SystemExit(f"error: --severity must be LO-HI or one number in (0, 1], got {text!r}") from None
 
 
-FINDING_LEVELS = 6
-
-
-def mild_cases_figure(path, severity, size: int, n: int = 8, seed: int = 7):
-    """The figure ``--figure`` saves: rows healthy · default severity · mildest severity · mildest with masks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from cxrlib.phantom import generate
-
-    healthy = generate(n, size, seed=seed, pneumonia_fraction=0.0, masks=True)
-    full = generate(n, size, seed=seed, pneumonia_fraction=1.0)
-    mild = generate(n, size, seed=seed, pneumonia_fraction=1.0, severity=(severity[0], severity[0]))
-    fig, axes = plt.subplots(4, n, figsize=(1.3 * n, 1.3 * 4 + 0.5))
-    titles = ("healthy", "default (severity 1)", f"mild (severity {severity[0]:g})", "mild + lungs + finding")
-    for i in range(n):
-        h, f, m = (p.images[i, 0].numpy() for p in (healthy, full, mild))
-        lungs = healthy.masks["lungs"][i, 0].numpy()
-        finding = (m.astype(np.int16) - h.astype(np.int16)) >= FINDING_LEVELS
-        for row, img in enumerate((h, f, m, m)):
-            ax = axes[row, i]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_ylabel(titles[row], fontsize=7)
-        axes[3, i].contour(lungs, levels=[0.5], colors="lime", linewidths=0.6)
-        if finding.any():
-            axes[3, i].contour(finding.astype(float), levels=[0.5], colors="red", linewidths=0.6)
-    fig.suptitle(f"The same {n} patients, {size} px: pneumonia at the default and the mildest severity of "
-                 f"{severity[0]:g}-{severity[1]:g}", fontsize=8)
-    fig.tight_layout()
+def mild_cases_figure(path, severity, size: int) -> None:
+    """``--figure``: ``cxrlib.viz.mild_cases`` saved as a 256-colour PNG (greys, green and red: under 200 KB)."""
     import io
 
     from PIL import Image
 
+    from cxrlib.viz import mild_cases
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    buf.seek(0)  # greys, green and red: a 256-colour palette keeps it under 200 KB
+    mild_cases(severity, size).savefig(buf, format="png", dpi=80)
+    buf.seek(0)
     Image.open(buf).convert("RGB").quantize(256).save(path, optimize=True)
 
 

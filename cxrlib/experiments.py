@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -400,62 +402,7 @@ def width_runs(train, heldout, *, widths=(0.5, 2.0), wide_steps: int, batch: int
     return out
 
 
-# ======================================================================= notebook 07: what synthetic X-rays are worth
-SYNTHETIC_ARMS = ("real", "real + offline aug", "real + synthetic", "synthetic only")
-
-
-def synthetic_data_study(train, test, *, gan_steps: int, n_synthetic: int = 1000, clf_steps: int = 400,
-                         copies: int = 3, batch: int = 32, seed: int = 0, n_eval: int = 500,
-                         minutes: float | None = None, log=None) -> dict:
-    """The original project's purpose, measured: does a GAN's output help a classifier trained on few real X-rays?
-
-    train: a small labelled ``ImageSet`` (the only images the GAN and the classifiers learn from); test: real
-    labelled images of other patients (never trained on). A conditional ``course`` GAN trains ``gan_steps`` on
-    ``train`` alone; then an ``XrayClassifier`` (``cxrlib.classifier``, ``clf_steps`` steps, the same seed) trains
-    on each arm of ``SYNTHETIC_ARMS``: the real images; the real images plus ``copies`` offline-augmented copies
-    of each (the original project's brightness/contrast/JPEG); the real images plus ``n_synthetic`` generated ones (classes
-    balanced); the generated ones alone (train on synthetic, test on real). Returns {"arms": {arm: ROC-AUC on
-    ``test``}, "consistency": share of generated images the real-trained classifier calls their own class,
-    "gan_swd": SWD ×10³ of ``n_eval`` generated images against ``test``, "gan_steps", "seconds"}.
-    """
-    import time
-
-    from cxrlib import augment, classifier
-
-    t0 = time.perf_counter()
-    log = log or (lambda *a: None)
-    size = train.images.shape[-1]
-    cfg = make_config("course", size=size, batch=batch, steps=gan_steps, minutes=minutes, seed=seed,
-                      family="conditional", log_every=max(1, gan_steps // 10), sample_every=10**9,
-                      checkpoint_every=10**9)
-    gan = Trainer(cfg, train)
-    gan.fit(progress=False)
-    n_classes = len(train.classes)
-    y_fake = torch.arange(n_synthetic) % n_classes
-    fake = gan.sample(n_synthetic, seed=seed + 1000, label=y_fake)
-    log("GAN", gan.step, "steps")
-
-    aug = augment.augment_images(train.images, copies=copies, seed=seed)
-    sets = {
-        "real": (train.images, train.labels),
-        "real + offline aug": (aug, train.labels.repeat(1 + copies)),
-        "real + synthetic": (torch.cat([train.images, fake]), torch.cat([train.labels, y_fake])),
-        "synthetic only": (fake, y_fake),
-    }
-    aucs, real_clf = {}, None
-    for arm, (x, y) in sets.items():
-        clf = classifier.train_classifier(x, y, classes=train.classes, steps=clf_steps, seed=seed)
-        aucs[arm] = classifier.evaluate_classifier(clf, test.images, test.labels)["auc"]
-        real_clf = clf if arm == "real" else real_clf
-        log(arm, aucs[arm])
-    consistency = classifier.class_consistency(real_clf, fake, y_fake)["overall"]
-    n = min(n_eval, len(test.images), n_synthetic)
-    gan_swd = float(metrics.swd(test.images[:n], fake[:n])["avg"])
-    return {"arms": aucs, "consistency": consistency, "gan_swd": gan_swd, "gan_steps": gan.step,
-            "seconds": time.perf_counter() - t0}
-
-
-# ======================================================================= issue 29: the utility study
+# ======================================================================= notebook 07 (issue 29): what synthetic X-rays are worth
 def utility_arms(ks=(1, 3, 10), extra=(1, 3)) -> list[str]:
     """The arms of :func:`utility_study`, in order: real; real + offline aug; real + k×n synthetic for each k;
     synthetic only; real + k×n more real for each k in ``extra`` (the ceiling a synthetic image competes with)."""
@@ -463,10 +410,48 @@ def utility_arms(ks=(1, 3, 10), extra=(1, 3)) -> list[str]:
             + [f"real + {k}×n real" for k in extra])
 
 
+def _judged_gan(cfg: TrainConfig, train, judge, check_every, target, out, seed: int, log):
+    """``utility_study``'s GAN: trained in chunks of ``check_every`` steps (all at once without), each chunk
+    checkpointed into ``out`` (resumed from there when it holds one) and read by the judge when there is a
+    ``target``; stops at ``cfg.steps``, its ``minutes`` or the first check at or above ``target``.
+    Returns (trainer, [[step, consistency], …])."""
+    import json
+
+    from cxrlib import classifier
+    from cxrlib.files import atomic_write
+
+    out = None if out is None else Path(out)
+    last = None if out is None else out / "checkpoints" / "last.pt"
+    if last is not None and last.exists():
+        gan = Trainer.resume(last, train)
+        checks = json.loads((out / "checks.json").read_text()) if (out / "checks.json").exists() else []
+        log("GAN resumed at step", gan.step, "from", last)
+    else:
+        if out is not None and out.exists():
+            shutil.rmtree(out)  # a run stopped before its first checkpoint: nothing to keep
+        gan, checks = Trainer(cfg, train, out=out), []
+    every = check_every or cfg.steps
+    y = torch.arange(1000) % len(train.classes)
+    while gan.step < cfg.steps and not (checks and target is not None and checks[-1][1] >= target):
+        left = None if cfg.minutes is None else max(0.0, cfg.minutes - gan.seconds / 60)  # minutes: in total
+        gan.fit(steps=min(every, cfg.steps - gan.step), minutes=left, progress=False)
+        if target is not None:
+            fake = gan.sample(len(y), seed=seed + 2000, label=y)
+            checks.append([gan.step, classifier.class_consistency(judge, fake, y)["overall"]])
+            log("GAN step", gan.step, "· the judge's check", round(checks[-1][1], 3))
+        if out is not None:
+            gan.save_checkpoint()
+            atomic_write(out / "checks.json", lambda tmp: tmp.write_text(json.dumps(checks)))
+        if gan.stopped_by_time:
+            break
+    return gan, checks
+
+
 def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10), extra=(1, 3),
                   clf_steps: int = 1000, copies: int = 3, batch: int = 32, seed: int = 0,
                   min_consistency: float = 0.8, specificity: float = 0.9, n_audit: int = 1000,
-                  minutes: float | None = None, log=None) -> dict:
+                  minutes: float | None = None, gan_config: dict | None = None, check_every: int | None = None,
+                  target: float | None = None, out=None, log=None) -> dict:
     """Do a GAN's images help a classifier that has few real ones? One seed of the study of issue 29.
 
     train: n labelled real images (an ``ImageSet``), the only images the GAN learns from; test: labelled real
@@ -474,8 +459,12 @@ def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10
     decides whether the GAN draws the class it is asked for; pool: more real images of other patients (an
     ``ImageSet``, at least max(extra) × n) for the "real + k×n real" arms (None: those arms are left out).
 
-    A conditional ``course`` GAN (DiffAugment + ADA, the recipe's defaults) trains ``gan_steps`` (or
-    ``minutes``) on ``train`` alone and draws max(ks) × n images, classes balanced. Then the same classifier
+    A conditional ``course`` GAN (DiffAugment + ADA, the recipe's defaults; ``gan_config``: fields to change, e.g.
+    ``{"width": 0.5}``) trains on ``train`` alone, ``gan_steps`` (or ``minutes``) at most: with ``target``, the
+    judge reads 1,000 of its images (a draw of their own) every ``check_every`` steps and training stops at the
+    first check at or above ``target`` (early stopping on the judge, which never sees the test set; the verdict
+    below is read on another draw). ``out``: a folder for the GAN's checkpoints (one per check), from which a
+    stopped study resumes its GAN. Then it draws max(ks) × n images, classes balanced, and the same classifier
     (``cxrlib.classifier``, ``clf_steps`` steps, seed ``seed``) trains on each arm of :func:`utility_arms` and
     is scored on ``test``: ROC-AUC and the sensitivity at ``specificity``. "synthetic only" learns from n
     synthetic images (as many as the real arm's). The GAN is **usable** when the judge calls at least
@@ -485,7 +474,7 @@ def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10
     Returns {"arms": {arm: AUC}, "sensitivity": {arm: …}, "consistency": {"GAN": share, "real": the judge's
     share on ``test`` -- the ceiling}, "usable", "gan_swd" (×10³ against ``test``), "memorisation":
     {"GAN": share of samples flagged as copies of ``train``, "held-out": share of ``test`` flagged by chance},
-    "gan_steps", "n", "seconds"}.
+    "gan_steps", "gan_checks" ([[step, consistency], …] of the checks), "n", "seconds"}.
     """
     import time
 
@@ -498,9 +487,8 @@ def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10
         raise CxrError(f"the pool of extra real images holds {len(pool)}, the arms need {max(extra) * n}")
     cfg = make_config("course", size=train.images.shape[-1], batch=batch, steps=gan_steps, minutes=minutes,
                       seed=seed, family="conditional", log_every=max(1, gan_steps // 10), sample_every=10**9,
-                      checkpoint_every=10**9)
-    gan = Trainer(cfg, train)
-    gan.fit(progress=False)
+                      checkpoint_every=10**9, **(gan_config or {}))
+    gan, checks = _judged_gan(cfg, train, judge, check_every, target, out, seed, log)
     n_fake = max(ks) * n
     y_fake = torch.arange(n_fake) % n_classes
     fake = gan.sample(n_fake, seed=seed + 1000, label=y_fake)
@@ -533,4 +521,4 @@ def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10
             "usable": consistency >= min_consistency,
             "gan_swd": {"GAN": float(metrics.swd(test.images[:m], fake[:m])["avg"])},
             "memorisation": {"GAN": audit["flagged_fraction"], "held-out": audit["holdout_flagged_fraction"]},
-            "gan_steps": gan_steps, "n": n, "seconds": time.perf_counter() - t0}
+            "gan_steps": gan_steps, "gan_checks": checks, "n": n, "seconds": time.perf_counter() - t0}

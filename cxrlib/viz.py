@@ -48,6 +48,39 @@ def show_grid(images, labels=None, ncols: int = 8, title: str | None = None, cla
     return fig
 
 
+FINDING_LEVELS = 6  # mild_cases' red outline: where an ill film is this many grey levels brighter than its twin
+
+
+def mild_cases(severity=(0.25, 0.6), size: int = 64, n: int = 8, seed: int = 7) -> Figure:
+    """The same n patients (phantoms of ``seed``) healthy, ill at the default severity, ill at the mildest of
+    ``severity`` (lo, hi), and that mildest film again with the lung mask (green) and the finding (red: where it is
+    ``FINDING_LEVELS`` or more grey levels brighter than the same patient's healthy film). Pneumonia has its own
+    random stream, so ``pneumonia_fraction`` 0 and 1 give the same patients: the twins differ only in the finding."""
+    from cxrlib.phantom import generate
+
+    healthy = generate(n, size, seed=seed, pneumonia_fraction=0.0, masks=True)
+    full = generate(n, size, seed=seed, pneumonia_fraction=1.0)
+    mild = generate(n, size, seed=seed, pneumonia_fraction=1.0, severity=(severity[0], severity[0]))
+    fig = Figure(figsize=(1.3 * n, 1.3 * 4 + 0.5), layout="constrained")
+    axes = fig.subplots(4, n, squeeze=False)
+    titles = ("healthy", "default (severity 1)", f"mild (severity {severity[0]:g})", "mild + lungs + finding")
+    for i in range(n):
+        h, f, m = (p.images[i, 0].numpy() for p in (healthy, full, mild))
+        finding = (m.astype(np.int16) - h.astype(np.int16)) >= FINDING_LEVELS
+        for row, img in enumerate((h, f, m, m)):
+            ax = axes[row, i]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(titles[row], fontsize=7)
+        axes[3, i].contour(healthy.masks["lungs"][i, 0].numpy(), levels=[0.5], colors="lime", linewidths=0.6)
+        if finding.any():
+            axes[3, i].contour(finding.astype(float), levels=[0.5], colors="red", linewidths=0.6)
+    fig.suptitle(f"The same {n} patients, {size} px: pneumonia at the default and the mildest severity of "
+                 f"{severity[0]:g}-{severity[1]:g}", fontsize=8)
+    return fig
+
+
 def image_rows(rows: dict, title: str, col_titles=None, pad: int = 2) -> Figure:
     """One strip of images per entry of ``rows`` (``{row name: (N, 1, H, W)}``, uint8 or float in [-1, 1]), the
     row's name on its left; ``col_titles`` (one string per column) caption the top strip. Rows may differ in

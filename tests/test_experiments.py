@@ -221,20 +221,6 @@ def test_width_runs_give_every_width_the_same_compute(phantoms):
     assert experiments.width_arm(2.0) == "width 2" and experiments.width_arm(0.5) == "width 0.5"
 
 
-def test_synthetic_data_study_runs_every_arm_on_tiny_sets():
-    """Notebook 07's study end to end at toy scale: every arm gets an AUC in [0, 1] on the held-out set, the GAN
-    trained its steps on the small set alone, and its consistency is a share."""
-    from cxrlib.data import load_dataset
-    from cxrlib.experiments import SYNTHETIC_ARMS, synthetic_data_study
-
-    train = load_dataset("phantom", size=32, n=24, seed=100)
-    test = load_dataset("phantom", size=32, n=40, seed=1)
-    r = synthetic_data_study(train, test, gan_steps=3, n_synthetic=16, clf_steps=5, copies=1, batch=8, n_eval=16)
-    assert list(r["arms"]) == list(SYNTHETIC_ARMS)
-    assert all(0.0 <= v <= 1.0 for v in r["arms"].values())
-    assert r["gan_steps"] == 3 and 0.0 <= r["consistency"] <= 1.0 and r["gan_swd"] > 0
-
-
 def test_utility_study_trains_every_arm_and_reports_the_gan_it_used():
     """Issue 29's study at toy scale: every arm of utility_arms gets an AUC and a sensitivity, the synthetic arms
     hold k×n generated images (checked through the classifier's inputs), the GAN's consistency is read against the
@@ -268,6 +254,17 @@ def test_utility_study_trains_every_arm_and_reports_the_gan_it_used():
         assert experiments.utility_study(train, test, **kw)["usable"] is usable
     with pytest.raises(CxrError, match="pool of extra real images holds 48, the arms need 160"):
         experiments.utility_study(train, test, judge=judge, gan_steps=1, pool=pool, extra=(10,))
+    built = []  # gan_config reaches the GAN's config (the bank's lessons train a narrower G)
+
+    class Spy(experiments.Trainer):
+        def __init__(self, cfg, *a, **kw):
+            built.append(cfg)
+            super().__init__(cfg, *a, **kw)
+
+    with unittest.mock.patch.object(experiments, "Trainer", Spy):
+        experiments.utility_study(train, test, judge=judge, gan_steps=1, ks=(1,), clf_steps=1, copies=1, batch=8,
+                                  n_audit=16, gan_config={"width": 0.25})
+    assert [(c.width, c.family, c.steps) for c in built] == [(0.25, "conditional", 1)]
 
 
 def test_the_utility_study_script_runs_on_a_labelled_folder_and_refuses_one_too_small(tmp_path, capsys):
@@ -306,3 +303,28 @@ def test_the_utility_study_script_runs_on_a_labelled_folder_and_refuses_one_too_
     with pytest.raises(SystemExit, match=r"120 images; the study needs 1100 \(test 40, judge 40 \+ 20"):
         script.main(["--data", str(tmp_path / "xrays"), "--size", "32", "--sizes", "500", "--extra", "1",
                      "--n-test", "40", "--judge-n", "40", "--n-val", "20"])
+
+
+def test_the_utility_gan_stops_at_the_judges_target_and_resumes_from_its_folder(tmp_path, monkeypatch):
+    """utility_study's GAN: with a target, the judge reads it every check_every steps and training stops at the
+    first check at or above the target; with a folder, each chunk is checkpointed and a second call resumes there
+    (the bank's hour-long seeds survive a stop) with the checks it had."""
+    from cxrlib import classifier
+    from cxrlib.data import load_dataset
+
+    train = load_dataset("phantom", size=32, n=16, seed=100)
+    reads = iter([0.5, 0.9, 0.95])
+    monkeypatch.setattr(classifier, "class_consistency", lambda *a, **kw: {"overall": next(reads)})
+    cfg = make_config("course", size=32, batch=8, steps=10, family="conditional", log_every=100,
+                      sample_every=10**9, checkpoint_every=10**9)
+    gan, checks = experiments._judged_gan(cfg, train, None, 2, 0.85, None, 0, lambda *a: None)
+    assert gan.step == 4 and checks == [[2, 0.5], [4, 0.9]]  # stopped at the first read above 0.85
+
+    out, said = tmp_path / "gan", []
+    gan, checks = experiments._judged_gan(cfg.replace(steps=4), train, None, 2, None, out, 0, lambda *a: None)
+    assert gan.step == 4 and checks == [] and (out / "checkpoints" / "last.pt").exists()
+    first = {k: v.clone() for k, v in gan.G.state_dict().items()}
+    gan, checks = experiments._judged_gan(cfg.replace(steps=6), train, None, 2, 0.99, out, 0,
+                                          lambda *a: said.append(" ".join(map(str, a))))
+    assert any(line.startswith("GAN resumed at step 4") for line in said) and gan.step == 6 and checks == [[6, 0.95]]
+    assert any(not torch.equal(first[k], v) for k, v in gan.G.state_dict().items())  # it trained on from there

@@ -152,20 +152,20 @@ def test_bank_difference_pairs_two_figures_of_the_same_runs_seed_by_seed(tmp_pat
 
 
 def test_bank_summary_of_an_extra_figure_without_the_baseline_arm(tmp_path):
-    """The synthetic lessons' extra figures (the GAN's consistency) have one arm, not the lesson's baseline: they
+    """The utility lessons' extra figures (the GAN's consistency) have one arm, not the lesson's baseline: they
     print mean ± std without a verdict instead of failing."""
     import json
 
     from cxrlib import lessons
 
-    parts = {str(s): {"arms": {"real": 0.9 + s / 100, "real + synthetic": 0.8}, "consistency": {"GAN": 0.5 + s / 10},
+    parts = {str(s): {"arms": {"real": 0.9 + s / 100, "real + 1×n synthetic": 0.8}, "consistency": {"GAN": 0.5 + s / 10},
                       "date": "2026-12-02", "machine": "test"} for s in range(3)}
     bank = tmp_path / "bank.json"
-    bank.write_text(json.dumps({"synthetic-100": {"settings": lessons.LESSONS["synthetic-100"], "parts": parts}}))
-    text = lessons.bank_summary("synthetic-100", path=bank, metric="consistency")
+    bank.write_text(json.dumps({"utility-100": {"settings": lessons.LESSONS["utility-100"], "parts": parts}}))
+    text = lessons.bank_summary("utility-100", path=bank, metric="consistency")
     gan_line = [line for line in text.splitlines() if line.strip().startswith("GAN")]
     assert gan_line == ["  GAN                0.600 ± 0.100"]  # mean ± std, no verdict against a missing arm
-    main = lessons.bank_summary("synthetic-100", path=bank)
+    main = lessons.bank_summary("utility-100", path=bank)
     assert "-0.110 vs real: above twice the larger spread" in main  # the main figure keeps its verdicts
 
 
@@ -291,3 +291,9 @@ def test_a_seed_whose_gan_the_judge_rejected_stays_out_of_the_synthetic_verdicts
     paired = lessons.bank_paired("utility-100", "real + 1×n synthetic", path=bank)
     assert "seed 0: +0.020 · seed 1: +0.020 (seed 2 left out" in paired and "seed 2:" not in paired
     assert "seed 2: +0.080" in lessons.bank_paired("utility-100", "real + 1×n real", path=bank)
+    for part in parts.values():  # every GAN rejected: the differences shown, no verdict
+        part["usable"] = False
+    bank.write_text(json.dumps({"utility-100": {"settings": lessons.LESSONS["utility-100"], "parts": parts}}))
+    paired = lessons.bank_paired("utility-100", "real + 1×n synthetic", path=bank)
+    assert "no verdict" in paired and "seed 0: +0.020 · seed 1: +0.020 · seed 2: -0.720" in paired
+    assert "above" not in paired and "within" not in paired

@@ -441,3 +441,19 @@ def test_a_cache_write_failing_midway_leaves_no_entry_a_later_run_would_read(tmp
     assert len(calls) == 1 and torch.equal(third.images, got.images)  # now a complete entry: read from the cache
     if which == "masks":
         assert torch.equal(third.masks, again.masks) and third.masks.shape == (6, len(MASK_NAMES), 32, 32)
+
+
+def test_the_mild_cases_figure_outlines_each_patients_finding_on_the_last_row_only():
+    """cxrlib.viz.mild_cases (notebook 07, benchmarks/utility_curve.py --figure): 4 rows × n patients; the red
+    finding outline (where the ill twin is brighter than the healthy one) and the green lungs on every patient of
+    the last row and nowhere else."""
+    from cxrlib.viz import mild_cases
+
+    def outlined(fig, colour):
+        return [sum(1 for c in ax.collections if np.allclose(c.get_edgecolor()[0][:3], colour)) for ax in fig.axes]
+
+    fig = mild_cases((0.3, 0.6), size=48, n=3, seed=7)
+    assert len(fig.axes) == 12
+    red, green = outlined(fig, (1, 0, 0)), outlined(fig, (0, 1, 0))
+    assert sum(red[:9]) == sum(green[:9]) == 0 and all(red[9:]) and all(green[9:])
+    assert "severity 0.3" in fig.axes[6].get_ylabel()  # row 3, first column
