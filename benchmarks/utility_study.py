@@ -1,11 +1,12 @@
 """Do a GAN's images help a classifier that has few real ones? The utility study (issue 29) on phantoms or on any
 labelled folder of real X-rays.
 
-    python benchmarks/utility_study.py                                  # phantoms, severity 0.25-0.6, n = 100, 500
-    python benchmarks/utility_study.py --data ~/chest_xray/train --size 256 --sizes 100,500 --gan-steps 20000
+    python benchmarks/utility_study.py                                  # phantoms, severity 0.25-0.6, n = 100, 200
+    python benchmarks/utility_study.py --data ~/chest_xray/train --size 256 --sizes 100,500 --gan-steps 30000
     python benchmarks/utility_study.py --quick                          # seconds: checks that it runs
 
-For each seed and each size n: a conditional ``course`` GAN (DiffAugment + ADA) trains on n real images alone; the
+For each seed and each size n: a conditional ``course`` GAN (DiffAugment + ADA) trains on n real images alone, until
+the judge calls ``--target`` of a check draw of its images their class (or ``--gan-steps``); the
 same classifier trains on every arm of ``cxrlib.experiments.utility_arms`` (real; real + the original project's
 offline augmentation; real + k×n synthetic; synthetic only; real + k×n more real) and is scored on held-out real
 images of other patients: ROC-AUC and the sensitivity at 90 % specificity. A judge trained on other real images
@@ -139,10 +140,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="phantom", help="phantom (default) or a folder with one sub-folder per class")
     p.add_argument("--severity", default="0.25-0.6", help="phantoms: LO-HI within (0, 1] (default 0.25-0.6)")
-    p.add_argument("--sizes", type=ints, default=[100, 500], help="real training images n (default 100,500)")
+    p.add_argument("--sizes", type=ints, default=[100, 200], help="real training images n (default 100,200)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--size", type=int, default=64, help="image side in px (default 64)")
-    p.add_argument("--gan-steps", type=int, default=3000)
+    p.add_argument("--gan-steps", type=int, default=12000, help="the GAN's most steps (default 12000)")
+    p.add_argument("--target", type=float, default=0.85, help="stop the GAN at the first check where the judge "
+                   "calls this share of its images their class (default 0.85; 0: train --gan-steps)")
+    p.add_argument("--check-every", type=int, default=1000, help="steps between the judge's checks (default 1000)")
     p.add_argument("--clf-steps", type=int, default=1000)
     p.add_argument("--ks", type=ints, default=[1, 3, 10], help="synthetic images per real one (default 1,3,10)")
     p.add_argument("--extra", type=ints, default=[1, 3], help="extra real images per real one (default 1,3)")
@@ -159,6 +163,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.seeds, args.size, args.gan_steps, args.clf_steps = [8], 2, 32, 2, 3
+        args.check_every = 1
         args.ks, args.extra, args.n_test, args.judge_n, args.judge_steps, args.n_val = [1, 2], [1], 40, 40, 3, 20
     config.set_threads()
     try:
@@ -184,9 +189,10 @@ def main(argv=None) -> int:
             r = experiments.utility_study(drawn.subset(range(n)), test, judge=judge, gan_steps=args.gan_steps,
                                           pool=drawn.subset(range(n, len(drawn))), ks=args.ks, extra=args.extra,
                                           clf_steps=args.clf_steps, seed=seed,
-                                          min_consistency=args.min_consistency)
+                                          min_consistency=args.min_consistency, check_every=args.check_every,
+                                          target=args.target or None)
             results[n].append(r)
-            print(f"n={n} seed {seed} ({r['seconds']:.0f} s): GAN consistency {r['consistency']['GAN']:.3f} "
+            print(f"n={n} seed {seed} ({r['seconds']:.0f} s): GAN {r['gan_steps']} steps, consistency {r['consistency']['GAN']:.3f} "
                   f"(judge on real {r['consistency']['real']:.3f}){'' if r['usable'] else ' NOT USABLE'} · "
                   f"flagged copies {r['memorisation']['GAN']:.3f} (held-out {r['memorisation']['held-out']:.3f}) · "
                   + " · ".join(f"{a} {v:.3f}" for a, v in r["arms"].items()), flush=True)

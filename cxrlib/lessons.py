@@ -24,12 +24,14 @@ Lessons in the bank:
   (``experiments.data_volume_runs``): SWD ×10³ against 1,000 held-out phantoms, and the memorisation audit's share
   of samples flagged as copies of the arm's training set beside the share of held-out real images it flags by
   chance; 3 seeds × 1,500 steps at 32 px, batch 32.
-* ``utility-100`` and ``utility-500`` (issue 29; notebook 07 to read them): ``experiments.utility_study`` on
-  phantoms with a mild finding (severity 0.25-0.6) -- a conditional GAN trained on the n real images alone, and the
-  same classifier on real, real + offline aug, real + k×n synthetic (k = 1, 3, 10), synthetic only and real + k×n
-  more real (k = 1, 3); ROC-AUC and sensitivity at 90 % specificity on 1,000 held-out phantoms, the GAN's class
-  consistency by a judge trained on 5,000 other phantoms (a seed whose GAN is under 80 % is kept in the bank and
-  left out of the synthetic arms' verdicts), SWD and the memorisation audit; 3 seeds at 64 px.
+* ``utility-100`` and ``utility-200`` (notebook 07, issue 29): ``experiments.utility_study`` on phantoms with a
+  mild finding (severity 0.25-0.6) -- a conditional GAN trained on the n real images alone until a judge trained on
+  5,000 other phantoms reads 85 % of its images as their intended class (checked every 1,000 steps, at most
+  12,000), and the same classifier on real, real + offline aug, real + k×n synthetic (k = 1, 3, 10), synthetic only
+  and real + k×n more real (k = 1, 3); ROC-AUC and sensitivity at 90 % specificity on 1,000 held-out phantoms, the
+  GAN's consistency on another draw of its images (a seed whose GAN is under 80 % is kept in the bank and left out
+  of the synthetic arms' verdicts), SWD and the memorisation audit; 3 seeds at 64 px, about an hour each on a
+  2-core CPU (the GAN resumes from its checkpoints in the temporary folder when the bank is stopped).
 * ``layers`` (notebook 02): the ``course`` networks as they are and with the three layers they left out (BatchNorm in
   G, skip outputs, spectral norm in D), 900 steps each on the same 1,000 64-px phantoms; SWD ×10³ of the EMA
   generator against 1,000 held-out phantoms and each arm's training seconds; 3 seeds.
@@ -493,6 +495,9 @@ def bank_paired(name: str, arm: str, baseline: str | None = None, metric: str = 
     if len(keys) < len(parts):
         seeds += f" (seed{'s' if len(parts) - len(keys) > 1 else ''} " + ", ".join(
             k for k in _seed_keys(entry) if k not in keys) + " left out: its GAN drew its classes too rarely)"
+    if len(diffs) < 2:
+        return (f"results bank, lesson '{name}', {metric}: {arm} − {baseline}, paired by seed\n  {seeds}\n"
+                "  one seed: no spread to read it against, so no verdict yet")
     signs = {(d > 0) - (d < 0) for d in diffs}
     same = ("same sign in every seed" if len(signs) == 1 and 0 not in signs else "signs differ between seeds")
     # the spread to two significant digits, and enough that the mean and the threshold differ where they are close

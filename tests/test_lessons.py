@@ -291,6 +291,10 @@ def test_a_seed_whose_gan_the_judge_rejected_stays_out_of_the_synthetic_verdicts
     paired = lessons.bank_paired("utility-100", "real + 1×n synthetic", path=bank)
     assert "seed 0: +0.020 · seed 1: +0.020 (seed 2 left out" in paired and "seed 2:" not in paired
     assert "seed 2: +0.080" in lessons.bank_paired("utility-100", "real + 1×n real", path=bank)
+    one = {"utility-100": {"settings": lessons.LESSONS["utility-100"], "parts": {"0": parts["0"]}}}
+    bank.write_text(json.dumps(one))  # one seed so far: its difference, no verdict on a spread of one
+    paired = lessons.bank_paired("utility-100", "real + 1×n synthetic", path=bank)
+    assert "seed 0: +0.020" in paired and "no verdict yet" in paired and "above" not in paired
     for part in parts.values():  # every GAN rejected: the differences shown, no verdict
         part["usable"] = False
     bank.write_text(json.dumps({"utility-100": {"settings": lessons.LESSONS["utility-100"], "parts": parts}}))
