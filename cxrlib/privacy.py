@@ -129,6 +129,12 @@ def tpr_at_fpr(member_scores, nonmember_scores, fpr: float) -> float:
     return sensitivity_at_specificity(np.r_[m, n], labels, 1 - fpr)
 
 
+def _check_enough(n_members: int, n_nonmembers: int) -> None:
+    if min(n_members, n_nonmembers) < MIN_IMAGES:
+        raise CxrError(f"a membership report needs at least {MIN_IMAGES} members and {MIN_IMAGES} non-members "
+                       f"(got {n_members} and {n_nonmembers}): fewer give intervals that mean nothing")
+
+
 def _resolvable(n_nonmembers: int, fpr: float) -> bool:
     return n_nonmembers * fpr >= 1 - 1e-9  # at least one non-member may sit above the threshold
 
@@ -143,9 +149,7 @@ def membership_report(member_scores, nonmember_scores, *, seed: int = 0, n_boot:
     Intervals: percentile bootstrap at ``level`` over ``n_boot`` resamples (seeded), members and non-members
     resampled separately (each set keeps its size). ``verdict``: one line (``verdict``)."""
     m, n = _both(member_scores, nonmember_scores)
-    if min(len(m), len(n)) < MIN_IMAGES:
-        raise CxrError(f"a membership report needs at least {MIN_IMAGES} members and {MIN_IMAGES} non-members "
-                       f"(got {len(m)} and {len(n)}): fewer give intervals that mean nothing")
+    _check_enough(len(m), len(n))
     labels = np.r_[np.ones(len(m)), np.zeros(len(n))]
 
     def figures(mm, nn):
@@ -269,14 +273,15 @@ def audit_checkpoint(ckpt, members, nonmembers, *, n_generated: int = N_GENERATE
         if x.shape[-2:] != (cfg.size, cfg.size):
             raise CxrError(f"the {what} images are {x.shape[-1]}x{x.shape[-2]} px but the generator draws "
                            f"{cfg.size}x{cfg.size} px: load them at {cfg.size} px")
-    counts = {what: len(as_images(images)) for what, images in sets.items()}
-    if counts["members"] != counts["non-members"]:
+    n_m, n_n = (len(as_images(images)) for images in sets.values())
+    if n_m != n_n:
         if not subsample:
-            raise CxrError(f"{counts['members']} members but {counts['non-members']} non-members: give as many of "
-                           "each, or draw that many at random from the larger set (--subsample; subsample=True)")
-        sets = {what: _subsample(images, min(counts.values()), seed) for what, images in sets.items()}
+            raise CxrError(f"{n_m} members but {n_n} non-members: give as many of each, or draw that many at random "
+                           "from the larger set (--subsample; subsample=True)")
+        n_m = n_n = min(n_m, n_n)
+        sets = {what: _subsample(images, n_m, seed) for what, images in sets.items()}
+    _check_enough(n_m, n_n)  # before the costly part
     members, nonmembers = sets["members"], sets["non-members"]
-    n_m = len(as_images(members))
     queries = torch.cat([as_images(members), as_images(nonmembers)])
     scores, skipped = {}, {}
     D = load_discriminator(ckpt, device=device)
@@ -293,7 +298,7 @@ def audit_checkpoint(ckpt, members, nonmembers, *, n_generated: int = N_GENERATE
     attacks = {name: membership_report(s[:n_m], s[n_m:], seed=seed, n_boot=n_boot) for name, s in scores.items()}
     return {
         "ckpt": str(ckpt), "family": cfg.family, "preset": cfg.preset, "size": cfg.size,
-        "n_members": n_m, "n_nonmembers": len(queries) - n_m, "n_generated": n_generated, "seed": seed,
+        "n_members": n_m, "n_nonmembers": n_n, "n_generated": n_generated, "seed": seed,
         "attacks": attacks, "skipped": skipped,
         "scores": {name: {"members": s[:n_m].tolist(), "nonmembers": s[n_m:].tolist()} for name, s in scores.items()},
     }

@@ -1,14 +1,18 @@
 """Membership inference (``cxrlib.privacy``, ``python -m cxrlib privacy``): the attacks find a generator that returns
 its training images and find nothing in one that draws other patients; TPR at low FPR, the bootstrap intervals and
-the verdicts on scores with known answers; the white-box attack on a trained D."""
+the verdicts on scores with known answers; the white-box attack on a trained D; the command's one-line refusals."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cxrlib import config, privacy, train
+from cxrlib.cli import main
 from cxrlib.config import make_config
 from cxrlib.data import ImageSet
 from cxrlib.errors import CxrError
@@ -192,3 +196,93 @@ def test_white_box_attack_on_a_briefly_trained_d_gives_one_score_per_image(tmp_p
                                             torch.cat([members.labels, nonmembers.labels]))
     got = result["scores"]["discriminator"]
     assert got["members"] + got["nonmembers"] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+# ------------------------------------------------------------------ the command line
+def write_folder(root, images: ImageSet, flat: bool = False):
+    """images → root/<class>/img_XXX.png (``flat``: root/img_XXX.png)."""
+    for i, (img, y) in enumerate(zip(images.images[:, 0].numpy(), images.labels.tolist())):
+        d = root if flat else root / images.classes[y]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"img_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """A briefly trained unconditional and conditional run on 20 phantoms, and folders for the command."""
+    root = tmp_path_factory.mktemp("privacy")
+    members, nonmembers = phantoms(20, 0), phantoms(20, 5)
+    for family in ("unconditional", "conditional"):
+        with torch.random.fork_rng():
+            train.Trainer(make_config("course", steps=2, family=family, **TINY), members, out=root / family).fit(
+                progress=False)
+    big = generate(20, 64, seed=5, workers=1)
+    return {
+        "root": root, "members": write_folder(root / "members", members),
+        "nonmembers": write_folder(root / "nonmembers", nonmembers),
+        "fewer": write_folder(root / "fewer", nonmembers.subset(torch.arange(15))),
+        "flat": write_folder(root / "flat", nonmembers, flat=True),
+        "big": write_folder(root / "big", ImageSet(torch.as_tensor(big.images), torch.as_tensor(big.labels),
+                                                   list(big.classes))),
+        "empty": root / "empty",
+    }
+
+
+def test_cli_privacy_prints_the_attacks_and_writes_json(cli, tmp_path, capsys):
+    out = tmp_path / "out" / "privacy.json"
+    args = ["privacy", "--ckpt", str(cli["root"] / "conditional"), "--members", str(cli["members"]),
+            "--nonmembers", str(cli["nonmembers"]), "--n-generated", "40", "--json", str(out)]
+    before = sorted(p.relative_to(cli["members"]) for p in cli["members"].rglob("*"))
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert sorted(p.relative_to(cli["members"]) for p in cli["members"].rglob("*")) == before  # nothing written there
+    assert set(result["attacks"]) == set(privacy.ATTACKS) and result["n_members"] == 20
+    assert result["folders"] == {"members": str(cli["members"]), "nonmembers": str(cli["nonmembers"])}
+    assert all(r["verdict"] in printed for r in result["attacks"].values())
+    assert "white-box: D's logit" in printed and "TPR @ 0.1% FPR" in printed and str(out) in printed
+    assert not list(out.parent.glob(".*tmp*"))  # written atomically
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nonmembers", "fewer"], "error: 20 members but 15 non-members: give as many of each, or draw that many at "
+                                "random from the larger set (--subsample"),
+    (["--nonmembers", "empty"], "error: no images found in '{empty}'"),
+    (["--nonmembers", "nowhere"], "error: folder not found: '{nowhere}'"),
+    (["--nonmembers", "big"], "error: --nonmembers images are 64x64 px ('{big}') but the generator draws 32x32 px: "
+                              "pass --resize"),
+    (["--ckpt", "pretrained-cyclegan"], "error: 'pretrained-cyclegan' is a cyclegan checkpoint, which translates "
+                                        "images rather than drawing them from noise"),
+    (["--ckpt", "conditional", "--nonmembers", "flat"], "error: the non-member images from '{flat}' are in class "
+                                                       "'flat' (files directly in a folder take its name), which the "
+                                                       "conditional checkpoint does not know (normal, pneumonia)"),
+])
+def test_cli_privacy_refuses_bad_input_in_one_line(cli, capsys, flags, message):
+    (cli["root"] / "empty").mkdir(exist_ok=True)
+    folders = {k: str(cli["root"] / k) for k in ("fewer", "empty", "nowhere", "big", "flat", "conditional")}
+    given = {"--ckpt": str(cli["root"] / "unconditional"), "--members": str(cli["members"]),
+             "--nonmembers": str(cli["nonmembers"])}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        given[flag] = folders.get(value, value)
+    args = ["privacy", *[a for kv in given.items() for a in kv], "--n-generated", "8"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message.format(**folders)), err
+
+
+def test_cli_privacy_subsamples_and_resizes_when_asked(cli, capsys):
+    base = ["privacy", "--ckpt", str(cli["root"] / "unconditional"), "--members", str(cli["members"]),
+            "--n-generated", "8"]
+    assert main([*base, "--nonmembers", str(cli["fewer"]), "--subsample"]) == 0
+    assert "15 members, 15 non-members" in capsys.readouterr().out
+    assert main([*base, "--nonmembers", str(cli["big"]), "--resize"]) == 0
+    assert "20 members, 20 non-members" in capsys.readouterr().out
+
+
+def test_cli_privacy_help_names_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["privacy", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--ckpt RUN --members DIR --nonmembers DIR" in " ".join(out.split())
+    assert all(flag in out for flag in ("--n-generated N", "--json PATH", "--seed S", "--subsample", "--resize"))
