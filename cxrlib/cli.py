@@ -649,6 +649,33 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_privacy(args) -> int:
+    import json
+
+    from cxrlib import privacy
+    from cxrlib.data import load_images
+    from cxrlib.errors import CxrError
+    from cxrlib.files import atomic_write
+
+    cfg = privacy.checkpoint_config(args.ckpt)  # another family: refused before any folder is read
+    sets = {}
+    for flag, folder in (("members", args.members), ("nonmembers", args.nonmembers)):
+        size = _first_image_size(folder)  # a missing folder or one without images: load_images says which
+        if size is not None and size != (cfg.size, cfg.size) and not args.resize:
+            raise CxrError(f"--{flag} images are {size[0]}x{size[1]} px ('{folder}') but the generator draws "
+                           f"{cfg.size}x{cfg.size} px: pass --resize to load them at {cfg.size} px, as training did")
+        sets[flag] = _print_warnings(load_images, folder, cfg.size, on_error=args.on_error)
+    n = {} if args.n_generated is None else {"n_generated": args.n_generated}
+    result = privacy.audit_checkpoint(args.ckpt, sets["members"], sets["nonmembers"], seed=args.seed,
+                                      subsample=args.subsample, ema=not args.no_ema, **n)
+    result["folders"] = {"members": str(args.members), "nonmembers": str(args.nonmembers)}
+    print(privacy.format_report(result))
+    if args.json:
+        text = json.dumps(result, indent=2) + "\n"
+        print(f"wrote {atomic_write(args.json, lambda tmp: tmp.write_text(text))}")
+    return 0
+
+
 def _add_length(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, help="training iterations (default: the budget's)")
@@ -836,6 +863,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "6726825d.pth); without it FID is skipped unless torch hub's cache holds them")
     _add_on_error(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("privacy", help="membership-inference attacks: can an attacker tell the training images "
+                       "from other patients' films?")
+    p.add_argument("--ckpt", required=True, metavar="RUN",
+                   help="run folder, checkpoint file or 'pretrained' (an unconditional or conditional GAN)")
+    p.add_argument("--members", required=True, metavar="DIR", help="folder of the training images, un-augmented "
+                   "(a conditional checkpoint's D needs them in class sub-folders)")
+    p.add_argument("--nonmembers", required=True, metavar="DIR", help="folder of other patients' images from the "
+                   "same distribution, never trained on; as many as --members")
+    p.add_argument("--n-generated", type=int, metavar="N", help="samples the distance attacks compare each image "
+                   "with (default 1,000, cxrlib.privacy.N_GENERATED; more: a stronger attack, slower)")
+    p.add_argument("--subsample", action="store_true", help="when the two folders hold different numbers of "
+                   "images, use a random equal number of each (default: refuse)")
+    p.add_argument("--resize", action="store_true", help="load folders of another size at the generator's size "
+                   "(default: refuse them)")
+    p.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the samples, D's batches, the "
+                   "subsample and the bootstrap (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="attack the raw generator instead of its EMA")
+    _add_on_error(p)
+    p.set_defaults(func=_cmd_privacy)
     return parser
 
 

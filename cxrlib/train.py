@@ -86,6 +86,7 @@ from cxrlib.engine.sampling import EMA_NORM_BATCH as EMA_NORM_BATCH
 from cxrlib.engine.sampling import EMA_NORM_BATCHES as EMA_NORM_BATCHES
 from cxrlib.engine.sampling import SAMPLE_BATCH
 from cxrlib.engine.sampling import fixed_batches as fixed_batches
+from cxrlib.engine.sampling import load_discriminator as load_discriminator
 from cxrlib.engine.sampling import load_generator as load_generator
 from cxrlib.engine.sampling import write_samples as write_samples
 from cxrlib.engine.stopping import StopSignals, WallClockCapWarning, any_process, past_deadline

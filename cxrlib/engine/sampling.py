@@ -1,7 +1,8 @@
 """Drawing images from a generator: a trainer's (``generate``, ``sample``, ``save_samples`` and the EMA
 generator's BatchNorm statistics, ``refresh_ema_norm_stats``: what ``Trainer``'s methods of those names do) or a
-checkpoint's (``load_generator``: its G in eval mode; ``write_samples``: ``python -m cxrlib sample``), and
-``fixed_batches``, which makes an image's pixels independent of how many are drawn at once."""
+checkpoint's (``load_generator``: its G in eval mode, ``load_discriminator`` its D; ``write_samples``:
+``python -m cxrlib sample``), and ``fixed_batches``, which makes an image's pixels independent of how many are
+drawn at once."""
 
 from __future__ import annotations
 
@@ -114,6 +115,23 @@ def load_generator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.
     except RuntimeError as e:
         raise CxrError(f"'{ckpt}': generator weights do not fit its config ({str(e).splitlines()[0][:120]})") from None
     return G.to(config.get_device(device)).eval().requires_grad_(False), cfg
+
+
+def load_discriminator(ckpt, device: str = "auto") -> torch.nn.Module | None:
+    """The discriminator of a checkpoint, in eval mode, or None when it holds none (an exported generator
+    written with ``discriminator=False``). ckpt: a checkpoint file or a run directory; the D of an unconditional
+    run maps x: (B, 1, S, S) in [-1, 1] → (B,) logits, a conditional run's (x, y) → (B,)."""
+    state = load_checkpoint(ckpt)
+    if "D" not in state:
+        return None
+    cfg = TrainConfig.from_dict(state["config"])
+    _, D = FAMILIES[cfg.family].build_models(cfg)
+    try:
+        D.load_state_dict(state["D"])
+    except RuntimeError as e:
+        raise CxrError(f"'{ckpt}': discriminator weights do not fit its config ({str(e).splitlines()[0][:120]})") \
+            from None
+    return D.to(config.get_device(device)).eval().requires_grad_(False)
 
 
 def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, batch: int = SAMPLE_BATCH, label=None,
