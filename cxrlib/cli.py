@@ -225,6 +225,7 @@ def _config_file(source) -> tuple[dict, str]:
         saved = renamed_fields(saved)  # a run saved before a rename (r1_every → reg_every) still loads
     except CxrError as e:
         raise CxrError(f"{where}: {e}") from None
+    saved.pop("privacy", None)  # a DP-SGD run's record of what it spent, not an option
     unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise CxrError(f"{where}: unknown training option(s) {', '.join(unknown)}")
@@ -348,9 +349,14 @@ def _train(args) -> int:
     out = Path(args.out)
     callbacks = _tensorboard(args, out)
     overrides = {**_parse_sets(args.set), **_length(args)}
-    for key in ("batch", "seed", "checkpoint_every", "log_every", "sample_every", "amp", "device"):
+    for key in ("batch", "seed", "checkpoint_every", "log_every", "sample_every", "amp", "device", "dp_epsilon",
+                "dp_delta", "dp_max_grad_norm"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    if overrides.get("dp_epsilon") is not None:  # before any data is read: without Opacus, one line
+        from cxrlib.gan import dp
+
+        dp.require_opacus()
     if args.resume:
         if args.config:
             raise CxrError("--config starts a new run from a saved config; --resume continues the run in --out with "
@@ -406,8 +412,9 @@ def _train(args) -> int:
         for cb in callbacks:
             cb.close()
     if trainer.writer:
-        print(f"done: step {trainer.step} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples {out / 'samples'}"
-              f" · log {out / 'log.jsonl'}")
+        spent = "" if trainer.dp is None else f" · privacy spent ε = {trainer.dp.spent():.3g} at δ = {trainer.dp.delta:.3g}"
+        print(f"done: step {trainer.step}{spent} · checkpoint {out / 'checkpoints' / 'last.pt'} · samples "
+              f"{out / 'samples'} · log {out / 'log.jsonl'}")
     return 0
 
 
@@ -433,6 +440,17 @@ def _tensorboard(args, out) -> list:
     from cxrlib.board import TensorBoard
 
     return [TensorBoard(out)]
+
+
+def _add_private(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dp-epsilon", type=float, metavar="E", help="differentially private training (DP-SGD on D; G is "
+                   "private by post-processing): the run spends at most privacy ε = E at δ; turns R1, ADA and the "
+                   "course D's minibatch-std off, refuses what it cannot carry (BatchNorm D, pix2pix, cyclegan), and "
+                   "refuses to start (or resume) steps the budget cannot pay for. ε spent: log.jsonl, config.json, "
+                   "checkpoint (pip install \"cxrlib[privacy]\")")
+    p.add_argument("--dp-delta", type=float, metavar="D", help="δ of the guarantee (default 1 / the training images)")
+    p.add_argument("--dp-max-grad-norm", type=float, metavar="C", help="clip each real image's gradient of D to norm "
+                   "C (default 1)")
 
 
 def _add_tensorboard(p: argparse.ArgumentParser) -> None:
@@ -463,6 +481,8 @@ def _announce(trainer, data) -> None:
         where += ", batches copied from host memory"
     print(f"training {family}preset {cfg.preset!r} at {cfg.size}px, batch {cfg.batch}, up to {length} on "
           f"{where} ({amp}) · {what} → {trainer.out}", flush=True)
+    if trainer.dp is not None:
+        print(trainer.dp, flush=True)
 
 
 def _cmd_finetune(args) -> int:
@@ -772,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--config", metavar="FILE", help="start a new run from a saved config: a run's config.json (or "
                    "its run folder); the flags given here override its options")
+    _add_private(p)
     _add_tensorboard(p)
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)

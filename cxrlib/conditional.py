@@ -131,7 +131,7 @@ class Conditional(Family):
             pick = (torch.rand(n, generator=t.rng, device=t.device) * self.sizes[y]).long()
             idx = self.members[y, pick]
         else:
-            idx = torch.randint(t.n_train, (n,), generator=t.rng, device=t.device)
+            idx = t.batch_indices(n)  # with replacement; under DP-SGD a Poisson sample
         return t.images_at(idx), t.labels[idx]
 
     def fake_labels(self, n: int) -> torch.Tensor:
@@ -147,9 +147,10 @@ class Conditional(Family):
         the number of real images D saw."""
         t = self.t
         if real is None:
-            real, labels = self.real_batch(t.batch)
-        y_fake = self.fake_labels(len(real))
-        return t.run_d_step(real, t.sample_z(len(real)), real_labels=labels, fake_labels=y_fake), len(real)
+            real, labels = self.real_batch(t.batch)  # under DP-SGD a Poisson sample, whose size varies
+        n_fake = len(real) if t.dp is None else t.batch  # ... while the fakes' must not tell it (cxrlib.gan.dp)
+        y_fake = self.fake_labels(n_fake)
+        return t.run_d_step(real, t.sample_z(n_fake), real_labels=labels, fake_labels=y_fake), len(real)
 
     def g_step(self) -> tuple[dict, int]:
         """One G update: G(z, y') must make D(·, y') call its fakes real. Returns g_loss, g_grad_norm, and 0

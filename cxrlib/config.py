@@ -299,6 +299,12 @@ class TrainConfig:
 
     Bookkeeping (in steps): ``log_every`` (a line in ``log.jsonl``), ``sample_every`` (a fixed-z sample
     grid), ``checkpoint_every`` (``checkpoints/step_XXXXXX.pt`` and ``last.pt``).
+
+    Privacy: ``dp_epsilon`` ε (None: not private) trains D with DP-SGD (``cxrlib.gan.dp``): each real image's
+    gradient clipped to norm ``dp_max_grad_norm`` C, Gaussian noise calibrated so that the run's D steps spend at
+    most ε at ``dp_delta`` δ (None: 1 / the number of training images), real batches Poisson-sampled; G is private
+    by post-processing. ``make_config(..., dp_epsilon=E)`` applies ``DP_RECIPE`` under the overrides; ``validate``
+    refuses what per-image privacy cannot carry, one line each. Needs Opacus (``pip install "cxrlib[privacy]"``).
     """
 
     preset: str = "course"
@@ -354,6 +360,10 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000
+    # privacy (DP-SGD on D)
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    dp_max_grad_norm: float = 1.0
     # speed
     amp: str = "auto"
     channels_last: bool = True
@@ -449,7 +459,43 @@ class TrainConfig:
         if self.loss not in TRICK_LOSSES and (self.label_smoothing or self.flip_prob):
             raise CxrError(f"label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with "
                            f"loss='{self.loss}'")
+        if self.dp_epsilon is not None:
+            self._validate_private(bad)
         return self
+
+    def _validate_private(self, bad) -> None:
+        """``validate``'s rules for DP-SGD (``dp_epsilon`` set): what per-image privacy cannot carry, one line
+        each (``cxrlib.gan.dp`` says why; ``make_config(..., dp_epsilon=E)`` applies ``DP_RECIPE``)."""
+        if not self.dp_epsilon > 0:
+            bad("dp_epsilon", "the privacy budget ε must be > 0")
+        if self.dp_delta is not None and not 0 < self.dp_delta < 1:
+            bad("dp_delta", "δ must be in (0, 1); leave it out for 1 / the number of training images")
+        if not self.dp_max_grad_norm > 0:
+            bad("dp_max_grad_norm", "the clipping norm C must be > 0")
+        if not FAMILY_TRAITS[self.family]["draws_from_z"]:
+            bad("dp_epsilon", f"DP-SGD on D cannot make {self.family} private: its G reads real images too "
+                "(unconditional and conditional runs can)")
+        if not self.steps:
+            bad("steps", "DP-SGD calibrates its noise to the run's D steps: give a number of steps (not only minutes)")
+        alone = "DP-SGD needs a D that scores each image alone, so that one image's gradient reaches no other"
+        if self.preset == "dcgan":
+            bad("preset", f"{alone}; the dcgan D's BatchNorm normalises each image with its batch's statistics "
+                "(--preset course)")
+        if self.preset in MINIBATCH_STD_PRESETS and self.model_kwargs.get("mbstd_group", 4) != 1:  # 4: D's default
+            bad("model_kwargs", f"{alone}; the {self.preset} D's minibatch-std layer compares each image with others "
+                "of its batch: set mbstd_group=1 (make_config(..., dp_epsilon=E) does)")
+        unfit = {"r1_gamma": "R1 differentiates D twice per image", "r2_gamma": "R2 differentiates D twice per image",
+                 "ada": "ADA's p follows D's outputs on the real images, outside the private step",
+                 "adaptive_lr": "its quality signal reads held-out real images"}
+        for f, why in unfit.items():
+            if getattr(self, f):
+                bad(f, f"not available with DP-SGD: {why} (make_config(..., dp_epsilon=E) turns it off)")
+        if self.loss in ("wgan-gp", "rpgan"):
+            why = ("its penalty mixes a real and a fake image and differentiates D twice" if self.loss == "wgan-gp"
+                   else "its G step reads D's scores of real images, outside the private D step")
+            bad("loss", f"not available with DP-SGD: {why} (bce, hinge and lsgan are)")
+        if self.class_sampling == "balanced":
+            bad("class_sampling", "DP-SGD samples each image independently (Poisson), not class by class")
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (tuples become lists)."""
@@ -566,6 +612,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: What ``dp_epsilon`` changes in a preset's recipe (``make_config`` applies it under the overrides; its
+#: ``model_kwargs`` only to ``MINIBATCH_STD_PRESETS``): no R1/R2 (a second derivative per
+#: image), no ADA (its p reads D's outputs on the reals; the preset's fixed ``augment_p`` stays, and DiffAugment
+#: acts on each image alone), and a minibatch-std layer that sees one image (``mbstd_group`` 1: a constant channel).
+DP_RECIPE: dict = dict(r1_gamma=0.0, r2_gamma=0.0, ada=False, model_kwargs={"mbstd_group": 1})
+#: the presets whose networks have the course D, with its minibatch-std layer (``model_kwargs`` mbstd_group)
+MINIBATCH_STD_PRESETS = ("course", "modern", "style")
+
+
 #: What a preset's recipe becomes on a CPU budget (``Budget.recipe``): networks measured to reach the family's goals in
 #: a CPU's minutes, where the paper's networks are too slow. cyclegan: width 0.25, U-Net generators and 32-channel
 #: PatchGANs (ndf 128 × 0.25), the shipped CycleGAN's networks (`make pretrained-cyclegan`; benchmarks/RESULTS.md,
@@ -586,4 +641,10 @@ def make_config(preset: str = "course", **overrides) -> TrainConfig:
     if preset not in PRESETS:
         raise CxrError(f"unknown preset {preset!r} (choose one of {', '.join(PRESETS)})")
     overrides = renamed_fields(overrides)
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **PRESETS[preset], **overrides}).validate()
+    private = {}
+    if overrides.get("dp_epsilon") is not None:  # DP-SGD: the recipe per-image privacy needs, under the overrides
+        private = {k: v for k, v in DP_RECIPE.items() if k != "model_kwargs"}
+        if preset in MINIBATCH_STD_PRESETS:
+            kwargs = {**PRESETS[preset].get("model_kwargs", {}), **DP_RECIPE["model_kwargs"]}
+            private["model_kwargs"] = {**kwargs, **(overrides.pop("model_kwargs", None) or {})}
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **PRESETS[preset], **private, **overrides}).validate()

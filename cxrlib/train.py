@@ -93,6 +93,7 @@ from cxrlib.engine.stopping import StopSignals, WallClockCapWarning, any_process
 from cxrlib.errors import CxrError, TrainingStopped
 from cxrlib.files import atomic_write as atomic_write
 from cxrlib.files import claim_folder as claim_folder
+from cxrlib.gan import dp
 from cxrlib.gan import steps as gan_steps
 from cxrlib.gan.ema import EMA, ema_beta
 from cxrlib.gan.ema import NORM_STATS_SEED as NORM_STATS_SEED
@@ -123,6 +124,24 @@ def checked_config(cfg: TrainConfig | dict | None, data) -> TrainConfig:
     return cfg
 
 
+def private_training(trainer) -> dp.PrivacyAccount:
+    """DP-SGD's plan for a trainer's run (``cfg.dp_epsilon``): δ (default 1 / the training images), the Poisson
+    rate batch / images, σ for the run's D steps, and a check that D scores each image alone."""
+    t, cfg = trainer, trainer.cfg
+    if t.world > 1:
+        raise CxrError("DP-SGD runs in one process: its noise is added once to the whole batch's clipped gradients")
+    delta = cfg.dp_delta if cfg.dp_delta is not None else 1.0 / t.n_train
+    if delta > 1.0 / t.n_train:
+        raise CxrError(f"dp_delta {delta:g} is above 1 / {t.n_train} training images: δ is the chance the guarantee "
+                       "fails outright, so it must stay below one patient in the set (default 1/N)")
+    mixing = norm_layers(t.D)
+    if mixing:
+        raise CxrError(f"DP-SGD needs a D that scores each image alone; this D's {type(mixing[0]).__name__} "
+                       "normalises each image with its batch's statistics")
+    return dp.PrivacyAccount(cfg.dp_epsilon, delta, cfg.dp_max_grad_norm, cfg.batch / t.n_train,
+                             cfg.steps * cfg.d_steps_per_g_step, t.device)
+
+
 def warn_penalty_with_batchnorm(cfg: TrainConfig, D: torch.nn.Module) -> None:
     """WGAN-GP's per-image gradient penalty is not the paper's when D has BatchNorm: say so in one warning."""
     if cfg.loss in losses.PENALISED and norm_layers(D):
@@ -144,8 +163,10 @@ class Trainer:
 
     Attributes: ``G``, ``D``, ``ema`` (None without EMA), ``g_opt``, ``d_opt``, ``step`` (iterations done),
     ``images_seen`` (real images shown to D), ``seconds`` (training wall-clock of the run, over all ``fit``
-    calls and resumes), ``rng`` (the trainer's generator), ``device``; after ``fit``: ``target_step`` (its step
-    target, None for a time-only run) and ``stopped_by_time`` (True when the wall-clock cap ended it before).
+    calls and resumes), ``rng`` (the trainer's generator), ``device``, ``dp`` (a private run's DP-SGD budget and
+    accountant, ``cxrlib.gan.dp.PrivacyAccount``; None without ``cfg.dp_epsilon``); after ``fit``: ``target_step``
+    (its step target, None for a time-only run) and ``stopped_by_time`` (True when the wall-clock cap ended it
+    before).
     """
 
     def __init__(self, cfg: TrainConfig | dict | None = None, data=None, out=None, callbacks=()):
@@ -186,6 +207,7 @@ class Trainer:
         if self.on_host:
             self.host_batches = HostBatches(self.reader or self.images, self.device,
                                             distributed.stream_seed(cfg.seed, "batches", self.rank), self.rows)
+        self.dp = private_training(self) if cfg.dp_epsilon is not None else None  # DP-SGD on D: cxrlib.gan.dp
         self.family = family(self, data)  # the D step and G step of this kind of GAN
         # e.g. pix2pix's l1, and WGAN-GP's penalty (on every D step: averaged like the losses)
         penalty = ("gp",) if cfg.loss in losses.PENALISED else ()
@@ -226,10 +248,16 @@ class Trainer:
         """B random training images (with replacement; default this process's share of ``cfg.batch``):
         (B, 1, S, S) float in [-1, 1] on the device."""
         n = batch or self.batch
-        if self.host_batches is not None:
+        if self.host_batches is not None and self.dp is None:
             return to_float(self.host_batches.take(n)).contiguous(memory_format=self.memory_format)
-        idx = torch.randint(self.n_train, (n,), generator=self.rng, device=self.device)
-        return self.images_at(idx)
+        return self.images_at(self.batch_indices(n))
+
+    def batch_indices(self, n: int) -> torch.Tensor:
+        """Indices of n random training images, with replacement (0 … ``n_train`` - 1, on the device); under DP-SGD a
+        Poisson sample instead, each image with probability n / ``n_train``: its size varies around n."""
+        if self.dp is not None:
+            return dp.poisson_sample(self.n_train, n / self.n_train, self.rng, self.device)
+        return torch.randint(self.n_train, (n,), generator=self.rng, device=self.device)
 
     def images_at(self, idx: torch.Tensor) -> torch.Tensor:
         """Training images by index (0 … ``n_train`` - 1) → (B, 1, S, S) float in [-1, 1] on the device, in
@@ -285,6 +313,12 @@ class Trainer:
         ADA sees D's logits on the reals (``Trainer.d_step`` then counts the update and the images).
         Returns 0-d tensors: d_loss, d_loss_real, d_loss_fake, D(x), D(G(z)), d_grad_norm (+ r1, r2, gp)."""
         cfg = self.cfg
+        if self.dp is not None:  # DP-SGD: each real image's gradient clipped and noised (cxrlib.gan.dp)
+            self.dp.step()  # counted first: a step past the budget is refused before it runs
+            return dp.dp_d_step(self.G_fwd, self.D, self.d_opt, real, z, real_labels=real_labels,
+                                fake_labels=fake_labels, loss=self.d_loss, augment=self.augment,
+                                max_grad_norm=self.dp.max_grad_norm, noise_multiplier=self.dp.noise_multiplier,
+                                expected_batch=self.batch, noise_generator=self.dp.noise, autocast=self.autocast)
         lazy = self.d_updates % cfg.reg_every == 0  # lazy R1/R2: every reg_every steps
         r1_gamma, r2_gamma = (cfg.r1_gamma, cfg.r2_gamma) if lazy else (0.0, 0.0)
         gp_weight = losses.penalty_weight(cfg.loss, cfg.gp_weight)  # ε is drawn only when it is on
@@ -321,7 +355,7 @@ class Trainer:
         stats, shown = self.family.d_step(real, labels)
         if self.family.trains_d:
             self.d_updates += 1
-        self.count_images(shown)
+        self.count_images(shown if self.dp is None else self.batch)  # a Poisson sample's size is private: its mean
         return stats
 
     @with_own_global_rng
@@ -394,6 +428,8 @@ class Trainer:
             target = None if steps is None else self.step + int(steps)
             seconds_left = None if minutes is None else 60.0 * minutes
         deadline = None if seconds_left is None else time.perf_counter() + seconds_left
+        if self.dp is not None:  # a private run refuses to start steps its budget cannot pay for
+            self.dp.check_fits(None if target is None else max(0, target - self.step) * cfg.d_steps_per_g_step)
         self.target_step, self.stopped_by_time = target, False
         records: list[dict] = []
         self._clock = time.perf_counter() - self.seconds

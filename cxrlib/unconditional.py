@@ -57,8 +57,9 @@ class Unconditional(Family):
         the number of real images D saw."""
         t = self.t
         if real is None:
-            real, labels = self.real_batch(t.batch)
-        return t.run_d_step(real, t.sample_z(len(real)), real_labels=labels), len(real)
+            real, labels = self.real_batch(t.batch)  # under DP-SGD a Poisson sample, whose size varies
+        n_fake = len(real) if t.dp is None else t.batch  # ... while the fakes' must not tell it (cxrlib.gan.dp)
+        return t.run_d_step(real, t.sample_z(n_fake), real_labels=labels), len(real)
 
     def g_step(self) -> tuple[dict, int]:
         """One generator update (``cxrlib.gan.steps.g_step``, through ``Trainer.run_g_step``). Returns 0-d

@@ -159,6 +159,17 @@ def image_folder(tmp_path, make_image):
     return root
 
 
+def png_class_folder(root, image_set) -> Path:
+    """An ``ImageSet``'s images as PNGs in one sub-folder per class under ``root`` (as ``--data`` reads them)."""
+    from PIL import Image
+
+    for i, (img, y) in enumerate(zip(image_set.images, image_set.labels)):
+        d = Path(root) / image_set.classes[int(y)]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy()).save(d / f"{i:03d}.png")
+    return Path(root)
+
+
 def assert_same_training_state(sa: dict, sb: dict) -> None:
     """Two checkpoint-shaped states hold equal networks (G, D, G_ema) and optimiser moments, tensor for tensor."""
     import torch

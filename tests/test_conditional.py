@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import png_class_folder
 
 from cxrlib import config, models
 from cxrlib.cli import main
@@ -180,17 +180,9 @@ def test_old_checkpoint_without_family_fields_still_loads(tmp_path):
     assert write_samples(tmp_path / "old", 2, tmp_path / "s").startswith("wrote 2 samples")
 
 
-def _png_folder(root, set_: ImageSet):
-    for i, (img, y) in enumerate(zip(set_.images, set_.labels)):
-        d = root / set_.classes[int(y)]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img[0].numpy()).save(d / f"{i:03d}.png")
-    return root
-
-
 def test_cli_conditional_train_sample_evaluate(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CXRLIB_SMOKE", "1")
-    data = _png_folder(tmp_path / "kaggle", two_class_set(classes=("NORMAL", "PNEUMONIA")))
+    data = png_class_folder(tmp_path / "kaggle", two_class_set(classes=("NORMAL", "PNEUMONIA")))
     run = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(run), "--size", "32", "--steps", "2", "--batch", "8",
             "--conditional", "--set", "width=0.25", "--set", 'amp="off"', "--quiet"]

@@ -54,7 +54,7 @@ def test_every_pre_split_name_is_still_importable_from_train():
 
 
 def test_imports_go_one_way():
-    code = ("import sys, cxrlib.gan.ema, cxrlib.gan.family, cxrlib.gan.plateau, cxrlib.gan.steps; "
+    code = ("import sys, cxrlib.gan.dp, cxrlib.gan.ema, cxrlib.gan.family, cxrlib.gan.plateau, cxrlib.gan.steps; "
             "assert not any(m.startswith(('cxrlib.engine', 'cxrlib.train')) for m in sys.modules), 'gan'; "
             "import cxrlib.engine.sampling, cxrlib.engine.checkpoints, cxrlib.engine.batches, cxrlib.engine.rng, "
             "cxrlib.engine.hardware, cxrlib.engine.stopping, cxrlib.engine.benchmark, cxrlib.engine.families, "

@@ -46,6 +46,8 @@ def log(trainer, now: float) -> dict:
         if getattr(t.cfg, f"{k}_gamma") > 0 and hasattr(t, f"_last_{k}"):
             record[k] = float(getattr(t, f"_last_{k}"))
     record["aug_p"] = float(t.aug_p)
+    if t.dp is not None:  # DP-SGD: the privacy spent so far (cxrlib.gan.dp)
+        record["epsilon"] = t.dp.spent()
     record["g_lr"] = t.g_opt.param_groups[0]["lr"]
     record["d_lr"] = t.d_opt.param_groups[0]["lr"]
     record["images_per_s"] = round((t.images_seen - seen_prev) / max(now - t_prev, 1e-9), 2)

@@ -48,6 +48,8 @@ def state_dict(trainer) -> dict:
     if t.ada is not None:
         state["ada"] = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
                         for k, v in t.ada.state_dict().items()}
+    if t.dp is not None:  # DP-SGD's accountant and noise stream (cxrlib.gan.dp)
+        state["dp"] = t.dp.state_dict()
     family_state = t.family.state_dict()  # e.g. CycleGAN's image pools
     if family_state:
         state["family"] = family_state
@@ -82,6 +84,11 @@ def load_state_dict(trainer, state: dict, optimizers: bool = True, rng: bool = T
         t.plateau = dict(state.get("plateau", {"best": math.inf, "bad": 0}))
         if t.ada is not None and "ada" in state:
             t.ada.load_state_dict(state["ada"])
+        if (t.dp is None) != ("dp" not in state):
+            raise CxrError("this checkpoint was trained with DP-SGD: resume it with its dp_epsilon" if t.dp is None else
+                           "this checkpoint was trained without DP-SGD: a private run cannot continue it")
+        if t.dp is not None:
+            t.dp.load_state_dict(state["dp"])
     if optimizers and "family" in state:
         t.family.load_state_dict(state["family"])
     t.lr_decay = t.lr_decay_factor()
@@ -106,6 +113,8 @@ def save_checkpoint(trainer, path=None, periodic: bool = False) -> Path:
         if periodic:
             atomic_write(folder / f"step_{t.step:06d}.pt", lambda tmp: save_torch(state, tmp))
         path = folder / "last.pt"
+        if t.dp is not None:  # config.json's ε spent is the checkpoint's
+            write_config(t)
     return atomic_write(path, lambda tmp: save_torch(state, tmp))
 
 
@@ -140,8 +149,7 @@ def open_run(trainer) -> None:
     if t.out is None or not t.writer or t.run_opened:
         return
     t.run_opened = True
-    text = json.dumps(t.cfg.to_dict(), indent=2) + "\n"
-    atomic_write(t.out / "config.json", lambda tmp: tmp.write_text(text))
+    write_config(t)
     log = t.out / "log.jsonl"
     if t.resumed_at is None or not log.exists():
         return
@@ -153,6 +161,17 @@ def open_run(trainer) -> None:
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by the kill
     atomic_write(log, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep)))
+
+
+def write_config(trainer) -> None:
+    """``RUN/config.json``: the run's config, and for a DP-SGD run its ``"privacy"`` record (ε spent so far, δ, σ, C,
+    q, D steps; ``cxrlib.gan.dp.PrivacyAccount.record``), rewritten with every checkpoint."""
+    t = trainer
+    record = t.cfg.to_dict()
+    if t.dp is not None:
+        record["privacy"] = t.dp.record()
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write(t.out / "config.json", lambda tmp: tmp.write_text(text))
 
 
 # ------------------------------------------------------------------ going on from a checkpoint
@@ -177,6 +196,9 @@ def finetune(cls, ckpt, data, out=None, *, lr_scale: float = 0.5, d_lr_scale: fl
     phase's learning rates, betas and EMA (see ``Trainer.finetune``)."""
     state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
     base = TrainConfig.from_dict(state["config"])
+    if base.dp_epsilon is not None or overrides.get("dp_epsilon") is not None:
+        raise CxrError("fine-tuning cannot be made private here: a new phase on the same patients spends more of their "
+                       "privacy than its own accountant would count; train a DP-SGD run with more steps instead")
     half_life = base.ema_half_life_kimg or base.batch * math.log(0.5) / math.log(0.999) / 1000
     start = int(state["step"])
     changes = dict(g_lr=base.g_lr * lr_scale, d_lr=base.d_lr * d_lr_scale, g_betas=tuple(betas),

@@ -15,6 +15,8 @@ optimisers, batches, latents, loss, augmentation) that return their statistics. 
   (:func:`~cxrlib.gan.ema.ema_beta`, :class:`~cxrlib.gan.ema.EMA`).
 * :mod:`cxrlib.gan.plateau` -- the reduce-on-plateau rule of the adaptive learning rate
   (:func:`~cxrlib.gan.plateau.plateau_step`).
+* :mod:`cxrlib.gan.dp` -- differentially private training of D (DP-SGD: :func:`~cxrlib.gan.dp.dp_d_step`,
+  :func:`~cxrlib.gan.dp.clip_and_noise`) and its privacy accountant (:class:`~cxrlib.gan.dp.PrivacyAccount`).
 """
 
 from cxrlib.gan.steps import d_step, g_step  # noqa: F401
