@@ -472,9 +472,9 @@ class TrainConfig:
             bad("dp_delta", "δ must be in (0, 1); leave it out for 1 / the number of training images")
         if not self.dp_max_grad_norm > 0:
             bad("dp_max_grad_norm", "the clipping norm C must be > 0")
-        if not FAMILY_TRAITS[self.family]["draws_from_z"]:
+        if self.family not in DP_FAMILIES:
             bad("dp_epsilon", f"DP-SGD on D cannot make {self.family} private: its G reads real images too "
-                "(unconditional and conditional runs can)")
+                f"({' and '.join(DP_FAMILIES)} runs can)")
         if not self.steps:
             bad("steps", "DP-SGD calibrates its noise to the run's D steps: give a number of steps (not only minutes)")
         alone = "DP-SGD needs a D that scores each image alone, so that one image's gradient reaches no other"
@@ -617,6 +617,9 @@ PRESETS: dict[str, dict] = {
 #: image), no ADA (its p reads D's outputs on the reals; the preset's fixed ``augment_p`` stays, and DiffAugment
 #: acts on each image alone), and a minibatch-std layer that sees one image (``mbstd_group`` 1: a constant channel).
 DP_RECIPE: dict = dict(r1_gamma=0.0, r2_gamma=0.0, ada=False, model_kwargs={"mbstd_group": 1})
+#: the families whose G learns from D alone, so that a private D makes it private (a list, not a trait: a new
+#: family is not private until someone has checked that no real image reaches its G another way)
+DP_FAMILIES = ("unconditional", "conditional")
 #: the presets whose networks have the course D, with its minibatch-std layer (``model_kwargs`` mbstd_group)
 MINIBATCH_STD_PRESETS = ("course", "modern", "style")
 
