@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -e ".[dev,dicom,medmnist,privacy]"
+	$(PY) -m pip install -e ".[dev,dicom,medmnist,privacy,diffusion]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cxr-gan)" >/dev/null
 	touch $(STAMP)
 

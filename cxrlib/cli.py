@@ -368,6 +368,7 @@ def _train(args) -> int:
             given = getattr(args, key)
             if given is not None and given != saved[key]:
                 raise CxrError(f"--{key} {given} differs from the run's {key} {saved[key]} in '{out}'")
+        FAMILIES[saved.get("family") or TrainConfig.family].check_available()  # before reading any data
         data = _training_data(args.data, saved["size"], args.n_images, args.on_error, saved.get("family", ""),
                               args.masks, args.data_b, _memmap(args), not args.quiet)
         trainer = Trainer.resume(out, data, callbacks=callbacks, **overrides)
@@ -385,6 +386,7 @@ def _train(args) -> int:
             raise CxrError(f"--conditional and --family {family} contradict each other: give one")
         if family not in FAMILIES:
             raise CxrError(f"unknown GAN family {family!r} (choose one of {', '.join(FAMILY_CHOICES)})")
+        FAMILIES[family].check_available()  # an optional package it needs (diffusion: diffusers), before any data
         overrides["family"] = family
         if args.balanced:
             if not FAMILIES[family].takes_labels:
@@ -522,7 +524,7 @@ def _cmd_sample(args) -> int:
         raise CxrError("give --n N (images) or --per-class N (N of every class of a conditional generator)")
     print(write_samples(args.ckpt, args.n, args.out, seed=args.seed, ema=not args.no_ema, label=args.class_,
                         per_class=args.per_class, truncation=args.truncation, mix_seed=args.mix_seed,
-                        mix_layers=args.mix_layers))
+                        mix_layers=args.mix_layers, steps=args.steps))
     return 0
 
 
@@ -713,7 +715,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other training option, e.g. --set r1_gamma=0.5 --set augment=translation "
-                   "--set loss=hinge (bce, hinge, lsgan, rpgan, wgan-gp)")
+                   "--set loss=hinge (bce, hinge, lsgan, rpgan, wgan-gp; denoising is the diffusion family's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_on_error(p)
 
@@ -773,7 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=FAMILY_CHOICES,
                    help="GAN family: unconditional (default), conditional, pix2pix (masks → X-ray, needs masks), "
                         "cyclegan (between two classes or folders, unpaired; on a CPU the shipped CycleGAN's networks, "
-                        "width 0.25, U-Net G, ndf 128: --set width=1 --set 'model_kwargs={}' for the paper's)")
+                        "width 0.25, U-Net G, ndf 128: --set width=1 --set 'model_kwargs={}' for the paper's), or "
+                        "diffusion: not a GAN but a small DDPM to measure one against (pip install \"cxrlib[diffusion]\"; "
+                        "--set width=W scales its U-Net)")
     p.add_argument("--masks", metavar="DIR", help="pix2pix: the mask folder, masks/<structure>/<image stem>.png "
                    "(default DATA/masks)")
     p.add_argument("--domains", metavar="A,B", help="cyclegan: the two classes of --data to translate between "
@@ -838,6 +842,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix-layers", metavar="I-J",
                    help="style layers taken from --mix-seed, e.g. 0-2 (coarse: anatomy) or 7-9 (fine: texture at "
                    "64 px); default with --mix-seed: the coarse layers")
+    p.add_argument("--steps", type=int, metavar="K",
+                   help="diffusion model: DDIM denoising steps, each one pass of its U-Net (default: the model's, 50; "
+                   "fewer are faster; what that costs in quality, evaluate measures); a GAN draws in one pass and refuses it")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("translate", help="translate a folder with a pix2pix (masks → X-ray) or cyclegan run")

@@ -15,7 +15,7 @@ measured to work in its time, e.g. CycleGAN's), which ``train`` on the command l
 
 The training configuration lives here too (section "training configuration" below): ``TrainConfig``, every
 setting of a run (stored in its checkpoints), and ``PRESETS``, one recipe per preset name -- ``original`` (old
-name ``seed``), ``dcgan``, ``course``, ``style``, ``modern``, ``pix2pix``, ``cyclegan``; ``make_config(preset,
+name ``seed``), ``dcgan``, ``course``, ``style``, ``modern``, ``pix2pix``, ``cyclegan``, ``diffusion``; ``make_config(preset,
 **overrides)`` builds a checked config from one. ``cxrlib.train`` trains with it.
 """
 
@@ -203,26 +203,36 @@ def budget(kind: str | None = None) -> Budget:
 # checkpoints (primitives only, so a checkpoint loads with ``torch.load(weights_only=True)``).
 
 AMP_CHOICES = ("auto", "bf16", "off")
-LOSS_CHOICES = ("bce", "hinge", "lsgan", "rpgan", "wgan-gp")
+GAN_LOSSES = ("bce", "hinge", "lsgan", "rpgan", "wgan-gp")
+LOSS_CHOICES = (*GAN_LOSSES, "denoising")  # denoising: the diffusion family's, which trains no D
 TRICK_LOSSES = ("bce", "rpgan")  # the losses that take label smoothing and flipping
 # The GAN families by name, and what each is: the answers of its class in ``cxrlib.engine.families.FAMILIES`` to
 # the questions ``cxrlib.gan.family.Family`` documents. ``validate`` asks them here, because the engine imports this
 # module and not the other way round; a test holds this table to the classes.
 FAMILY_TRAITS: dict[str, dict] = {
     "unconditional": dict(draws_from_z=True, takes_labels=False, needs_masks=False, needs_domains=False,
-                          losses=LOSS_CHOICES),
+                          losses=GAN_LOSSES),
     "conditional": dict(draws_from_z=True, takes_labels=True, needs_masks=False, needs_domains=False,
                         losses=("bce", "hinge", "lsgan", "rpgan")),
     "pix2pix": dict(draws_from_z=False, takes_labels=False, needs_masks=True, needs_domains=False,
                     losses=("bce", "hinge", "lsgan")),
     "cyclegan": dict(draws_from_z=False, takes_labels=False, needs_masks=False, needs_domains=True,
                      losses=("bce", "hinge", "lsgan")),
+    "diffusion": dict(draws_from_z=True, takes_labels=False, needs_masks=False, needs_domains=False,
+                      losses=("denoising",)),
 }
 FAMILY_CHOICES = tuple(FAMILY_TRAITS)
 IMAGE_TO_IMAGE = tuple(n for n, t in FAMILY_TRAITS.items() if not t["draws_from_z"])  # they translate images
 #: why a loss is missing from some families' ``losses``
 LOSS_LIMITS = {"rpgan": "the relativistic pairing loss pairs each real image with a fake drawn from z",
-               "wgan-gp": "its penalty scores points between a real and a fake image, which need one label"}
+               "wgan-gp": "its penalty scores points between a real and a fake image, which need one label",
+               "denoising": "it trains a diffusion model, which has no D"}
+#: what a GAN reads from its D, refused with the denoising loss (the diffusion family), and why
+NO_D_FIELDS = (("label_smoothing", "label smoothing softens D's targets"), ("flip_prob", "label flipping swaps D's targets"),
+               ("r1_gamma", "R1 penalises D's gradient"), ("r2_gamma", "R2 penalises D's gradient"),
+               ("augment", "DiffAugment augments what D sees"), ("ada", "ADA steers DiffAugment by D's outputs"),
+               ("d_steps_per_g_step", "it has one update per step"), ("g_steps_per_d_step", "it has one update per step"),
+               ("z_dim", "its z is the starting noise, one number per pixel"))
 
 
 def families_that(trait: str, value=True) -> tuple[str, ...]:
@@ -250,8 +260,11 @@ class TrainConfig:
     (``structures``: the mask channels, in order; loss ``gan_weight``·GAN + ``l1_weight``·L1, gan_weight 0
     is the L1-only ablation), "cyclegan" translates between two unpaired ``domains`` (class names of the
     data; ``cycle_weight`` λ, ``identity_weight`` × λ for the identity loss, ``pool_size`` earlier fakes
-    shown to D). ``lr_decay_start`` f < 1 decays both learning rates linearly to 0 over the last 1 − f of
-    the run (CycleGAN: 0.5).
+    shown to D). Or "diffusion" (preset of the same name, ``cxrlib.diffusion``): not a GAN but the baseline a GAN is
+    measured against, a denoising U-Net trained with loss "denoising" and sampled by DDIM from z, the starting noise
+    (``model_kwargs``: ``channels``, ``layers_per_block``, ``beta_schedule``, ``timesteps``, ``sampling_steps``;
+    ``width`` scales the U-Net); it has no D, so the options a GAN reads from D are refused (``NO_D_FIELDS``).
+    ``lr_decay_start`` f < 1 decays both learning rates linearly to 0 over the last 1 − f of the run (CycleGAN: 0.5).
 
     Architecture: ``preset`` names the networks *and* (through ``PRESETS``) their training recipe: "original" (the
     original project's; old name "seed"), "dcgan", "course", "style", "modern" (the course networks with the
@@ -399,8 +412,9 @@ class TrainConfig:
                 f"not to the {self.family} family")
         own = PRESETS[self.preset].get("family") or family_preset(self.family)  # a family with networks of its own
         if own is not None and (self.preset, self.family) != (family_preset(own), own):
+            owners = [f for f in FAMILY_CHOICES if family_preset(f)]
             bad("preset", f"the {own} family has its own networks and recipe: use preset and family of the same name "
-                f"({' or '.join(f'make_config({family_preset(f)!r})' for f in IMAGE_TO_IMAGE)})")
+                f"({' or '.join(f'make_config({family_preset(f)!r})' for f in owners)})")
         if not family["draws_from_z"]:
             for f, why in (("augment", "DiffAugment is not implemented for paired/unpaired translation"),
                            ("r1_gamma", "R1 is not implemented for the image-to-image families"),
@@ -456,6 +470,11 @@ class TrainConfig:
                   "cycle_weight", "identity_weight"):
             if getattr(self, f) < 0:
                 bad(f, "must be >= 0")
+        if self.loss not in GAN_LOSSES:  # the denoising loss: a diffusion model, no D to read these
+            for f, why in NO_D_FIELDS:
+                default = getattr(TrainConfig, f)
+                if getattr(self, f) != default:
+                    bad(f, f"a GAN option, and the {self.family} model has no D ({why}): leave it at {default!r}")
         if self.loss not in TRICK_LOSSES and (self.label_smoothing or self.flip_prob):
             raise CxrError(f"label_smoothing and flip_prob belong to the BCE and RpGAN losses; set them to 0 with "
                            f"loss='{self.loss}'")
@@ -608,6 +627,13 @@ PRESETS: dict[str, dict] = {
         preset="cyclegan", family="cyclegan", batch=4, loss="lsgan", g_lr=2e-4, d_lr=2e-4,
         g_betas=(0.5, 0.999), d_betas=(0.5, 0.999), r1_gamma=0.0, augment="", ema_half_life_kimg=0.0,
         cycle_weight=10.0, identity_weight=0.5, pool_size=50, lr_decay_start=0.5,
+    ),
+    # Ho et al. 2020 in small (cxrlib.diffusion): a U-Net of the course G's parameter count predicts the noise of
+    # 1,000 cosine-scheduled levels (Nichol & Dhariwal 2021), Adam 2e-4 with the DDPM paper's betas, batch 32 as the
+    # course, and the course's EMA (5k-image half-life, ramped up); samples by DDIM, 50 steps. No D.
+    "diffusion": dict(
+        preset="diffusion", family="diffusion", batch=32, loss="denoising", g_lr=2e-4, g_betas=(0.9, 0.999),
+        r1_gamma=0.0, augment="", ema_half_life_kimg=5.0, ema_rampup=0.05,
     ),
 }
 

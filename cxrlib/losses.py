@@ -1,4 +1,4 @@
-"""GAN losses on discriminator logits, and the R1 gradient penalty.
+"""GAN losses on discriminator logits, the R1 gradient penalty, and the denoising loss of the diffusion model.
 
 Every loss takes *logits* (raw D outputs, shape (B,)), never probabilities: ``binary_cross_entropy_with_logits``
 is the numerically safe form of sigmoid + log. Every loss returns ``(loss, stats)``: ``loss`` is a 0-dim tensor
@@ -9,7 +9,8 @@ trainer reads the stats only at log intervals, so the device never waits for the
 ``LOSSES = {"bce": …, "hinge": …, "lsgan": …, "rpgan": …, "wgan-gp": …}``: each a pair (D loss, G loss). The
 relativistic loss (``RELATIVISTIC``) compares each fake with a real image, so its G loss takes the real logits as
 well: ``g_loss(fake_logits, real_logits)``. "wgan-gp" is the Wasserstein critic loss; its gradient penalty
-(:func:`gradient_penalty` on :func:`interpolates`) is added by the D step, as R1 and R2 are.
+(:func:`gradient_penalty` on :func:`interpolates`) is added by the D step, as R1 and R2 are. "denoising" is not a
+GAN loss: the diffusion family's (``cxrlib.diffusion``), which has no D (its pair is ``(None, denoising_loss)``).
 """
 
 from __future__ import annotations
@@ -317,8 +318,16 @@ def gradient_penalty(critic_scores: torch.Tensor, points: torch.Tensor) -> torch
     return (torch.sqrt(sq + 1e-12) - 1).pow(2)  # 1e-12: a finite second derivative where D is flat
 
 
+def denoising_loss(noise_pred: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The diffusion model's loss (Ho et al. 2020, their simplified objective): the mean squared error between the
+    noise ε mixed into an image and the network's prediction ε̂ of it. noise_pred, noise: (B, 1, S, S); computed in
+    float32. Returns (loss, {}): a network that predicts 0 scores 1 (ε has variance 1)."""
+    return F.mse_loss(noise_pred.float(), noise.float()), {}
+
+
 LOSSES = {"bce": (d_loss_bce, g_loss_bce), "hinge": (d_loss_hinge, g_loss_hinge), "lsgan": (d_loss_lsgan, g_loss_lsgan),
-          "rpgan": (d_loss_rpgan, g_loss_rpgan), "wgan-gp": (d_loss_wgan, g_loss_wgan)}
+          "rpgan": (d_loss_rpgan, g_loss_rpgan), "wgan-gp": (d_loss_wgan, g_loss_wgan),
+          "denoising": (None, denoising_loss)}  # the diffusion family's: no D
 RELATIVISTIC = ("rpgan",)  # losses whose G loss also reads D's logits on real images
 PENALISED = ("wgan-gp",)  # losses whose D step adds the gradient penalty on interpolates (gp_weight)
 

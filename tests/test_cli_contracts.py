@@ -157,7 +157,7 @@ def test_config_with_resume_or_another_preset_is_refused_in_one_line(tmp_path, x
 def test_an_unknown_family_from_set_is_one_line_naming_the_families(tmp_path, xray_folder, capsys):
     assert main(["train", "--data", str(xray_folder), "--out", str(tmp_path / "r"), "--set", "family=foo"]) == 2
     assert _error_line(capsys) == ("error: unknown GAN family 'foo' (choose one of unconditional, conditional, "
-                                   "pix2pix, cyclegan)")
+                                   "pix2pix, cyclegan, diffusion)")
     assert not (tmp_path / "r").exists()
 
 

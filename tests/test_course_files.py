@@ -54,11 +54,12 @@ def _pyproject() -> dict:
 
 
 def _pyproject_sets() -> tuple[set[str], set[str]]:
-    """(what the course needs: dependencies + dicom/medmnist/metrics/privacy extras, what is allowed besides: dev)."""
+    """(what the course needs: dependencies + dicom/medmnist/metrics/privacy/diffusion extras, what is allowed
+    besides: dev)."""
     project = _pyproject()["project"]
     extras = project["optional-dependencies"]
     needed = {normalise(r) for r in project["dependencies"]}
-    for extra in ("dicom", "medmnist", "metrics", "privacy"):
+    for extra in ("dicom", "medmnist", "metrics", "privacy", "diffusion"):
         needed |= {normalise(r) for r in extras.get(extra, [])}
     dev = {normalise(r) for r in extras.get("dev", [])}
     return needed, dev

@@ -74,7 +74,8 @@ def test_the_config_names_the_families_the_engine_has_and_knows_what_each_is():
     assert all(cls.losses and set(cls.losses) <= set(config.LOSS_CHOICES) for cls in families.FAMILIES.values())
     # a family's own networks: the image-to-image families' presets, which name them
     assert {f: config.family_preset(f) for f in config.FAMILY_CHOICES} == {
-        "unconditional": None, "conditional": None, "pix2pix": "pix2pix", "cyclegan": "cyclegan"}
+        "unconditional": None, "conditional": None, "pix2pix": "pix2pix", "cyclegan": "cyclegan",
+        "diffusion": "diffusion"}
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -111,7 +112,8 @@ def test_every_family_implements_the_protocol_and_none_subclasses_another():
             assert getattr(cls, method) is not getattr(Family, method), (name, method)
     answers = {name: (cls.draws_from_z, cls.takes_labels, cls.sync_batchnorm) for name, cls in families.FAMILIES.items()}
     assert answers == {"unconditional": (True, False, True), "conditional": (True, True, True),
-                       "pix2pix": (False, False, False), "cyclegan": (False, False, False)}
+                       "pix2pix": (False, False, False), "cyclegan": (False, False, False),
+                       "diffusion": (True, False, False)}
 
 
 def test_one_rule_for_batchnorm_the_ema_pix2pix_and_the_critic_warning_share():
@@ -151,10 +153,11 @@ def test_one_rule_for_batchnorm_the_ema_pix2pix_and_the_critic_warning_share():
 
 
 BOOKKEEPING = [("course", {}), ("course", {"family": "conditional"}), ("pix2pix", {}), ("pix2pix", {"gan_weight": 0.0}),
-               ("cyclegan", {})]
+               ("cyclegan", {}), ("diffusion", {})]
 
 
-@pytest.mark.parametrize("preset, kw", BOOKKEEPING, ids=["unconditional", "conditional", "pix2pix", "l1only", "cyclegan"])
+@pytest.mark.parametrize("preset, kw", BOOKKEEPING, ids=["unconditional", "conditional", "pix2pix", "l1only", "cyclegan",
+                                                         "diffusion"])
 def test_the_engine_does_every_familys_bookkeeping_once(preset, kw, monkeypatch):
     """Images shown, D updates and the EMA are counted by the engine (``Trainer.d_step`` / ``g_step``) from what
     the family's steps return, never by the family itself."""
@@ -177,4 +180,4 @@ def test_the_engine_does_every_familys_bookkeeping_once(preset, kw, monkeypatch)
     for _ in range(2):
         t.train_step()
     assert t.images_seen == 2 * 4 and len(betas) == 2
-    assert t.d_updates == (0 if kw.get("gan_weight") == 0 else 2)
+    assert t.d_updates == (0 if kw.get("gan_weight") == 0 or preset == "diffusion" else 2)  # L1 only, no D: none

@@ -57,7 +57,7 @@ def test_presets_hold_the_original_and_dcgan_hyper_parameters():
     cyc = make_config("cyclegan")
     assert (cyc.family, cyc.loss, cyc.cycle_weight, cyc.identity_weight, cyc.pool_size, cyc.lr_decay_start) == (
         "cyclegan", "lsgan", 10, 0.5, 50, 0.5)
-    assert set(PRESETS) == {"original", "dcgan", "course", "style", "modern", "pix2pix", "cyclegan"}
+    assert set(PRESETS) == {"original", "dcgan", "course", "style", "modern", "pix2pix", "cyclegan", "diffusion"}
 
 
 def test_config_round_trips_through_json():

@@ -136,7 +136,7 @@ def load_discriminator(ckpt, device: str = "auto") -> torch.nn.Module | None:
 
 def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, batch: int = SAMPLE_BATCH, label=None,
                   per_class: int | None = None, truncation: float = 1.0, mix_seed: int | None = None,
-                  mix_layers=None) -> str:
+                  mix_layers=None, steps: int | None = None) -> str:
     """Write n generated images as ``out/sample_XXXXX.png`` (each written to a temp name, then renamed).
 
     Conditional checkpoints: ``label`` (a class name or index) draws all n as that class; ``per_class`` N
@@ -145,7 +145,9 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
     Style generators (preset "style"): ``truncation`` ψ < 1 pulls every w toward the running mean of w;
     ``mix_seed`` K with ``mix_layers`` (e.g. "0-2"; default: the coarse layers) takes those layers' w from
     latent i of seed K for image i (style mixing). Either asked of a generator without a mapping network is a
-    one-line error. Returns a one-line summary. The same checkpoint and seed give the same images."""
+    one-line error. Diffusion models (``cxrlib.diffusion``): ``steps`` K denoising (DDIM) steps instead of the
+    model's own; a GAN, which draws an image in one pass, refuses it in one line.
+    Returns a one-line summary. The same checkpoint and seed give the same images."""
     from PIL import Image
 
     from cxrlib.models import style
@@ -157,6 +159,11 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
         raise CxrError(f"--{'per-class' if per_class is not None else 'n'} must be at least 1, got {count}")
     G, cfg = load_generator(ckpt, ema=ema)
     family = FAMILIES[cfg.family]
+    if steps is not None:
+        if not hasattr(G, "sampling_steps"):
+            raise CxrError(f"--steps sets a diffusion model's denoising steps; '{ckpt}' holds a GAN ({cfg.family}), "
+                           "whose generator draws an image in one pass: drop --steps")
+        G.sampling_steps = steps
     if not family.draws_from_z:
         raise CxrError(f"'{ckpt}' is a {cfg.family} run, which translates images rather than drawing them: use "
                        "`python -m cxrlib translate --ckpt RUN --src DIR --dst DIR`")
@@ -203,8 +210,10 @@ def write_samples(ckpt, n: int | None, out, seed: int = 0, ema: bool = True, bat
                     atomic_write(folder / f"sample_{i + j:05d}.png", lambda tmp, pic=pic: pic.save(tmp, format="PNG"))
     which = "EMA generator" if (ema and cfg.ema_half_life_kimg > 0) else "generator"
     what = f"{cfg.preset} {cfg.size}px"
-    if cfg.family != TrainConfig().family:  # the default family goes unnamed
+    if cfg.family not in (TrainConfig().family, cfg.preset):  # the default family, or its own preset's, goes unnamed
         what = f"{cfg.family} {what}"
+    if hasattr(G, "sampling_steps"):  # a diffusion model: how many passes of its network each image took
+        what += f", {G.sampling_steps} DDIM steps"
     if per_class is not None:
         return (f"wrote {count} samples of each class ({', '.join(cfg.classes)}; {which}, {what}, seed {seed}) "
                 f"to '{out}/<class>/'")

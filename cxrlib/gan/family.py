@@ -1,10 +1,13 @@
 """What a GAN family gives the engine: the small protocol every family implements.
 
 The engine (``cxrlib.train.Trainer``) trains any family the same way; a family is one file of its own algorithm
-(``cxrlib.unconditional``, ``cxrlib.conditional``, ``cxrlib.pix2pix``, ``cxrlib.cyclegan``) and a class with these
+(``cxrlib.unconditional``, ``cxrlib.conditional``, ``cxrlib.pix2pix``, ``cxrlib.cyclegan``, and ``cxrlib.diffusion``,
+the diffusion model measured against them, which has no D) and a class with these
 members, the only ones the engine calls:
 
 * ``configure(cfg, data)`` -- the config this family trains with on ``data`` (e.g. the classes it finds there);
+* ``check_available()`` -- a one-line ``CxrError`` when an optional package it needs is missing (the diffusion
+  family's diffusers); the command line asks before it reads any data;
 * ``build_models(cfg)`` -- its networks (G, D); either may be a container of several (CycleGAN's two of each);
 * ``Family(trainer, data)`` -- the family of one trainer (it keeps whatever of ``data`` it needs, e.g. masks);
 * ``d_step(real, labels)`` / ``g_step()`` -- one D update, one G update, each returning ``(stats, shown)``: its
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from cxrlib.config import LOSS_CHOICES, TrainConfig
+from cxrlib.config import GAN_LOSSES, TrainConfig
 
 
 class Family:
@@ -48,7 +51,7 @@ class Family:
     takes_labels = False  # True: G(z, y) and D(x, y) take class labels
     needs_masks = False  # True: G translates anatomy masks (``TrainConfig.structures``), so the data brings masks
     needs_domains = False  # True: it translates between two domains of the data (``TrainConfig.domains``)
-    losses: tuple[str, ...] = LOSS_CHOICES  # the ``TrainConfig.loss`` values its steps implement
+    losses: tuple[str, ...] = GAN_LOSSES  # the ``TrainConfig.loss`` values its steps implement
     sync_batchnorm = True  # under torchrun on CUDA: SyncBatchNorm in G and D
     trains_d = True  # False: the D steps leave D untouched (the engine does not count them as D updates)
 
@@ -59,6 +62,10 @@ class Family:
     def configure(cfg: TrainConfig, data) -> TrainConfig:
         """The config this family trains with on ``data`` (default: the config as it is)."""
         return cfg
+
+    @staticmethod
+    def check_available() -> None:
+        """Raise ``CxrError`` in one line when a package this family needs is not installed (default: none)."""
 
     @staticmethod
     def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -23,6 +23,8 @@ One file per job; every name below is importable from ``cxrlib.models`` as befor
 * ``course.py`` -- the course's G and D (``course_generator``, ``CourseDiscriminator``, ``MinibatchStd``);
 * ``original.py`` -- the original project's networks; ``dcgan.py`` -- DCGAN; ``style.py`` -- the style-based G and
   its tools (imported as ``cxrlib.models.style``); ``image_to_image.py`` -- the Pix2Pix / CycleGAN networks;
+* ``diffusion.py`` -- the diffusion baseline's denoising U-Net, diffusers' ``UNet2DModel`` (imported as
+  ``cxrlib.models.diffusion``; diffusers, an optional extra, is loaded only when one is built);
 * ``common.py`` -- what they share (sizes, layouts, ``evaluating``, ``SkipGenerator``, ``FeaturesHead``);
 * ``conditional.py`` -- ``ConditionalGenerator`` and ``ProjectionDiscriminator`` around any preset's pair;
 * ``inspection.py`` -- ``count_params``, ``layer_table``, ``forward_flops``, ``flops_per_image``;
