@@ -410,38 +410,51 @@ def utility_arms(ks=(1, 3, 10), extra=(1, 3)) -> list[str]:
             + [f"real + {k}×n real" for k in extra])
 
 
+GAN_FILES = {"config.json", "log.jsonl", "samples", "checkpoints", "checks.json", ".lock"}  # what _judged_gan writes
+
+
 def _judged_gan(cfg: TrainConfig, train, judge, check_every, target, out, seed: int, log):
-    """``utility_study``'s GAN: trained in chunks of ``check_every`` steps (all at once without), each chunk
-    checkpointed into ``out`` (resumed from there when it holds one) and read by the judge when there is a
-    ``target``; stops at ``cfg.steps``, its ``minutes`` or the first check at or above ``target``.
-    Returns (trainer, [[step, consistency], …])."""
+    """``utility_study``'s GAN: trained in chunks of ``check_every`` steps (all at once without), its last
+    checkpoint kept in ``out`` after each chunk (resumed from there when it holds one) and read by the judge when
+    there is a ``target``; stops at ``cfg.steps``, its ``minutes`` or the first check at or above ``target``.
+    A resume first makes the check of the step it resumes at, if the stop came before it was recorded, so a
+    stopped study ends where an unstopped one would. Returns (trainer, [[step, consistency], …])."""
     import json
 
     from cxrlib import classifier
     from cxrlib.files import atomic_write
+
+    y = torch.arange(1000) % len(train.classes)
+
+    def check():
+        fake = gan.sample(len(y), seed=seed + 2000, label=y)
+        checks.append([gan.step, classifier.class_consistency(judge, fake, y)["overall"]])
+        log("GAN step", gan.step, "· the judge's check", round(checks[-1][1], 3))
+        if out is not None:
+            atomic_write(out / "checks.json", lambda tmp: tmp.write_text(json.dumps(checks)))
 
     out = None if out is None else Path(out)
     last = None if out is None else out / "checkpoints" / "last.pt"
     if last is not None and last.exists():
         gan = Trainer.resume(last, train)
         checks = json.loads((out / "checks.json").read_text()) if (out / "checks.json").exists() else []
+        checks = [c for c in checks if c[0] <= gan.step]
         log("GAN resumed at step", gan.step, "from", last)
+        if target is not None and gan.step and (not checks or checks[-1][0] != gan.step):
+            check()
     else:
         if out is not None and out.exists():
+            if not {p.name for p in out.iterdir()} <= GAN_FILES:
+                raise CxrError(f"'{out}' holds files the study did not write: give an empty or new folder for the "
+                               "study's GAN")
             shutil.rmtree(out)  # a run stopped before its first checkpoint: nothing to keep
         gan, checks = Trainer(cfg, train, out=out), []
     every = check_every or cfg.steps
-    y = torch.arange(1000) % len(train.classes)
     while gan.step < cfg.steps and not (checks and target is not None and checks[-1][1] >= target):
         left = None if cfg.minutes is None else max(0.0, cfg.minutes - gan.seconds / 60)  # minutes: in total
-        gan.fit(steps=min(every, cfg.steps - gan.step), minutes=left, progress=False)
+        gan.fit(steps=min(every, cfg.steps - gan.step), minutes=left, progress=False)  # (writes last.pt)
         if target is not None:
-            fake = gan.sample(len(y), seed=seed + 2000, label=y)
-            checks.append([gan.step, classifier.class_consistency(judge, fake, y)["overall"]])
-            log("GAN step", gan.step, "· the judge's check", round(checks[-1][1], 3))
-        if out is not None:
-            gan.save_checkpoint()
-            atomic_write(out / "checks.json", lambda tmp: tmp.write_text(json.dumps(checks)))
+            check()
         if gan.stopped_by_time:
             break
     return gan, checks
@@ -463,8 +476,8 @@ def utility_study(train, test, *, judge, gan_steps: int, pool=None, ks=(1, 3, 10
     ``{"width": 0.5}``) trains on ``train`` alone, ``gan_steps`` (or ``minutes``) at most: with ``target``, the
     judge reads 1,000 of its images (a draw of their own) every ``check_every`` steps and training stops at the
     first check at or above ``target`` (early stopping on the judge, which never sees the test set; the verdict
-    below is read on another draw). ``out``: a folder for the GAN's checkpoints (one per check), from which a
-    stopped study resumes its GAN. Then it draws max(ks) × n images, classes balanced, and the same classifier
+    below is read on another draw). ``out``: a folder for the GAN's last checkpoint (rewritten at each check), from
+    which a stopped study resumes its GAN. Then it draws max(ks) × n images, classes balanced, and the same classifier
     (``cxrlib.classifier``, ``clf_steps`` steps, seed ``seed``) trains on each arm of :func:`utility_arms` and
     is scored on ``test``: ROC-AUC and the sensitivity at ``specificity``. "synthetic only" learns from n
     synthetic images (as many as the real arm's). The GAN is **usable** when the judge calls at least

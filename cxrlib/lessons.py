@@ -420,8 +420,9 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     if not compare or baseline not in arms:  # an extra figure of other arms (e.g. the GAN's consistency): none
         baseline = None
     kept = {a: [p[metric][a] for p in parts if counts_for(p, a)] for a in arms}
-    arms = [a for a in arms if kept[a]]  # a synthetic arm with no usable GAN: said below
-    stats = {a: _mean_std(kept[a]) for a in arms}
+    if baseline is not None and not kept[baseline]:
+        baseline = None
+    stats = {a: _mean_std(kept[a]) for a in arms if kept[a]}  # a synthetic arm with no usable GAN: no mean
     s = entry["settings"]
     shape = f" ({s['size']} px, batch {s['batch']})" if "size" in s and "batch" in s else ""
     what = METRICS.get(name, {}).get(metric)
@@ -430,14 +431,16 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
     elif "l1_steps" in s:
         steps = f"L1 + GAN {s['gan_steps']} steps, L1 only {s['l1_steps']} steps, {s['n_train']} training pairs"
     elif "gan_steps" in s:
-        steps = f"GAN {s['gan_steps']} steps on {s['n_train']} real images, classifiers {s['clf_steps']} steps"
+        until = (f"up to {s['gan_steps']} steps (until the judge reads {s['target']:.0%})" if s.get("target")
+                 else f"{s['gan_steps']} steps")
+        steps = f"GAN {until} on {s['n_train']} real images, classifiers {s['clf_steps']} steps"
     elif "arms" in s:  # a recipe comparison: each arm its own steps
         counts = {spec["steps"] for spec in s["arms"].values()}
         steps = (f"{counts.pop()} steps per arm" if len(counts) == 1
                  else ", ".join(f"{a} {spec['steps']}" for a, spec in s["arms"].items()) + " steps")
     else:
         steps = f"equal compute (widest: {s['wide_steps']} steps)"
-    lines = [f"results bank, lesson '{name}': {len(parts)} seeds × {steps}{shape} — made "
+    lines = [f"results bank, lesson '{name}': {len(parts)} seed{'s' if len(parts) > 1 else ''} × {steps}{shape} — made "
              f"{parts[0]['date'][:10]} on {parts[0]['machine']}" + (f"\n  metric: {what}" if what else "")]
     width = max([18] + [len(a) + 1 for a in arms])  # the arm names in one column
     spreads = [sd for m, sd in stats.values() if sd > 1e-9 * max(1.0, abs(m))]  # (not rounding noise)
@@ -446,13 +449,20 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
         lines.append(f"  {'':<{width}} " + "".join(f"{'seed ' + k:>9}" for k in _seed_keys(entry))
                      + "   mean ± std")
     for a in arms:
+        if a not in stats:  # every seed's GAN rejected: its figures shown, starred, without a mean
+            if per_seed:
+                lines.append(f"  {a:<{width}} " + "".join(f"{p[metric][a]:>9.{d}f}*" for p in parts)
+                             + "  (no seed counts)")
+            continue
         m, sd = stats[a]
         seeds = "".join(f"{p[metric][a]:>9.{d}f}" + ("" if counts_for(p, a) else "*") for p in parts) + "  " \
             if per_seed else ""  # (a star after a figure left out: REJECTED_NOTE)
         line = f"  {a:<{width}} {seeds}{m:.{d}f} ± {sd:.{d}f}"
         if baseline is not None and a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
-            if diff == 0 and noise == 0:
+            if min(len(kept[a]), len(kept[baseline])) < 2:
+                line += f"   {diff:+.{d}f} vs {baseline}: one seed, no spread to read it against: no verdict yet"
+            elif diff == 0 and noise == 0:
                 line += f"   the same as {baseline} in every seed"
             else:
                 line += (f"   {diff:+.{d}f} vs {baseline}: {'above' if abs(diff) > noise else 'within'} twice the "

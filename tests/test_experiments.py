@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -308,12 +309,13 @@ def test_the_utility_study_script_runs_on_a_labelled_folder_and_refuses_one_too_
 def test_the_utility_gan_stops_at_the_judges_target_and_resumes_from_its_folder(tmp_path, monkeypatch):
     """utility_study's GAN: with a target, the judge reads it every check_every steps and training stops at the
     first check at or above the target; with a folder, each chunk is checkpointed and a second call resumes there
-    (the bank's hour-long seeds survive a stop) with the checks it had."""
+    (the bank's hour-long seeds survive a stop) -- first making the check of the step it resumed at when the stop
+    came before it was recorded; a folder holding other files is refused, not emptied."""
     from cxrlib import classifier
     from cxrlib.data import load_dataset
 
     train = load_dataset("phantom", size=32, n=16, seed=100)
-    reads = iter([0.5, 0.9, 0.95])
+    reads = iter([0.5, 0.9, 0.95, 0.97])
     monkeypatch.setattr(classifier, "class_consistency", lambda *a, **kw: {"overall": next(reads)})
     cfg = make_config("course", size=32, batch=8, steps=10, family="conditional", log_every=100,
                       sample_every=10**9, checkpoint_every=10**9)
@@ -326,5 +328,13 @@ def test_the_utility_gan_stops_at_the_judges_target_and_resumes_from_its_folder(
     first = {k: v.clone() for k, v in gan.G.state_dict().items()}
     gan, checks = experiments._judged_gan(cfg.replace(steps=6), train, None, 2, 0.99, out, 0,
                                           lambda *a: said.append(" ".join(map(str, a))))
-    assert any(line.startswith("GAN resumed at step 4") for line in said) and gan.step == 6 and checks == [[6, 0.95]]
+    assert any(line.startswith("GAN resumed at step 4") for line in said) and gan.step == 6
+    assert checks == [[4, 0.95], [6, 0.97]]  # the missing check at the resumed step first, then the next chunk
+    assert json.loads((out / "checks.json").read_text()) == checks
     assert any(not torch.equal(first[k], v) for k, v in gan.G.state_dict().items())  # it trained on from there
+
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    with pytest.raises(CxrError, match="holds files the study did not write"):
+        experiments._judged_gan(cfg, train, None, 2, None, mine, 0, lambda *a: None)
+    assert (mine / "notes").exists()

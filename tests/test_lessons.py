@@ -295,9 +295,15 @@ def test_a_seed_whose_gan_the_judge_rejected_stays_out_of_the_synthetic_verdicts
     bank.write_text(json.dumps(one))  # one seed so far: its difference, no verdict on a spread of one
     paired = lessons.bank_paired("utility-100", "real + 1×n synthetic", path=bank)
     assert "seed 0: +0.020" in paired and "no verdict yet" in paired and "above" not in paired
+    summary = lessons.bank_summary("utility-100", path=bank)  # the same for the unpaired verdicts
+    assert "no verdict yet" in summary and "above" not in summary and "within" not in summary
+    assert "GAN up to 12000 steps (until the judge reads 85%)" in summary
     for part in parts.values():  # every GAN rejected: the differences shown, no verdict
         part["usable"] = False
     bank.write_text(json.dumps({"utility-100": {"settings": lessons.LESSONS["utility-100"], "parts": parts}}))
     paired = lessons.bank_paired("utility-100", "real + 1×n synthetic", path=bank)
     assert "no verdict" in paired and "seed 0: +0.020 · seed 1: +0.020 · seed 2: -0.720" in paired
+    row = next(line for line in lessons.bank_summary("utility-100", path=bank, per_seed=True).splitlines()
+               if "synthetic" in line)
+    assert "0.8200*" in row and "0.1000*" in row and "(no seed counts)" in row  # shown, starred, no mean
     assert "above" not in paired and "within" not in paired
