@@ -844,7 +844,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "64 px); default with --mix-seed: the coarse layers")
     p.add_argument("--steps", type=int, metavar="K",
                    help="diffusion model: DDIM denoising steps, each one pass of its U-Net (default: the model's, 50; "
-                   "fewer are faster; what that costs in quality, evaluate measures); a GAN draws in one pass and refuses it")
+                   "fewer are faster; what that costs in quality, evaluate measures); K must divide the 1,000 noise "
+                   "levels (e.g. 10, 20, 25, 40, 50, 100, 250); a GAN draws in one pass and refuses it")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("translate", help="translate a folder with a pix2pix (masks → X-ray) or cyclegan run")

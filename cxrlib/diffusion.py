@@ -13,9 +13,10 @@ Song et al. 2021), built on Hugging Face diffusers -- the baseline a GAN is meas
 * **sampling** (:func:`ddim_sample`) -- start from pure noise x_T = z and denoise in K steps with DDIM (η = 0:
   deterministic, so one z always gives one image), diffusers' ``DDIMScheduler`` with "trailing" timesteps
   (999, 979, …, 19 for K = 50: the first step starts where training's noise is strongest; Lin et al. 2024).
-  Each step is one pass of the U-Net, so K steps cost K of a GAN's forward passes. A K that divides 1,000 steps
-  exactly; for other K diffusers' DDIM steps to t − ⌊1000 / K⌋ rather than the next listed timestep
-  (huggingface/diffusers#9261), a small mismatch.
+  Each step is one pass of the U-Net, so K steps cost K of a GAN's forward passes. K must divide the 1,000 levels
+  (1, 2, 4, 5, 8, 10, 20, 25, 40, 50, 100, 125, 200, 250, 500, 1000): for other K diffusers' DDIM steps to
+  t − ⌊1000 / K⌋ rather than the next listed timestep (huggingface/diffusers#9261), so each step hands the U-Net an
+  image at another noise level than the t it is told; :func:`check_steps` refuses such K, naming the nearest exact ones.
 
 **Why it rides the GAN engine** (``cxrlib.train.Trainer``) rather than a loop of its own: everything around a step is
 the same -- checkpoints (atomic, weights-only loading), ``config.json``, ``log.jsonl``, sample grids, budgets (steps,
@@ -134,9 +135,15 @@ class DiffusionGenerator(nn.Module):
 
 
 def check_steps(steps, levels: int = TIMESTEPS) -> int:
-    """``steps`` as a number of DDIM steps, or ``CxrError``: a whole number from 1 to ``levels`` (the noise levels)."""
+    """``steps`` as a number of DDIM steps, or ``CxrError``: a whole number from 1 to ``levels`` (the noise levels)
+    that divides ``levels`` -- other K step to the wrong noise level in diffusers' DDIM (huggingface/diffusers#9261)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= levels:
         raise CxrError(f"the DDIM steps must be a whole number from 1 to {levels} (the noise levels), got {steps!r}")
+    if levels % steps:
+        below = max(k for k in range(1, steps) if levels % k == 0)
+        above = min(k for k in range(steps + 1, levels + 1) if levels % k == 0)
+        raise CxrError(f"{steps} DDIM steps do not divide the {levels} noise levels, and diffusers' DDIM would then "
+                       f"step to the wrong level (huggingface/diffusers#9261): take {below} or {above}")
     return steps
 
 

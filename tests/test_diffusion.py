@@ -1,6 +1,6 @@
-"""The diffusion model (``cxrlib.diffusion``): its forward noising, its denoising step, exact resume on the engine,
-``sample --steps``, the refusals of a GAN's options, and the one line without diffusers. Tiny: 32 px, a U-Net of a
-quarter width, two DDIM steps."""
+"""The diffusion model (``cxrlib.diffusion``): its forward noising, its denoising step, DDIM against an exact
+noise oracle, the K it refuses, exact resume on the engine, ``sample --steps``, the refusals of a GAN's options, and
+the one line without diffusers. Tiny: 32 px, a U-Net of a quarter width, two DDIM steps."""
 
 from __future__ import annotations
 
@@ -92,6 +92,48 @@ def test_the_forward_noising_has_the_mean_and_variance_of_q_xt_given_x0(beta_sch
         a = float(alpha_bar[t])
         assert float(x_t.mean()) == pytest.approx(math.sqrt(a) * 0.6, abs=0.01)  # √ᾱ_t · x_0
         assert float(x_t.var()) == pytest.approx(1 - a, abs=0.01 + 0.02 * (1 - a))  # (1 − ᾱ_t)
+
+
+class PointMassOracle(torch.nn.Module):
+    """The exact noise predictor of a data distribution that is one image c: ε̂(x_t, t) = (x_t − √ᾱ_t · c) /
+    √(1 − ᾱ_t), shaped like diffusers' U-Net output; it keeps the noise it predicted at each step."""
+
+    def __init__(self, c, alpha_bar):
+        super().__init__()
+        self.c, self.alpha_bar, self.eps = c.double(), alpha_bar.double(), []
+
+    def forward(self, x, t):
+        a = self.alpha_bar[int(t)]
+        eps = (x.double() - a.sqrt() * self.c) / (1 - a).sqrt()
+        self.eps.append(eps)
+        return types.SimpleNamespace(sample=eps)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 50])
+def test_ddim_with_the_exact_noise_of_a_point_mass_returns_that_image(steps):
+    # deterministic DDIM (η = 0) keeps the noise direction of x_T all the way down and lands on x_0 = c at the last
+    # step (ᾱ = 1 there): a stochastic step (η ≠ 0) or an x fed at another level than its t would change the noise
+    # the oracle sees; a final ᾱ below 1 leaves √(1 − ᾱ_0) of noise in the image (0.02 here)
+    _, sampler = diffusion.noise_schedules()
+    c = torch.linspace(-0.9, 0.9, 64).reshape(1, 1, 8, 8).repeat(3, 1, 1, 1)
+    z = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    oracle = PointMassOracle(c, sampler.alphas_cumprod)
+    x = diffusion.ddim_sample(oracle, sampler, z, steps)
+    assert len(oracle.eps) == steps and x.dtype == torch.float32
+    # K = 1 divides by √ᾱ_999 = 5e-5 once: float32 rounding of x_T grows to ~2e-3 there
+    torch.testing.assert_close(x, c, rtol=0, atol=5e-3 if steps == 1 else 1e-5)
+    assert max(float((e - oracle.eps[0]).abs().max()) for e in oracle.eps) < 5e-3
+
+
+def test_ddim_steps_that_do_not_divide_the_noise_levels_are_refused_naming_the_nearest():
+    for steps in (1, 2, 25, 40, 50, 1000):
+        assert diffusion.check_steps(steps) == steps
+    with pytest.raises(CxrError, match=r"30 DDIM steps do not divide the 1000 noise levels.*#9261.*take 25 or 40"):
+        diffusion.check_steps(30)
+    with pytest.raises(CxrError, match="take 500 or 1000"):
+        diffusion.check_steps(999)
+    with pytest.raises(CxrError, match="take 2 or 4"):
+        diffusion.DiffusionGenerator(16, channels=(8, 16), sampling_steps=3)
 
 
 def test_denoising_steps_lower_the_loss_on_a_fixed_batch():
@@ -228,6 +270,13 @@ def test_sample_steps_is_refused_for_a_gan_in_one_line(tmp_path, capsys):
 def test_sample_steps_out_of_range_is_one_line(tiny_run, tmp_path, capsys):
     assert run("sample", "--ckpt", tiny_run, "--n", 1, "--out", tmp_path / "s", "--steps", 0) == 2
     assert "DDIM steps must be a whole number from 1 to 1000" in capsys.readouterr().err
+
+
+def test_sample_steps_that_do_not_divide_the_noise_levels_is_one_line(tiny_run, tmp_path, capsys):
+    assert run("sample", "--ckpt", tiny_run, "--n", 1, "--out", tmp_path / "s", "--steps", 30) == 2
+    err = capsys.readouterr().err
+    assert "take 25 or 40" in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not list(tmp_path.glob("s/*.png"))
 
 
 def test_without_diffusers_train_fails_in_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
