@@ -369,6 +369,10 @@ def _train(args) -> int:
             if given is not None and given != saved[key]:
                 raise CxrError(f"--{key} {given} differs from the run's {key} {saved[key]} in '{out}'")
         FAMILIES[saved.get("family") or TrainConfig.family].check_available()  # before reading any data
+        if saved.get("dp_epsilon") is not None:  # a private run's accountant: without Opacus, one line, no data read
+            from cxrlib.gan import dp
+
+            dp.require_opacus()
         data = _training_data(args.data, saved["size"], args.n_images, args.on_error, saved.get("family", ""),
                               args.masks, args.data_b, _memmap(args), not args.quiet)
         trainer = Trainer.resume(out, data, callbacks=callbacks, **overrides)
@@ -896,7 +900,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("privacy", help="membership-inference attacks: can an attacker tell the training images "
                        "from other patients' films?")
     p.add_argument("--ckpt", required=True, metavar="RUN",
-                   help="run folder, checkpoint file or 'pretrained' (an unconditional or conditional GAN)")
+                   help="run folder, checkpoint file or 'pretrained' of a model that draws from noise (an "
+                   "unconditional or conditional GAN, or a diffusion model: no discriminator attack)")
     p.add_argument("--members", required=True, metavar="DIR", help="folder of the training images, un-augmented "
                    "(a conditional checkpoint's D needs them in class sub-folders)")
     p.add_argument("--nonmembers", required=True, metavar="DIR", help="folder of other patients' images from the "

@@ -480,6 +480,11 @@ class TrainConfig:
                            f"loss='{self.loss}'")
         if self.dp_epsilon is not None:
             self._validate_private(bad)
+        else:
+            for f, default in (("dp_delta", None), ("dp_max_grad_norm", 1.0)):
+                if getattr(self, f) != default:
+                    bad(f, "a DP-SGD setting, and this run is not private: give dp_epsilon (--dp-epsilon) too, or "
+                        "leave it out")
         return self
 
     def _validate_private(self, bad) -> None:

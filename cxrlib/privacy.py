@@ -231,8 +231,8 @@ def generated_images(G, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def checkpoint_config(ckpt):
-    """The config of a checkpoint the attacks can audit (an unconditional or conditional GAN); an image-to-image
-    one is a one-line error naming its family."""
+    """The config of a checkpoint the attacks can audit (a model that draws from noise: an unconditional or
+    conditional GAN, or a diffusion model); an image-to-image one is a one-line error naming its family."""
     from cxrlib.config import TrainConfig
     from cxrlib.engine.checkpoints import load_checkpoint
 
@@ -244,7 +244,8 @@ def _attackable(cfg, ckpt):
 
     if not FAMILIES[cfg.family].draws_from_z:
         raise CxrError(f"'{ckpt}' is a {cfg.family} checkpoint, which translates images rather than drawing them "
-                       "from noise: the membership attacks need an unconditional or conditional GAN")
+                       "from noise: the membership attacks need a model that draws from noise (an unconditional or "
+                       "conditional GAN, or a diffusion model)")
     return cfg
 
 
@@ -253,13 +254,13 @@ def audit_checkpoint(ckpt, members, nonmembers, *, n_generated: int = N_GENERATE
     """Every attack on one checkpoint: ``{"attacks": {name: membership_report}, "scores": {name: {"members": […],
     "nonmembers": […]}}, "skipped": {name: why}, …}``, JSON-ready (the scores in the images' order: ROC curves).
 
-    ckpt: a run folder, a checkpoint file or ``"pretrained"`` of an unconditional or conditional GAN (an
-    image-to-image one is refused). members: the training images, un-augmented; nonmembers: images of other
-    patients from the same distribution, as many (``subsample``: draw a seeded random equal number from the
-    larger set instead of refusing). Both ``ImageSet``s or (N, 1, S, S) tensors at the generator's size; a
+    ckpt: a run folder, a checkpoint file or ``"pretrained"`` of a model that draws from noise: an unconditional or
+    conditional GAN, or a diffusion model (an image-to-image one is refused). members: the training images,
+    un-augmented; nonmembers: images of other patients from the same distribution, as many (``subsample``: draw a
+    seeded random equal number from the larger set instead of refusing). Both ``ImageSet``s or (N, 1, S, S) tensors at the generator's size; a
     conditional checkpoint's D needs ImageSets whose classes (sub-folders) it knows. The black-box attacks compare
-    with ``n_generated`` samples of the EMA generator (``ema``); the white-box one runs when the checkpoint holds D
-    (else ``skipped`` says why). ``seed`` seeds the samples, D's batches, the subsample and the bootstrap."""
+    with ``n_generated`` samples of the EMA generator (``ema``); the white-box one runs when the checkpoint holds a
+    trained D (else ``skipped`` says why: an exported generator, a diffusion model). ``seed`` seeds the samples, D's batches, the subsample and the bootstrap."""
     from cxrlib.engine.families import FAMILIES
     from cxrlib.train import load_discriminator, load_generator
 
@@ -284,8 +285,11 @@ def audit_checkpoint(ckpt, members, nonmembers, *, n_generated: int = N_GENERATE
     members, nonmembers = sets["members"], sets["non-members"]
     queries = torch.cat([as_images(members), as_images(nonmembers)])
     scores, skipped = {}, {}
-    D = load_discriminator(ckpt, device=device)
-    if D is None:
+    trains_d = FAMILIES[cfg.family].trains_d  # False: its D slot holds a stand-in nothing trains (diffusion's raises)
+    D = load_discriminator(ckpt, device=device) if trains_d else None
+    if not trains_d:
+        skipped["discriminator"] = f"the {cfg.family} model has no discriminator"
+    elif D is None:
         skipped["discriminator"] = "the checkpoint holds no discriminator (an exported generator)"
     else:
         labels = (torch.cat([_labels_for(members, cfg.classes, "member"),

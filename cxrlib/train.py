@@ -254,9 +254,11 @@ class Trainer:
 
     def batch_indices(self, n: int) -> torch.Tensor:
         """Indices of n random training images, with replacement (0 … ``n_train`` - 1, on the device); under DP-SGD a
-        Poisson sample instead, each image with probability n / ``n_train``: its size varies around n."""
+        Poisson sample instead, each image with probability n / ``n_train``: its size varies around n, and its mask
+        comes from the accountant's secret ``sampling`` stream, not from ``rng`` (which images a step read is
+        private: ``cxrlib.gan.dp``)."""
         if self.dp is not None:
-            return dp.poisson_sample(self.n_train, n / self.n_train, self.rng, self.device)
+            return dp.poisson_sample(self.n_train, n / self.n_train, self.dp.sampling, self.device)
         return torch.randint(self.n_train, (n,), generator=self.rng, device=self.device)
 
     def images_at(self, idx: torch.Tensor) -> torch.Tensor:

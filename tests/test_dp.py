@@ -237,3 +237,53 @@ def test_train_dp_epsilon_without_opacus_names_the_extra(tmp_path, capsys, monke
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "cxrlib[privacy]"' in err
+
+
+# ------------------------------------------------------------------ review fixes: secret batches, resume, refusals
+def test_real_batches_are_drawn_secretly_not_from_the_run_seed():
+    private = make_config("course", steps=2, dp_epsilon=10, **TINY)
+    a, b = Trainer(private, images()), Trainer(private, images())
+    rng = a.rng.get_state()
+    draws_a, draws_b = ([t.batch_indices(8).tolist() for _ in range(6)] for t in (a, b))
+    assert draws_a != draws_b  # the same cfg.seed, different Poisson batches
+    assert torch.equal(a.rng.get_state(), rng)  # the masks come from the accountant's secret stream
+    assert not torch.equal(a.dp.sampling.get_state(), b.dp.sampling.get_state())
+    plain = make_config("course", steps=2, **TINY)  # without DP: the run's seed decides, as before
+    c, d = Trainer(plain, images()), Trainer(plain, images())
+    expected = torch.randint(24, (8,), generator=torch.Generator().manual_seed(0).set_state(c.rng.get_state()))
+    assert torch.equal(c.batch_indices(8), expected) and torch.equal(d.batch_indices(8), expected)
+
+
+@pytest.mark.parametrize("change, n, words", [
+    (dict(batch=4), 24, "the sampling rate q = batch / training images (--batch, the data) 0.333333"),
+    ({}, 30, "the sampling rate q"),
+    (dict(dp_delta=0.01), 24, "δ (--dp-delta) 0.0416667, this resume would be at 0.01"),
+    (dict(dp_epsilon=12), 24, "ε (--dp-epsilon) 10, this resume would be at 12"),
+    (dict(dp_epsilon=5), 24, "ε (--dp-epsilon) 10"),
+])
+def test_a_resume_that_changes_the_budget_or_sampling_rate_is_refused(tmp_path, change, n, words):
+    a = Trainer(make_config("course", steps=4, dp_epsilon=10, **TINY), images(), out=tmp_path / "a")
+    a.fit(steps=1, progress=False)
+    with pytest.raises(CxrError, match=re.escape(words)) as e:
+        Trainer.resume(tmp_path / "a", images(n), **change)
+    assert "\n" not in str(e.value)
+    assert Trainer.resume(tmp_path / "a", images()).dp.steps_taken == 1  # its own settings resume
+
+
+@pytest.mark.parametrize("field, value", [("dp_delta", 1e-5), ("dp_max_grad_norm", 2.0)])
+def test_dp_settings_without_dp_epsilon_are_refused_in_one_line(field, value):
+    with pytest.raises(CxrError, match=f"'{field}'.*not private: give dp_epsilon") as e:
+        make_config("course", **{field: value})
+    assert "\n" not in str(e.value)
+
+
+def test_resuming_a_private_run_without_opacus_names_the_extra_before_reading_data(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps(make_config("course", dp_epsilon=10).to_dict()))
+    for name in ("opacus", "opacus.accountants", "opacus.accountants.utils"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and 'pip install "cxrlib[privacy]"' in err

@@ -286,3 +286,19 @@ def test_cli_privacy_help_names_every_option(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and "--ckpt RUN --members DIR --nonmembers DIR" in " ".join(out.split())
     assert all(flag in out for flag in ("--n-generated N", "--json PATH", "--seed S", "--subsample", "--resize"))
+
+
+def test_cli_privacy_on_a_diffusion_checkpoint_skips_the_discriminator_attack(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    members, nonmembers = phantoms(12, 0), phantoms(12, 5)
+    cfg = make_config("diffusion", steps=1, size=SIZE, batch=4, width=0.25, amp="off", log_every=1,
+                      sample_every=10**6, checkpoint_every=10**6, model_kwargs={"sampling_steps": 2})
+    train.Trainer(cfg, members, out=tmp_path / "run").fit(progress=False)
+    out = tmp_path / "privacy.json"
+    assert main(["privacy", "--ckpt", str(tmp_path / "run"), "--members", str(write_folder(tmp_path / "m", members)),
+                 "--nonmembers", str(write_folder(tmp_path / "n", nonmembers)), "--n-generated", "8",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["family"] == "diffusion" and set(result["attacks"]) == {"distance_pixel", "distance_embedding"}
+    assert result["skipped"] == {"discriminator": "the diffusion model has no discriminator"}
+    assert "skipped discriminator: the diffusion model has no discriminator" in capsys.readouterr().out

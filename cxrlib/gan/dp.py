@@ -24,7 +24,10 @@ sum; G's step is the usual one.
 sampling: each training image joins a step's batch independently with probability q = B / N, so the batch size
 varies around B (:func:`poisson_sample`; the trainer counts B images per step, not the realised size, for the
 same reason as the fakes). Fixed-size batches drawn with replacement, the trainer's usual draw, are not what
-that bound covers, so a private run draws its real batches this way.
+that bound covers, so a private run draws its real batches this way. Which images a step drew is part of the secret
+too (the bound assumes the attacker does not know the batches): the Poisson masks come from a second secret stream
+(``PrivacyAccount.sampling``, seeded from the operating system like the noise's), never from the run's seed, and
+the checkpoint keeps its state so that a resume continues it exactly.
 
 **The accountant.** The noise multiplier σ is chosen once, before training, from the target ε, δ (default 1/N), q
 and the number of D steps (:func:`noise_multiplier`, Opacus' ``get_noise_multiplier``); Opacus' RDP accountant
@@ -33,8 +36,9 @@ Opacus' tighter PRV accountant took seconds per call where RDP takes millisecond
 
 **What the guarantee covers.** The networks (G, its EMA, D), the samples and the exported generator
 (``export_pretrained``). Not the run's ``log.jsonl`` (its d_loss_real and D(x) read the real batch directly), nor
-a full checkpoint (it holds the state of the noise's random stream, from which the noise can be rebuilt -- that
-stream is seeded secretly, never from the run's seed, for the same reason), nor the class shares that a conditional
+a full checkpoint (it holds the states of the noise's and the batches' random streams, from which the noise and
+the batches can be rebuilt -- those streams are seeded secretly, never from the run's seed, for the same reason),
+nor the class shares that a conditional
 run's fakes are drawn with (treated as public). The noise is drawn with torch's generator, not a cryptographic one
 (Opacus' ``secure_mode`` would be: floating-point noise can leak in theory, Mironov 2012).
 
@@ -57,6 +61,7 @@ Student tier: no trainer, no engine; Opacus is imported only when a private run 
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import warnings
 
@@ -191,7 +196,8 @@ class PrivacyAccount:
     """A private run's budget and its accountant: the target ``epsilon``, ``delta``, the clipping norm
     ``max_grad_norm`` C, the Poisson ``sample_rate`` q and the number of D steps ``steps`` σ is calibrated for
     (``noise_multiplier``); ``history`` [(σ, q, steps taken)] is what Opacus' RDP accountant composes; ``noise``
-    the noise's own random stream, seeded from the operating system, never from the run's seed."""
+    the noise's own random stream and ``sampling`` the Poisson masks' (which images each step reads), both seeded
+    from the operating system, never from the run's seed."""
 
     def __init__(self, epsilon: float, delta: float, max_grad_norm: float, sample_rate: float, steps: int,
                  device="cpu"):
@@ -203,6 +209,7 @@ class PrivacyAccount:
         self.noise_multiplier = noise_multiplier(self.epsilon, self.delta, self.sample_rate, self.steps)
         self.history: list[list] = []
         self.noise = torch.Generator(device).manual_seed(secrets.randbits(63))
+        self.sampling = torch.Generator(device).manual_seed(secrets.randbits(63))
 
     @property
     def steps_taken(self) -> int:
@@ -238,16 +245,29 @@ class PrivacyAccount:
                 "accountant": "rdp (opacus)"}
 
     def state_dict(self) -> dict:
-        return {"delta": self.delta, "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
-                "steps": self.steps, "history": [list(h) for h in self.history], "noise": self.noise.get_state()}
+        return {"epsilon": self.epsilon, "delta": self.delta, "noise_multiplier": self.noise_multiplier,
+                "sample_rate": self.sample_rate, "steps": self.steps, "history": [list(h) for h in self.history],
+                "noise": self.noise.get_state(), "sampling": self.sampling.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue a checkpoint's accountant exactly: its σ, q, δ, plan, steps taken and noise stream (the
-        target ε stays this run's: a larger one lets a resumed run go on at the same σ)."""
+        """Continue a checkpoint's accountant exactly: its σ, plan, steps taken, noise and sampling streams.
+        Refused in one line when this run's ε, δ or Poisson rate q = batch / images differs from the checkpoint's:
+        the accountant composes the steps at the checkpoint's q and δ, so another batch or data set would make it
+        report the wrong ε, and a resume may not raise the budget it started with."""
+        rate = "the sampling rate q = batch / training images (--batch, the data)"
+        saved = {rate: state["sample_rate"], "δ (--dp-delta)": state["delta"], "ε (--dp-epsilon)": state.get("epsilon")}
+        ours = {rate: self.sample_rate, "δ (--dp-delta)": self.delta, "ε (--dp-epsilon)": self.epsilon}
+        for what, value in saved.items():
+            if value is not None and not math.isclose(float(value), ours[what], rel_tol=1e-9):
+                raise CxrError(f"this DP-SGD checkpoint was trained at {what} {float(value):.6g}, this resume would "
+                               f"be at {ours[what]:.6g}: resume with the run's own settings and training set (a new "
+                               "budget or batch is a new run)")
         self.delta, self.noise_multiplier = float(state["delta"]), float(state["noise_multiplier"])
         self.sample_rate, self.steps = float(state["sample_rate"]), int(state["steps"])
         self.history = [[float(s), float(q), int(k)] for s, q, k in state["history"]]
         self.noise.set_state(state["noise"])
+        if "sampling" in state:  # a checkpoint from before the batches had their own secret stream: a fresh one
+            self.sampling.set_state(state["sampling"])
 
     def __str__(self) -> str:
         return (f"DP-SGD on D: ε ≤ {self.epsilon:g} at δ = {self.delta:.3g} over {self.steps} D steps · clip "
