@@ -1,7 +1,7 @@
 """The utility task's learning curve: ROC-AUC of the course's small classifier vs the number of real images.
 
-    python benchmarks/utility_curve.py                                   # 0.4-0.8, n = 50…2000, 3 seeds (≈ 4 min)
-    python benchmarks/utility_curve.py --severity 0.5-0.8 --sizes 50,100,200 --seeds 5
+    python benchmarks/utility_curve.py                                   # the utility task: 0.25-0.6, 1,000 steps
+    python benchmarks/utility_curve.py --severity 0.4-0.8 --steps 300 --sizes 50,100,200 --seeds 5
     python benchmarks/utility_curve.py --severity 1                      # today's phantoms: no headroom (AUC ≈ 1)
     python benchmarks/utility_curve.py --quick                           # seconds: checks that it runs
     python benchmarks/utility_curve.py --figure docs/mild_pneumonia.png --sizes 0   # only the figure
@@ -14,8 +14,8 @@ patient's healthy one by ``cxrlib.viz.FINDING_LEVELS`` grey levels or more; pneu
 The task: pneumonia vs normal on phantoms whose ill images draw their severity from ``--severity`` (a share of
 the default patch area and density, ``cxrlib.phantom``). For each seed s the training pool is the first
 max(sizes) phantoms of seed 100 + s (every prefix is class-balanced, so the size-n set is the first n: nested
-sets, one patient draw per seed); ``cxrlib.classifier.train_classifier`` (its default steps, augmentation on,
-seed s) trains on the first n, and ROC-AUC is scored on one held-out test set of other patients (``--n-test``
+sets, one patient draw per seed); ``cxrlib.classifier.train_classifier`` (``--steps``, default 1,000: the
+utility study's classifier; augmentation on; seed s) trains on the first n, and ROC-AUC is scored on one held-out test set of other patients (``--n-test``
 phantoms of seed 1 at the same severity) that no size or seed trains on. Prints every run and mean ± std
 (sample std over seeds) per n, and a Markdown table for benchmarks/RESULTS.md.
 """
@@ -61,12 +61,13 @@ def mild_cases_figure(path, severity, size: int) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--severity", default="0.4-0.8", help="LO-HI within (0, 1] (default 0.4-0.8)")
+    p.add_argument("--severity", default="0.25-0.6",
+                   help="LO-HI within (0, 1] (default 0.25-0.6: the utility study's task)")
     p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[50, 100, 200, 500, 2000])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--size", type=int, default=64, help="image side in px (default 64)")
     p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--steps", type=int, help="classifier steps (default: train_classifier's own)")
+    p.add_argument("--steps", type=int, default=1000, help="classifier steps (default 1000, as the utility study's)")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--figure", help="save the mild-cases figure here (a .png)")
     p.add_argument("--quick", action="store_true")
@@ -74,7 +75,6 @@ def main(argv=None) -> int:
     if args.quick:
         args.sizes, args.seeds, args.size, args.n_test, args.steps = [8, 16], 2, 32, 40, 3
     severity = parse_severity(args.severity)
-    clf_kw = {} if args.steps is None else {"steps": args.steps}
     config.set_threads()
     if args.figure:
         mild_cases_figure(args.figure, severity or (1.0, 1.0), args.size)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         pool = load_dataset("phantom", size=args.size, n=max(args.sizes), seed=100 + seed, severity=severity)
         for n in args.sizes:
             t0 = time.perf_counter()
-            model = train_classifier(pool.subset(list(range(n))), seed=seed, **clf_kw)
+            model = train_classifier(pool.subset(list(range(n))), seed=seed, steps=args.steps)
             auc = evaluate_classifier(model, test)["auc"]
             runs[n].append(auc)
             print(f"n={n} seed {seed}: AUC {auc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
