@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cxrlib import classifier, config, metrics  # noqa: E402
 from cxrlib.data import load_dataset  # noqa: E402
-from cxrlib.train import load_generator, to_uint8  # noqa: E402
+from cxrlib.engine.sampling import draw_images, load_generator  # noqa: E402
 
 
 def resnet_judge(n_classes: int = 2) -> nn.Module:
@@ -63,16 +63,6 @@ def judge_proba(net, images, batch: int = 256) -> torch.Tensor:
     return torch.cat([net(x.float() / 127.5 - 1).softmax(1) for x in images.split(batch)])
 
 
-@torch.no_grad()
-def generate(G, n: int, label: int | None, seed: int) -> torch.Tensor:
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    out = []
-    for zb in z.split(128):
-        x = G(zb) if label is None else G(zb, torch.full((len(zb),), label, dtype=torch.long))
-        out.append(to_uint8(x.float()))
-    return torch.cat(out)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", default="pretrained-conditional", help="conditional checkpoint (default: the shipped one)")
@@ -98,11 +88,11 @@ def main(argv=None) -> int:
     result = {"ckpt": str(args.ckpt), "size": size, "classes": classes, "judge": "torchvision resnet18 (scratch)",
               "judge_auc_real": auc, "per_class": {}}
     U, _ = load_generator(args.unconditional, device="cpu")
-    fake_u = generate(U, args.n, None, seed=11)
+    fake_u = draw_images(U, args.n, seed=11)
     result["unconditional_swd_all"] = float(metrics.swd(test.images, fake_u)["avg"])
     for c, name in enumerate(classes):
         real_c = test.images[test.labels == c]
-        fake = generate(G, args.n, c, seed=11)
+        fake = draw_images(G, args.n, seed=11, labels=torch.full((args.n,), c))
         called = judge_proba(judge, fake).argmax(1)
         result["per_class"][name] = {
             "called_own_class": float((called == c).float().mean()),

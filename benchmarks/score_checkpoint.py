@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from quality_bar import phantoms  # noqa: E402
 
 from cxrlib import metrics  # noqa: E402
-from cxrlib.train import SAMPLE_BATCH, load_generator, to_uint8  # noqa: E402
+from cxrlib.engine.sampling import draw_images, load_generator  # noqa: E402
 
 
 @torch.no_grad()
@@ -30,8 +30,7 @@ def main(argv=None) -> int:
     for ckpt in args.ckpt:
         G, cfg = load_generator(ckpt, device="cpu")
         heldout = phantoms(cfg.size, args.n, seed=1)
-        z = torch.randn(args.n, G.z_dim, generator=torch.Generator().manual_seed(123))
-        fakes = torch.cat([to_uint8(G(zb)) for zb in z.split(SAMPLE_BATCH)])
+        fakes = draw_images(G, args.n, seed=123)
         swd = metrics.swd(heldout, fakes)
         levels = " · ".join(f"{k} {v:.1f}" for k, v in swd.items() if k != "avg")
         print(f"{ckpt}: {cfg.preset}, {cfg.size} px, {cfg.steps} steps, {cfg.model_kwargs or 'default networks'}: "

@@ -35,7 +35,7 @@ import torch
 from cxrlib.classifier import roc_auc, sensitivity_at_specificity
 from cxrlib.errors import CxrError
 from cxrlib.gan.steps import run
-from cxrlib.images import as_images, to_float, to_uint8
+from cxrlib.images import as_images, to_float
 from cxrlib.metrics.common import _float_chunks, _k_smallest, _pairwise_distances
 from cxrlib.metrics.memorisation import audit_embedding
 
@@ -220,16 +220,6 @@ def _subsample(images, n: int, seed: int):
 
 
 @torch.no_grad()
-def generated_images(G, n: int, seed: int = 0) -> torch.Tensor:
-    """n images of a loaded generator (eval mode; a conditional one draws its classes in turn), z drawn with
-    ``seed`` → uint8 (n, 1, S, S) on the CPU: the images ``python -m cxrlib sample --n n --seed seed`` writes."""
-    from cxrlib.train import SAMPLE_BATCH, fixed_batches
-
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    device = next(G.parameters()).device
-    return torch.cat([to_uint8(G(zb.to(device))[:rows]).cpu() for _, rows, (zb,) in fixed_batches(n, SAMPLE_BATCH, z)])
-
-
 def checkpoint_config(ckpt):
     """The config of a checkpoint the attacks can audit (a model that draws from noise: an unconditional or
     conditional GAN, or a diffusion model); an image-to-image one is a one-line error naming its family."""
@@ -262,6 +252,7 @@ def audit_checkpoint(ckpt, members, nonmembers, *, n_generated: int = N_GENERATE
     with ``n_generated`` samples of the EMA generator (``ema``); the white-box one runs when the checkpoint holds a
     trained D (else ``skipped`` says why: an exported generator, a diffusion model). ``seed`` seeds the samples, D's batches, the subsample and the bootstrap."""
     from cxrlib.engine.families import FAMILIES
+    from cxrlib.engine.sampling import draw_images
     from cxrlib.train import load_discriminator, load_generator
 
     if n_generated < 1:
@@ -296,7 +287,7 @@ def audit_checkpoint(ckpt, members, nonmembers, *, n_generated: int = N_GENERATE
                              _labels_for(nonmembers, cfg.classes, "non-member")])
                   if FAMILIES[cfg.family].takes_labels else None)
         scores["discriminator"] = discriminator_scores(D, queries, labels, seed=seed)
-    fakes = generated_images(G, n_generated, seed)
+    fakes = draw_images(G, n_generated, seed)
     for space in SPACES:
         scores[f"distance_{space}"] = distance_scores(queries, fakes, space)
     attacks = {name: membership_report(s[:n_m], s[n_m:], seed=seed, n_boot=n_boot) for name, s in scores.items()}

@@ -11,6 +11,7 @@ import torch
 
 from cxrlib import assets, config, metrics, models, phantom
 from cxrlib.config import make_config
+from cxrlib.engine.sampling import draw_images
 from cxrlib.errors import CxrError
 from cxrlib.train import Trainer, export_pretrained, load_checkpoint, load_generator, to_uint8
 
@@ -156,11 +157,14 @@ def test_shipped_conditional_generator_draws_each_class():
     G, cfg = load_generator("pretrained-conditional", device="cpu")
     assert (cfg.family, cfg.preset, cfg.size, cfg.classes) == ("conditional", "course", 64, ("normal", "pneumonia"))
     clf = classifier.train_classifier(load_dataset("phantom", size=64, n=300, seed=5), steps=150, seed=0)
-    z = torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        p_normal = classifier.predict_proba(clf, to_uint8(G(z, torch.zeros(64, dtype=torch.long))))[:, 1].mean()
-        p_pneu = classifier.predict_proba(clf, to_uint8(G(z, torch.ones(64, dtype=torch.long))))[:, 1].mean()
+    normal, pneu = (draw_images(G, 64, seed=0, labels=torch.full((64,), c)) for c in (0, 1))
+    p_normal = classifier.predict_proba(clf, normal)[:, 1].mean()
+    p_pneu = classifier.predict_proba(clf, pneu)[:, 1].mean()
     assert p_pneu - p_normal > 0.3, (float(p_normal), float(p_pneu))  # the label moves the classifier's verdict
+    # without labels it draws the classes in turn, each image as in a draw of all n (the same z, the same class)
+    mixed = draw_images(G, 5, seed=0)
+    assert torch.equal(mixed[0::2], normal[0:5:2]) and torch.equal(mixed[1::2], pneu[1:5:2])
+    assert torch.equal(draw_images(G, 3, seed=0), mixed[:3])  # an image does not depend on how many are drawn
 
 
 def test_shipped_cyclegan_adds_pneumonia_and_keeps_the_patient():

@@ -22,7 +22,7 @@ The algorithm a student reads is in ``cxrlib.gan`` (the D and G steps, EMA, the 
 * ``families``: ``FAMILIES``, the GAN families by ``TrainConfig.family`` name (each implements the protocol of
   ``cxrlib.gan.family``);
 * ``sampling``: drawing from a trainer's generator (``generate``, ``sample``, ``save_samples``,
-  ``refresh_ema_norm_stats``) or a checkpoint's (``load_generator``, ``write_samples``), ``fixed_batches``;
+  ``refresh_ema_norm_stats``) or a checkpoint's (``load_generator``, ``draw_images``, ``write_samples``), ``fixed_batches``;
 * ``benchmark``: timing training steps (``time_steps``, behind ``cxrlib.train.throughput``).
 
 The functions that do a ``Trainer``'s work take the trainer as their first argument (``state.save_checkpoint(t)``);

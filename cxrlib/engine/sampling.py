@@ -117,6 +117,17 @@ def load_generator(ckpt, ema: bool = True, device: str = "auto") -> tuple[torch.
     return G.to(config.get_device(device)).eval().requires_grad_(False), cfg
 
 
+@torch.no_grad()
+def draw_images(G, n: int, seed: int = 0, labels=None, batch: int = SAMPLE_BATCH) -> torch.Tensor:
+    """n images of a loaded generator (``load_generator``), z drawn with ``seed`` → uint8 (n, 1, S, S) on the CPU,
+    in calls of ``batch`` rows (``fixed_batches``). ``labels``: (n,) class indices for a conditional generator
+    (without them it draws its classes in turn, as ``python -m cxrlib sample`` does)."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    device = next(G.parameters()).device
+    return torch.cat([to_uint8((G(zb.to(device)) if yb is None else G(zb.to(device), yb.to(device)))[:rows].float())
+                      .cpu() for _, rows, (zb, yb) in fixed_batches(n, batch, z, labels)])
+
+
 def load_discriminator(ckpt, device: str = "auto") -> torch.nn.Module | None:
     """The discriminator of a checkpoint, in eval mode, or None when it holds none (an exported generator
     written with ``discriminator=False``). ckpt: a checkpoint file or a run directory; the D of an unconditional
