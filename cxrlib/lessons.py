@@ -339,30 +339,84 @@ def _arm_order(name: str, arms: list[str]) -> list[str]:
     return [a for a in order if a in arms] + [a for a in arms if a not in order]
 
 
-def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print) -> dict:
-    """Run the missing parts of the bank (every lesson, or ``only``), writing after each finished part."""
+#: how ``run(jobs=N)`` starts its worker processes ("spawn": a fresh interpreter, no forked OpenMP thread pool)
+MP_CONTEXT = "spawn"
+
+
+def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print, jobs: int = 1) -> dict:
+    """Run the missing parts of the bank (every lesson, or ``only``), writing after each finished part.
+
+    ``jobs`` N > 1 runs N parts at a time, each in a process of its own with cores // N torch threads (whether that
+    beats one part at a time on all cores: ``benchmarks/bench_jobs.py``, figures in ``benchmarks/RESULTS.md``).
+    A part that fails leaves the others running and saved; the first failure is raised at the end."""
     if only is not None and only not in LESSONS:
         raise CxrError(f"unknown lesson {only!r} (the bank has: {', '.join(LESSONS)})")
     bank = load_bank(path)
+    todo = []
     for name, settings in LESSONS.items():
         if only and name != only:
             continue
-        n_seeds = seeds or settings["seeds"]
         entry = bank.get(name)
         if entry is None or entry.get("settings") != settings:
             entry = bank[name] = {"settings": settings, "parts": {}}  # new settings: start this lesson over
-        for seed in range(n_seeds):
+        for seed in range(seeds or settings["seeds"]):
             if str(seed) in entry["parts"]:
                 log(f"{name}, seed {seed}: in the bank already")
-                continue
-            runner = RUNNERS[name]  # (a long one takes the log for its progress)
-            part = runner(seed, settings, **({"log": log} if "log" in inspect.signature(runner).parameters else {}))
-            part.update(machine=_machine(), date=datetime.datetime.now().isoformat(timespec="minutes"))
-            entry["parts"][str(seed)] = part
-            _save(bank, path)
-            log(f"{name}, seed {seed}: done in {part['seconds']:.0f} s · "
-                + " · ".join(f"{k} {v:.3f}" for k, v in part["arms"].items()))
+            else:
+                todo.append((name, seed))
+
+    def keep(name: str, seed: int, part: dict) -> None:
+        bank[name]["parts"][str(seed)] = part
+        _save(bank, path)
+        log(f"{name}, seed {seed}: done in {part['seconds']:.0f} s · "
+            + " · ".join(f"{k} {v:.3f}" for k, v in part["arms"].items()))
+
+    if jobs <= 1 or len(todo) <= 1:
+        for name, seed in todo:
+            keep(name, seed, run_part(name, seed, log))
+        return bank
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from cxrlib import config
+
+    threads = max(1, config.cpu_cores() // jobs)
+    failures = []
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(MP_CONTEXT), initializer=_worker_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(run_part, name, seed): (name, seed) for name, seed in todo}
+        for future in as_completed(futures):
+            name, seed = futures[future]
+            try:
+                keep(name, seed, future.result())
+            except Exception as e:  # the other parts go on; this one is reported and raised at the end
+                log(f"{name}, seed {seed}: failed ({type(e).__name__}: {e})")
+                failures.append(e)
+    if failures:
+        raise failures[0]
     return bank
+
+
+def _worker_threads(threads: int) -> None:
+    """A ``run(jobs=N)`` worker's torch threads (``config.set_threads`` reads $CXRLIB_THREADS inside the runners)."""
+    import os
+
+    from cxrlib import config
+
+    os.environ["CXRLIB_THREADS"] = str(threads)
+    config.set_threads(threads)
+
+
+def run_part(name: str, seed: int, log=None) -> dict:
+    """One seed of one lesson (``RUNNERS[name]`` with the lesson's settings), stamped with the machine and date.
+    Without ``log`` a long runner's progress is printed with the lesson and seed in front."""
+    runner = RUNNERS[name]  # (a long one takes the log for its progress)
+    if log is None:
+        def log(*parts):
+            print(f"{name}, seed {seed}:", *parts, flush=True)
+    part = runner(seed, LESSONS[name], **({"log": log} if "log" in inspect.signature(runner).parameters else {}))
+    part.update(machine=_machine(), date=datetime.datetime.now().isoformat(timespec="minutes"))
+    return part
 
 
 def run_live(name: str, seeds: int | None = None, log=print) -> Path:
@@ -544,12 +598,14 @@ def main(argv=None) -> int:
     r.add_argument("--only", help=f"one lesson ({', '.join(LESSONS)})")
     r.add_argument("--seeds", type=int, help="seeds per lesson (default: the lesson's)")
     r.add_argument("--bank", default=str(BANK), help="the bank file (default: cxrlib/assets/lessons.json)")
+    r.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="parts at a time, each in its own process with cores / N threads (default 1)")
     s = sub.add_parser("show", help="print the bank's figures")
     s.add_argument("--bank", default=str(BANK))
     args = ap.parse_args(argv)
     try:
         if args.cmd == "run":
-            run(args.only, args.seeds, args.bank)
+            run(args.only, args.seeds, args.bank, jobs=args.jobs)
         for name in LESSONS:
             for metric in METRICS.get(name, {"arms": None}):
                 print(bank_summary(name, path=args.bank, metric=metric))

@@ -38,6 +38,35 @@ def test_each_part_records_the_cpu_model_and_threads_it_ran_on(tmp_path, monkeyp
     assert machine.startswith("Test CPU 9000 (") and " threads · bf16 " in machine
 
 
+def _runner_in_a_child(seed, settings):
+    import os
+
+    import torch
+
+    if seed == 2:
+        raise CxrError("seed 2 fails")
+    return {"arms": {"a": 0.1 * seed}, "seconds": 1.0, "pid": os.getpid(), "threads": torch.get_num_threads(),
+            "env": os.environ.get("CXRLIB_THREADS")}
+
+
+def test_run_with_jobs_runs_parts_in_processes_of_their_own_and_keeps_the_others_when_one_fails(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(lessons, "MP_CONTEXT", "fork")  # the children see this test's runner (spawn would not)
+    monkeypatch.setitem(lessons.RUNNERS, "leak", _runner_in_a_child)
+    monkeypatch.setattr("cxrlib.config.cpu_cores", lambda: 4)
+    bank = tmp_path / "bank.json"
+    logged = []
+    with pytest.raises(CxrError, match="seed 2 fails"):
+        lessons.run("leak", seeds=3, path=bank, log=logged.append, jobs=2)
+    parts = json.loads(bank.read_text())["leak"]["parts"]
+    assert sorted(parts) == ["0", "1"]  # the failing seed's neighbours were saved
+    assert all(p["pid"] != os.getpid() for p in parts.values())
+    assert {(p["threads"], p["env"]) for p in parts.values()} == {(2, "2")}  # 4 cores / 2 jobs
+    assert all(" 2 threads · " in p["machine"] for p in parts.values())
+    assert any(line.startswith("leak, seed 2: failed (CxrError: seed 2 fails)") for line in logged)
+
+
 def test_changed_settings_start_the_lesson_over(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setitem(lessons.RUNNERS, "leak", _fake_runner(calls))
