@@ -21,7 +21,7 @@ from cxrlib.config import make_config
 from cxrlib.data import ImageSet
 from cxrlib.errors import CxrError
 from cxrlib.gan import dp
-from cxrlib.train import Trainer, load_checkpoint
+from cxrlib.train import Trainer, export_pretrained, load_checkpoint
 
 pytest.importorskip("opacus")
 from opacus.accountants import RDPAccountant  # noqa: E402
@@ -167,6 +167,9 @@ def test_a_private_run_logs_checkpoints_and_resumes_its_epsilon(tmp_path):
     with pytest.raises(CxrError, match="would spend") as e:  # past the budget: refused before a step runs
         b.fit(steps=20, progress=False)
     assert "\n" not in str(e.value) and b.step == 4
+    export_pretrained(tmp_path / "a", tmp_path / "small.pt")  # the guarantee travels with the exported weights
+    assert load_checkpoint(tmp_path / "small.pt")["privacy"] == {"epsilon_spent": pytest.approx(eps),
+                                                                   "delta": 1 / 24, "d_steps": 4}
 
 
 def test_noise_is_seeded_secretly_not_from_the_run_seed():

@@ -89,7 +89,7 @@ def upgrade_checkpoint(state: dict) -> dict:
 def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
     """Write a small shippable checkpoint from a run: the EMA generator (as both G and G_ema, stored once; an
     image-to-image run, trained without EMA: its G) and D,
-    in float16, with the config and counters, plus ``<dst>.sha256`` beside it — loadable by
+    in float16, with the config and counters (a DP-SGD run: its "privacy", the ε spent at δ), plus ``<dst>.sha256`` beside it — loadable by
     ``load_generator`` and ``Trainer.finetune`` (which starts fresh optimiser moments anyway).
 
     float16 halves the file (the course preset at 64 px: ~7 MB instead of ~18 MB with fp32 G, EMA-G and D);
@@ -111,6 +111,12 @@ def export_pretrained(ckpt, dst, discriminator: bool = True) -> str:
     g = half(state["G_ema"] if "G_ema" in state else state["G"])
     small = {k: state[k] for k in ("format", "version", "config", "step", "images_seen", "seconds", "d_updates")}
     small.update(G=g, **({"D": half(state["D"])} if discriminator else {}), **({"G_ema": g} if "G_ema" in state else {}))
+    if "dp" in state:  # a private run: the guarantee travels with the weights (not the accountant's secret streams)
+        from cxrlib.gan.dp import epsilon_spent
+
+        dp = state["dp"]
+        small["privacy"] = {"epsilon_spent": epsilon_spent(dp["history"], dp["delta"]), "delta": dp["delta"],
+                            "d_steps": sum(int(h[2]) for h in dp["history"])}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dst, lambda tmp: save_torch(small, tmp))
