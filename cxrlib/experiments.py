@@ -340,6 +340,112 @@ def data_volume_runs(pool, heldout, *, volumes=(50, 200, 1000), steps: int, batc
     return out
 
 
+# ======================================================================= the privacy notebook: membership vs size and length
+def membership_arm(n: int, steps: int) -> str:
+    """The row label of a membership arm: ``"50 images · 2000 steps"``."""
+    return f"{volume_arm(n)} · {steps} steps"
+
+
+def attack_figures(audit: dict) -> dict:
+    """What the bank keeps of ``privacy.audit_checkpoint``: {attack: {"auc", "auc_interval", "tpr1",
+    "tpr1_interval"}} (TPR at 1 % FPR)."""
+    return {name: {"auc": r["auc"], "auc_interval": r["auc_interval"], "tpr1": r["tpr_at_fpr"]["1%"]["tpr"],
+                   "tpr1_interval": r["tpr_at_fpr"]["1%"]["interval"]} for name, r in audit["attacks"].items()}
+
+
+def membership_runs(pool, heldout, *, volumes=(50, 200, 1000), lengths=(500, 2000, 8000), batch: int = 32,
+                    seed: int = 0, n_generated: int = 1000, n_boot: int = 200, out, **overrides) -> dict:
+    """Membership inference against training-set size and length: the ``course`` recipe of ``data_volume_runs``
+    (the same draw of ``volumes[i]`` images from ``pool`` by ``seed``), trained to each of ``lengths`` steps in
+    turn and attacked there with every attack of ``cxrlib.privacy.audit_checkpoint`` — members: its n training
+    images; non-members: the first n of ``heldout`` (other patients; ``heldout`` needs ≥ max(volumes)).
+
+    Per arm ``membership_arm(n, steps)``: {"attacks": {attack: {"auc", "auc_interval", "tpr1", "tpr1_interval"}}
+    (TPR at 1 % FPR), "swd" (×10³, the EMA generator's ``n_generated`` samples against all of ``heldout``),
+    "seconds" (training so far)}. ``out``: a scratch folder for the checkpoint each audit reads (emptied after)."""
+    from cxrlib import privacy
+
+    pool = getattr(pool, "images", pool)
+    real = getattr(heldout, "images", heldout)
+    if max(volumes) > min(len(pool), len(real)):
+        raise CxrError(f"the largest training set ({max(volumes)}) needs that many images in the pool ({len(pool)}) "
+                       f"and as many held-out non-members ({len(real)})")
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+    out = Path(out)
+    ckpt = out / "membership.pt"
+    result = {}
+    try:
+        for n in volumes:
+            train = pool[order[:n]]
+            cfg = make_config("course", size=pool.shape[-1], batch=batch, steps=max(lengths), seed=seed,
+                              log_every=10**9, sample_every=10**9, checkpoint_every=10**9, **overrides)
+            trainer = Trainer(cfg, train)
+            for steps in sorted(lengths):
+                trainer.fit(steps=steps - trainer.step, progress=False)
+                trainer.save_checkpoint(ckpt)
+                audit = privacy.audit_checkpoint(ckpt, train, real[:n], n_generated=n_generated, seed=seed,
+                                                 n_boot=n_boot, device="cpu")
+                result[membership_arm(n, steps)] = {"attacks": attack_figures(audit), "steps": trainer.step,
+                                                    "swd": evaluate(trainer, real, n=n_generated)["swd"]["avg"],
+                                                    "seconds": trainer.seconds}
+            del trainer
+    finally:
+        ckpt.unlink(missing_ok=True)
+    return result
+
+
+def privacy_arms(epsilons=(10, 1)) -> dict:
+    """The arms of ``privacy_tradeoff`` and what each sets: the course recipe; the DP recipe without DP-SGD
+    (``config.DP_RECIPE``: what a private run changes besides clipping and noise, so that ε = ∞ is a fair
+    control); DP-SGD at each ε."""
+    from cxrlib.config import DP_RECIPE
+
+    return {"course recipe": {}, "DP recipe, ε = ∞": dict(DP_RECIPE),
+            **{f"ε = {e:g}": {"dp_epsilon": float(e)} for e in epsilons}}
+
+
+def privacy_tradeoff(train, heldout, *, judge, epsilons=(10, 1), steps: int, batch: int = 32, seed: int = 0,
+                     n_generated: int = 1000, n_boot: int = 200, out, **overrides) -> dict:
+    """The privacy–quality trade-off: a conditional ``course`` GAN on ``train`` (an ``ImageSet`` with classes) for
+    ``steps`` steps in every arm of ``privacy_arms(epsilons)``, each then scored — "swd" (×10³, ``n_generated``
+    EMA samples, the classes in turn, against ``heldout``), "consistency" (the share of them ``judge``, a
+    classifier trained on other real images, calls their intended class), "attacks" (``privacy.audit_checkpoint``,
+    members: ``train``; non-members: as many of ``heldout``, other patients; {attack: {"auc", "auc_interval",
+    "tpr1", "tpr1_interval"}}), "epsilon_spent" (None without DP-SGD), "seconds". ``out``: scratch for the
+    checkpoints the audits read (removed after)."""
+    from cxrlib import classifier, privacy
+
+    real = getattr(heldout, "images", heldout)
+    if len(heldout) < len(train):
+        raise CxrError(f"{len(train)} members need as many held-out non-members, got {len(heldout)}")
+    out = Path(out)
+    ckpt = out / "privacy.pt"
+    y = torch.arange(n_generated) % len(train.classes)
+    result = {}
+    try:
+        for arm, settings in privacy_arms(epsilons).items():
+            cfg = make_config("course", size=train.images.shape[-1], batch=batch, steps=steps, seed=seed,
+                              family="conditional", log_every=10**9, sample_every=10**9, checkpoint_every=10**9,
+                              **{**settings, **overrides})
+            trainer = Trainer(cfg, train)
+            trainer.fit(progress=False)
+            trainer.save_checkpoint(ckpt)
+            audit = privacy.audit_checkpoint(ckpt, train, heldout.subset(range(len(train))), n_generated=n_generated,
+                                             seed=seed, n_boot=n_boot, device="cpu")
+            fake = trainer.sample(n_generated, seed=seed + 1000, label=y)
+            with torch.random.fork_rng(devices=[]):
+                swd = metrics.swd(real, fake)["avg"]
+            result[arm] = {
+                "swd": swd, "consistency": classifier.class_consistency(judge, fake, y)["overall"],
+                "attacks": attack_figures(audit),
+                "epsilon_spent": None if trainer.dp is None else trainer.dp.spent(), "steps": trainer.step,
+                "seconds": trainer.seconds}
+            del trainer
+    finally:
+        ckpt.unlink(missing_ok=True)
+    return result
+
+
 # ======================================================================= notebook 02's widths at equal compute
 def width_arm(width: float) -> str:
     """The row label of a width arm: ``"width 0.5"``."""

@@ -24,6 +24,12 @@ Lessons in the bank:
   (``experiments.data_volume_runs``): SWD ×10³ against 1,000 held-out phantoms, and the memorisation audit's share
   of samples flagged as copies of the arm's training set beside the share of held-out real images it flags by
   chance; 3 seeds × 1,500 steps at 32 px, batch 32.
+* ``membership`` (notebook 11, issue 30): the same recipe and sets trained to 500, 2,000 and 8,000 steps, each
+  attacked there (``experiments.membership_runs``: ``cxrlib.privacy``'s white-box D-logit attack and black-box
+  nearest-sample attacks, members vs as many held-out phantoms): ROC-AUC and TPR at 1 % FPR per arm, SWD; 3 seeds.
+* ``dp`` (notebook 11, issue 30): a conditional ``course`` GAN on 1,000 phantoms at 32 px, 3,000 steps, as it is, with
+  the DP recipe and no noise, and with DP-SGD at ε = 10 and 1 (``experiments.privacy_tradeoff``): SWD, class
+  consistency by a judge trained on other phantoms, the three attacks' AUCs and the white-box TPR at 1 % FPR; 3 seeds.
 * ``utility-100`` and ``utility-200`` (notebook 07, issue 29): ``experiments.utility_study`` on phantoms with a
   mild finding (severity 0.25-0.6) -- a conditional GAN trained on the n real images alone until a judge trained on
   5,000 other phantoms reads 85 % of its images as their intended class (checked every 1,000 steps, at most
@@ -76,6 +82,12 @@ LESSONS = {
                    seeds=3, nets=2),
     "volume": dict(notebook="03", steps=1500, size=32, batch=32, volumes=[50, 200, 1000], n_heldout=1000, seeds=3,
                    nets=2),
+    # the privacy notebook (issue 30): membership attacks on notebook 03's recipe and sets, at three training lengths
+    "membership": dict(notebook="11", size=32, batch=32, volumes=[50, 200, 1000], lengths=[500, 2000, 8000],
+                       n_generated=1000, n_boot=200, n_heldout=1000, seeds=3),
+    # the privacy notebook: the privacy-quality trade-off, a conditional GAN on 1,000 phantoms, ε ∈ {∞, 10, 1}
+    "dp": dict(notebook="11", size=32, batch=32, n_train=1000, steps=3000, epsilons=[10, 1], n_generated=1000,
+               n_boot=200, n_heldout=1000, judge=dict(n=2000, steps=300), seeds=3),
     # notebook 07 (issue 29): the utility study on phantoms with a mild finding (severity 0.25-0.6: a classifier on
     # 100 real images reaches AUC ~0.83, benchmarks/RESULTS.md), a conditional GAN trained on the n real images alone
     # (the GAN trains until the judge's check reads 85 % -- the verdict's bar is 80 %, read on another draw -- or
@@ -108,6 +120,17 @@ METRICS = {
               "memorisation": "share of the GAN's images (and of held-out real ones, by chance) the memorisation "
                               "audit flags as copies of the n training images"}
        for name in UTILITY},
+    "membership": {"arms": "ROC-AUC of the white-box attack (D's logit, LOGAN): members vs as many held-out phantoms",
+                   "pixel": "ROC-AUC of the black-box attack: distance to the nearest of 1,000 samples, pixels",
+                   "embedding": "ROC-AUC of the black-box attack: nearest sample in the memorisation audit's embedding",
+                   "tpr1": "white-box attack: share of members found at 1 % false positives",
+                   "swd": "SWD ×10³ of the EMA generator against 1,000 held-out phantoms"},
+    "dp": {"arms": "SWD ×10³ of the conditional GAN's samples against 1,000 held-out phantoms",
+           "consistency": "share of its samples a classifier trained on 2,000 other phantoms calls their own class",
+           "attack": "ROC-AUC of the white-box attack (D's logit): the 1,000 members vs 1,000 held-out phantoms",
+           "pixel": "ROC-AUC of the black-box nearest-sample attack, pixels",
+           "embedding": "ROC-AUC of the black-box nearest-sample attack, the audit's embedding",
+           "tpr1": "white-box attack: share of members found at 1 % false positives"},
     "pix2pix": {"arms": "SWD ×10³ of the translations of 200 held-out patients' masks against their true images",
                 "corr": "mean pixel correlation with the true image (the training mean image alone: see its row)",
                 "dev_corr": "correlation of the deviations from the training mean image (what is the patient's own)",
@@ -213,6 +236,59 @@ def run_volume(seed: int, settings: dict) -> dict:
             "flagged": {k: v["flagged"] for k, v in arms.items()},
             "chance": {k: v["chance"] for k, v in arms.items()},
             "steps": {k: v["steps"] for k, v in arms.items()},
+            "seconds": sum(v["seconds"] for v in arms.values())}
+
+
+def attack_columns(arms: dict, white_box: str) -> dict:
+    """The privacy lessons' bank figures from ``experiments.attack_figures`` per arm: the white-box attack's AUC
+    under the key ``white_box``, the black-box ones' under "pixel" and "embedding", the white-box TPR at 1 % FPR
+    under "tpr1"; each {arm: value}."""
+    figure = {white_box: ("discriminator", "auc"), "pixel": ("distance_pixel", "auc"),
+              "embedding": ("distance_embedding", "auc"), "tpr1": ("discriminator", "tpr1")}
+    return {key: {arm: v["attacks"][attack][what] for arm, v in arms.items()} for key, (attack, what) in figure.items()}
+
+
+def run_membership(seed: int, settings: dict) -> dict:
+    """One seed of the privacy notebook's membership lesson (``experiments.membership_runs``): {arm: the white-box
+    attack's AUC}, the black-box attacks' AUCs, its TPR at 1 % FPR, the SWD, and every attack's figures with their
+    intervals ("detail")."""
+    from cxrlib import data, experiments
+
+    pool = data.load_dataset("phantom", size=settings["size"], n=max(settings["volumes"]))
+    heldout = data.load_dataset("phantom", size=settings["size"], n=settings["n_heldout"], seed=1)
+    with tempfile.TemporaryDirectory(prefix="cxrlib-bank-membership-") as scratch:
+        arms = experiments.membership_runs(pool, heldout, volumes=settings["volumes"], lengths=settings["lengths"],
+                                           batch=settings["batch"], seed=seed, n_generated=settings["n_generated"],
+                                           n_boot=settings["n_boot"], out=scratch)
+    return {**attack_columns(arms, "arms"),
+            "swd": {arm: v["swd"] for arm, v in arms.items()},
+            "detail": {arm: v["attacks"] for arm, v in arms.items()},
+            "seconds": sum(v["seconds"] for arm, v in arms.items()
+                           if arm.endswith(f" {max(settings['lengths'])} steps"))}
+
+
+def run_dp(seed: int, settings: dict) -> dict:
+    """One seed of the privacy notebook's trade-off lesson (``experiments.privacy_tradeoff``): {arm: SWD}, the
+    judge's consistency, the three attacks' AUCs, the white-box TPR at 1 % FPR; ε spent and every attack's
+    intervals in "detail". The training set is the first ``n_train`` phantoms of seed 300 + seed (other patients
+    per seed), the held-out ones of seed 1, the judge's 2,000 of seed 7."""
+    from cxrlib import classifier, data, experiments
+
+    size, j = settings["size"], settings["judge"]
+    train = data.load_dataset("phantom", size=size, n=settings["n_train"], seed=300 + seed)
+    heldout = data.load_dataset("phantom", size=size, n=settings["n_heldout"], seed=1)
+    key = ("dp", size, j["n"], j["steps"])
+    if key not in _JUDGES:
+        _JUDGES[key] = classifier.train_classifier(data.load_dataset("phantom", size=size, n=j["n"], seed=7),
+                                                   steps=j["steps"], seed=0)
+    with tempfile.TemporaryDirectory(prefix="cxrlib-bank-dp-") as scratch:
+        arms = experiments.privacy_tradeoff(train, heldout, judge=_JUDGES[key], epsilons=settings["epsilons"],
+                                            steps=settings["steps"], batch=settings["batch"], seed=seed,
+                                            n_generated=settings["n_generated"], n_boot=settings["n_boot"],
+                                            out=scratch)
+    return {"arms": {arm: v["swd"] for arm, v in arms.items()},
+            "consistency": {arm: v["consistency"] for arm, v in arms.items()}, **attack_columns(arms, "attack"),
+            "detail": {arm: {"attacks": v["attacks"], "epsilon_spent": v["epsilon_spent"]} for arm, v in arms.items()},
             "seconds": sum(v["seconds"] for v in arms.values())}
 
 
@@ -323,10 +399,12 @@ def run_recipes(seed: int, settings: dict) -> dict:
 
 
 RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume,
+           "membership": run_membership, "dp": run_dp,
            "pix2pix": run_pix2pix, "modern": run_recipes, "layers": run_recipes,
            **{name: run_utility for name in UTILITY}}
 # what each lesson's arms are compared with
 BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images",
+             "membership": "1000 images · 500 steps", "dp": "DP recipe, ε = ∞",
              "pix2pix": "L1 only", "modern": "course", "layers": "course", **{name: "real" for name in UTILITY}}
 
 

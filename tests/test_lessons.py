@@ -336,3 +336,46 @@ def test_a_seed_whose_gan_the_judge_rejected_stays_out_of_the_synthetic_verdicts
                if "synthetic" in line)
     assert "0.820*" in row and "0.100*" in row and "(no seed counts)" in row  # shown, starred, no mean
     assert "above" not in paired and "within" not in paired
+
+
+def test_a_membership_part_attacks_every_size_at_every_length(tmp_path, monkeypatch):
+    """The privacy notebook's lesson at toy scale: one arm per set size × length, each with the three attacks'
+    AUCs (and intervals in "detail"), the white-box TPR at 1 % FPR and the SWD; the training runs on (length 2 is
+    the same run as length 1, two steps on) and the scratch checkpoint is gone afterwards."""
+    tiny = dict(notebook="11", size=32, batch=4, volumes=[10, 12], lengths=[1, 2], n_generated=12, n_boot=20,
+                n_heldout=12, seeds=1)
+    monkeypatch.setitem(lessons.LESSONS, "membership", tiny)
+    bank = tmp_path / "bank.json"
+    lessons.run("membership", path=bank, log=lambda *_: None)
+    part = json.loads(bank.read_text())["membership"]["parts"]["0"]
+    arms = ["10 images · 1 steps", "10 images · 2 steps", "12 images · 1 steps", "12 images · 2 steps"]
+    for key in ("arms", "pixel", "embedding", "tpr1", "swd", "detail"):
+        assert list(part[key]) == arms, key
+    for arm in arms:
+        assert 0 <= part["arms"][arm] <= 1 and 0 <= part["tpr1"][arm] <= 1 and part["swd"][arm] > 0
+        detail = part["detail"][arm]
+        assert set(detail) == {"discriminator", "distance_pixel", "distance_embedding"}
+        lo, hi = detail["discriminator"]["auc_interval"]
+        assert lo <= part["arms"][arm] <= hi and detail["distance_pixel"]["auc"] == part["pixel"][arm]
+    assert part["arms"]["10 images · 1 steps"] != part["arms"]["10 images · 2 steps"]  # D trained on between them
+    assert "1000 images · 500 steps" == lessons.BASELINES["membership"]
+
+
+def test_a_dp_part_scores_every_arm_and_records_the_epsilon_spent(tmp_path, monkeypatch):
+    """The privacy notebook's trade-off lesson at toy scale: the course recipe, the DP recipe without noise and
+    DP-SGD at each ε, each with SWD, consistency, the attacks' figures, and ε spent only where DP-SGD ran."""
+    pytest.importorskip("opacus")
+    tiny = dict(notebook="11", size=32, batch=4, n_train=12, steps=2, epsilons=[10], n_generated=12, n_boot=20,
+                n_heldout=12, judge=dict(n=40, steps=2), seeds=1)
+    monkeypatch.setitem(lessons.LESSONS, "dp", tiny)
+    monkeypatch.setattr(lessons, "_JUDGES", {})
+    bank = tmp_path / "bank.json"
+    lessons.run("dp", path=bank, log=lambda *_: None)
+    part = json.loads(bank.read_text())["dp"]["parts"]["0"]
+    arms = ["course recipe", "DP recipe, ε = ∞", "ε = 10"]
+    for key in ("arms", "consistency", "attack", "pixel", "embedding", "tpr1", "detail"):
+        assert list(part[key]) == arms, key
+    assert all(part["arms"][a] > 0 and 0 <= part["consistency"][a] <= 1 for a in arms)
+    spent = {a: part["detail"][a]["epsilon_spent"] for a in arms}
+    assert spent["course recipe"] is None and spent["DP recipe, ε = ∞"] is None and 0 < spent["ε = 10"] <= 10
+    assert lessons.BASELINES["dp"] in arms
