@@ -23,6 +23,7 @@ discriminator with one number, whose training path shows in a plot why GANs osci
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -444,6 +445,63 @@ def privacy_tradeoff(train, heldout, *, judge, epsilons=(10, 1), steps: int, bat
     finally:
         ckpt.unlink(missing_ok=True)
     return result
+
+
+# ======================================================================= GANs and diffusion at equal training time
+def diffusion_arm(model: str, minutes: float, steps: int | None = None) -> str:
+    """The row label of a GAN-vs-diffusion arm: ``"GAN · 5 min"``, ``"diffusion, 10 steps · 5 min"``."""
+    return f"{model}{'' if steps is None else f', {steps} steps'} · {minutes:g} min"
+
+
+def gan_vs_diffusion(train, heldout, *, budgets=(5, 20), sampling_steps=(10, 50), n_eval: int = 500, seed: int = 0,
+                     batch: int = 32, log=None) -> dict:
+    """The course GAN and the diffusion model (``cxrlib.diffusion``, a U-Net of about the GAN generator's parameter
+    count at 64 px) trained on the same ``train`` images for the same training time: each trains until ``budgets[i]``
+    minutes of its own training time in turn (the engine's clock: evaluation is not counted) and is scored there.
+
+    Per row — ``diffusion_arm``: the GAN, and the diffusion model sampled with each K of ``sampling_steps`` DDIM steps —
+    "swd" (×10³, ``n_eval`` EMA samples against ``heldout``), "precision"/"recall"/"density"/"coverage"
+    (``metrics.precision_recall``), "flagged" (the memorisation audit's share of samples called copies of ``train``),
+    "pixel"/"embedding" (AUC of the black-box membership attacks, ``privacy.distance_scores``: the first ``n_eval``
+    training images vs as many of ``heldout``), "sample_s" (seconds to draw 1,000 images, from the ``n_eval`` drawn,
+    on this machine), "steps" (training steps reached), "seconds" (training time)."""
+    import time
+
+    from cxrlib import privacy
+    from cxrlib.classifier import roc_auc
+    from cxrlib.diffusion import denoising_steps
+
+    log = log or (lambda *a: None)
+    x, real = getattr(train, "images", train), getattr(heldout, "images", heldout)
+    if min(len(x), len(real)) < n_eval:
+        raise CxrError(f"the attacks need {n_eval} training and {n_eval} held-out images, got {len(x)} and {len(real)}")
+    queries = torch.cat([x[:n_eval], real[:n_eval]])
+    member = torch.cat([torch.ones(n_eval), torch.zeros(n_eval)])
+    rows = {}
+    for model, preset in (("GAN", "course"), ("diffusion", "diffusion")):
+        cfg = make_config(preset, size=x.shape[-1], batch=batch, steps=10**9, seed=seed, log_every=10**9,
+                          sample_every=10**9, checkpoint_every=10**9)
+        trainer = Trainer(cfg, x)
+        for minutes in sorted(budgets):
+            trainer.fit(minutes=max(0.0, minutes - trainer.seconds / 60), progress=False)
+            G = trainer.ema.model if trainer.ema is not None else trainer.G
+            for k in ([None] if model == "GAN" else sampling_steps):
+                t0 = time.perf_counter()
+                with contextlib.nullcontext() if k is None else denoising_steps(G, k):
+                    fakes = trainer.sample(n_eval, seed=seed + 1000)
+                sample_s = (time.perf_counter() - t0) * 1000 / n_eval
+                with torch.random.fork_rng(devices=[]):
+                    pr = metrics.precision_recall(real, fakes)
+                    row = {"swd": metrics.swd(real, fakes)["avg"],
+                           **{m: pr[m] for m in ("precision", "recall", "density", "coverage")},
+                           "flagged": metrics.memorization_audit(fakes, x, n_top=0)["flagged_fraction"],
+                           **{space: roc_auc(privacy.distance_scores(queries, fakes, space), member)
+                              for space in privacy.SPACES},
+                           "sample_s": sample_s, "steps": trainer.step, "seconds": trainer.seconds}
+                rows[diffusion_arm(model, minutes, k)] = row
+                log(diffusion_arm(model, minutes, k), "· SWD", round(row["swd"], 2), "·", trainer.step, "steps")
+        del trainer
+    return rows
 
 
 # ======================================================================= notebook 02's widths at equal compute

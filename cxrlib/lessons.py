@@ -30,6 +30,10 @@ Lessons in the bank:
 * ``dp`` (notebook 11, issue 30): a conditional ``course`` GAN on 1,000 phantoms at 32 px, 3,000 steps, as it is, with
   the DP recipe and no noise, and with DP-SGD at ε = 10 and 1 (``experiments.privacy_tradeoff``): SWD, class
   consistency by a judge trained on other phantoms, the three attacks' AUCs and the white-box TPR at 1 % FPR; 3 seeds.
+* ``diffusion`` (notebook 12, issue 31): the course GAN and the diffusion model (a U-Net of G's size) on the same 1,000
+  phantoms at 64 px, each scored after 5 and 20 minutes of its own training time (``experiments.gan_vs_diffusion``):
+  SWD, precision/recall/density/coverage, the memorisation audit, the black-box attacks' AUC and seconds per 1,000
+  samples, the diffusion model at 10 and 50 DDIM steps; 3 seeds. Its times are the bank machine's.
 * ``utility-100`` and ``utility-200`` (notebook 07, issue 29): ``experiments.utility_study`` on phantoms with a
   mild finding (severity 0.25-0.6) -- a conditional GAN trained on the n real images alone until a judge trained on
   5,000 other phantoms reads 85 % of its images as their intended class (checked every 1,000 steps, at most
@@ -88,6 +92,10 @@ LESSONS = {
     # the privacy notebook: the privacy-quality trade-off, a conditional GAN on 1,000 phantoms, ε ∈ {∞, 10, 1}
     "dp": dict(notebook="11", size=32, batch=32, n_train=1000, steps=3000, epsilons=[10, 1], n_generated=1000,
                n_boot=200, n_heldout=1000, judge=dict(n=2000, steps=300), seeds=3),
+    # the diffusion notebook (issue 31): the course GAN and a diffusion model of G's size at 64 px, trained on the same
+    # 1,000 phantoms for 5 and then 20 minutes of training time each
+    "diffusion": dict(notebook="12", size=64, n_train=1000, budgets=[5, 20], sampling_steps=[10, 50], n_eval=500,
+                      n_heldout=1000, seeds=3),
     # notebook 07 (issue 29): the utility study on phantoms with a mild finding (severity 0.25-0.6: a classifier on
     # 100 real images reaches AUC ~0.83, benchmarks/RESULTS.md), a conditional GAN trained on the n real images alone
     # (the GAN trains until the judge's check reads 85 % -- the verdict's bar is 80 %, read on another draw -- or
@@ -131,6 +139,14 @@ METRICS = {
            "pixel": "ROC-AUC of the black-box nearest-sample attack, pixels",
            "embedding": "ROC-AUC of the black-box nearest-sample attack, the audit's embedding",
            "tpr1": "white-box attack: share of members found at 1 % false positives"},
+    "diffusion": {"arms": "SWD ×10³ of 500 samples against 1,000 held-out phantoms",
+                  **{m: f"{m} (k-NN in the random-CNN feature space, k = 3) of the same samples"
+                     for m in ("precision", "recall", "density", "coverage")},
+                  "flagged": "share of the samples the memorisation audit flags as copies of the training images",
+                  "pixel": "ROC-AUC of the black-box nearest-sample attack (pixels): 500 members vs 500 held-out",
+                  "embedding": "ROC-AUC of the nearest-sample attack in the audit's embedding",
+                  "sample_s": "seconds to draw 1,000 images on the bank's machine (from 500 drawn)",
+                  "steps": "training steps reached in the budget"},
     "pix2pix": {"arms": "SWD ×10³ of the translations of 200 held-out patients' masks against their true images",
                 "corr": "mean pixel correlation with the true image (the training mean image alone: see its row)",
                 "dev_corr": "correlation of the deviations from the training mean image (what is the patient's own)",
@@ -292,6 +308,21 @@ def run_dp(seed: int, settings: dict) -> dict:
             "seconds": sum(v["seconds"] for v in arms.values())}
 
 
+def run_diffusion(seed: int, settings: dict, log=None) -> dict:
+    """One seed of the diffusion notebook's lesson (``experiments.gan_vs_diffusion``): {row: SWD} and every other
+    figure per row. The training set is the first ``n_train`` phantoms of seed 400 + seed, the held-out ones of seed 1."""
+    from cxrlib import data, experiments
+
+    train = data.load_dataset("phantom", size=settings["size"], n=settings["n_train"], seed=400 + seed)
+    heldout = data.load_dataset("phantom", size=settings["size"], n=settings["n_heldout"], seed=1)
+    rows = experiments.gan_vs_diffusion(train, heldout, budgets=settings["budgets"],
+                                        sampling_steps=settings["sampling_steps"], n_eval=settings["n_eval"],
+                                        seed=seed, log=log)
+    figures = [m for m in METRICS["diffusion"] if m != "arms"]
+    return {"arms": {r: v["swd"] for r, v in rows.items()}, **{m: {r: v[m] for r, v in rows.items()} for m in figures},
+            "seconds": sum(max(v["seconds"] for r, v in rows.items() if r.startswith(m)) for m in ("GAN", "diffusion"))}
+
+
 _JUDGES: dict = {}
 
 
@@ -399,12 +430,12 @@ def run_recipes(seed: int, settings: dict) -> dict:
 
 
 RUNNERS = {"leak": run_leak, "finetune": run_finetune, "width": run_width, "volume": run_volume,
-           "membership": run_membership, "dp": run_dp,
+           "membership": run_membership, "dp": run_dp, "diffusion": run_diffusion,
            "pix2pix": run_pix2pix, "modern": run_recipes, "layers": run_recipes,
            **{name: run_utility for name in UTILITY}}
 # what each lesson's arms are compared with
 BASELINES = {"leak": "clean control", "finetune": "before", "width": "width 0.5", "volume": "1000 images",
-             "membership": "1000 images · 500 steps", "dp": "DP recipe, ε = ∞",
+             "membership": "1000 images · 500 steps", "dp": "DP recipe, ε = ∞", "diffusion": "GAN · 20 min",
              "pix2pix": "L1 only", "modern": "course", "layers": "course", **{name: "real" for name in UTILITY}}
 
 

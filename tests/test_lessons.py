@@ -379,3 +379,25 @@ def test_a_dp_part_scores_every_arm_and_records_the_epsilon_spent(tmp_path, monk
     spent = {a: part["detail"][a]["epsilon_spent"] for a in arms}
     assert spent["course recipe"] is None and spent["DP recipe, ε = ∞"] is None and 0 < spent["ε = 10"] <= 10
     assert lessons.BASELINES["dp"] in arms
+
+
+def test_a_diffusion_part_scores_the_gan_and_each_sampling_length_at_each_budget(tmp_path, monkeypatch):
+    """The diffusion notebook's lesson at toy scale: a row per model (the diffusion model per DDIM step count) and
+    budget, each with every figure; each model trains to each budget of its own training time in turn."""
+    pytest.importorskip("diffusers")
+    tiny = dict(notebook="12", size=32, n_train=12, budgets=[0.002, 0.004], sampling_steps=[1, 2], n_eval=10,
+                n_heldout=12, seeds=1)
+    monkeypatch.setitem(lessons.LESSONS, "diffusion", tiny)
+    bank = tmp_path / "bank.json"
+    lessons.run("diffusion", path=bank, log=lambda *_: None)
+    part = json.loads(bank.read_text())["diffusion"]["parts"]["0"]
+    rows = ["GAN · 0.002 min", "diffusion, 1 steps · 0.002 min", "diffusion, 2 steps · 0.002 min",
+            "GAN · 0.004 min", "diffusion, 1 steps · 0.004 min", "diffusion, 2 steps · 0.004 min"]
+    assert sorted(part["arms"]) == sorted(rows)
+    for key in lessons.METRICS["diffusion"]:
+        assert sorted(part[key]) == sorted(rows), key
+    for r in rows:
+        assert part["arms"][r] > 0 and 0 <= part["pixel"][r] <= 1 and part["sample_s"][r] > 0 and part["steps"][r] >= 1
+    for model in ("GAN", "diffusion, 1 steps"):  # the same run, on: more steps at the larger budget
+        assert part["steps"][f"{model} · 0.004 min"] >= part["steps"][f"{model} · 0.002 min"]
+    assert part["steps"]["diffusion, 1 steps · 0.004 min"] == part["steps"]["diffusion, 2 steps · 0.004 min"]
