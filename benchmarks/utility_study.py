@@ -30,8 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,13 +127,16 @@ def summary(runs: list[dict], arms: list[str], metric: str) -> list[str]:
         if not v:
             lines.append(f"  {arm:<24} no usable GAN")
             continue
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        line = f"  {arm:<24} {statistics.fmean(v):.3f} ± {sd:.3f} ({len(v)} seeds)"
+        spread = f" ± {statistics.stdev(v):.3f} ({len(v)} seeds)" if len(v) > 1 else " (1 seed)"
+        line = f"  {arm:<24} {statistics.fmean(v):.3f}{spread}"
         if arm != "real":
             d = [r[metric][arm] - r[metric]["real"] for r in keep]
-            dsd = statistics.stdev(d) if len(d) > 1 else float("nan")
-            line += (f" · paired vs real {statistics.fmean(d):+.3f} (per seed {' '.join(f'{x:+.3f}' for x in d)}), "
-                     f"twice the spread {2 * dsd:.3f}: {'above' if abs(statistics.fmean(d)) > 2 * dsd else 'within'}")
+            line += f" · paired vs real {statistics.fmean(d):+.3f} (per seed {' '.join(f'{x:+.3f}' for x in d)})"
+            if len(d) > 1:
+                dsd = statistics.stdev(d)
+                line += f", twice the spread {2 * dsd:.3f}: {'above' if abs(statistics.fmean(d)) > 2 * dsd else 'within'}"
+            else:
+                line += ": one seed, no spread, no verdict"
         lines.append(line)
     return lines
 
@@ -158,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--split-seed", type=int, default=0, help="a folder: the shuffle that cuts it into parts")
     p.add_argument("--patient-regex", help="a folder: the patient of a file, from its name (the first group, or the "
                    "whole match), so one patient's films stay in one part; default: one patient per image")
+    p.add_argument("--out", help="keep each GAN's checkpoints in OUT/n<n>-seed<s> (a stopped study resumes a seed's "
+                                 "GAN from there; default: a temporary folder, removed after the seed)")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--quick", action="store_true", help="tiny sizes and steps: checks that it runs")
     args = p.parse_args(argv)
@@ -186,11 +193,14 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         for n in args.sizes:
             drawn = draw(seed, n * (1 + max(args.extra, default=0)))
+            out = Path(args.out) / f"n{n}-seed{seed}" if args.out else Path(tempfile.mkdtemp()) / "gan"
             r = experiments.utility_study(drawn.subset(range(n)), test, judge=judge, gan_steps=args.gan_steps,
                                           pool=drawn.subset(range(n, len(drawn))), ks=args.ks, extra=args.extra,
                                           clf_steps=args.clf_steps, seed=seed,
                                           min_consistency=args.min_consistency, check_every=args.check_every,
-                                          target=args.target or None)
+                                          target=args.target or None, out=out)
+            if not args.out:
+                shutil.rmtree(out.parent, ignore_errors=True)
             results[n].append(r)
             print(f"n={n} seed {seed} ({r['seconds']:.0f} s): GAN {r['gan_steps']} steps, consistency {r['consistency']['GAN']:.3f} "
                   f"(judge on real {r['consistency']['real']:.3f}){'' if r['usable'] else ' NOT USABLE'} · "
