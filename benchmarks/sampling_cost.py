@@ -2,7 +2,7 @@
 (``cxrlib.diffusion``, a U-Net of about G's parameter count at 64 px) at several DDIM step counts, and one
 training step of each, on this machine.
 
-    python benchmarks/sampling_cost.py                          # 64 px; DDIM 10, 50, 250 steps (≈ 3 min, 2 cores)
+    python benchmarks/sampling_cost.py                          # 64 px; DDIM 10, 50, 250 steps (≈ 5 min, 2 cores)
     python benchmarks/sampling_cost.py --size 256 --device cuda # the GPU recipe's size
     python benchmarks/sampling_cost.py --quick                  # seconds: checks that it runs
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", default="10,50,250", help="DDIM step counts (each must divide 1,000)")
-    ap.add_argument("--n", type=int, default=64, help="images per measurement (default 64)")
+    ap.add_argument("--n", type=int, default=32, help="images per measurement (default 32: two SAMPLE_BATCH calls)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true")
