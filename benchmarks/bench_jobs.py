@@ -1,7 +1,7 @@
 """Parts in parallel: is a 2-core CPU's results bank faster as two single-thread trainings at once
 (``python -m cxrlib.lessons run --jobs 2``) than as one training at a time on both cores?
 
-    python benchmarks/bench_jobs.py                 # the course GAN at 64 px, 300 steps per run (≈ 4 min on 2 cores)
+    python benchmarks/bench_jobs.py                 # the course GAN at 64 px, 150 steps per run (≈ 6 min on 2 cores)
     python benchmarks/bench_jobs.py --quick         # seconds: checks that it runs
 
 Each arm runs in fresh processes: **in turn** — ``cores`` trainings one after the other, each with ``cores``
@@ -47,7 +47,7 @@ def arm(cores: int, threads: int, at_once: bool, steps: int, size: int) -> float
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=300, help="timed steps per training (default 300)")
+    ap.add_argument("--steps", type=int, default=150, help="timed steps per training (default 150)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
