@@ -620,7 +620,8 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
         m, sd = stats[a]
         seeds = "".join(f"{p[metric][a]:>9.{d}f}" + ("" if counts_for(p, a) else "*") for p in parts) + "  " \
             if per_seed else ""  # (a star after a figure left out: REJECTED_NOTE)
-        line = f"  {a:<{width}} {seeds}{m:.{d}f} ± {sd:.{d}f}"
+        spread = f" ± {sd:.{d}f}" if len(kept[a]) > 1 else " (1 seed)"  # one seed counts: no spread to show
+        line = f"  {a:<{width}} {seeds}{m:.{d}f}{spread}"
         if baseline is not None and a != baseline:
             diff, noise = m - stats[baseline][0], 2 * max(sd, stats[baseline][1])
             if min(len(kept[a]), len(kept[baseline])) < 2:

@@ -336,6 +336,11 @@ def test_a_seed_whose_gan_the_judge_rejected_stays_out_of_the_synthetic_verdicts
                if "synthetic" in line)
     assert "0.820*" in row and "0.100*" in row and "(no seed counts)" in row  # shown, starred, no mean
     assert "above" not in paired and "within" not in paired
+    parts["1"]["usable"] = True  # one usable seed of three: its figure is the "mean", with no spread
+    bank.write_text(json.dumps({"utility-100": {"settings": lessons.LESSONS["utility-100"], "parts": parts}}))
+    row = next(line for line in lessons.bank_summary("utility-100", path=bank, per_seed=True, compare=False)
+               .splitlines() if "synthetic" in line)
+    assert row.endswith("0.830 (1 seed)") and "±" not in row
 
 
 def test_a_membership_part_attacks_every_size_at_every_length(tmp_path, monkeypatch):
