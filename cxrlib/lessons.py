@@ -716,9 +716,10 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "run":
             run(args.only, args.seeds, args.bank, jobs=args.jobs)
+        held = load_bank(args.bank)
         for name in LESSONS:
-            for metric in METRICS.get(name, {"arms": None}):
-                print(bank_summary(name, path=args.bank, metric=metric))
+            for metric in METRICS.get(name, {"arms": None}) if held.get(name, {}).get("parts") else ["arms"]:
+                print(bank_summary(name, path=args.bank, metric=metric))  # (a lesson not in the bank: one line)
     except CxrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
