@@ -455,8 +455,9 @@ MP_CONTEXT = "spawn"
 def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print, jobs: int = 1) -> dict:
     """Run the missing parts of the bank (every lesson, or ``only``), writing after each finished part.
 
-    ``jobs`` N > 1 runs N parts at a time, each in a process of its own with cores // N torch threads (whether that
-    beats one part at a time on all cores: ``benchmarks/bench_jobs.py``, figures in ``benchmarks/RESULTS.md``).
+    ``jobs`` N > 1 runs N parts at a time, each in a process of its own with cores // N torch threads: on a 2-core
+    CPU two single-thread GAN trainings finished 1.1–1.3× sooner than the same two in turn on two threads
+    (``benchmarks/bench_jobs.py``, ``benchmarks/RESULTS.md``).
     A part that fails leaves the others running and saved; the first failure is raised at the end."""
     if only is not None and only not in LESSONS:
         raise CxrError(f"unknown lesson {only!r} (the bank has: {', '.join(LESSONS)})")
