@@ -38,7 +38,10 @@ def arm(cores: int, threads: int, at_once: bool, steps: int, size: int) -> float
     env = {**os.environ, "CXRLIB_THREADS": str(threads)}
     if at_once:
         procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(cores)]
-        ms = [float(p.communicate()[0].split()[-1]) for p in procs]
+        outs = [p.communicate()[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise SystemExit(f"a training failed (exit codes {[p.returncode for p in procs]})")
+        ms = [float(out.split()[-1]) for out in outs]
         return max(ms) * steps / 1000
     ms = [float(subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout.split()[-1])
           for _ in range(cores)]

@@ -194,13 +194,15 @@ def main(argv=None) -> int:
         for n in args.sizes:
             drawn = draw(seed, n * (1 + max(args.extra, default=0)))
             out = Path(args.out) / f"n{n}-seed{seed}" if args.out else Path(tempfile.mkdtemp()) / "gan"
-            r = experiments.utility_study(drawn.subset(range(n)), test, judge=judge, gan_steps=args.gan_steps,
-                                          pool=drawn.subset(range(n, len(drawn))), ks=args.ks, extra=args.extra,
-                                          clf_steps=args.clf_steps, seed=seed,
-                                          min_consistency=args.min_consistency, check_every=args.check_every,
-                                          target=args.target or None, out=out)
-            if not args.out:
-                shutil.rmtree(out.parent, ignore_errors=True)
+            try:
+                r = experiments.utility_study(drawn.subset(range(n)), test, judge=judge, gan_steps=args.gan_steps,
+                                              pool=drawn.subset(range(n, len(drawn))), ks=args.ks, extra=args.extra,
+                                              clf_steps=args.clf_steps, seed=seed,
+                                              min_consistency=args.min_consistency, check_every=args.check_every,
+                                              target=args.target or None, out=out)
+            finally:
+                if not args.out:
+                    shutil.rmtree(out.parent, ignore_errors=True)
             results[n].append(r)
             print(f"n={n} seed {seed} ({r['seconds']:.0f} s): GAN {r['gan_steps']} steps, consistency {r['consistency']['GAN']:.3f} "
                   f"(judge on real {r['consistency']['real']:.3f}){'' if r['usable'] else ' NOT USABLE'} · "

@@ -486,6 +486,8 @@ def gan_vs_diffusion(train, heldout, *, budgets=(5, 20), sampling_steps=(10, 50)
             trainer.fit(minutes=max(0.0, minutes - trainer.seconds / 60), progress=False)
             G = trainer.ema.model if trainer.ema is not None else trainer.G
             for k in ([None] if model == "GAN" else sampling_steps):
+                with contextlib.nullcontext() if k is None else denoising_steps(G, k):
+                    trainer.sample(min(n_eval, 16), seed=seed)  # untimed warm-up (kernel choice, first pass)
                 t0 = time.perf_counter()
                 with contextlib.nullcontext() if k is None else denoising_steps(G, k):
                     fakes = trainer.sample(n_eval, seed=seed + 1000)

@@ -448,6 +448,8 @@ def _arm_order(name: str, arms: list[str]) -> list[str]:
     return [a for a in order if a in arms] + [a for a in arms if a not in order]
 
 
+#: lessons trained for a wall-clock budget: ``run(jobs=N)`` runs their parts one at a time on all cores
+TIMED = ("diffusion",)
 #: how ``run(jobs=N)`` starts its worker processes ("spawn": a fresh interpreter, no forked OpenMP thread pool)
 MP_CONTEXT = "spawn"
 
@@ -457,8 +459,10 @@ def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print,
 
     ``jobs`` N > 1 runs N parts at a time, each in a process of its own with cores // N torch threads: on a 2-core
     CPU two single-thread GAN trainings finished 1.1–1.3× sooner than the same two in turn on two threads
-    (``benchmarks/bench_jobs.py``, ``benchmarks/RESULTS.md``).
-    A part that fails leaves the others running and saved; the first failure is raised at the end."""
+    (``benchmarks/bench_jobs.py``, ``benchmarks/RESULTS.md``). With N > 1 a part that fails leaves the others
+    running and saved and the first failure is raised at the end (as a ``CxrError`` naming it); an interrupt cancels
+    the parts not started. Lessons trained for a wall-clock budget (``TIMED``) always run one part at a time on all
+    cores: their figures would depend on N."""
     if only is not None and only not in LESSONS:
         raise CxrError(f"unknown lesson {only!r} (the bank has: {', '.join(LESSONS)})")
     bank = load_bank(path)
@@ -481,9 +485,13 @@ def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print,
         log(f"{name}, seed {seed}: done in {part['seconds']:.0f} s · "
             + " · ".join(f"{k} {v:.3f}" for k, v in part["arms"].items()))
 
-    if jobs <= 1 or len(todo) <= 1:
-        for name, seed in todo:
-            keep(name, seed, run_part(name, seed, log))
+    serial = todo if jobs <= 1 else [(name, seed) for name, seed in todo if name in TIMED]
+    todo = [] if jobs <= 1 else [(name, seed) for name, seed in todo if name not in TIMED]
+    if len(todo) == 1:
+        serial, todo = todo + serial, []
+    for name, seed in serial:
+        keep(name, seed, run_part(name, seed, log=log))
+    if not todo:
         return bank
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -492,9 +500,10 @@ def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print,
 
     threads = max(1, config.cpu_cores() // jobs)
     failures = []
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(MP_CONTEXT), initializer=_worker_threads,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(run_part, name, seed): (name, seed) for name, seed in todo}
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(MP_CONTEXT), initializer=_worker_threads,
+                               initargs=(threads,))
+    try:
+        futures = {pool.submit(_worker_part, name, seed, LESSONS[name]): (name, seed) for name, seed in todo}
         for future in as_completed(futures):
             name, seed = futures[future]
             try:
@@ -502,6 +511,10 @@ def run(only: str | None = None, seeds: int | None = None, path=BANK, log=print,
             except Exception as e:  # the other parts go on; this one is reported and raised at the end
                 log(f"{name}, seed {seed}: failed ({type(e).__name__}: {e})")
                 failures.append(e)
+    except BaseException:  # an interrupt: the parts not started are cancelled, the running ones end with the workers
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     if failures:
         raise failures[0]
     return bank
@@ -517,14 +530,26 @@ def _worker_threads(threads: int) -> None:
     config.set_threads(threads)
 
 
-def run_part(name: str, seed: int, log=None) -> dict:
-    """One seed of one lesson (``RUNNERS[name]`` with the lesson's settings), stamped with the machine and date.
-    Without ``log`` a long runner's progress is printed with the lesson and seed in front."""
+def _worker_part(name: str, seed: int, settings: dict) -> dict:
+    """``run_part`` in a ``run(jobs=N)`` worker, with the parent's settings; a failure comes back as a ``CxrError``
+    naming it (some of the course's exceptions cannot be rebuilt in the parent, which would break the pool)."""
+    try:
+        return run_part(name, seed, settings)
+    except CxrError:
+        raise
+    except Exception as e:
+        raise CxrError(f"{type(e).__name__}: {e}") from None
+
+
+def run_part(name: str, seed: int, settings: dict | None = None, log=None) -> dict:
+    """One seed of one lesson (``RUNNERS[name]`` with ``settings``, default the lesson's), stamped with the machine
+    and date. Without ``log`` a long runner's progress is printed with the lesson and seed in front."""
     runner = RUNNERS[name]  # (a long one takes the log for its progress)
+    settings = LESSONS[name] if settings is None else settings
     if log is None:
         def log(*parts):
             print(f"{name}, seed {seed}:", *parts, flush=True)
-    part = runner(seed, LESSONS[name], **({"log": log} if "log" in inspect.signature(runner).parameters else {}))
+    part = runner(seed, settings, **({"log": log} if "log" in inspect.signature(runner).parameters else {}))
     part.update(machine=_machine(), date=datetime.datetime.now().isoformat(timespec="minutes"))
     return part
 
@@ -598,6 +623,10 @@ def bank_summary(name: str, baseline: str | None = None, path=BANK, metric: str 
         until = (f"up to {s['gan_steps']} steps (until the judge reads {s['target']:.0%})" if s.get("target")
                  else f"{s['gan_steps']} steps")
         steps = f"GAN {until} on {s['n_train']} real images, classifiers {s['clf_steps']} steps"
+    elif "lengths" in s:  # the membership lesson: one run per set size, read at each length
+        steps = f"{' / '.join(str(n) for n in s['lengths'])} steps on sets of {' / '.join(str(n) for n in s['volumes'])}"
+    elif "budgets" in s:  # the diffusion lesson: each model to each budget of its own training time
+        steps = f"{' and '.join(f'{b:g}' for b in s['budgets'])} min of training each, {s['n_train']} images"
     elif "arms" in s:  # a recipe comparison: each arm its own steps
         counts = {spec["steps"] for spec in s["arms"].values()}
         steps = (f"{counts.pop()} steps per arm" if len(counts) == 1

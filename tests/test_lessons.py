@@ -346,7 +346,7 @@ def test_a_seed_whose_gan_the_judge_rejected_stays_out_of_the_synthetic_verdicts
 def test_a_membership_part_attacks_every_size_at_every_length(tmp_path, monkeypatch):
     """The privacy notebook's lesson at toy scale: one arm per set size × length, each with the three attacks'
     AUCs (and intervals in "detail"), the white-box TPR at 1 % FPR and the SWD; the training runs on (length 2 is
-    the same run as length 1, two steps on) and the scratch checkpoint is gone afterwards."""
+    the same run as length 1, two steps on); the bank prints every figure."""
     tiny = dict(notebook="11", size=32, batch=4, volumes=[10, 12], lengths=[1, 2], n_generated=12, n_boot=20,
                 n_heldout=12, seeds=1)
     monkeypatch.setitem(lessons.LESSONS, "membership", tiny)
@@ -363,6 +363,8 @@ def test_a_membership_part_attacks_every_size_at_every_length(tmp_path, monkeypa
         lo, hi = detail["discriminator"]["auc_interval"]
         assert lo <= part["arms"][arm] <= hi and detail["distance_pixel"]["auc"] == part["pixel"][arm]
     assert part["arms"]["10 images · 1 steps"] != part["arms"]["10 images · 2 steps"]  # D trained on between them
+    for metric in lessons.METRICS["membership"]:
+        assert "1 / 2 steps on sets of 10 / 12" in lessons.bank_summary("membership", path=bank, metric=metric)
     assert "1000 images · 500 steps" == lessons.BASELINES["membership"]
 
 
@@ -384,25 +386,42 @@ def test_a_dp_part_scores_every_arm_and_records_the_epsilon_spent(tmp_path, monk
     spent = {a: part["detail"][a]["epsilon_spent"] for a in arms}
     assert spent["course recipe"] is None and spent["DP recipe, ε = ∞"] is None and 0 < spent["ε = 10"] <= 10
     assert lessons.BASELINES["dp"] in arms
+    for metric in lessons.METRICS["dp"]:
+        assert "2 steps (32 px, batch 4)" in lessons.bank_summary("dp", path=bank, metric=metric)
 
 
 def test_a_diffusion_part_scores_the_gan_and_each_sampling_length_at_each_budget(tmp_path, monkeypatch):
     """The diffusion notebook's lesson at toy scale: a row per model (the diffusion model per DDIM step count) and
     budget, each with every figure; each model trains to each budget of its own training time in turn."""
     pytest.importorskip("diffusers")
-    tiny = dict(notebook="12", size=32, n_train=12, budgets=[0.002, 0.004], sampling_steps=[1, 2], n_eval=10,
+    tiny = dict(notebook="12", size=32, n_train=12, budgets=[0.002, 0.05], sampling_steps=[1, 2], n_eval=10,
                 n_heldout=12, seeds=1)
     monkeypatch.setitem(lessons.LESSONS, "diffusion", tiny)
     bank = tmp_path / "bank.json"
     lessons.run("diffusion", path=bank, log=lambda *_: None)
     part = json.loads(bank.read_text())["diffusion"]["parts"]["0"]
     rows = ["GAN · 0.002 min", "diffusion, 1 steps · 0.002 min", "diffusion, 2 steps · 0.002 min",
-            "GAN · 0.004 min", "diffusion, 1 steps · 0.004 min", "diffusion, 2 steps · 0.004 min"]
+            "GAN · 0.05 min", "diffusion, 1 steps · 0.05 min", "diffusion, 2 steps · 0.05 min"]
     assert sorted(part["arms"]) == sorted(rows)
     for key in lessons.METRICS["diffusion"]:
         assert sorted(part[key]) == sorted(rows), key
     for r in rows:
         assert part["arms"][r] > 0 and 0 <= part["pixel"][r] <= 1 and part["sample_s"][r] > 0 and part["steps"][r] >= 1
-    for model in ("GAN", "diffusion, 1 steps"):  # the same run, on: more steps at the larger budget
-        assert part["steps"][f"{model} · 0.004 min"] >= part["steps"][f"{model} · 0.002 min"]
-    assert part["steps"]["diffusion, 1 steps · 0.004 min"] == part["steps"]["diffusion, 2 steps · 0.004 min"]
+    for model in ("GAN", "diffusion, 1 steps"):  # the same run, on: more steps and time at the larger budget
+        assert part["steps"][f"{model} · 0.05 min"] > part["steps"][f"{model} · 0.002 min"]
+    for metric in lessons.METRICS["diffusion"]:
+        assert "0.002 and 0.05 min of training each" in lessons.bank_summary("diffusion", path=bank, metric=metric)
+
+
+def test_a_timed_lesson_runs_its_parts_one_at_a_time_whatever_jobs_says(tmp_path, monkeypatch):
+    """A lesson trained for a wall-clock budget would draw other figures on a shared CPU: run(jobs=2) keeps its
+    parts in this process, on all cores."""
+    import os
+
+    monkeypatch.setattr(lessons, "MP_CONTEXT", "fork")
+    monkeypatch.setattr(lessons, "TIMED", ("leak",))
+    monkeypatch.setitem(lessons.RUNNERS, "leak", _runner_in_a_child)
+    bank = tmp_path / "bank.json"
+    lessons.run("leak", seeds=2, path=bank, log=lambda *_: None, jobs=2)
+    parts = json.loads(bank.read_text())["leak"]["parts"]
+    assert sorted(parts) == ["0", "1"] and all(p["pid"] == os.getpid() for p in parts.values())
